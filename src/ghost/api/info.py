@@ -1,0 +1,84 @@
+"""Ollama-compatible info routes and the OpenAI model list."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
+
+from ghost import OLLAMA_COMPAT_VERSION
+from ghost.api.auth import require_key
+from ghost.api.deps import get_runtime, read_json_object
+from ghost.errors import NotFound
+from ghost.runtime import Runtime
+
+router = APIRouter()
+_STARTED = datetime.now(timezone.utc).isoformat()
+
+
+@router.get("/", response_class=PlainTextResponse, summary="Liveness, Ollama style")
+@router.head("/", response_class=PlainTextResponse, include_in_schema=False)
+async def root() -> str:
+    return "Ollama is running"
+
+
+@router.get("/api/version", summary="Ollama version Ghost is compatible with")
+async def version() -> dict[str, str]:
+    return {"version": OLLAMA_COMPAT_VERSION}
+
+
+def _details(runtime: Runtime) -> dict[str, Any]:
+    meta = runtime.extras.get("model_meta", {})
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": "qwen3",
+        "families": ["qwen3"],
+        "parameter_size": meta.get("parameter_size", "unknown"),
+        "quantization_level": meta.get("quantization_level", "unknown"),
+    }
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+@router.get("/api/tags", summary="Models Ghost serves, Ollama style")
+async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    size = runtime.extras.get("model_meta", {}).get("size", 0)
+    return {"models": [
+        {"name": name, "model": name, "modified_at": _STARTED, "size": size,
+         "digest": _digest(name), "details": _details(runtime)}
+        for name in runtime.models
+    ]}
+
+
+@router.post("/api/show", summary="Model metadata, Ollama style")
+async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    body = await read_json_object(request, allow_empty=True)
+    name = body.get("model") or body.get("name") or runtime.default_model
+    if name not in runtime.models:
+        raise NotFound(f"model '{name}' not found")
+    return {
+        "license": "",
+        "modelfile": f"# Modelfile served by Ghost\nFROM {name}\n",
+        "parameters": "",
+        "template": "{{ .Prompt }}",
+        "details": _details(runtime),
+        "model_info": {"general.architecture": "qwen3", "general.basename": name},
+        "capabilities": ["completion", "tools"],
+        "modified_at": _STARTED,
+    }
+
+
+@router.get("/v1/models", dependencies=[Depends(require_key)], summary="Models, OpenAI style")
+async def openai_models(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    created = int(time.time())
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": created, "owned_by": "ghost"}
+        for name in runtime.models
+    ]}

@@ -1,0 +1,97 @@
+"""The app factory: route table, middleware, and the lifespan that owns every live resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from ghost import __version__
+from ghost.api import health, info, proxy
+from ghost.api.errors import install_error_handlers
+from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.config import Settings
+from ghost.llm.client import make_http_client
+from ghost.runtime import Runtime
+
+log = logging.getLogger("ghost")
+
+# Routers in match order. The catch-all proxy must stay last.
+ROUTERS = [info.router, health.router, proxy.router]
+
+
+async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
+    """The upstream's model ids, or [] if it cannot tell us right now."""
+    if not upstream_url:
+        return []
+    try:
+        response = await http.get(f"{upstream_url}/v1/models", headers=headers, timeout=3.0)
+        return [str(m["id"]) for m in response.json().get("data", []) if "id" in m]
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError, KeyError):
+        return []
+
+
+async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
+    http = await stack.enter_async_context(make_http_client(settings))
+    runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[])
+    if not runtime.upstream_url:
+        log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
+    discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
+    runtime.models = settings.models or discovered[:1] or ["ghost"]
+    return runtime
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        async with AsyncExitStack() as stack:
+            app.state.runtime = await build_runtime(settings, stack)
+            log.info("Ghost %s ready; upstream %s; models %s", __version__,
+                     app.state.runtime.upstream_url or "(none)", app.state.runtime.models)
+            yield
+
+    return lifespan
+
+
+def own_paths() -> frozenset[str]:
+    """Paths Ghost answers itself; a wrong method on one is a 405, not a proxied request."""
+    routes = (route for router in ROUTERS for route in router.routes)
+    return frozenset(r.path for r in routes if isinstance(r, APIRoute) and "{" not in r.path)
+
+
+def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
+    """Path -> largest body accepted. Ghost's own routes take JSON; everything else is proxied."""
+    special: dict[str, int] = {}
+    own = app.state.own_paths
+
+    def limit_for(path: str) -> int:
+        if path in special:
+            return special[path]
+        return settings.max_request_bytes if path in own else settings.proxy_max_body_bytes
+
+    app.state.body_limit_overrides = special
+    return limit_for
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    for router in ROUTERS:
+        app.include_router(router)
+    app.state.own_paths = own_paths()
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
+        allow_headers=["*"], expose_headers=["X-Request-ID"],
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app

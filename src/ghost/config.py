@@ -1,0 +1,104 @@
+"""Ghost's settings: the one place configuration is read.
+
+Every setting is a field below. It comes from, in order of precedence: a command-line flag
+(`--read-timeout 30`), an environment variable (`GHOST_READ_TIMEOUT=30`), or its default.
+`ghost serve --help` is generated from these fields, so the description here is the documentation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_KEY = "ghost-secret-123"
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GHOST_", extra="ignore")
+
+    # --- serving -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(11435, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    api_key: str = Field(
+        DEFAULT_API_KEY,
+        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Empty disables auth.",
+    )
+    insecure: bool = Field(
+        False, description="Allow a non-loopback bind with the default or an empty key."
+    )
+    home: Path = Field(
+        Path("~/.ghost"), description="Directory holding everything Ghost owns (database, sandbox, logs)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    # --- upstream ------------------------------------------------------------------------
+    upstream_url: str = Field(
+        "",
+        description="Base URL of the OpenAI-compatible upstream (e.g. http://127.0.0.1:8080). "
+        "Empty: start the bundled model.",
+    )
+    upstream_api_key: str = Field("", description="Bearer key sent to the upstream (never the client's).")
+    model: str = Field(
+        "",
+        description="Comma-separated model names Ghost serves; the first is the default. "
+        "Empty: the upstream's first model, or the bundled model's name.",
+    )
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the upstream.")
+    read_timeout: float = Field(
+        300.0, gt=0, description="Seconds to wait for upstream bytes before giving up (504)."
+    )
+    upstream_max_connections: int = Field(
+        100, ge=1, description="Pooled connections to the upstream."
+    )
+
+    # --- request limits ------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        32 * MB, ge=1024, description="Largest JSON request body Ghost accepts (413 past it)."
+    )
+    proxy_max_body_bytes: int = Field(
+        1024 * MB, ge=1024, description="Largest request body the catch-all proxy forwards."
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("upstream_url", mode="after")
+    @classmethod
+    def _normalise_upstream(cls, value: str) -> str:
+        # Ghost appends /v1/... itself; accept the common "http://host:port/v1" spelling too.
+        value = value.strip().rstrip("/")
+        return value[: -len("/v1")] if value.endswith("/v1") else value
+
+    @property
+    def models(self) -> list[str]:
+        return [name.strip() for name in self.model.split(",") if name.strip()]
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key != ""
+
+    def bind_is_loopback(self) -> bool:
+        if self.host in ("localhost", ""):
+            return self.host == "localhost"
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def refuse_reason(self) -> str | None:
+        """Why this configuration must not start, or None."""
+        weak_key = self.api_key in ("", DEFAULT_API_KEY)
+        if weak_key and not self.bind_is_loopback() and not self.insecure:
+            which = "empty" if self.api_key == "" else "the public default"
+            return (
+                f"refusing to bind {self.host} with {which} API key: set --api-key / GHOST_API_KEY, "
+                "bind 127.0.0.1, or pass --insecure"
+            )
+        return None

@@ -1,0 +1,110 @@
+"""Ghost's exception tree. One handler (`ghost.api.errors`) maps it to the error shape.
+
+    GhostError                      500 internal_error
+    ├── BadRequest                  400 invalid_request_error
+    ├── AuthenticationFailed        401 authentication_error
+    ├── NotFound                    404 not_found_error
+    ├── Conflict                    409 conflict_error
+    ├── LimitExceeded               413 request_too_large
+    ├── Unprocessable               422 invalid_request_error
+    ├── Busy                        429 rate_limit_error
+    ├── UpstreamError               502 upstream_error
+    │   ├── UpstreamUnavailable     502 upstream_unavailable
+    │   └── UpstreamTimeout         504 upstream_timeout
+    ├── ToolError                   (a tool call failed; becomes a tool result, never a response)
+    ├── SandboxError                500 sandbox_error
+    └── WorkspaceError              400 workspace_error
+        ├── PathOutsideSandbox      404 not_found_error
+        └── ArchiveRejected         400 invalid_archive
+
+Exceptions are plain values: constructors only store their message. Foreign errors (httpx,
+sqlite, zipfile) are translated where they are caught, with `raise ... from exc`.
+"""
+
+from __future__ import annotations
+
+
+class GhostError(Exception):
+    status_code: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(GhostError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GhostError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class NotFound(GhostError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class Conflict(GhostError):
+    status_code = 409
+    error_type = "conflict_error"
+
+
+class LimitExceeded(GhostError):
+    status_code = 413
+    error_type = "request_too_large"
+
+
+class Unprocessable(GhostError):
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
+class Busy(GhostError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class UpstreamError(GhostError):
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    error_type = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    error_type = "upstream_timeout"
+
+
+class ToolError(GhostError):
+    error_type = "tool_error"
+
+
+class SandboxError(GhostError):
+    error_type = "sandbox_error"
+
+
+class WorkspaceError(GhostError):
+    status_code = 400
+    error_type = "workspace_error"
+
+
+class PathOutsideSandbox(WorkspaceError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ArchiveRejected(WorkspaceError):
+    error_type = "invalid_archive"
+
+
+def error_body(message: str, error_type: str) -> dict[str, dict[str, str]]:
+    """The one error shape every response and stream uses."""
+    return {"error": {"message": message, "type": error_type}}

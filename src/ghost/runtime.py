@@ -1,0 +1,32 @@
+"""The live objects one Ghost process owns, built in the app's lifespan and shared by routes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ghost.config import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    http: httpx.AsyncClient
+    # Base URL of the upstream in use (configured, or the bundled model once it runs); "" if none.
+    upstream_url: str
+    models: list[str]
+    started_at: float = field(default_factory=time.monotonic)
+    in_flight_turns: int = 0
+    # Filled by later subsystems (sandbox, store, agent, embedded model); typed there.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    def upstream_headers(self) -> dict[str, str]:
+        key = self.settings.upstream_api_key
+        return {"authorization": f"Bearer {key}"} if key else {}

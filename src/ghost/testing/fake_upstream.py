@@ -1,0 +1,290 @@
+"""A scripted OpenAI-compatible server for tests and benchmarks.
+
+It is a real HTTP server (uvicorn on loopback), so everything between Ghost and it — pooling,
+streaming, timeouts, disconnects — is exercised for real. Each chat-completion request takes the
+next scripted `Reply` (or a default one); every request is recorded for assertions.
+
+In-process:    fake = FakeUpstream().start(); fake.script(Reply(content="hi")); fake.url
+Out-of-process: python -m ghost.testing.fake_upstream --port 9000
+                then POST /_fake/script with a JSON list of Reply fields, GET /_fake/requests.
+
+Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
+body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+DEFAULT_MODEL = "fake-model"
+
+
+@dataclass
+class Reply:
+    """One scripted answer to a chat-completion request."""
+
+    content: str = "Hello from the fake upstream."
+    chunks: list[str] | None = None  # explicit content pieces; default: content split into words
+    reasoning: str | None = None  # streamed as delta.reasoning_content before the content
+    tool_calls: list[dict[str, Any]] | None = None  # [{"name": ..., "arguments": {...} | "json"}]
+    delay: float = 0.0  # seconds between streamed chunks
+    first_delay: float = 0.0  # seconds before the response starts
+    status: int = 200
+    body: str | None = None  # raw body instead of a completion (with status and content_type)
+    content_type: str = "application/json"
+    usage: dict[str, int] | None = field(
+        default_factory=lambda: {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    )
+    fail_after: int | None = None  # break the connection after this many streamed chunks
+    finish_reason: str | None = None
+
+    def pieces(self) -> list[str]:
+        if self.chunks is not None:
+            return self.chunks
+        words = self.content.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)] if self.content else []
+
+
+class FakeUpstream:
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+        self.model = model
+        self.replies: deque[Reply] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.default_reply = Reply()
+        self.open_streams = 0  # chat streams currently being sent
+        self.closed_early = 0  # chat streams whose client went away before the end
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- scripting ---------------------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.requests.clear()
+        self.closed_early = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["path"] == "/v1/chat/completions"]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self, port: int = 0) -> "FakeUpstream":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # --- the ASGI app --------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/_fake/script", self._script, methods=["POST"]),
+            Route("/_fake/reset", self._reset, methods=["POST"]),
+            Route("/_fake/requests", self._requests, methods=["GET"]),
+            Route("/echo/{rest:path}", self._echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]),
+            Route("/sse/{n:int}", self._sse, methods=["GET", "POST"]),
+            Route("/bytes/{n:int}", self._bytes, methods=["GET"]),
+            Route("/slow/{seconds:float}", self._slow, methods=["GET", "POST"]),
+        ])
+
+    def _record(self, request: Request, body: Any) -> None:
+        self.requests.append({
+            "method": request.method, "path": request.url.path, "query": request.url.query,
+            "headers": dict(request.headers), "body": body,
+        })
+
+    async def _models(self, request: Request) -> Response:
+        self._record(request, None)
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+
+    async def _script(self, request: Request) -> Response:
+        items = await request.json()
+        self.script(*(Reply(**item) for item in items))
+        return JSONResponse({"queued": len(self.replies)})
+
+    async def _reset(self, request: Request) -> Response:
+        self.reset()
+        return JSONResponse({"ok": True})
+
+    async def _requests(self, request: Request) -> Response:
+        return JSONResponse(self.requests)
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, body)
+        reply = self.replies.popleft() if self.replies else self.default_reply
+        if reply.first_delay:
+            await asyncio.sleep(reply.first_delay)
+        if reply.body is not None:
+            return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+        if reply.status != 200:
+            return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
+                                status_code=reply.status)
+        model = body.get("model", self.model)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
+        return JSONResponse(completion(reply, model))
+
+    async def _stream(self, reply: Reply, model: str, include_usage: bool):
+        self.open_streams += 1
+        finished = False
+        try:
+            for index, chunk in enumerate(stream_chunks(reply, model, include_usage)):
+                if reply.fail_after is not None and index >= reply.fail_after:
+                    raise ConnectionAbortedError("scripted mid-stream failure")
+                if reply.delay and index:
+                    await asyncio.sleep(reply.delay)
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+            finished = True
+        finally:
+            self.open_streams -= 1
+            if not finished:
+                self.closed_early += 1
+
+    async def _echo(self, request: Request) -> Response:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.stream():
+            digest.update(chunk)
+            size += len(chunk)
+        self._record(request, {"sha256": digest.hexdigest(), "size": size})
+        return JSONResponse({
+            "method": request.method, "path": request.url.path, "query": request.url.query,
+            "headers": dict(request.headers), "sha256": digest.hexdigest(), "size": size,
+        }, headers={"x-upstream": "fake", "connection": "keep-alive"})
+
+    async def _sse(self, request: Request) -> Response:
+        n = request.path_params["n"]
+        delay = float(request.query_params.get("delay", "0.05"))
+
+        async def events():
+            for i in range(n):
+                yield f"data: {i}\n\n".encode()
+                await asyncio.sleep(delay)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _bytes(self, request: Request) -> Response:
+        n = request.path_params["n"]
+        block = b"x" * 65536
+
+        async def body():
+            left = n
+            while left > 0:
+                yield block[: min(left, len(block))]
+                left -= len(block)
+
+        return StreamingResponse(body(), media_type="application/octet-stream",
+                                 headers={"content-length": str(n)})
+
+    async def _slow(self, request: Request) -> Response:
+        await asyncio.sleep(request.path_params["seconds"])
+        return JSONResponse({"slept": request.path_params["seconds"]})
+
+
+def _tool_call_entries(reply: Reply) -> list[dict[str, Any]]:
+    entries = []
+    for index, call in enumerate(reply.tool_calls or []):
+        arguments = call.get("arguments", {})
+        entries.append({
+            "index": index, "id": call.get("id", f"call_{uuid.uuid4().hex[:8]}"), "type": "function",
+            "function": {"name": call["name"],
+                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+        })
+    return entries
+
+
+def _finish_reason(reply: Reply) -> str:
+    return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+
+
+def completion(reply: Reply, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.pieces()) or None}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = [{k: v for k, v in e.items() if k != "index"} for e in _tool_call_entries(reply)]
+    result = {
+        "id": f"chatcmpl-fake{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": int(time.time()),
+        "model": model, "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(reply)}],
+    }
+    if reply.usage is not None:
+        result["usage"] = reply.usage
+    return result
+
+
+def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:
+    base = {"id": f"chatcmpl-fake{uuid.uuid4().hex[:8]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if reply.reasoning:
+        chunks += [chunk({"reasoning_content": piece}) for piece in reply.reasoning.split(" ")]
+    chunks += [chunk({"content": piece}) for piece in reply.pieces()]
+    for entry in _tool_call_entries(reply):
+        chunks.append(chunk({"tool_calls": [entry]}))
+    chunks.append(chunk({}, _finish_reason(reply)))
+    if include_usage and reply.usage is not None:
+        chunks.append({**base, "choices": [], "usage": reply.usage})
+    return chunks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Scripted fake OpenAI-compatible upstream.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    args = parser.parse_args()
+    fake = FakeUpstream(model=args.model).start(args.port)
+    print(json.dumps({"url": fake.url, "default_reply": asdict(fake.default_reply)}), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Start a real Ghost server process on loopback, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+TEST_KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The parent's environment without any GHOST_ setting, so tests see only what they pass."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHOST_")}
+    env.update(extra or {})
+    return env
+
+
+class GhostServer:
+    def __init__(self, *args: str, api_key: str | None = TEST_KEY, home: Path | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.home = home or Path(tempfile.mkdtemp(prefix="ghost-home-"))
+        self.api_key = api_key
+        self.args = list(args)
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.home / "server-test.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Ghost-Key": self.api_key} if self.api_key else {}
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "ghost", "serve", "--port", str(self.port), "--home", str(self.home)]
+        if self.api_key is not None:
+            cmd += ["--api-key", self.api_key]
+        return cmd + self.args
+
+    def start(self, timeout: float = 60.0) -> "GhostServer":
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        env=clean_env(self.env), start_new_session=True)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"ghost exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ghost did not become ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(5)
+
+    def __enter__(self) -> "GhostServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
