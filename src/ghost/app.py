@@ -18,6 +18,7 @@ from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
 from ghost.llm.client import make_http_client
 from ghost.runtime import Runtime
+from ghost.store.db import Database
 
 log = logging.getLogger("ghost")
 
@@ -38,9 +39,15 @@ async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: d
 
 async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     http = await stack.enter_async_context(make_http_client(settings))
-    runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[])
+    db = await Database(settings.database_path).open()
+    stack.push_async_callback(db.close)
+    sandbox_root = settings.sandbox_path
+    sandbox_root.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
+                      db=db, sandbox_root=sandbox_root)
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
+    # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     return runtime

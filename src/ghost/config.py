@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         1024 * MB, ge=1024, description="Largest request body the catch-all proxy forwards."
     )
 
+    # --- workspace -----------------------------------------------------------------------
+    sandbox_dir: Path | None = Field(
+        None, description="The agent's working directory. Default: <home>/sandbox."
+    )
+
+    @property
+    def sandbox_path(self) -> Path:
+        return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "ghost.db"
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

@@ -14,7 +14,8 @@
     ├── ToolError                   (a tool call failed; becomes a tool result, never a response)
     ├── SandboxError                500 sandbox_error
     └── WorkspaceError              400 workspace_error
-        ├── PathOutsideSandbox      404 not_found_error
+        ├── UnsafePath              400 invalid_path
+        │   └── PathOutsideSandbox  404 not_found_error
         └── ArchiveRejected         400 invalid_archive
 
 Exceptions are plain values: constructors only store their message. Foreign errors (httpx,
@@ -96,7 +97,15 @@ class WorkspaceError(GhostError):
     error_type = "workspace_error"
 
 
-class PathOutsideSandbox(WorkspaceError):
+class UnsafePath(WorkspaceError):
+    """A user- or model-supplied path that is malformed (absolute, `..`, NUL, backslash, too long)."""
+
+    error_type = "invalid_path"
+
+
+class PathOutsideSandbox(UnsafePath):
+    """A well-formed path that resolves outside the sandbox (through a symlink)."""
+
     status_code = 404
     error_type = "not_found_error"
 

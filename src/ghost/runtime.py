@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from pathlib import Path
 
 from ghost.config import Settings
+from ghost.store.db import Database
 
 
 @dataclass
@@ -18,8 +21,12 @@ class Runtime:
     # Base URL of the upstream in use (configured, or the bundled model once it runs); "" if none.
     upstream_url: str
     models: list[str]
+    db: Database
+    sandbox_root: Path
     started_at: float = field(default_factory=time.monotonic)
     in_flight_turns: int = 0
+    # Called after a workspace load has swapped files and state in (e.g. to re-scan skills).
+    after_workspace_load: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Filled by later subsystems (sandbox, store, agent, embedded model); typed there.
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,71 @@
+"""The one function that turns a user- or model-supplied path into a path inside the sandbox.
+
+Every route and tool that touches sandbox files goes through `resolve_in_sandbox`. It refuses,
+before any file is touched: NUL bytes, absolute paths, drive letters, backslashes (a separator
+on Windows, so a workspace zipped here could escape when unpacked there), `..` components, names
+longer than the filesystem allows, and paths that — following symlinks at any depth — end up
+outside the sandbox root.
+
+Known limit: the symlink check and the later open are two steps. Code running in the sandbox
+could swap a checked directory for a symlink in between; the bubblewrap backend limits what such a
+race can reach, since the sandboxed process itself sees nothing outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ghost.errors import PathOutsideSandbox, UnsafePath
+
+MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def split_relative(user_path: str) -> list[str]:
+    """Validate the path's shape and return its components ('' and '.' dropped)."""
+    if not isinstance(user_path, str):
+        raise UnsafePath("path must be a string")
+    if "\x00" in user_path:
+        raise UnsafePath("path contains a NUL byte")
+    if len(user_path) > MAX_PATH_CHARS:
+        raise UnsafePath(f"path longer than {MAX_PATH_CHARS} characters")
+    if "\\" in user_path:
+        raise UnsafePath("path contains a backslash; use '/' as the separator")
+    if user_path.startswith("/") or _DRIVE.match(user_path):
+        raise UnsafePath("path must be relative to the sandbox, not absolute")
+    parts = [part for part in user_path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafePath("path must not contain '..'")
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise UnsafePath(f"a path component is longer than {MAX_NAME_BYTES} bytes")
+    return parts
+
+
+def is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_in_sandbox(root: Path, user_path: str, *, allow_root: bool = False) -> Path:
+    """The path inside `root` that `user_path` names, or UnsafePath / PathOutsideSandbox.
+
+    Returns the lexical path (root joined with the cleaned components), after checking that its
+    real location — every symlink followed — is still inside the real root. Operating on the
+    lexical path keeps a symlink's own name usable (to delete or move the link itself).
+    """
+    parts = split_relative(user_path)
+    if not parts and not allow_root:
+        raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
+    real_root = Path(os.path.realpath(root))
+    candidate = real_root.joinpath(*parts)
+    if not is_within(Path(os.path.realpath(candidate)), real_root):
+        raise PathOutsideSandbox(f"'{user_path}' leads outside the sandbox")
+    return candidate
+
+
+def relative_name(root: Path, path: Path) -> str:
+    """How a path inside the sandbox is shown to users and the model."""
+    return path.relative_to(Path(os.path.realpath(root))).as_posix()

@@ -1,0 +1,110 @@
+"""SQLite storage: one connection, one worker thread, numbered migrations.
+
+Every database call goes through `Database.run`, which executes it on a single dedicated thread.
+That gives one writer path (no "database is locked" between Ghost's own writers), keeps sqlite off
+the event loop, and lets callers write plain synchronous functions of a `sqlite3.Connection`.
+WAL mode lets other processes (a second Ghost reading, the `sqlite3` shell) read meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# (executescript would COMMIT the migration's transaction half-way, so statements run one by one.)
+def _m001_initial(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE scratchpad (
+            key        TEXT PRIMARY KEY,
+            value      TEXT NOT NULL,          -- JSON
+            updated_at REAL NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE history (
+            session_id TEXT PRIMARY KEY,
+            messages   TEXT NOT NULL,          -- JSON list of chat messages
+            updated_at REAL NOT NULL
+        )""")
+
+
+# Append only; never edit a released migration. Index + 1 is the schema version it produces.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ghost-db")
+        self._conn: sqlite3.Connection | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> "Database":
+        await self.run_raw(self._open_sync)
+        return self
+
+    async def close(self) -> None:
+        await self.run_raw(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed write survives power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        migrate(conn)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- access --------------------------------------------------------------------------------
+    async def run_raw(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` on the database thread inside one transaction."""
+        return await self.run_raw(self._in_transaction, fn, *args)
+
+    def _in_transaction(self, fn: Callable[..., T], *args: object) -> T:
+        with transaction(self.connection) as conn:
+            return fn(conn, *args)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
+        with transaction(conn):
+            step(conn)
+            conn.execute(f"PRAGMA user_version={version}")
