@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,18 +13,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from ghost import __version__
-from ghost.api import health, info, proxy
+from ghost.api import health, info, proxy, workspace
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
 from ghost.llm.client import make_http_client
 from ghost.runtime import Runtime
 from ghost.store.db import Database
+from ghost.workspace.gate import WorkspaceGate
+from ghost.workspace.layout import reset_tmp_dir
 
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, health.router, proxy.router]
+ROUTERS = [info.router, health.router, workspace.router, proxy.router]
 
 
 async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
@@ -44,7 +47,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     sandbox_root = settings.sandbox_path
     sandbox_root.mkdir(parents=True, exist_ok=True)
     runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
-                      db=db, sandbox_root=sandbox_root)
+                      db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
+    await asyncio.to_thread(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.own_paths = own_paths()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
+    app.state.body_limit_overrides.update(workspace.body_limits(settings))
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
         allow_headers=["*"], expose_headers=["X-Request-ID"],
