@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from ghost.errors import BadRequest, LimitExceeded
 from ghost.workspace.layout import IO_BLOCK
+from ghost.workspace.tasks import to_completion
 
 MAX_FIELDS = 16
 MAX_FIELD_BYTES = 64 * 1024
@@ -41,13 +42,18 @@ def _new_temp(tmp_dir: Path, prefix: str) -> tuple[BinaryIO, Path]:
 
 
 class _Spool:
-    """A temp file fed from the event loop; writes happen in a thread, a block at a time."""
+    """A temp file fed from the event loop.
+
+    Writes happen in a worker thread a block at a time, and overlap with receiving: one block is
+    written while the next one fills, so at most two blocks are held in memory.
+    """
 
     def __init__(self, tmp_dir: Path, prefix: str, cap: int) -> None:
         self.file, self.path = _new_temp(tmp_dir, prefix)
         self.cap = cap
         self.size = 0
         self._pending = bytearray()
+        self._writing: asyncio.Future[int] | None = None
 
     def add(self, data: bytes | memoryview) -> None:
         self.size += len(data)
@@ -56,15 +62,28 @@ class _Spool:
         self._pending += data
 
     async def flush(self, force: bool = False) -> None:
-        if self._pending and (force or len(self._pending) >= IO_BLOCK):
-            block, self._pending = bytes(self._pending), bytearray()
-            await asyncio.to_thread(self.file.write, block)
+        if not self._pending or (len(self._pending) < IO_BLOCK and not force):
+            return
+        await self._wait_for_write()
+        block, self._pending = self._pending, bytearray()
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self.file.write, block))
+
+    async def _wait_for_write(self) -> None:
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
 
     async def finish(self) -> None:
         await self.flush(force=True)
+        await self._wait_for_write()
         await asyncio.to_thread(self.file.close)
 
-    def discard(self) -> None:
+    async def discard(self) -> None:
+        """Remove the temp file after a failure (which is already on its way up)."""
+        if self._writing is not None:
+            # A block may still be on its way to disk: let it land before closing the file.
+            with contextlib.suppress(Exception):
+                await to_completion(self._writing)
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -84,7 +103,7 @@ async def receive_raw(request: Request, tmp_dir: Path, cap: int, prefix: str) ->
             await spool.flush()
         await spool.finish()
     except BaseException:
-        spool.discard()
+        await spool.discard()
         raise
     return Received(path=spool.path, size=spool.size)
 
@@ -105,7 +124,7 @@ async def receive_multipart(request: Request, tmp_dir: Path, cap: int, prefix: s
         form.check_complete()
         await form.spool.finish()
     except BaseException:
-        form.spool.discard()
+        await form.spool.discard()
         raise
     return Received(path=form.spool.path, size=form.spool.size, filename=form.filename, fields=form.fields)
 

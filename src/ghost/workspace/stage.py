@@ -8,9 +8,12 @@ at the first byte past the cap.
 
 from __future__ import annotations
 
+import os
+import threading
 import zipfile
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from ghost.workspace.state import SessionState, decode_session
 from ghost.workspace.tasks import StopFlag
 from ghost.workspace.zipcheck import Area, Entry, Limits, check_archive, count_entries
 
+# Unpacking threads: inflating and writing release the GIL, so a second core helps.
+EXTRACT_THREADS = min(4, os.cpu_count() or 1)
 # What a damaged or hostile archive raises from zipfile/zlib while it is read.
 _CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 
@@ -42,13 +47,18 @@ class Staged:
 
 
 class _Budget:
+    """Unpacked bytes so far, shared by the unpacking threads."""
+
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.used = 0
+        self._lock = threading.Lock()
 
     def spend(self, n: int) -> None:
-        self.used += n
-        if self.used > self.cap:
+        with self._lock:
+            self.used += n
+            over = self.used > self.cap
+        if over:
             raise LimitExceeded(f"archive unpacks to more than {self.cap} bytes")
 
 
@@ -71,11 +81,56 @@ def _stage(archive: zipfile.ZipFile, stage_root: Path, limits: Limits, session_c
     staged = Staged(root=stage_root, state=_read_session(archive, entries, session_cap, budget))
     staged.sandbox.mkdir()
     staged.skills.mkdir()
-    for entry in entries:
-        if entry.area in (Area.SANDBOX, Area.SKILLS) and entry.parts:
-            stop.check()
-            _extract(archive, entry, staged, budget, stop)
+    wanted = [entry for entry in entries if entry.area in (Area.SANDBOX, Area.SKILLS) and entry.parts]
+    files = [entry for entry in wanted if not entry.is_dir]
+    try:
+        for entry in wanted:
+            target = _target(staged, entry)
+            (target if entry.is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+        _extract_files(archive, files, staged, budget, stop)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise ArchiveRejected(f"entries clash with each other: {exc.filename}") from exc
+    staged.sandbox_files = sum(entry.area is Area.SANDBOX for entry in files)
+    staged.skill_files = Counter(entry.parts[0] for entry in files if entry.area is Area.SKILLS)
     return staged
+
+
+def _target(staged: Staged, entry: Entry) -> Path:
+    return (staged.sandbox if entry.area is Area.SANDBOX else staged.skills).joinpath(*entry.parts)
+
+
+def _extract_files(archive: zipfile.ZipFile, files: list[Entry], staged: Staged, budget: _Budget,
+                   stop: StopFlag) -> None:
+    """Unpack `files` in a few threads (zlib and file writes release the GIL); first error wins."""
+    lanes = _balanced(files, EXTRACT_THREADS)
+    failed = threading.Event()
+
+    def run_lane(lane: list[Entry]) -> None:
+        for entry in lane:
+            if failed.is_set():
+                return
+            stop.check()
+            _copy_out(archive, entry, _target(staged, entry), budget, stop)
+
+    with ThreadPoolExecutor(len(lanes) or 1, thread_name_prefix="ghost-unzip") as pool:
+        futures = [pool.submit(run_lane, lane) for lane in lanes]
+        for future in as_completed(futures):
+            if future.exception() is not None:
+                failed.set()
+    errors = [future.exception() for future in futures if future.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+def _balanced(files: list[Entry], lanes: int) -> list[list[Entry]]:
+    """Split entries into lanes of about equal unpacked size, keeping archive order in each."""
+    result: list[list[Entry]] = [[] for _ in range(max(1, min(lanes, len(files))))]
+    loads = [0] * len(result)
+    for entry in sorted(files, key=lambda e: e.info.file_size, reverse=True):
+        lightest = loads.index(min(loads))
+        result[lightest].append(entry)
+        loads[lightest] += entry.info.file_size + 4096  # a file costs something even when empty
+    return [sorted(lane, key=lambda e: e.info.header_offset) for lane in result if lane]
 
 
 def _read_session(archive: zipfile.ZipFile, entries: list[Entry], cap: int, budget: _Budget) -> SessionState:
@@ -90,23 +145,6 @@ def _read_session(archive: zipfile.ZipFile, entries: list[Entry], cap: int, budg
             if len(data) > cap:
                 raise LimitExceeded(f"session.json larger than {cap} bytes")
     return decode_session(bytes(data))
-
-
-def _extract(archive: zipfile.ZipFile, entry: Entry, staged: Staged, budget: _Budget, stop: StopFlag) -> None:
-    base = staged.sandbox if entry.area is Area.SANDBOX else staged.skills
-    target = base.joinpath(*entry.parts)
-    try:
-        if entry.is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _copy_out(archive, entry, target, budget, stop)
-    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-        raise ArchiveRejected(f"entry {entry.info.orig_filename!r} clashes with another entry") from exc
-    if entry.area is Area.SANDBOX:
-        staged.sandbox_files += 1
-    else:
-        staged.skill_files[entry.parts[0]] += 1
 
 
 def _copy_out(archive: zipfile.ZipFile, entry: Entry, target: Path, budget: _Budget, stop: StopFlag) -> None:
