@@ -120,7 +120,8 @@ def test_upload_onto_a_folder_or_under_a_file_is_400(http: httpx.Client, sandbox
 
 
 def test_upload_needs_multipart_with_a_file_part(http: httpx.Client, sandbox: Path) -> None:
-    assert http.post("/api/upload", content=b"raw", headers={"content-type": "application/octet-stream"}).status_code == 400
+    raw = http.post("/api/upload", content=b"raw", headers={"content-type": "application/octet-stream"})
+    assert raw.status_code == 400
     assert http.post("/api/upload", data={"path": "x"}, files={"other": ("a", b"1")}).status_code == 400
     assert http.post("/api/upload", files={"file": ("", b"1")}).status_code == 400
     assert listing(sandbox) == []

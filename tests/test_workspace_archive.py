@@ -65,7 +65,8 @@ def set_state(server: GhostServer, scratchpad: dict, history: dict[str, list]) -
         for key, value in scratchpad.items():
             conn.execute("INSERT OR REPLACE INTO scratchpad VALUES (?, ?, ?)", (key, json.dumps(value), time.time()))
         for session, messages in history.items():
-            conn.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", (session, json.dumps(messages), time.time()))
+            conn.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?)",
+                         (session, json.dumps(messages), time.time()))
 
 
 def get_state(server: GhostServer) -> tuple[dict, dict]:

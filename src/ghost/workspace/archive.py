@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -29,11 +30,11 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ghost.errors import BadRequest
+from ghost.errors import BadRequest, GhostError
 from ghost.runtime import Runtime
 from ghost.workspace import state
 from ghost.workspace.build import BuiltArchive, build_archive
-from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, tmp_dir
+from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
 from ghost.workspace.receive import Received, content_type, receive_multipart, receive_raw
 from ghost.workspace.stage import Staged, stage_archive
 from ghost.workspace.swap import RenameJournal
@@ -42,6 +43,7 @@ from ghost.workspace.zipcheck import Limits
 
 log = logging.getLogger("ghost.workspace")
 
+MB = 1024 * 1024
 RAW_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
 
 
@@ -62,7 +64,7 @@ async def save_workspace(runtime: Runtime, session_id: str, chat_history: list[A
             snapshot = replace(snapshot, chat_history=chat_history)
         session_json = state.encode_session(snapshot, session_id, now.isoformat())
         built = await stoppable(lambda stop: build_archive(
-            runtime.sandbox_root, tmp_dir(runtime.sandbox_root), session_json,
+            runtime.sandbox_root, require_tmp_dir(runtime.sandbox_root), session_json,
             settings.workspace_save_max_bytes, stop))
     return SavedWorkspace(archive=built, filename=f"workspace_{now:%Y%m%d_%H%M%S}.zip")
 
@@ -75,17 +77,22 @@ class LoadResult:
 
 
 async def load_workspace(runtime: Runtime, request: Request, session_id: str) -> LoadResult:
+    started = time.perf_counter()
     upload = await receive_archive(runtime, request)
+    received = time.perf_counter()
     try:
-        return await _load_from(runtime, upload.path, session_id)
+        result = await _load_from(runtime, upload.path, session_id)
     finally:
         await in_thread_to_completion(_remove_file, upload.path)
+    log.info("workspace load: %d files from a %.1f MB archive; received in %.2f s, loaded in %.2f s",
+             result.files, upload.size / MB, received - started, time.perf_counter() - received)
+    return result
 
 
 async def receive_archive(runtime: Runtime, request: Request) -> Received:
     """The uploaded zip, from a multipart `file` field or a raw zip body, streamed to disk."""
     kind, _ = content_type(request)
-    tmp, cap = tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes
+    tmp, cap = require_tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes
     if kind == "multipart/form-data":
         return await receive_multipart(request, tmp, cap, prefix="load-")
     if kind in RAW_ZIP_TYPES:
@@ -96,7 +103,8 @@ async def receive_archive(runtime: Runtime, request: Request) -> Received:
 async def _load_from(runtime: Runtime, upload: Path, session_id: str) -> LoadResult:
     settings = runtime.settings
     limits = Limits(settings.workspace_load_max_entries, settings.workspace_load_max_bytes)
-    stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=tmp_dir(runtime.sandbox_root)))
+    scratch = require_tmp_dir(runtime.sandbox_root)
+    stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=scratch))
     try:
         staged = await stoppable(lambda stop: stage_archive(
             upload, stage_root, limits, settings.max_request_bytes, stop))
@@ -112,7 +120,13 @@ async def _load_from(runtime: Runtime, upload: Path, session_id: str) -> LoadRes
 async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
     """Swap the staged workspace in and restore the database; all or nothing."""
     journal = RenameJournal()
-    added = await asyncio.to_thread(swap_in, runtime.sandbox_root, staged, journal)
+    try:
+        added = await asyncio.to_thread(swap_in, runtime.sandbox_root, staged, journal)
+    except OSError as exc:
+        # Nothing changed (swap_in undid its steps); this is the server's layout, not the archive.
+        log.error("workspace load: could not swap the sandbox in: %s", exc)
+        raise GhostError(
+            f"could not swap the loaded workspace in ({exc.strerror}); nothing was changed") from exc
     try:
         await runtime.db.run(state.restore, session_id, staged.state)
     except BaseException:
@@ -148,14 +162,16 @@ def merge_skills(staged: Staged, journal: RenameJournal) -> int:
     """Add the archive's skills whose names are not taken yet; a skill present in the workspace wins."""
     target = staged.sandbox / SKILLS_DIR
     existing = {skill_name(name) for name in os.listdir(target)} if target.is_dir() else set()
-    added = 0
+    added, kept = 0, set()
     for name in sorted(os.listdir(staged.skills)):
         if skill_name(name) in existing:
-            log.info("workspace load: keeping the existing skill %r, not the archive's", name)
+            kept.add(skill_name(name))
             continue
         target.mkdir(exist_ok=True)
         journal.rename(staged.skills / name, target / name)
         added += staged.skill_files[name]
+    if kept:
+        log.info("workspace load: kept the existing skills %s, not the archive's copies", sorted(kept))
     return added
 
 

@@ -1,9 +1,15 @@
-"""Names that define a workspace on disk and inside an archive."""
+"""Names that define a workspace on disk and inside an archive, and Ghost's scratch space."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 from pathlib import Path
+
+from ghost.errors import GhostError
+
+log = logging.getLogger("ghost.workspace")
 
 # Acquired skills live in this folder of the sandbox; in an archive they sit beside `sandbox/`.
 SKILLS_DIR = "acquired_skills"
@@ -27,12 +33,31 @@ def tmp_dir(sandbox_root: Path) -> Path:
     return sandbox_root.parent / f".{sandbox_root.name}.ghost-tmp"
 
 
-def reset_tmp_dir(sandbox_root: Path) -> Path:
-    """Empty the scratch space (left-overs of a killed process) and make sure it exists."""
+def require_tmp_dir(sandbox_root: Path) -> Path:
+    """The scratch space, created if needed; a clear error if the sandbox's parent is not writable."""
     path = tmp_dir(sandbox_root)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-    path.mkdir(mode=0o700)
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise GhostError(
+            f"cannot create Ghost's temp folder {path.name!r} next to the sandbox: {exc.strerror}; "
+            "the sandbox's parent folder must be writable by Ghost"
+        ) from exc
     return path
+
+
+def reset_tmp_dir(sandbox_root: Path) -> None:
+    """At start: empty the scratch space (left-overs of a killed process) and check the layout."""
+    path = tmp_dir(sandbox_root)
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        log.warning("workspace uploads and loads will fail: cannot prepare %s: %s", path, exc.strerror)
+        return
+    if os.stat(sandbox_root).st_dev != os.stat(path).st_dev:
+        log.warning("the sandbox %s is a mount point of its own: a workspace load cannot swap it in "
+                    "atomically and will fail; mount its parent folder instead", sandbox_root)

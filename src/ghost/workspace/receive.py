@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -117,7 +118,7 @@ async def receive_multipart(request: Request, tmp_dir: Path, cap: int, prefix: s
         raise BadRequest("multipart body without a boundary")
     form = _FormSink(_Spool(tmp_dir, prefix, cap), file_field)
     try:
-        parser = MultipartParser(boundary, form.callbacks())
+        parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]
         async for chunk in _body(request):
             _feed(parser, chunk)
             await form.spool.flush()
@@ -136,7 +137,7 @@ def _feed(parser: MultipartParser, chunk: bytes) -> None:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
 
 
-async def _body(request: Request):  # type: ignore[no-untyped-def]
+async def _body(request: Request) -> AsyncIterator[bytes]:
     try:
         async for chunk in request.stream():
             if chunk:
@@ -161,7 +162,7 @@ class _FormSink:
         self._target: str | None = None  # "file", a text field's name, or None (ignored part)
         self._text = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._header_name.extend(data[start:end]),

@@ -117,7 +117,7 @@ def _extract_files(archive: zipfile.ZipFile, files: list[Entry], staged: Staged,
         for future in as_completed(futures):
             if future.exception() is not None:
                 failed.set()
-    errors = [future.exception() for future in futures if future.exception() is not None]
+    errors = [exc for future in futures if (exc := future.exception()) is not None]
     if errors:
         raise errors[0]
 

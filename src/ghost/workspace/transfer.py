@@ -25,7 +25,7 @@ from starlette.requests import Request
 from ghost.errors import BadRequest, NotFound, UnsafePath
 from ghost.runtime import Runtime
 from ghost.sandbox.paths import relative_name, resolve_in_sandbox
-from ghost.workspace.layout import tmp_dir
+from ghost.workspace.layout import require_tmp_dir
 from ghost.workspace.receive import content_type, receive_multipart
 from ghost.workspace.tasks import in_thread_to_completion
 
@@ -41,7 +41,7 @@ async def upload_file(runtime: Runtime, request: Request) -> Uploaded:
     if kind != "multipart/form-data":
         raise BadRequest("send the file as multipart/form-data, field 'file'")
     received = await receive_multipart(
-        request, tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes, prefix="upload-")
+        request, require_tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes, prefix="upload-")
     try:
         folder = received.fields.get("path") or request.query_params.get("path") or ""
         name = target_name(folder, received.filename)
