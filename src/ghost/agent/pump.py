@@ -8,13 +8,15 @@ async context inside one task. Closing the consumer cancels the producer, so the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+
+import anyio
 
 from ghost.agent.events import Event, Heartbeat
 
 QUEUE_SIZE = 256
+CLEANUP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,5 +57,8 @@ async def pumped(source: AsyncIterator[Event], idle_seconds: float) -> AsyncIter
             yield item  # type: ignore[misc]
     finally:
         producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+        # Wait for the turn's own cleanup (closing the upstream, killing a process) without letting
+        # a repeated cancellation of *this* task cut it short: asyncio.wait never cancels what it
+        # waits on, and the shield keeps anyio's cancel scope from interrupting the wait.
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({producer}, timeout=CLEANUP_SECONDS)

@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ghost.api.streaming import WatchedStreamingResponse
+
 DEFAULT_MODEL = "fake-model"
 
 
@@ -164,7 +166,8 @@ class FakeUpstream:
         model = body.get("model", self.model)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
+            # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
+            return WatchedStreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
         return JSONResponse(completion(reply, model))
 
     async def _stream(self, reply: Reply, model: str, include_usage: bool):
