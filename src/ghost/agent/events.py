@@ -78,8 +78,17 @@ class Error:
 
 
 @dataclass(frozen=True)
+class TurnStats:
+    """Where the turn's time went (for Server-Timing and logs; no wire format shows it)."""
+
+    upstream_seconds: float
+    tool_seconds: float
+    rounds: int
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Nothing happened for a while; lets encoders keep idle connections alive."""
 
 
-Event = TextDelta | ReasoningDelta | ToolActivity | ClientToolCall | Usage | Done | Error | Heartbeat
+Event = TextDelta | ReasoningDelta | ToolActivity | ClientToolCall | Usage | TurnStats | Done | Error | Heartbeat

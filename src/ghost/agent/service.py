@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import Enum
@@ -87,7 +88,10 @@ class ChatService:
         turn = await _cancel_on_disconnect(request, _collect(first, events, info.show_activity))
         if turn is None:
             return Response(status_code=499)
-        return JSONResponse(_single_object(wire, turn, info))
+        total = time.perf_counter() - info.started
+        if turn.stats is not None:
+            request.scope["ghost.upstream_ms"] = round(turn.stats.upstream_seconds * 1000, 2)
+        return JSONResponse(_single_object(wire, turn, info), headers={"Server-Timing": turn.server_timing(total)})
 
     def _check_model(self, model: str) -> None:
         if model not in self.runtime.models:

@@ -4,12 +4,13 @@ events. A short loop with a limit; no wire formats, no persistence, no HTTP here
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
-                                ToolCall, Usage)
+                                ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
 from ghost.agent.request import ChatRequest
 from ghost.llm.chat import Completion, Delta, stream_chat
@@ -58,6 +59,9 @@ class AgentTurn:
         self.options = options
         self.registry: ToolRegistry | None = getattr(runtime, "tools", None) if options.use_tools else None
         self.usage: Usage | None = None
+        self.upstream_seconds = 0.0
+        self.tool_seconds = 0.0
+        self.rounds = 0
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -74,6 +78,8 @@ class AgentTurn:
                 else:
                     yield ReasoningDelta(item.text)
             assert completion is not None  # stream_chat always ends with one
+            self.upstream_seconds += completion.upstream_seconds
+            self.rounds = round_index + 1
             self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
@@ -96,7 +102,8 @@ class AgentTurn:
     def _ending(self, *events: Event) -> list[Event]:
         """The closing events, with the turn's usage just before Done when it is known."""
         usage = [self.usage] if self.usage is not None else []
-        return [*events[:-1], *usage, events[-1]]
+        stats = TurnStats(self.upstream_seconds, self.tool_seconds, self.rounds)
+        return [*events[:-1], *usage, stats, events[-1]]
 
     async def _opening_messages(self) -> list[dict[str, Any]]:
         if not self.options.system_prompt:
@@ -125,7 +132,9 @@ class AgentTurn:
 
     async def _run_tool(self, call: ToolCall, messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
         yield ToolActivity(call.name, "start", f"→ {call.name} {_preview(call.arguments)}")
+        started = time.perf_counter()
         result = await self._call(call)
+        self.tool_seconds += time.perf_counter() - started
         summary = result.summary or ("done" if result.ok else "failed")
         yield ToolActivity(call.name, "end", f"← {call.name}: {summary}", ok=result.ok)
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})

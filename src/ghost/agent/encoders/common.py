@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ghost.agent.events import (ClientToolCall, Done, Error, Event, ReasoningDelta, TextDelta, ToolActivity,
-                                ToolCall, Usage)
+                                ToolCall, TurnStats, Usage)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class CollectedTurn:
     usage: Usage | None = None
     done: Done | None = None
     error: Error | None = None
+    stats: TurnStats | None = None
 
     def add(self, event: Event, show_activity: bool) -> None:
         if isinstance(event, TextDelta):
@@ -68,6 +69,17 @@ class CollectedTurn:
             self.done = event
         elif isinstance(event, Error):
             self.error = event
+        elif isinstance(event, TurnStats):
+            self.stats = event
+
+    def server_timing(self, total_seconds: float) -> str:
+        """A Server-Timing header value: where the turn's time went."""
+        parts = [f"total;dur={total_seconds * 1000:.1f}"]
+        if self.stats is not None:
+            parts += [f"upstream;dur={self.stats.upstream_seconds * 1000:.1f}",
+                      f"tools;dur={self.stats.tool_seconds * 1000:.1f}",
+                      f'rounds;desc="{self.stats.rounds}"']
+        return ", ".join(parts)
 
     @property
     def content(self) -> str:
