@@ -174,6 +174,12 @@ class FakeUpstream:
         self.open_streams += 1
         finished = False
         try:
+            if not reply.delay and reply.fail_after is None:
+                # As fast as possible: one write, so the fake is never the bottleneck of a benchmark.
+                yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in stream_chunks(reply, model, include_usage))
+                yield b"data: [DONE]\n\n"
+                finished = True
+                return
             for index, chunk in enumerate(stream_chunks(reply, model, include_usage)):
                 if reply.fail_after is not None and index >= reply.fail_after:
                     raise ConnectionAbortedError("scripted mid-stream failure")
