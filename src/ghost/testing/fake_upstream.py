@@ -35,6 +35,7 @@ from starlette.routing import Route
 from ghost.api.streaming import WatchedStreamingResponse
 
 DEFAULT_MODEL = "fake-model"
+MAX_RECORDED = 10_000
 
 
 @dataclass
@@ -130,6 +131,8 @@ class FakeUpstream:
         ])
 
     def _record(self, request: Request, body: Any) -> None:
+        if len(self.requests) >= MAX_RECORDED:  # long benchmarks: keep memory flat
+            del self.requests[: MAX_RECORDED // 2]
         self.requests.append({
             "method": request.method, "path": request.url.path, "query": request.url.query,
             "headers": dict(request.headers), "body": body,
