@@ -26,6 +26,7 @@ class Runtime:
     sandbox_root: Path
     started_at: float = field(default_factory=time.monotonic)
     in_flight_turns: int = 0
+    agent: Any = None  # ghost.agent.service.ChatService, set once the runtime is built
     # Agent turns hold it shared (`async with gate.turn()`), a workspace load exclusively.
     gate: WorkspaceGate = field(default_factory=WorkspaceGate)
     # Called after a workspace load has swapped files and state in (e.g. to re-scan skills).

@@ -10,20 +10,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
+from ghost.agent.request import session_id as valid_session_id
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
-from ghost.errors import BadRequest, Unprocessable
+from ghost.errors import Unprocessable
 from ghost.runtime import Runtime
 from ghost.workspace.archive import archive_chunks, load_workspace, save_workspace
-from ghost.workspace.state import MAX_SESSION_ID_CHARS
 from ghost.workspace.transfer import download_response, upload_file
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 SESSION_HEADER = "x-ghost-session"
-DEFAULT_SESSION = "default"
 # Room for the multipart framing around a file of exactly the upload cap.
 MULTIPART_SLACK = 1024 * 1024
 UPLOAD_PATHS = ("/api/upload", "/api/workspace/load")
@@ -35,10 +34,8 @@ def body_limits(settings: Settings) -> dict[str, int]:
 
 
 def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
-    value = (body or {}).get("session_id") or request.headers.get(SESSION_HEADER) or DEFAULT_SESSION
-    if not isinstance(value, str) or len(value) > MAX_SESSION_ID_CHARS:
-        raise BadRequest(f"session_id must be a string of at most {MAX_SESSION_ID_CHARS} characters")
-    return value
+    """The JSON body's `session_id`, else the X-Ghost-Session header, else "default" (as for chat)."""
+    return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 
 @router.post("/api/workspace/save", summary="Download the workspace as a zip")

@@ -15,8 +15,6 @@ from typing import Any
 from ghost.errors import ArchiveRejected
 from ghost.workspace.layout import ARCHIVE_FORMAT, ARCHIVE_VERSION
 
-MAX_SESSION_ID_CHARS = 256
-
 
 @dataclass(frozen=True)
 class SessionState:
