@@ -280,6 +280,35 @@ def test_the_event_loop_stays_free_while_a_large_save_runs(server: GhostServer, 
     assert answered_during_save >= 3
 
 
+def open_temp_files(server: GhostServer) -> list[str]:
+    """Files the server process holds open in its temp folder (unnamed ones show as '#n (deleted)')."""
+    assert server.process is not None
+    fd_dir = Path(f"/proc/{server.process.pid}/fd")
+    targets = []
+    for fd in fd_dir.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except FileNotFoundError:
+            continue
+    return [t for t in targets if ".ghost-tmp" in t]
+
+
+def test_a_client_that_goes_away_mid_download_leaves_no_archive_behind(server: GhostServer,
+                                                                      sandbox: Path) -> None:
+    (sandbox / "random.bin").write_bytes(os.urandom(30 * 1024 * 1024))
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
+        with client.stream("POST", "/api/workspace/save") as response:
+            assert response.status_code == 200
+            next(response.iter_raw(65536))
+            assert open_temp_files(server), "the archive should be open while it streams"
+        # Leaving the block closes the connection with most of the archive unsent.
+    deadline = time.monotonic() + 10
+    while open_temp_files(server) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert open_temp_files(server) == []
+    assert tmp_leftovers(server) == []
+
+
 def test_no_temp_files_remain_after_a_killed_server_restarts(tmp_path: Path) -> None:
     ghost = GhostServer(home=tmp_path / "home").start()
     stale = ghost.home / ".sandbox.ghost-tmp" / "stage-leftover"
