@@ -23,7 +23,9 @@ def supplied_keys(request: Request) -> list[str]:
 
 
 def key_matches(supplied: str, expected: str) -> bool:
-    return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+    # Header values arrive as latin-1 decoded bytes; encoding back gives the bytes the client sent,
+    # so a non-ASCII key sent as UTF-8 matches the configured key's UTF-8 bytes.
+    return hmac.compare_digest(supplied.encode("latin-1", "replace"), expected.encode("utf-8"))
 
 
 def require_key(request: Request) -> None:
