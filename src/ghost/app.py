@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 
 from ghost import __version__
 from ghost.api import health, info, proxy
@@ -48,6 +49,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
+    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+        runtime.extras[proxy.POOL_KEY] = pool
+        stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     return runtime
@@ -101,4 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"], expose_headers=["X-Request-ID"],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
+    app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app
