@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -233,6 +234,38 @@ def test_many_abandoned_streams_do_not_exhaust_the_pool(upstream: FakeUpstream, 
                 assert next(data_lines(response)) == "data: first"
             assert upstream.wait_hold_state(f"pool-{i}", "closed_early") == "closed_early"
         assert http.get("/echo/after").status_code == 200
+
+
+# --- upstream connections -------------------------------------------------------------------------
+
+
+def test_upstream_connections_are_reused(client: httpx.Client, upstream: FakeUpstream) -> None:
+    for _ in range(5):
+        assert client.post("/echo/reuse", json={"n": 1}).status_code == 200
+    assert len({r["client_port"] for r in upstream.requests}) == 1
+
+
+def test_connections_the_upstream_closed_are_not_reused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    quick = FakeUpstream(keep_alive=0.2).start()  # closes idle connections after 0.2 s
+    try:
+        with GhostServer("--upstream-url", quick.url, home=tmp_path_factory.mktemp("quick")) as server:
+            with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
+                for _ in range(3):
+                    assert http.post("/echo/again", content=b"x" * 100).json()["size"] == 100
+                    time.sleep(0.5)  # past the upstream's keep-alive: it closes the idle connection
+                # Every request worked although the pooled connection had gone, and new ones were made.
+                ports = {r["client_port"] for r in quick.requests if r["path"] == "/echo/again"}
+                assert len(ports) >= 2
+    finally:
+        quick.stop()
+
+
+def test_sse_through_a_reused_connection_after_a_full_body(client: httpx.Client) -> None:
+    # A connection that carried a streamed reply to the end is clean for the next request.
+    for _ in range(3):
+        with client.stream("GET", "/sse/3?delay=0") as response:
+            assert list(data_lines(response)) == ["data: 0", "data: 1", "data: 2"]
+        assert client.get(f"/bytes/{200_000}").content == b"x" * 200_000
 
 
 # --- upstream failures -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
@@ -163,35 +164,32 @@ def upstream_target(request: Request) -> bytes:
 # --- sending --------------------------------------------------------------------------------------------------
 
 
-async def _cancel_on_disconnect(receive: Receive, body_done: asyncio.Event | None, task: asyncio.Task) -> bool:
-    """Cancel `task` if the client hangs up; starts listening once its body has been read."""
+async def _cancel_on_disconnect(receive: Receive, body_done: asyncio.Event | None,
+                                scope: anyio.CancelScope) -> None:
+    """Cancel `scope` if the client hangs up; starts listening once its body has been read."""
     if body_done is not None:
         await body_done.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
-    task.cancel()
-    return True
+    scope.cancel()
 
 
 async def send_upstream(pool: http1.Pool, request: Request, headers: list[tuple[bytes, bytes]],
                         scanner: StreamFlagScanner | None, length: int | None) -> http1.Response | None:
     """Send the request; the upstream's response once its headers are in, or None if the client left."""
-    task = asyncio.current_task()
-    assert task is not None
-    watcher = asyncio.ensure_future(
-        _cancel_on_disconnect(request.receive, scanner.done if scanner else None, task))
-    try:
-        return await pool.request(request.method, upstream_target(request), headers,
-                                  scanner.__aiter__() if scanner else None, length)
-    except asyncio.CancelledError:
-        if not (watcher.done() and not watcher.cancelled()):
-            raise  # cancelled from outside, not by the hang-up watcher
-        task.uncancel()
-        return None  # the pool closed the half-done exchange on its way out
-    except ClientDisconnect:
-        return None
-    finally:
-        watcher.cancel()
+    # A cancel scope, not a bare task.cancel(): a hang-up that races the upstream's answer must
+    # not leave a pending cancellation behind to hit the response later.
+    with anyio.CancelScope() as scope:
+        watcher = asyncio.ensure_future(
+            _cancel_on_disconnect(request.receive, scanner.done if scanner else None, scope))
+        try:
+            return await pool.request(request.method, upstream_target(request), headers,
+                                      scanner.__aiter__() if scanner else None, length)
+        except ClientDisconnect:
+            return None
+        finally:
+            watcher.cancel()
+    return None  # cancelled by the watcher; the pool closed the half-done exchange on its way out
 
 
 # --- relaying -----------------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.lost: BaseException | None = None  # set once the connection is gone
         self.reused = False
+        self.in_use = True
         self._write_ready: asyncio.Future[None] | None = None
         self._reset_exchange()
 
@@ -85,6 +86,9 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:  # nothing was asked: whatever this is, the connection is not trustworthy
+            self.close()
+            return
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -309,7 +313,7 @@ class Pool:
         while self._idle and not fresh:
             conn = self._idle.pop()
             if conn.lost is None and conn.transport is not None and not conn.transport.is_closing():
-                conn.reused = True
+                conn.reused = conn.in_use = True
                 conn._reset_exchange()
                 return conn
             self._all.discard(conn)
@@ -335,6 +339,7 @@ class Pool:
     def release(self, conn: Connection, *, reusable: bool) -> None:
         if reusable:
             conn.parser = httptools.HttpResponseParser(conn)
+            conn.in_use = False
             self._idle.append(conn)
         else:
             conn.close()

@@ -66,8 +66,9 @@ class Reply:
 
 
 class FakeUpstream:
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, keep_alive: float = 5.0) -> None:
         self.model = model
+        self.keep_alive = keep_alive  # seconds an idle client connection is kept open
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
@@ -129,7 +130,8 @@ class FakeUpstream:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=self.keep_alive)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
@@ -166,6 +168,7 @@ class FakeUpstream:
             "method": request.method, "path": request.url.path, "query": request.url.query,
             "headers": dict(request.headers), "body": body,
             "header_list": request.headers.items(),  # with repeats, which `headers` folds
+            "client_port": request.client.port if request.client else None,  # one per connection
         })
 
     async def _models(self, request: Request) -> Response:
