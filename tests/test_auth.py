@@ -15,9 +15,15 @@ from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
 # Every route that needs the key: (method, path, JSON body or None). Adding a route is one line.
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 AUTHED_ROUTES = [
     ("GET", "/v1/models", None),
     ("GET", "/api/health", None),
+    ("POST", "/v1/chat/completions", CHAT),
+    ("POST", "/chat", CHAT),
+    ("POST", "/api/chat", CHAT),
+    ("POST", "/api/generate", {"model": "fake-model", "prompt": "hi", "stream": False}),
+    ("GET", "/api/sessions", None),
     ("POST", "/echo/proxied", {"via": "catch-all proxy"}),
     ("PUT", "/echo/any/method?q=1", None),
 ]

@@ -201,7 +201,8 @@ def test_json_body_over_the_limit_is_413_declared_or_chunked(small: httpx.Client
 
 @pytest.mark.parametrize("method,path", [
     ("POST", "/v1/models"), ("DELETE", "/api/version"), ("PUT", "/"), ("POST", "/api/tags"),
-    ("GET", "/api/show"), ("PATCH", "/api/health"),
+    ("GET", "/api/show"), ("PATCH", "/api/health"), ("GET", "/v1/chat/completions"), ("PUT", "/api/chat"),
+    ("PUT", "/api/sessions/some-id"),
 ])
 def test_wrong_method_on_a_ghost_route_is_405_even_without_a_key(anon: httpx.Client, upstream: FakeUpstream,
                                                                  method: str, path: str) -> None:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.routing import APIRoute
+from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -283,15 +283,23 @@ def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
         yield from _routes(included.routes) if included is not None else (route,)
 
 
+def ghost_route_methods(app: Starlette, scope: Scope) -> set[str]:
+    """Methods Ghost's own routes answer on this scope's path; empty if only the proxy serves it."""
+    methods: set[str] = set()
+    for route in _routes(app.router.routes):
+        if getattr(route, "endpoint", None) is proxy:
+            continue
+        if route.matches(scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or {"*"}  # a mount answers anything
+    return methods
+
+
 async def _method_not_allowed(request: Request) -> None:
     """A path Ghost serves itself, asked with a method it does not serve: 405, never proxied."""
-    path = request.url.path
-    if path not in request.app.state.own_paths:
-        return
-    allowed = sorted({method for route in _routes(request.app.routes) if isinstance(route, APIRoute)
-                      and route.path == path for method in route.methods})
-    raise HTTPException(405, f"method {request.method} not allowed on {path}",
-                        headers={"Allow": ", ".join(allowed)})
+    allowed = ghost_route_methods(request.app, request.scope)
+    if allowed and request.method not in allowed:
+        raise HTTPException(405, f"method {request.method} not allowed on {request.url.path}",
+                            headers={"Allow": ", ".join(sorted(allowed))})
 
 
 @router.api_route("/{path:path}", methods=PROXY_METHODS,
@@ -338,14 +346,5 @@ class ProxyFastPath:
         if known is None:
             if len(self._proxied) >= self.MAX_REMEMBERED:
                 self._proxied.clear()
-            known = self._proxied[path] = not self._matches_a_ghost_route(scope)
+            known = self._proxied[path] = not ghost_route_methods(scope["app"], scope)
         return known
-
-    @staticmethod
-    def _matches_a_ghost_route(scope: Scope) -> bool:
-        for route in scope["app"].router.routes:
-            if getattr(route, "original_router", None) is router or getattr(route, "endpoint", None) is proxy:
-                continue  # the catch-all itself
-            if route.matches(scope)[0] is not Match.NONE:
-                return True
-        return False
