@@ -87,10 +87,22 @@ def test_request_reaches_upstream_byte_exact(client: httpx.Client, upstream: Fak
     assert len(upstream.requests) == 1
 
 
+def test_upstream_url_with_a_path_prefix(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = GhostServer("--upstream-url", upstream.url + "/echo/base/", home=tmp_path_factory.mktemp("prefix"))
+    with server:
+        seen = httpx.get(server.url + "/v1/embeddings?x=1", headers=server.headers).json()
+    assert (seen["path"], seen["query"]) == ("/echo/base/v1/embeddings", "x=1")
+
+
 def test_bodiless_requests_stay_bodiless(client: httpx.Client) -> None:
     seen = client.get("/echo/plain?x=1").json()
     assert seen["size"] == 0
     assert "content-length" not in seen["headers"] and "transfer-encoding" not in seen["headers"]
+
+
+def test_empty_body_keeps_its_content_length(client: httpx.Client) -> None:
+    seen = client.post("/echo/empty", content=b"").json()
+    assert seen["size"] == 0 and seen["headers"]["content-length"] == "0"
 
 
 def test_response_body_is_byte_exact(client: httpx.Client) -> None:

@@ -268,9 +268,10 @@ class Pool:
         lines = [method.encode(), b" ", self.prefix + target, b" HTTP/1.1\r\nhost: ", self.host_header, b"\r\n"]
         for name, value in headers:
             lines += [name, b": ", value, b"\r\n"]
-        if body is not None:
-            lines.append(b"content-length: %d\r\n" % content_length if content_length is not None
-                         else b"transfer-encoding: chunked\r\n")
+        if content_length is not None:  # also an explicit 0: some servers insist on it for a POST
+            lines.append(b"content-length: %d\r\n" % content_length)
+        elif body is not None:
+            lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
