@@ -282,7 +282,7 @@ def print_table(table: list[tuple[str, ...]]) -> None:
     header = ("measure", "direct", "via Ghost", "Ghost adds / ratio", "target", "met")
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ class WatchedStreamingResponse(StreamingResponse):
                 group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
         except BaseExceptionGroup as failed:
             # Only the streaming task can fail; surface its error so handlers see the real type.
-            raise failed.exceptions[0] if len(failed.exceptions) == 1 else failed
+            raise failed.exceptions[0] if len(failed.exceptions) == 1 else failed  # noqa: B904 (keep its own cause)
         finally:
             await self._close_body()
         if self.background is not None:
