@@ -97,12 +97,12 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionResetError("upstream closed the connection")
+        self.lost = exc or ConnectionResetError("closed by the upstream")
         if self.headers_done and not self.complete and self._close_delimited():
             self.complete = True  # a body with neither length nor chunking ends where the connection does
             self._wake()
             return
-        self._fail(UpstreamUnavailable(f"upstream closed the connection: {self.lost}"))
+        self._fail(UpstreamUnavailable(f"upstream connection lost: {self.lost}"))
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_exception(UpstreamUnavailable("upstream closed the connection while sending"))
 
@@ -152,13 +152,13 @@ class Connection(asyncio.Protocol):
     async def wait(self, timer: _Timer) -> None:
         """Wait for the parser to make progress (or the connection to fail)."""
         if self.lost is not None and not self.complete:
-            raise UpstreamUnavailable(f"upstream closed the connection: {self.lost}")
+            raise UpstreamUnavailable(f"upstream connection lost: {self.lost}")
         self._waiter = self.loop.create_future()
         await timer.wait(self._waiter)
 
     async def write(self, data: bytes, timer: _Timer) -> None:
         if self.lost is not None or self.transport is None:
-            raise UpstreamUnavailable(f"upstream closed the connection: {self.lost}")
+            raise UpstreamUnavailable(f"upstream connection lost: {self.lost}")
         self.transport.write(data)
         if self._write_ready is not None:
             await timer.wait(self._write_ready)
