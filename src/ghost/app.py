@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 
 from ghost import __version__
 from ghost.api import chat, health, info, proxy, sessions, workspace
@@ -53,6 +54,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
+    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+        runtime.extras[proxy.POOL_KEY] = pool
+        stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     runtime.agent = ChatService(runtime)
@@ -108,4 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"], expose_headers=["X-Request-ID"],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
+    app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

@@ -20,6 +20,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         env = f"GHOST_{name.upper()}"
         default = field.default if isinstance(field.default, (int, float)) else f"'{field.default}'"
+        default = "unset" if field.default is None else default
         help_text = f"{field.description} [env {env}; default: {default}]"
         if field.annotation is bool:
             parser.add_argument(_flag(name), action="store_true", default=None, help=help_text)
