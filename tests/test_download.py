@@ -105,3 +105,13 @@ def test_a_folder_is_400(http: httpx.Client, content: bytes) -> None:
 def test_download_needs_the_key(server: GhostServer, content: bytes) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as anon:
         assert anon.get("/api/download/dir/sub/data.bin").status_code == 401
+
+
+def test_a_name_with_a_line_break_is_served_not_proxied(server: GhostServer, http: httpx.Client) -> None:
+    # Found by schema fuzzing: Starlette's `path` parameter stops at a line break, so such a name
+    # missed this route and went to the catch-all proxy (here: no upstream, 502).
+    (server.home / "sandbox" / "two\nlines.txt").write_text("both")
+    response = http.get("/api/download/two%0Alines.txt")
+    assert (response.status_code, response.text) == (200, "both")
+    missing = http.get("/api/download/no%0Asuch")
+    assert (missing.status_code, missing.json()["error"]["type"]) == (404, "not_found_error")

@@ -72,7 +72,16 @@ def test_jpeg_and_data_url_images() -> None:
 @pytest.mark.parametrize("body", [
     {"options": "fast"}, {"max_tokens": 1.5}, {"seed": True}, {"model": 3}, {"tools": {"a": 1}},
     {"messages": [{"role": "user", "content": 5}]}, {"messages": [{"role": "user", "images": "x"}]},
+    # Found by schema fuzzing (each was a 500): non-base64 images, tool_calls that is not a list.
+    {"messages": [{"role": "user", "images": ["\u00aa"]}]}, {"messages": [{"role": "user", "images": ["ab!c"]}]},
+    {"messages": [{"role": "assistant", "tool_calls": 5}]}, {"messages": [{"role": "assistant", "tool_calls": True}]},
 ])
 def test_invalid_fields_are_422(body: dict) -> None:
     with pytest.raises(Unprocessable):
         parse(**body)
+
+
+def test_base64_images_may_hold_line_breaks_and_be_too_short_to_sniff() -> None:
+    out = normalise_messages([{"role": "user", "content": "x", "images": ["iVBORw0K\nGgo=", "a"]}])
+    urls = [part["image_url"]["url"] for part in out[0]["content"][1:]]
+    assert urls == ["data:image/png;base64,iVBORw0K\nGgo=", "data:image/jpeg;base64,a"]

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, proxy, sessions, workspace
+from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
 from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.state.own_paths = own_paths()
+    openapi.install(app)  # the finished /openapi.json (security, streams, error shapes)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
     app.state.body_limit_overrides.update(workspace.body_limits(settings))

@@ -6,6 +6,7 @@ Pure functions: no I/O. Messages come out OpenAI-shaped, since that is what the 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import uuid
@@ -16,6 +17,7 @@ from ghost.agent.think import strip_think
 from ghost.errors import Unprocessable
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\r\n\t ]*")  # line breaks allowed, as base64 encoders add them
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 # OpenAI sampling fields passed through to the upstream as given.
 _PASSTHROUGH = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
@@ -137,6 +139,8 @@ def _normalise_message(message: dict[str, Any], index: int, earlier: list[dict[s
         if isinstance(result["content"], str):
             result["content"] = strip_think(result["content"])
         if message.get("tool_calls"):
+            if not isinstance(message["tool_calls"], list):
+                raise Unprocessable(f"messages[{index}].tool_calls: must be a list")
             result["tool_calls"] = [_tool_call(call, index) for call in message["tool_calls"]]
             result["content"] = result["content"] or None
     if role == "tool":
@@ -158,16 +162,28 @@ def _content(message: dict[str, Any], index: int) -> Any:
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise Unprocessable(f"messages[{index}].images: must be a list of base64 strings")
     parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-    return parts + [{"type": "image_url", "image_url": {"url": _data_url(image)}} for image in images]
+    return parts + [{"type": "image_url", "image_url": {"url": _data_url(image, f"messages[{index}].images[{n}]")}}
+                    for n, image in enumerate(images)]
 
 
-def _data_url(image: str) -> str:
+def _data_url(image: str, where: str) -> str:
     if image.startswith("data:"):
         return image
-    head = base64.b64decode(image[:16] + "=" * (-len(image[:16]) % 4), validate=False)
+    if not _BASE64.fullmatch(image):
+        raise Unprocessable(f"{where}: must be base64 (or a data: URL)")
+    head = _decoded_head(image)
     mime = "image/png" if head.startswith(b"\x89PNG") else "image/gif" if head.startswith(b"GIF8") \
         else "image/webp" if head[8:12] == b"WEBP" else "image/jpeg"
     return f"data:{mime};base64,{image}"
+
+
+def _decoded_head(image: str) -> bytes:
+    """The first bytes of a base64 image, enough to tell its type; b"" if they do not decode alone."""
+    head = image[:16]
+    try:
+        return base64.b64decode(head + "=" * (-len(head) % 4), validate=False)
+    except binascii.Error:  # e.g. whitespace inside the first characters shifted the 4-character groups
+        return b""
 
 
 def _tool_call(call: Any, index: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import httpx
 from fastapi import APIRouter, Depends
 
 from ghost import __version__
+from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
 from ghost.runtime import Runtime
@@ -32,7 +33,8 @@ async def probe_upstream(runtime: Runtime) -> dict[str, Any]:
             "status": response.status_code, "latency_ms": latency_ms}
 
 
-@router.get("/api/health", dependencies=[Depends(require_key)], summary="Health and configuration")
+@router.get("/api/health", dependencies=[Depends(require_key)], summary="Health and configuration",
+             **openapi.HEALTH)
 async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     upstream = await probe_upstream(runtime)
     sandbox = runtime.extras.get("sandbox_info", {"backend": "none", "isolated": False})

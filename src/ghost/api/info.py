@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from ghost import OLLAMA_COMPAT_VERSION
+from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
 from ghost.errors import NotFound
@@ -20,13 +21,13 @@ router = APIRouter()
 _STARTED = datetime.now(timezone.utc).isoformat()
 
 
-@router.get("/", response_class=PlainTextResponse, summary="Liveness, Ollama style")
+@router.get("/", response_class=PlainTextResponse, summary="Liveness, Ollama style", **openapi.ROOT)
 @router.head("/", response_class=PlainTextResponse, include_in_schema=False)
 async def root() -> str:
     return "Ollama is running"
 
 
-@router.get("/api/version", summary="Ollama version Ghost is compatible with")
+@router.get("/api/version", summary="Ollama version Ghost is compatible with", **openapi.VERSION)
 async def version() -> dict[str, str]:
     return {"version": OLLAMA_COMPAT_VERSION}
 
@@ -55,7 +56,7 @@ def served_name(asked: str, models: list[str]) -> str | None:
     return bare if bare in models else None
 
 
-@router.get("/api/tags", summary="Models Ghost serves, Ollama style")
+@router.get("/api/tags", summary="Models Ghost serves, Ollama style", **openapi.TAGS)
 async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     size = runtime.extras.get("model_meta", {}).get("size", 0)
     return {"models": [
@@ -65,7 +66,7 @@ async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     ]}
 
 
-@router.post("/api/show", summary="Model metadata, Ollama style")
+@router.post("/api/show", summary="Model metadata, Ollama style", **openapi.SHOW)
 async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     body = await read_json_object(request, allow_empty=True)
     asked = body.get("model") or body.get("name") or runtime.default_model
@@ -84,7 +85,7 @@ async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dic
     }
 
 
-@router.get("/v1/models", dependencies=[Depends(require_key)], summary="Models, OpenAI style")
+@router.get("/v1/models", dependencies=[Depends(require_key)], summary="Models, OpenAI style", **openapi.MODELS)
 async def openai_models(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     created = int(time.time())
     return {"object": "list", "data": [

@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ghost.api import openapi
 from ghost.api.auth import check_key, require_key
 from ghost.api.errors import error_response
 from ghost.api.streaming import WatchedStreamingResponse
@@ -304,7 +305,7 @@ async def _method_not_allowed(request: Request) -> None:
 
 @router.api_route("/{path:path}", methods=PROXY_METHODS,
                   dependencies=[Depends(_method_not_allowed), Depends(require_key)],
-                  summary="Forward any other request to the upstream")
+                  summary="Forward any other request to the upstream", **openapi.PROXY)
 async def proxy(request: Request) -> Response:
     return await forward(request, request.app.state.runtime)
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from ghost.agent.request import session_id as valid_session_id
+from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.errors import NotFound
 from ghost.store.history import History
@@ -18,12 +19,12 @@ def history(request: Request) -> History:
     return request.app.state.runtime.agent.history
 
 
-@router.get("/api/sessions", summary="List sessions with stored history")
+@router.get("/api/sessions", summary="List sessions with stored history", **openapi.SESSIONS)
 async def list_sessions(store: History = Depends(history)) -> dict[str, Any]:
     return {"sessions": await store.list()}
 
 
-@router.get("/api/sessions/{session_id}", summary="One session's stored history")
+@router.get("/api/sessions/{session_id}", summary="One session's stored history", **openapi.SESSION)
 async def get_session(session_id: str, store: History = Depends(history)) -> dict[str, Any]:
     found = await store.get(valid_session_id(session_id))
     if found is None:
@@ -31,7 +32,7 @@ async def get_session(session_id: str, store: History = Depends(history)) -> dic
     return found
 
 
-@router.delete("/api/sessions/{session_id}", summary="Delete one session's history")
+@router.delete("/api/sessions/{session_id}", summary="Delete one session's history", **openapi.SESSION_DELETE)
 async def delete_session(session_id: str, store: History = Depends(history)) -> dict[str, Any]:
     if not await store.delete(valid_session_id(session_id)):
         raise NotFound(f"session '{session_id}' not found")

@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from ghost.agent.request import session_id as valid_session_id
+from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
 from ghost.api.streaming import WatchedStreamingResponse
@@ -21,6 +23,16 @@ from ghost.workspace.archive import archive_chunks, load_workspace, save_workspa
 from ghost.workspace.transfer import download_response, upload_file
 
 router = APIRouter(dependencies=[Depends(require_key)])
+
+
+class AnyPathConvertor(PathConvertor):
+    """Starlette's `path`, across line breaks too: its `.*` stops at one, and a file name holding one
+    would then miss the download route and be proxied upstream."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 SESSION_HEADER = "x-ghost-session"
 # Room for the multipart framing around a file of exactly the upload cap.
@@ -38,7 +50,7 @@ def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
     return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 
-@router.post("/api/workspace/save", summary="Download the workspace as a zip")
+@router.post("/api/workspace/save", summary="Download the workspace as a zip", **openapi.SAVE)
 async def save(request: Request, runtime: Runtime = Depends(get_runtime)) -> WatchedStreamingResponse:
     body = await read_json_object(request, allow_empty=True)
     history = body.get("chat_history")
@@ -55,18 +67,18 @@ async def save(request: Request, runtime: Runtime = Depends(get_runtime)) -> Wat
     )
 
 
-@router.post("/api/workspace/load", summary="Replace the workspace with an uploaded zip")
+@router.post("/api/workspace/load", summary="Replace the workspace with an uploaded zip", **openapi.LOAD)
 async def load(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     result = await load_workspace(runtime, request, session_id_of(request))
     return {"status": "success", "chat_history": result.chat_history, "files": result.files}
 
 
-@router.post("/api/upload", summary="Upload a file into the sandbox")
+@router.post("/api/upload", summary="Upload a file into the sandbox", **openapi.UPLOAD)
 async def upload(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     uploaded = await upload_file(runtime, request)
     return {"status": "success", "filename": uploaded.filename, "size": uploaded.size}
 
 
-@router.get("/api/download/{filename:path}", summary="Download a file from the sandbox")
+@router.get("/api/download/{filename:anypath}", summary="Download a file from the sandbox", **openapi.DOWNLOAD)
 async def download(filename: str, runtime: Runtime = Depends(get_runtime)) -> FileResponse:
     return await download_response(runtime, filename)

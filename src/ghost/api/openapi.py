@@ -1,0 +1,279 @@
+"""Ghost's OpenAPI document: what each route takes and answers, attached without changing behaviour.
+
+Routes read their own bodies (`read_json_object`, streamed multipart), so FastAPI sees no body
+parameter and no reply model. This module supplies both, as keyword arguments for the route
+decorators (`@router.post(path, **openapi.CHAT)`): `response_model=None` (replies stay the plain
+dicts they are), `responses=` and `openapi_extra=`. None of it is consulted while serving.
+
+`openapi_document` then finishes the document from the routes themselves: the security schemes,
+and on every operation whether it needs the key (read from its `require_key` dependency, so it
+cannot disagree with what is enforced) with the 401 that follows; the `X-Request-ID` header every
+reply carries; one operation id per method of the catch-all proxy; the models' JSON schemas.
+
+Streams: an SSE reply's `schema` describes one event (its `data` is a JSON chunk, an `event: error`
+carries the error shape, the last is `[DONE]`); an NDJSON reply's `schema` is the array of its lines.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, routing
+from fastapi.responses import Response
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from ghost.api import schemas as s
+from ghost.api.auth import require_key
+
+REF = "#/components/schemas/{model}"
+_MODELS: dict[str, type[BaseModel]] = {}
+SECURITY_SCHEMES = {
+    "ghostKey": {"type": "apiKey", "in": "header", "name": "X-Ghost-Key",
+                 "description": "The Ghost API key (`--api-key`)."},
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "The Ghost API key as a bearer token (for OpenAI and Ollama clients)."},
+}
+KEYED = [{"ghostKey": []}, {"bearer": []}]
+REQUEST_ID_HEADER = {"X-Request-ID": {
+    "description": "The request's id: the client's own if valid, else a fresh one.",
+    "required": True, "schema": {"type": "string"}}}
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    """A reference to `model`'s schema, which the document will then carry in its components."""
+    _MODELS[model.__name__] = model
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+# --- pieces of an operation -----------------------------------------------------------------------
+
+
+def json_content(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref(model)}}
+
+
+def sse_content(chunk: type[BaseModel]) -> dict[str, Any]:
+    def data_as(model: type[BaseModel]) -> dict[str, Any]:
+        return {"properties": {"data": {"contentMediaType": "application/json", "contentSchema": ref(model)}}}
+
+    event = {
+        "type": "object", "required": ["data"],
+        "properties": {"event": {"enum": ["message", "error"]}, "data": {"type": "string"}},
+        "if": {"properties": {"data": {"const": "[DONE]"}}},
+        "then": {},
+        "else": {"if": {"properties": {"event": {"const": "error"}}, "required": ["event"]},
+                 "then": data_as(s.ErrorResponse), "else": data_as(chunk)},
+    }
+    return {"text/event-stream": {"schema": {
+        "description": f"Server-sent events, one per {chunk.__name__} (`data:` JSON), keep-alive comment "
+        "lines while idle; a failure after the start is an `event: error` with the error shape; "
+        "the last event is `data: [DONE]`.", **event}}}
+
+
+def ndjson_content(line: type[BaseModel]) -> dict[str, Any]:
+    return {"application/x-ndjson": {"schema": {
+        "description": f"One JSON object per line: {line.__name__}s, the last with `done: true`; a "
+        "failure after the start ends the stream with a line `{\"error\": \"...\"}`.",
+        "type": "array", "items": {"anyOf": [ref(line), ref(s.StreamError)]}}}}
+
+
+def binary_content(media_type: str) -> dict[str, Any]:
+    return {media_type: {"schema": {"type": "string", "format": "binary"}}}
+
+
+def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": json_content(model)}}
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": json_content(s.ErrorResponse)}
+
+
+def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = "",
+              extra: dict[str, Any] | None = None, more: dict[int, dict[str, Any]] | None = None,
+              raw: bool = False) -> dict[str, Any]:
+    """Keyword arguments for a route decorator: its replies, and anything else for the operation.
+
+    `raw`: the route returns a non-JSON Response itself; its `response_class` then only keeps FastAPI
+    from documenting a JSON reply (a Response a route returns is sent as it is).
+    """
+    responses: dict[int | str, dict[str, Any]] = {200: {"description": description or "Success", **ok}}
+    responses.update(more or {})
+    responses.update({status: error(text) for status, text in errors.items()})
+    kwargs = {"response_model": None, "responses": responses, "openapi_extra": extra or {}}
+    return {**kwargs, "response_class": Response} if raw else kwargs
+
+
+BAD_JSON = "The body is not JSON (or is empty)."
+BAD_FIELD = "A field has the wrong type or value (the message names it)."
+TOO_LARGE = "The body is larger than the limit for this route."
+UPSTREAM_BROKEN = "The upstream is unreachable, or answered with an error or nonsense."
+UPSTREAM_SLOW = "The upstream took longer than the read timeout."
+SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
+                  "description": "Session id, when the body has no `session_id`.",
+                  "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}
+
+CHAT_ERRORS = {
+    400: BAD_JSON, 404: "The model is not one this server serves.", 409: "A workspace load held the "
+    "workspace past the wait.", 413: TOO_LARGE, 422: BAD_FIELD, 429: "Every turn slot stayed busy "
+    "past the queue timeout.", 502: UPSTREAM_BROKEN, 504: UPSTREAM_SLOW,
+}
+_CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
+
+# --- the routes ---------------------------------------------------------------------------------------
+
+ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}}, {})
+VERSION = route_doc({"content": json_content(s.VersionInfo)}, {})
+TAGS = route_doc({"content": json_content(s.TagList)}, {})
+SHOW = route_doc({"content": json_content(s.ModelInfo)},
+                 {400: "The body is not JSON.", 404: "No such model.", 413: TOO_LARGE,
+                  422: "The body is not a JSON object."},
+                 extra=json_body(s.ShowRequest, required=False))
+MODELS = route_doc({"content": json_content(s.ModelList)}, {})
+HEALTH = route_doc({"content": json_content(s.Health)}, {},
+                   description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
+OPENAI_CHAT = route_doc(
+    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+    description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
+    extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
+OLLAMA_CHAT = route_doc(
+    {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),
+                 **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+    description="Streams NDJSON by default (SSE if the client sends `Accept: text/event-stream`); "
+    "with `stream: false` one object in both Ollama's and OpenAI's shape.",
+    extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
+GENERATE = route_doc(
+    {"content": {**json_content(s.GenerateResponse), **ndjson_content(s.GenerateChunk)}},
+    CHAT_ERRORS,
+    description="Streams NDJSON by default; with `stream: false` one object.",
+    extra=json_body(s.GenerateRequest, required=True))
+SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
+_SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required": True,
+                                 "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}]}
+SESSION = route_doc({"content": json_content(s.Session)},
+                    {404: "No history is stored for this session.", 422: "Not a valid session id."},
+                    extra=_SESSION_PATH)
+SESSION_DELETE = route_doc({"content": json_content(s.SessionDeleted)},
+                           {404: "No history is stored for this session.", 422: "Not a valid session id."},
+                           extra=_SESSION_PATH)
+SAVE = route_doc(
+    {"content": binary_content("application/zip"), "headers": {"Content-Disposition": {
+        "description": "`attachment; filename=workspace_<UTC timestamp>.zip`", "schema": {"type": "string"}}}},
+    {400: BAD_JSON, 409: "A workspace load held the workspace past the wait.",
+     413: "The body, or the archive, is larger than its limit.", 422: BAD_FIELD},
+    description="The workspace as a zip: `session.json`, `sandbox/**`, `acquired_skills/**`.",
+    extra={**json_body(s.SaveRequest, required=False), "parameters": [SESSION_HEADER]}, raw=True)
+_ZIP_FILE = {"type": "object", "required": ["file"], "additionalProperties": False,
+             "properties": {"file": {"type": "string", "format": "binary"}}}
+LOAD = route_doc(
+    {"content": json_content(s.WorkspaceLoaded)},
+    {400: "Not a usable zip: malformed, unsafe names, links or special files.", 409: "Agent turns kept "
+     "running past the wait.", 413: "The upload, or the unpacked archive, is larger than its limit.",
+     422: "Not a valid session id (X-Ghost-Session)."},
+    description="The workspace was replaced (acquired skills kept, the archive's new ones added).",
+    extra={"parameters": [SESSION_HEADER], "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": _ZIP_FILE},
+        **binary_content("application/zip"), **binary_content("application/octet-stream")}}})
+UPLOAD = route_doc(
+    {"content": json_content(s.Uploaded)},
+    {400: "Not multipart, no `file` part or no filename, or an unsafe or blocked path.",
+     404: "The folder leads outside the sandbox (through a link).", 409: "A workspace load held the "
+     "workspace past the wait.", 413: "The file is larger than the upload limit."},
+    extra={
+        "parameters": [{"name": "path", "in": "query", "required": False, "schema": {"type": "string"},
+                        "description": "Folder in the sandbox (the form field `path` wins)."}],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "additionalProperties": False,
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           "path": {"type": "string", "description": "Folder in the sandbox."}}}}}}})
+DOWNLOAD = route_doc(
+    {"content": binary_content("*/*"), "headers": {"Content-Disposition": {
+        "description": "`attachment; filename=...`", "schema": {"type": "string"}}}},
+    {400: "The name is a folder.", 404: "No such file in the sandbox (or it leads outside)."},
+    description="The file (its type guessed from its name); ranges are served (206).",
+    more={206: {"description": "The requested range (sent a `Range` header).",
+                "content": binary_content("*/*")}}, raw=True)
+PROXY = {
+    "response_class": Response,
+    "responses": {
+        "default": {"description": "The upstream's reply, relayed as it came (any status, any body)."},
+        401: error("Missing or wrong Ghost key (Ghost's own answer; never forwarded)."),
+        405: error("The path is one of Ghost's own with another method (`Allow` lists its methods)."),
+        413: error("The body is larger than the proxy limit."),
+        502: error("The upstream is unreachable or broke off."),
+        504: error("The upstream took longer than the read timeout."),
+    },
+    "openapi_extra": {"requestBody": {"required": False, "content": {"*/*": {"schema": {}}}}},
+}
+
+
+# --- the document -------------------------------------------------------------------------------------------
+
+
+def _keyed(route_context: Any) -> bool:
+    def calls(dependant: Any) -> Iterator[Any]:
+        for sub in dependant.dependencies:
+            yield sub.call
+            yield from calls(sub)
+
+    return require_key in set(calls(route_context.dependant))
+
+
+def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, dict[str, Any]]]:
+    """(needs the key, method, operation) for every documented route and method."""
+    for context in routing.iter_route_contexts(app.routes):
+        if not isinstance(context.original_route, routing.APIRoute) or not context.include_in_schema:
+            continue
+        for method in context.methods or ():
+            operation = doc["paths"].get(context.path_format, {}).get(method.lower())
+            if operation is not None:
+                yield _keyed(context), method.lower(), operation
+
+
+def _finish_operation(keyed: bool, method: str, operation: dict[str, Any]) -> None:
+    operation["security"] = KEYED if keyed else []
+    if "HTTPValidationError" in str(operation["responses"].get("422")):
+        # FastAPI's own entry for its parameter checks; Ghost's handler answers those in its own shape.
+        operation["responses"]["422"] = error("A parameter is invalid.")
+    if keyed:
+        operation["responses"].setdefault("401", error("Missing or wrong key."))
+    for response in operation["responses"].values():
+        response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
+    if "parameters" in operation:  # one given in `openapi_extra` replaces FastAPI's of that name
+        operation["parameters"] = list({(p["in"], p["name"]): p for p in operation["parameters"]}.values())
+    if operation["operationId"].startswith("proxy_"):  # one route, many methods: one id each
+        operation["operationId"] = f"proxy_{method}"
+    if method in ("get", "head", "delete", "options"):
+        operation.pop("requestBody", None)
+
+
+def _add_components(doc: dict[str, Any]) -> None:
+    _, top = models_json_schema([(model, "validation") for model in _MODELS.values()], ref_template=REF)
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {}).update(top.get("$defs", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):  # replaced in every operation
+        components["schemas"].pop(unused, None)
+    components["securitySchemes"] = SECURITY_SCHEMES
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        with warnings.catch_warnings():
+            # The proxy is one route with many methods; its operation ids are made unique below.
+            warnings.filterwarnings("ignore", message="Duplicate Operation ID proxy")
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
+        for keyed, method, operation in _operations(app, doc):
+            _finish_operation(keyed, method, operation)
+        _add_components(doc)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def install(app: FastAPI) -> None:
+    """Serve the finished document at /openapi.json (and to /docs)."""
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

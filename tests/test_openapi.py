@@ -1,0 +1,99 @@
+"""The OpenAPI document: complete (every route, body and error) and agreeing with what is enforced.
+
+These read the document in-process; tests/test_fuzz.py checks real responses against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import routing
+
+from ghost.app import create_app
+from ghost.config import Settings
+
+ERROR_REF = "#/components/schemas/ErrorResponse"
+OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("post", "/api/show")}
+# Each route that reads a body, and the media types it takes.
+BODIES = {
+    ("post", "/v1/chat/completions"): {"application/json"},
+    ("post", "/chat"): {"application/json"},
+    ("post", "/api/chat"): {"application/json"},
+    ("post", "/api/generate"): {"application/json"},
+    ("post", "/api/show"): {"application/json"},
+    ("post", "/api/workspace/save"): {"application/json"},
+    ("post", "/api/workspace/load"): {"multipart/form-data", "application/zip", "application/octet-stream"},
+    ("post", "/api/upload"): {"multipart/form-data"},
+}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return create_app(Settings(upstream_url="http://127.0.0.1:9")).openapi()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, op) for path, item in document["paths"].items() for method, op in item.items()]
+
+
+def test_every_route_and_method_is_documented(document: dict[str, Any]) -> None:
+    app = create_app(Settings(upstream_url="http://127.0.0.1:9"))
+    served = {(method.lower(), context.path_format)
+              for context in routing.iter_route_contexts(app.routes)
+              if isinstance(context.original_route, routing.APIRoute) and context.include_in_schema
+              for method in context.methods}
+    documented = {(method, path) for method, path, _ in operations(document)}
+    assert served == documented
+    assert len({op["operationId"] for _, _, op in operations(document)}) == len(documented)
+
+
+def test_bodies_are_documented_with_their_media_types(document: dict[str, Any]) -> None:
+    for (method, path), media_types in BODIES.items():
+        body = document["paths"][path][method]["requestBody"]
+        assert set(body["content"]) == media_types, path
+    chat = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert chat["required"] is True
+    assert chat["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatRequest"}
+    assert "messages" in document["components"]["schemas"]["ChatRequest"]["required"]
+
+
+def test_security_matches_the_key_check(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ghostKey"] == {**schemes["ghostKey"], "type": "apiKey", "in": "header", "name": "X-Ghost-Key"}
+    assert schemes["bearer"]["scheme"] == "bearer"
+    for method, path, op in operations(document):
+        if (method, path) in OPEN_OPERATIONS:
+            assert op["security"] == [] and "401" not in op["responses"], path
+        else:
+            assert op["security"] == [{"ghostKey": []}, {"bearer": []}], path
+            assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF
+
+
+def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        for status, response in op["responses"].items():
+            assert response["headers"]["X-Request-ID"]["required"] is True
+            if status.isdigit() and int(status) >= 400:
+                assert response["content"] == {"application/json": {"schema": {"$ref": ERROR_REF}}}, (path, status)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_streams_and_files_are_documented(document: dict[str, Any]) -> None:
+    def ok_types(path: str) -> set[str]:
+        return set(document["paths"][path]["post" if path != "/api/download/{filename}" else "get"]
+                   ["responses"]["200"]["content"])
+
+    assert ok_types("/v1/chat/completions") == {"application/json", "text/event-stream"}
+    assert ok_types("/api/chat") == {"application/json", "application/x-ndjson", "text/event-stream"}
+    assert ok_types("/api/generate") == {"application/json", "application/x-ndjson"}
+    assert ok_types("/api/workspace/save") == {"application/zip"}
+    assert ok_types("/api/download/{filename}") == {"*/*"}  # its type guessed from its name
+    proxy = document["paths"]["/{path}"]["get"]["responses"]
+    assert "content" not in proxy["default"] and "content" not in proxy["200"]
+
+
+def test_every_referenced_model_is_in_the_document(document: dict[str, Any]) -> None:
+    text = str(document)
+    names = {part.split("'")[0] for part in text.split("#/components/schemas/")[1:]}
+    assert names <= set(document["components"]["schemas"])
