@@ -190,13 +190,20 @@ UPLOAD = route_doc(
             "type": "object", "required": ["file"], "additionalProperties": False,
             "properties": {"file": {"type": "string", "format": "binary"},
                            "path": {"type": "string", "description": "Folder in the sandbox."}}}}}}})
+# Range errors are answered by Starlette's FileResponse itself, in plain text.
+_RANGE_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 DOWNLOAD = route_doc(
     {"content": binary_content("*/*"), "headers": {"Content-Disposition": {
         "description": "`attachment; filename=...`", "schema": {"type": "string"}}}},
-    {400: "The name is a folder.", 404: "No such file in the sandbox (or it leads outside)."},
+    {404: "No such file in the sandbox (or it leads outside)."},
     description="The file (its type guessed from its name); ranges are served (206).",
-    more={206: {"description": "The requested range (sent a `Range` header).",
-                "content": binary_content("*/*")}}, raw=True)
+    more={206: {"description": "The requested range(s).", "content": binary_content("*/*")},
+          400: {"description": "The name is a folder (error shape), or the Range header is malformed "
+                "(plain text).", "content": {**json_content(s.ErrorResponse), **_RANGE_TEXT}},
+          416: {"description": "The range lies outside the file (plain text).", "content": _RANGE_TEXT}},
+    extra={"parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                           "description": "`bytes=<start>-<end>`, one range or several."}]},
+    raw=True)
 PROXY = {
     "response_class": Response,
     "responses": {

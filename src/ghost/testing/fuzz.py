@@ -12,6 +12,7 @@ by operation, check and status. Needs the `test` extra (schemathesis).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -130,6 +131,7 @@ class Fuzzer:
     seed: int | None = 0  # None: a fresh random run each time
     modes: Iterable[GenerationMode] = MODES
     skip: Callable[[str, str], bool] = lambda method, path: False
+    checks: list[Any] = field(default_factory=lambda: list(CHECKS))
     report: FuzzReport = field(default_factory=FuzzReport)
 
     def load(self, *, closed: bool = True) -> Any:
@@ -201,7 +203,7 @@ class Fuzzer:
             return None
         self.report.statuses[(label, response.status_code)] += 1
         try:
-            case.validate_response(response, checks=CHECKS)
+            case.validate_response(response, checks=self.checks)
         except Failure as failure:
             self._failed([failure], operation, response, reproduce, expect)
         except BaseExceptionGroup as group:
@@ -232,7 +234,7 @@ def scenarios(fuzzer: Fuzzer, schema: Any, auth: Auth, upstream: FakeUpstream, u
     the server's read timeout: one scenario stalls the upstream past it for a 504.
     """
     _chats(fuzzer, schema, auth)
-    _upstream_failures(fuzzer, schema, auth, upstream, upstream_timeout_s + 0.5)
+    _scripted(fuzzer, schema, auth, upstream, upstream_timeout_s + 0.5)
     _sessions(fuzzer, schema, auth)
     _files(fuzzer, schema, auth)
 
@@ -250,12 +252,11 @@ def _chats(f: Fuzzer, schema: Any, auth: Auth) -> None:
     f.scenario(schema, auth, "POST", "/api/chat", body=CHAT, headers={"Accept": "text/event-stream"})
     f.scenario(schema, auth, "POST", "/api/generate", body={"prompt": "hello", "system": "be brief"})
     f.scenario(schema, auth, "POST", "/api/generate", body={"prompt": "hello", "stream": False})
-    for tools in ({"tools": [{"type": "function", "function": {"name": "client_tool"}}]}, {}):
-        f.scenario(schema, auth, "POST", "/api/chat", body={**CHAT, **tools, "stream": False})
 
 
-def _upstream_failures(f: Fuzzer, schema: Any, auth: Auth, upstream: FakeUpstream, stall_s: float) -> None:
-    """Errors before the first byte (502, 504) and in-band after it, on every streaming format."""
+def _scripted(f: Fuzzer, schema: Any, auth: Auth, upstream: FakeUpstream, stall_s: float) -> None:
+    """Upstream errors before the first byte (502, 504) and in-band after it, on every streaming
+    format; calls of a client's own tool, on every reply format."""
     streamed = {**CHAT, "stream": True}
     for path in ("/v1/chat/completions", "/api/chat", "/api/generate"):
         body = {"prompt": "hello"} if path == "/api/generate" else streamed
@@ -265,9 +266,10 @@ def _upstream_failures(f: Fuzzer, schema: Any, auth: Auth, upstream: FakeUpstrea
         f.scenario(schema, auth, "POST", path, body=body)
     upstream.script(Reply(first_delay=stall_s))
     f.scenario(schema, auth, "POST", "/v1/chat/completions", expect=504, body=CHAT)
-    upstream.script(Reply(tool_calls=[{"name": "client_tool", "arguments": {"x": 1}}]))
-    f.scenario(schema, auth, "POST", "/v1/chat/completions",
-               body={**CHAT, "tools": [{"type": "function", "function": {"name": "client_tool"}}]})
+    with_tools = {**CHAT, "tools": [{"type": "function", "function": {"name": "client_tool"}}]}
+    for path, stream in itertools.product(("/v1/chat/completions", "/api/chat"), (False, True)):
+        upstream.script(Reply(tool_calls=[{"name": "client_tool", "arguments": {"x": 1}}]))
+        f.scenario(schema, auth, "POST", path, body={**with_tools, "stream": stream})
 
 
 def _sessions(f: Fuzzer, schema: Any, auth: Auth) -> None:
@@ -283,6 +285,9 @@ def _files(f: Fuzzer, schema: Any, auth: Auth) -> None:
     f.scenario(schema, auth, "GET", "/api/download/{filename}", path_parameters=named)
     f.scenario(schema, auth, "GET", "/api/download/{filename}", expect=206, path_parameters=named,
                headers={"Range": "bytes=0-4"})
+    for bad_range, status in (("bytes=x-y", 400), ("bytes=999999-", 416)):
+        f.scenario(schema, auth, "GET", "/api/download/{filename}", expect=status, path_parameters=named,
+                   headers={"Range": bad_range})
     f.scenario(schema, auth, "GET", "/api/download/{filename}", expect=400, path_parameters={"filename": "fuzz"})
     saved = f.scenario(schema, auth, "POST", "/api/workspace/save", body={}, media_type="application/json")
     if saved is not None and saved.status_code == 200:
