@@ -17,6 +17,7 @@ from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
 from ghost.llm.client import make_http_client
+from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
 from ghost.store.db import Database
 
@@ -46,7 +47,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
                       db=db, sandbox_root=sandbox_root)
     if not runtime.upstream_url:
-        log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
+        await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
