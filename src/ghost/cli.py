@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
+from ghost.client.commands import add_client_commands
 from ghost.config import Settings
 
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Run the Ghost server.")
     add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+    add_client_commands(commands)  # chat, workspace, upload, download: ghost.client
     return parser
 
 
