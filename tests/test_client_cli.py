@@ -96,10 +96,12 @@ def interactive(ghost: GhostServer, lines: list[str], cwd: Path) -> subprocess.C
 def test_interactive_chat_keeps_the_conversation(ghost: GhostServer, upstream: FakeUpstream,
                                                   tmp_path: Path) -> None:
     upstream.script(Reply(content="First answer."), Reply(content="Second answer."))
-    result = interactive(ghost, ["first question", "/help", "second question", "/exit"], tmp_path)
+    lines = ["first question", "/help", "/load missing.zip", "second question", "/exit"]
+    result = interactive(ghost, lines, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "First answer." in result.stdout and "Second answer." in result.stdout
     assert "/save FILE" in result.stderr
+    assert "ghost: no such file: missing.zip" in result.stderr  # shown, and the session goes on
     second = upstream.chat_requests()[-1]["body"]["messages"]
     turns = [(m["role"], m["content"]) for m in second if m["role"] != "system"]
     assert turns == [("user", "first question"), ("assistant", "First answer."),
@@ -202,6 +204,7 @@ def test_missing_files_are_one_line_errors(ghost: GhostServer, tmp_path: Path) -
     result = run_cli(ghost, "download", "no/such/file.txt", str(tmp_path / "out.txt"))
     assert_one_line_error(result, "not found")
     assert not (tmp_path / "out.txt").exists()
+    assert_one_line_error(run_cli(ghost, "download", "../etc/passwd", "-"), "'..' is not allowed")
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,9 @@ def upload(conn: GhostConnection, path: Path, folder: str | None, console: Conso
 
 
 def download(conn: GhostConnection, remote: str, dest: Path | str | None, console: Console) -> Path | str:
+    if ".." in remote.replace("\\", "/").split("/"):
+        # URLs resolve `..` before sending: the request would reach another route, not the file.
+        raise ClientError(f"invalid sandbox path {remote!r}: '..' is not allowed")
     dest = dest if dest is not None else Path(Path(remote).name or "download")
     with conn.stream("GET", "/api/download/" + quote(remote.lstrip("/"), safe="/")) as response:
         return receive_file(response, dest, console)
