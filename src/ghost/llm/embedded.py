@@ -177,6 +177,7 @@ class EmbeddedServer:
         await self._launch()
         await self._wait_ready()
         self._watcher = asyncio.create_task(self._watch(), name="embedded-model-watcher")
+        self._watcher.add_done_callback(_report_crash)
 
     async def _launch(self) -> None:
         if not port_is_free(self.port):
@@ -267,6 +268,13 @@ class EmbeddedServer:
             _signal_group(process.pid, signal.SIGKILL)
             await process.wait()
         log.info("bundled model server stopped")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # A bug in the watcher must not pass silently: nothing would restart the model server then.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the bundled model server's watcher failed; it will not be restarted",
+                  exc_info=task.exception())
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
