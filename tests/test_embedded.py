@@ -101,7 +101,8 @@ def test_serve_without_upstream_starts_the_bundled_model(ghost: GhostServer) -> 
     assert info["pid"] in descendants(ghost.process.pid)
     log = ghost.home / "logs" / "embedded-model.log"
     assert log.is_file() and str(log) == info["log"]
-    assert "waiting for the bundled model" in ghost.log() or "bundled model server ready" in ghost.log()
+    assert "waiting for the bundled model server" in ghost.log()
+    assert "bundled model server ready" in ghost.log()
     health = httpx.get(f"{ghost.url}/api/health", headers=ghost.headers, timeout=10).json()
     assert health["upstream"]["reachable"] and health["upstream"]["url"] == info["url"]
 

@@ -195,6 +195,7 @@ class EmbeddedServer:
 
     async def _wait_ready(self) -> None:
         timeout = self.settings.embedded_startup_timeout
+        log.info("waiting for the bundled model server to load the model (up to %.0fs)", timeout)
         next_note = self.started_at + WAIT_LOG_EVERY_S
         while (waited := time.monotonic() - self.started_at) < timeout:
             if self.process is None or self.process.returncode is not None:
@@ -205,7 +206,7 @@ class EmbeddedServer:
                 log.info("bundled model server ready after %.1fs", waited)
                 return
             if time.monotonic() >= next_note:
-                log.info("waiting for the bundled model server to load the model (%.0fs so far)", waited)
+                log.info("still waiting for the bundled model server (%.0fs so far)", waited)
                 next_note += WAIT_LOG_EVERY_S
             await asyncio.sleep(READY_POLL_S)
         await self._terminate()
