@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,13 @@ class FakeUpstreamProcess:
         self.process.wait(10)
 
 
+def bench_client() -> httpx.Client:
+    """A sync client with TCP_NODELAY: without it, a request's header and body writes wait on the
+    peer's delayed ACK (~40 ms), which would swamp every latency measured here."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(transport=transport, timeout=120)
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
@@ -68,4 +76,4 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-__all__ = ["FakeUpstreamProcess", "GhostServer", "percentile", "median", "rss_kb", "table", "json", "os", "time"]
+__all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "percentile", "median", "rss_kb", "table", "json", "os", "time"]

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
 from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
-from ghost.agent.events import ClientToolCall, Done, Error, Event, Heartbeat, TextDelta
+from ghost.agent.events import ClientToolCall, Done, Error, Event, TextDelta
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest, parse_chat_request
@@ -151,13 +151,13 @@ async def _recording(events: AsyncIterator[Event], chat: ChatRequest, history: H
         yield event
 
 
-async def _encoded(first: Event, events: AsyncIterator[Event], encode: Callable[[Event], bytes],
+async def _encoded(first: list[Event], batches: AsyncIterator[list[Event]], encode: Callable[[Event], bytes],
                    request_id: str) -> AsyncIterator[bytes]:
     try:
-        if data := encode(first):
+        if data := b"".join(map(encode, first)):
             yield data
-        async for event in events:
-            if data := encode(event):
+        async for batch in batches:
+            if data := b"".join(map(encode, batch)):
                 yield data
     except GhostError as exc:
         log.warning("turn %s failed mid-stream: %s", request_id, exc.message)
@@ -166,18 +166,19 @@ async def _encoded(first: Event, events: AsyncIterator[Event], encode: Callable[
         log.exception("turn %s crashed mid-stream", request_id)
         yield encode(Error(f"internal error (request {request_id})", "internal_error"))
     finally:
-        await events.aclose()
+        await batches.aclose()
 
 
-async def _collect(first: Event, events: AsyncIterator[Event], show_activity: bool) -> CollectedTurn:
+async def _collect(first: list[Event], batches: AsyncIterator[list[Event]], show_activity: bool) -> CollectedTurn:
     turn = CollectedTurn()
     try:
-        turn.add(first, show_activity)
-        async for event in events:
-            if not isinstance(event, Heartbeat):
+        for event in first:
+            turn.add(event, show_activity)
+        async for batch in batches:
+            for event in batch:
                 turn.add(event, show_activity)
     finally:
-        await events.aclose()
+        await batches.aclose()
     return turn
 
 

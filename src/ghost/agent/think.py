@@ -26,6 +26,8 @@ class ThinkSplitter:
         return "reasoning" if self.inside else "content"
 
     def feed(self, text: str) -> list[tuple[Kind, str]]:
+        if not self._pending and "<" not in text:  # the common case: no tag can start here
+            return [(self.kind, text)] if text else []
         out: list[tuple[Kind, str]] = []
         buffer = self._pending + text
         self._pending = ""

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import httpx
 
 from ghost.agent.events import ToolCall, Usage
@@ -22,6 +23,7 @@ from ghost.llm.client import upstream_errors
 from ghost.runtime import Runtime
 
 MAX_ERROR_BODY = 4096
+DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,21 @@ def _sse_data(line: str) -> str | None:
 
 
 async def _sse_chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any] | None]:
-    """Each parsed `data:` JSON object; None for the `[DONE]` marker."""
-    async for line in response.aiter_lines():
+    """Each parsed `data:` JSON object; None for the `[DONE]` marker.
+
+    After [DONE] the rest of the body (normally just the chunked terminator) is still read, so
+    the pooled connection can be reused: httpx closes a connection whose response was left unread.
+    """
+    lines = response.aiter_lines()
+    async for line in lines:
         data = _sse_data(line)
         if data is None or data == "":
             continue
         if data == "[DONE]":
             yield None
+            with anyio.move_on_after(DRAIN_SECONDS):  # never wait long on a server that lingers
+                async for _ in lines:
+                    pass
             return
         try:
             parsed = json.loads(data)

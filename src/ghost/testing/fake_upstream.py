@@ -35,6 +35,7 @@ from starlette.routing import Route
 from ghost.api.streaming import WatchedStreamingResponse
 
 DEFAULT_MODEL = "fake-model"
+MAX_RECORDED = 10_000
 
 
 @dataclass
@@ -130,6 +131,8 @@ class FakeUpstream:
         ])
 
     def _record(self, request: Request, body: Any) -> None:
+        if len(self.requests) >= MAX_RECORDED:  # long benchmarks: keep memory flat
+            del self.requests[: MAX_RECORDED // 2]
         self.requests.append({
             "method": request.method, "path": request.url.path, "query": request.url.query,
             "headers": dict(request.headers), "body": body,
@@ -174,6 +177,12 @@ class FakeUpstream:
         self.open_streams += 1
         finished = False
         try:
+            if not reply.delay and reply.fail_after is None:
+                # As fast as possible: one write, so the fake is never the bottleneck of a benchmark.
+                yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in stream_chunks(reply, model, include_usage))
+                yield b"data: [DONE]\n\n"
+                finished = True
+                return
             for index, chunk in enumerate(stream_chunks(reply, model, include_usage)):
                 if reply.fail_after is not None and index >= reply.fail_after:
                     raise ConnectionAbortedError("scripted mid-stream failure")

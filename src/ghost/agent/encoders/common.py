@@ -69,7 +69,7 @@ class CollectedTurn:
             self.done = event
         elif isinstance(event, Error):
             self.error = event
-        elif isinstance(event, TurnStats):
+        elif isinstance(event, TurnStats):  # (heartbeats and anything else: nothing to keep)
             self.stats = event
 
     def server_timing(self, total_seconds: float) -> str:
