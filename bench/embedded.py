@@ -1,7 +1,7 @@
 """The bundled model: tokens per second read through Ghost vs straight from its model server, and
 the start-up time of `ghost serve` with no upstream.
 
-    python bench/embedded.py [--runs 5] [--tokens 128] [--starts 3]
+    python bench/embedded.py [--runs 5] [--tokens 128] [--starts 3] [--threads 0]
 
 1. Start-up: from spawning `ghost serve` (fresh home, no upstream) to Ghost answering, and to the
    first answered chat request.
@@ -137,9 +137,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="--embedded-threads for Ghost (0: all cores)")
     args = parser.parse_args()
-    startup(args.starts)
-    with GhostServer(home=Path(tempfile.mkdtemp(prefix="ghost-bench-"))) as ghost:
+    if args.starts:
+        startup(args.starts)
+    home = Path(tempfile.mkdtemp(prefix="ghost-bench-"))
+    with GhostServer("--embedded-threads", str(args.threads), home=home) as ghost:
         relay(ghost, args.runs, args.tokens)
         chat(ghost, args.runs, args.tokens)
 

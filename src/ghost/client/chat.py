@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from ghost.client import transfer
 from ghost.client.connection import ClientError, GhostConnection
@@ -34,13 +35,13 @@ class Renderer:
 
     def show(self, event: ChatEvent) -> None:
         if isinstance(event, Activity):
-            self.err.print(event.text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+            self.err.print(event.text, style="dim", end="")
             self._activity_open = not event.text.endswith("\n")
         elif isinstance(event, Answer):
             if self._activity_open:
                 self.err.print()
                 self._activity_open = False
-            self.out.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+            self.out.print(event.text, end="")
             self.answer.append(event.text)
 
     def finish(self) -> str:
@@ -83,14 +84,13 @@ class ChatSession:
 
     def save(self, dest: str) -> None:
         saved = transfer.save_workspace(self.conn, Path(dest), self.err, history=self.history)
-        self.err.print(f"saved the workspace to {saved}", markup=False, highlight=False)
+        self.err.print(f"saved the workspace to {saved}")
 
     def load(self, source: str) -> None:
         result = transfer.load_workspace(self.conn, Path(source), self.err)
         history = result.get("chat_history")
         self.history = [m for m in history if isinstance(m, dict)] if isinstance(history, list) else []
-        self.err.print(f"loaded {source}: {result.get('files', 0)} files, {len(self.history)} messages",
-                       markup=False, highlight=False)
+        self.err.print(f"loaded {source}: {result.get('files', 0)} files, {len(self.history)} messages")
 
 
 def run_command(session: ChatSession, line: str) -> bool:
@@ -109,7 +109,7 @@ def run_command(session: ChatSession, line: str) -> bool:
         session.history.clear()
         session.err.print("new conversation", style="dim")
     else:
-        session.err.print(HELP, markup=False, highlight=False)
+        session.err.print(HELP)
     return True
 
 
@@ -118,10 +118,10 @@ def repl(session: ChatSession) -> None:
     with suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
     session.err.print(f"Ghost at {session.conn.settings.base_url} — /help for commands, Ctrl-D to quit",
-                      style="dim", markup=False, highlight=False)
+                      style="dim")
     while True:
         try:
-            line = session.out.input("[bold]› [/bold]").strip()
+            line = session.out.input(Text("› ", style="bold")).strip()
         except EOFError:
             session.out.print()
             return
@@ -138,7 +138,7 @@ def _handle(session: ChatSession, line: str) -> bool:
             return run_command(session, line)
         session.ask(line)
     except KeyboardInterrupt:
-        session.err.print("[stopped]", style="dim", markup=False)
+        session.err.print("[stopped]", style="dim")
     except ClientError as exc:
-        session.err.print(f"ghost: {exc}", style="red", markup=False, highlight=False)
+        session.err.print(f"ghost: {exc}", style="red")
     return True

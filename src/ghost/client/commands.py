@@ -26,8 +26,11 @@ _SETTING_FLAGS = ("url", "api_key", "session")
 def consoles() -> tuple[Console, Console]:
     # Piped output gets no colour or dim at all, on either stream.
     plain = not sys.stdout.isatty()
-    out = Console(highlight=False, color_system=None if plain else "auto")
-    err = Console(stderr=True, highlight=False, color_system=None if plain else "auto")
+    # Model text is shown as written: no markup, emoji codes or highlighting, no hard wrapping.
+    style = {"color_system": None if plain else "auto", "markup": False, "emoji": False,
+             "highlight": False, "soft_wrap": True}
+    out = Console(**style)
+    err = Console(stderr=True, **style)
     return out, err
 
 
@@ -66,27 +69,27 @@ def chat(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Con
 
 def workspace_save(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Console) -> int:
     saved = transfer.save_workspace(conn, _destination(args.file), err)
-    err.print(f"saved the workspace to {saved}", markup=False)
+    err.print(f"saved the workspace to {saved}")
     return 0
 
 
 def workspace_load(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Console) -> int:
     result = transfer.load_workspace(conn, Path(args.file), err)
     history = result.get("chat_history") or []
-    err.print(f"loaded {args.file}: {result.get('files', 0)} files, {len(history)} messages", markup=False)
+    err.print(f"loaded {args.file}: {result.get('files', 0)} files, {len(history)} messages")
     return 0
 
 
 def upload(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Console) -> int:
     result = transfer.upload(conn, Path(args.file), args.path, err)
-    err.print(f"uploaded {result.get('filename')} ({result.get('size')} bytes)", markup=False)
+    err.print(f"uploaded {result.get('filename')} ({result.get('size')} bytes)")
     return 0
 
 
 def download(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Console) -> int:
     saved = transfer.download(conn, args.path, _destination(args.file) if args.file else None, err)
     if saved != transfer.STDOUT:
-        err.print(f"saved {saved}", markup=False)
+        err.print(f"saved {saved}")
     return 0
 
 
