@@ -52,6 +52,13 @@ def test_one_shot_chat_prints_the_answer(ghost: GhostServer, upstream: FakeUpstr
     assert upstream.chat_requests()[-1]["body"]["stream"] is True
 
 
+def test_the_answer_is_printed_as_written(ghost: GhostServer, upstream: FakeUpstream) -> None:
+    text = "Use [bold]x[/bold] and :smile: in C:\\path, see https://example.com/a_b"
+    upstream.script(Reply(content=text))
+    result = run_cli(ghost, "chat", "show me")
+    assert result.stdout == text + "\n"
+
+
 def test_tool_activity_goes_apart_from_the_answer(ghost: GhostServer, upstream: FakeUpstream) -> None:
     upstream.script(Reply(content="", tool_calls=[{"name": "list_files", "arguments": {"path": "."}}]),
                     Reply(content="Nothing there."))
