@@ -32,7 +32,6 @@ import time
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -97,15 +96,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def child_env() -> dict[str, str]:
     # Not configuration: the inherited environment, filtered, handed to the child process.
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
@@ -151,13 +141,14 @@ def log_tail(path: Path, lines: int = 15) -> str:
 class EmbeddedServer:
     """One supervised model server. `status` is live and JSON-ready (shown by /api/health)."""
 
-    def __init__(self, spec: LaunchSpec, settings: Settings, http: httpx.AsyncClient, log_path: Path,
-                 on_ready: Callable[[str], None]) -> None:
+    def __init__(self, spec: LaunchSpec, settings: Settings, http: httpx.AsyncClient, log_path: Path) -> None:
         self.spec = spec
-        self.on_ready = on_ready  # told the URL each time a (re)started server answers
         self.settings = settings
         self.http = http
         self.log_path = log_path
+        # Fixed for Ghost's lifetime, restarts included: the upstream URL never changes under the
+        # parts of Ghost that hold connections to it. (Should another process take the port while
+        # the server is down, the restart fails with "address in use" and is retried.)
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
@@ -180,8 +171,6 @@ class EmbeddedServer:
         self._watcher.add_done_callback(_report_crash)
 
     async def _launch(self) -> None:
-        if not port_is_free(self.port):
-            self.port = free_port()
         rotate_log(self.log_path)
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
@@ -202,7 +191,6 @@ class EmbeddedServer:
                 raise EmbeddedModelError(self._died_message())
             if await self._answers():
                 self.status["state"] = "ready"
-                self.on_ready(self.url)
                 log.info("bundled model server ready after %.1fs", waited)
                 return
             if time.monotonic() >= next_note:
@@ -307,12 +295,9 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
                       threads=settings.embedded_threads)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-
-    def use_as_upstream(url: str) -> None:
-        runtime.upstream_url = url  # a restart may have had to move to another port
-
-    server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME, on_ready=use_as_upstream)
+    server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME)
     runtime.extras["embedded_info"] = server.status
     runtime.extras["model_meta"] = meta.as_extras()
     stack.push_async_callback(server.stop)
     await server.start()
+    runtime.upstream_url = server.url
