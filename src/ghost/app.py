@@ -55,7 +55,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+    upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
+    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own lean upstream pool
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
