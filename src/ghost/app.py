@@ -54,7 +54,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+    if pool := proxy.make_pool(settings):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
