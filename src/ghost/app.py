@@ -60,6 +60,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     runtime.agent = ChatService(runtime)
+    runtime.loop_lag.start()
+    stack.push_async_callback(runtime.loop_lag.stop)
     return runtime
 
 

@@ -61,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "!!! INSECURE: serving %s with a public or empty API key; anyone who can reach it can "
             "run code in the sandbox !!!", settings.host)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=30)
+                access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
     return 0
 
 

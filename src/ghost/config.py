@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     keepalive_seconds: float = Field(
         10.0, gt=0, description="Idle seconds before a streaming reply sends a keep-alive."
     )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
+    )
 
     # --- request limits ------------------------------------------------------------------
     max_request_bytes: int = Field(

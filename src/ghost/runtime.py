@@ -11,6 +11,7 @@ import httpx
 from pathlib import Path
 
 from ghost.config import Settings
+from ghost.looplag import LoopLagMonitor
 from ghost.store.db import Database
 from ghost.workspace.gate import WorkspaceGate
 
@@ -26,6 +27,7 @@ class Runtime:
     sandbox_root: Path
     started_at: float = field(default_factory=time.monotonic)
     in_flight_turns: int = 0
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     agent: Any = None  # ghost.agent.service.ChatService, set once the runtime is built
     # Agent turns hold it shared (`async with gate.turn()`), a workspace load exclusively.
     gate: WorkspaceGate = field(default_factory=WorkspaceGate)
