@@ -56,7 +56,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
         await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
-    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own lean upstream pool
+    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
