@@ -61,11 +61,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    # The fake upstream's scripted mid-stream breaks make its uvicorn log an error each; expected here.
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     home = Path(tempfile.mkdtemp(prefix="ghost-fuzz-"))
     upstream = FakeUpstream().start()
+    # The fake's scripted mid-stream breaks make its uvicorn log an error each: expected here.
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     try:
         with GhostServer("--upstream-url", upstream.url, home=home / "home", env=CAPS) as ghost:
             fuzzer = Fuzzer(ghost.url, max_examples=args.examples, timeout=args.timeout, seed=seed,

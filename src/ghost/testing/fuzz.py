@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -153,6 +154,10 @@ class Fuzzer:
                 self._fuzz(operation, mode, auth, examples or self.max_examples)
         return self.report
 
+    def _seed(self, auth: Auth) -> int | None:
+        """One seed per auth variant, so each variant gets requests of its own."""
+        return None if self.seed is None else self.seed + zlib.crc32(auth.name.encode())
+
     def _fuzz(self, operation: Any, mode: GenerationMode, auth: Auth, examples: int) -> None:
         label = f"{operation.label} [{auth.name}]"
 
@@ -165,8 +170,8 @@ class Fuzzer:
             self.report.cases[label] += 1
             self._send(case, operation.label, label, auth)
 
-        if self.seed is not None:
-            one = hypothesis.seed(self.seed)(one)
+        if (seed := self._seed(auth)) is not None:
+            one = hypothesis.seed(seed)(one)
         try:
             one()
         except hypothesis.errors.Unsatisfiable:
