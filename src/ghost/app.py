@@ -12,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from ghost import __version__
-from ghost.api import health, info, proxy
+from ghost.api import chat, health, info, proxy, sessions
+from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
@@ -23,7 +24,7 @@ from ghost.store.db import Database
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, health.router, proxy.router]
+ROUTERS = [info.router, health.router, chat.router, sessions.router, proxy.router]
 
 
 async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
@@ -50,6 +51,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
+    runtime.agent = ChatService(runtime)
     return runtime
 
 

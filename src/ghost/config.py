@@ -56,6 +56,23 @@ class Settings(BaseSettings):
         100, ge=1, description="Pooled connections to the upstream."
     )
 
+    upstream_model: str = Field(
+        "", description="Model name sent to the upstream. Empty: the name the client asked for."
+    )
+
+    # --- agent turns ---------------------------------------------------------------------
+    max_tool_rounds: int = Field(10, ge=0, le=100, description="Tool rounds one chat turn may take.")
+    tool_activity: Literal["full", "none"] = Field(
+        "full", description="Show tool activity to clients as reasoning/thinking text ('none': hide it)."
+    )
+    max_concurrent_turns: int = Field(4, ge=1, description="Chat turns running at once.")
+    turn_queue_timeout: float = Field(
+        10.0, ge=0, description="Seconds a chat turn waits for a free slot before 429."
+    )
+    keepalive_seconds: float = Field(
+        10.0, gt=0, description="Idle seconds before a streaming reply sends a keep-alive."
+    )
+
     # --- request limits ------------------------------------------------------------------
     max_request_bytes: int = Field(
         32 * MB, ge=1024, description="Largest JSON request body Ghost accepts (413 past it)."

@@ -25,6 +25,7 @@ class Runtime:
     sandbox_root: Path
     started_at: float = field(default_factory=time.monotonic)
     in_flight_turns: int = 0
+    agent: Any = None  # ghost.agent.service.ChatService, set once the runtime is built
     # Called after a workspace load has swapped files and state in (e.g. to re-scan skills).
     after_workspace_load: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Filled by later subsystems (sandbox, store, agent, embedded model); typed there.

@@ -60,7 +60,10 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a committed write survives power loss
+        # NORMAL in WAL mode: a commit survives a crash of Ghost (even SIGKILL) and the database is
+        # never corrupted; only a power loss or OS crash may undo the last few commits. FULL
+        # would add an fsync to the end of every chat turn.
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn

@@ -32,7 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ghost.api.streaming import WatchedStreamingResponse
+
 DEFAULT_MODEL = "fake-model"
+MAX_RECORDED = 10_000
 
 
 @dataclass
@@ -55,10 +58,13 @@ class Reply:
     finish_reason: str | None = None
 
     def pieces(self) -> list[str]:
-        if self.chunks is not None:
-            return self.chunks
-        words = self.content.split(" ")
-        return [w if i == 0 else " " + w for i, w in enumerate(words)] if self.content else []
+        return self.chunks if self.chunks is not None else _words(self.content)
+
+
+def _words(text: str) -> list[str]:
+    """Split text into streamable pieces that join back to exactly the text."""
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
 
 
 class FakeUpstream:
@@ -125,6 +131,8 @@ class FakeUpstream:
         ])
 
     def _record(self, request: Request, body: Any) -> None:
+        if len(self.requests) >= MAX_RECORDED:  # long benchmarks: keep memory flat
+            del self.requests[: MAX_RECORDED // 2]
         self.requests.append({
             "method": request.method, "path": request.url.path, "query": request.url.query,
             "headers": dict(request.headers), "body": body,
@@ -161,13 +169,20 @@ class FakeUpstream:
         model = body.get("model", self.model)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
+            # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
+            return WatchedStreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
         return JSONResponse(completion(reply, model))
 
     async def _stream(self, reply: Reply, model: str, include_usage: bool):
         self.open_streams += 1
         finished = False
         try:
+            if not reply.delay and reply.fail_after is None:
+                # As fast as possible: one write, so the fake is never the bottleneck of a benchmark.
+                yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in stream_chunks(reply, model, include_usage))
+                yield b"data: [DONE]\n\n"
+                finished = True
+                return
             for index, chunk in enumerate(stream_chunks(reply, model, include_usage)):
                 if reply.fail_after is not None and index >= reply.fail_after:
                     raise ConnectionAbortedError("scripted mid-stream failure")
@@ -262,7 +277,7 @@ def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[st
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     if reply.reasoning:
-        chunks += [chunk({"reasoning_content": piece}) for piece in reply.reasoning.split(" ")]
+        chunks += [chunk({"reasoning_content": piece}) for piece in _words(reply.reasoning)]
     chunks += [chunk({"content": piece}) for piece in reply.pieces()]
     for entry in _tool_call_entries(reply):
         chunks.append(chunk({"tool_calls": [entry]}))

@@ -1,0 +1,148 @@
+"""One agent turn: call the upstream, run Ghost's tools while the model asks for them, and yield
+events. A short loop with a limit; no wire formats, no persistence, no HTTP here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
+                                ToolCall, TurnStats, Usage)
+from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
+from ghost.agent.request import ChatRequest
+from ghost.llm.chat import Completion, Delta, stream_chat
+from ghost.runtime import Runtime
+from ghost.tools.base import ToolContext, ToolRegistry, ToolResult
+
+ACTIVITY_PREVIEW_CHARS = 120
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    max_tool_rounds: int
+    use_tools: bool = True  # False for /api/generate: one plain completion
+    system_prompt: bool = True
+
+
+def round_limit_message(rounds: int) -> str:
+    return (f"\n\n[Ghost stopped this turn: the model was still calling tools after {rounds} rounds "
+            f"(limit set by --max-tool-rounds). Ask again, or raise the limit.]")
+
+
+def sum_usage(total: Usage | None, part: Usage | None, *, first: bool) -> Usage | None:
+    """Sum per-call usage; unknown if any call did not report it (never a fake partial count)."""
+    if part is None or (total is None and not first):
+        return None
+    if total is None:
+        return part
+    return Usage(total.prompt_tokens + part.prompt_tokens, total.completion_tokens + part.completion_tokens)
+
+
+def _preview(arguments: str) -> str:
+    flat = " ".join(arguments.split())
+    return flat if len(flat) <= ACTIVITY_PREVIEW_CHARS else flat[:ACTIVITY_PREVIEW_CHARS] + "…"
+
+
+def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    return {"role": "assistant", "content": text or None, "tool_calls": [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
+
+
+class AgentTurn:
+    def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
+        self.runtime = runtime
+        self.request = request
+        self.request_id = request_id
+        self.options = options
+        self.registry: ToolRegistry | None = getattr(runtime, "tools", None) if options.use_tools else None
+        self.usage: Usage | None = None
+        self.upstream_seconds = 0.0
+        self.tool_seconds = 0.0
+        self.rounds = 0
+
+    async def run(self) -> AsyncIterator[Event]:
+        messages = await self._opening_messages()
+        tools = self._tool_schemas()
+        limit = self.options.max_tool_rounds
+        for round_index in range(limit + 1):
+            completion, text = None, []
+            async for item in stream_chat(self.runtime, self._payload(messages, tools), self.request_id):
+                if isinstance(item, Completion):
+                    completion = item
+                elif item.kind == "content":
+                    text.append(item.text)
+                    yield TextDelta(item.text)
+                else:
+                    yield ReasoningDelta(item.text)
+            assert completion is not None  # stream_chat always ends with one
+            self.upstream_seconds += completion.upstream_seconds
+            self.rounds = round_index + 1
+            self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
+            if not completion.tool_calls:
+                for event in self._ending(Done(completion.finish_reason)):
+                    yield event
+                return
+            client_calls = [c for c in completion.tool_calls if c.name in self.request.client_tool_names]
+            if client_calls:
+                for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
+                    yield event
+                return
+            if round_index == limit:
+                break
+            messages.append(_assistant_message("".join(text), completion.tool_calls))
+            for call in completion.tool_calls:
+                async for event in self._run_tool(call, messages):
+                    yield event
+        for event in self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds")):
+            yield event
+
+    def _ending(self, *events: Event) -> list[Event]:
+        """The closing events, with the turn's usage just before Done when it is known."""
+        usage = [self.usage] if self.usage is not None else []
+        stats = TurnStats(self.upstream_seconds, self.tool_seconds, self.rounds)
+        return [*events[:-1], *usage, stats, events[-1]]
+
+    async def _opening_messages(self) -> list[dict[str, Any]]:
+        if not self.options.system_prompt:
+            return list(self.request.messages)
+        summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
+        names = [s["function"]["name"] for s in self._ghost_schemas()]
+        return with_system_prompt(system_message(summary, names), self.request.messages)
+
+    def _ghost_schemas(self) -> list[dict[str, Any]]:
+        if self.registry is None:
+            return []
+        # A client tool with the same name as one of Ghost's wins: the client asked for it.
+        return [s for s in self.registry.schemas() if s["function"]["name"] not in self.request.client_tool_names]
+
+    def _tool_schemas(self) -> list[dict[str, Any]]:
+        return self._ghost_schemas() + self.request.client_tools
+
+    def _payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.request.model, "messages": messages, "stream": True,
+                                   "stream_options": {"include_usage": True}, **self.request.sampling}
+        if tools:
+            payload["tools"] = tools
+            if self.request.tool_choice is not None:
+                payload["tool_choice"] = self.request.tool_choice
+        return payload
+
+    async def _run_tool(self, call: ToolCall, messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        yield ToolActivity(call.name, "start", f"→ {call.name} {_preview(call.arguments)}")
+        started = time.perf_counter()
+        result = await self._call(call)
+        self.tool_seconds += time.perf_counter() - started
+        summary = result.summary or ("done" if result.ok else "failed")
+        yield ToolActivity(call.name, "end", f"← {call.name}: {summary}", ok=result.ok)
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+
+    async def _call(self, call: ToolCall) -> ToolResult:
+        if self.registry is None or not self.registry.has(call.name):
+            known = [s["function"]["name"] for s in self._tool_schemas()]
+            return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),
+                              ok=False, summary="unknown tool")
+        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id)
+        return await self.registry.call(call.name, call.arguments, context)

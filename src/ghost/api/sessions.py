@@ -1,0 +1,38 @@
+"""Stored chat history, one conversation per session id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from ghost.agent.request import session_id as valid_session_id
+from ghost.api.auth import require_key
+from ghost.errors import NotFound
+from ghost.store.history import History
+
+router = APIRouter(dependencies=[Depends(require_key)])
+
+
+def history(request: Request) -> History:
+    return request.app.state.runtime.agent.history
+
+
+@router.get("/api/sessions", summary="List sessions with stored history")
+async def list_sessions(store: History = Depends(history)) -> dict[str, Any]:
+    return {"sessions": await store.list()}
+
+
+@router.get("/api/sessions/{session_id}", summary="One session's stored history")
+async def get_session(session_id: str, store: History = Depends(history)) -> dict[str, Any]:
+    found = await store.get(valid_session_id(session_id))
+    if found is None:
+        raise NotFound(f"session '{session_id}' not found")
+    return found
+
+
+@router.delete("/api/sessions/{session_id}", summary="Delete one session's history")
+async def delete_session(session_id: str, store: History = Depends(history)) -> dict[str, Any]:
+    if not await store.delete(valid_session_id(session_id)):
+        raise NotFound(f"session '{session_id}' not found")
+    return {"status": "deleted", "id": session_id}

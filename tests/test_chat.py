@@ -1,0 +1,269 @@
+"""Chat routes with the real openai and ollama clients against a real Ghost and the fake upstream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from ghost.testing.fake_upstream import FakeUpstream, Reply
+from ghost.testing.server import GhostServer
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+    with GhostServer("--upstream-url", upstream.url, "--keepalive-seconds", "0.2",
+                     home=tmp_path_factory.mktemp("chat-home")) as ghost:
+        yield ghost
+
+
+@pytest.fixture()
+def oai(server: GhostServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0)
+
+
+@pytest.fixture()
+def oll(server: GhostServer) -> ollama.Client:
+    return ollama.Client(host=server.url, headers={"Authorization": f"Bearer {server.api_key}"})
+
+
+def sse_events(response: httpx.Response) -> list[str]:
+    return [block for block in response.text.split("\n\n") if block.strip()]
+
+
+# --- OpenAI paths -------------------------------------------------------------------------------
+
+def test_openai_non_streaming(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="The answer is 4."))
+    reply = oai.chat.completions.create(model="fake-model", messages=USER)
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.content == "The answer is 4."
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.total_tokens == 15
+
+
+def test_openai_streaming_relays_each_piece(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(chunks=["Hel", "lo", " wor", "ld"]))
+    stream = oai.chat.completions.create(model="fake-model", messages=USER, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert pieces == ["Hel", "lo", " wor", "ld"]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_chat_path_speaks_openai_too(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="via /chat"))
+    body = httpx.post(server.url + "/chat", headers=server.headers,
+                      json={"model": "fake-model", "messages": USER}).json()
+    assert body["choices"][0]["message"]["content"] == "via /chat"
+
+
+def test_stream_usage_only_when_asked(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="a"), Reply(content="b"))
+    without = list(oai.chat.completions.create(model="fake-model", messages=USER, stream=True))
+    assert all(c.usage is None for c in without)
+    with_usage = list(oai.chat.completions.create(model="fake-model", messages=USER, stream=True,
+                                                  stream_options={"include_usage": True}))
+    assert with_usage[-1].choices == [] and with_usage[-1].usage.prompt_tokens == 10
+
+
+def test_usage_omitted_when_upstream_reports_none(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="no counts", usage=None))
+    reply = oai.chat.completions.create(model="fake-model", messages=USER)
+    assert reply.usage is None
+
+
+def test_sse_headers_and_completion_id_from_request_id(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="x"))
+    with httpx.stream("POST", server.url + "/v1/chat/completions",
+                      headers={**server.headers, "X-Request-ID": "my-req-42"},
+                      json={"model": "fake-model", "messages": USER, "stream": True}) as response:
+        body = response.read().decode()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["x-request-id"] == "my-req-42"
+    first = json.loads(body.split("\n\n")[0].removeprefix("data: "))
+    assert first["id"] == "chatcmpl-my-req-42"
+    assert body.rstrip().endswith("data: [DONE]")
+
+
+# --- Ollama paths -------------------------------------------------------------------------------
+
+def test_ollama_chat_streams_ndjson_by_default(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(chunks=["a", "b", "c"]))
+    with httpx.stream("POST", server.url + "/api/chat", headers=server.headers,
+                      json={"model": "fake-model", "messages": USER}) as response:
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert [l["message"]["content"] for l in lines[:-1]] == ["a", "b", "c"]
+    final = lines[-1]
+    assert final["done"] is True and final["done_reason"] == "stop"
+    assert final["prompt_eval_count"] == 10 and final["eval_count"] == 5
+    assert final["total_duration"] > 0
+
+
+def test_ollama_client_chat_both_modes(oll: ollama.Client, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="whole"), Reply(chunks=["pa", "rts"]))
+    assert oll.chat(model="fake-model", messages=USER).message.content == "whole"
+    parts = list(oll.chat(model="fake-model", messages=USER, stream=True))
+    assert "".join(p.message.content for p in parts) == "parts"
+    assert parts[-1].done
+
+
+def test_api_chat_non_streaming_carries_both_shapes(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="both"))
+    body = httpx.post(server.url + "/api/chat", headers=server.headers,
+                      json={"model": "fake-model", "messages": USER, "stream": False}).json()
+    assert body["message"] == {"role": "assistant", "content": "both"} and body["done"] is True
+    assert body["choices"][0]["message"]["content"] == "both" and body["object"] == "chat.completion"
+    assert body["usage"]["total_tokens"] == 15 and body["eval_count"] == 5
+
+
+def test_api_chat_with_sse_accept_gets_openai_stream(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="sse please"))
+    response = httpx.post(server.url + "/api/chat", headers={**server.headers, "Accept": "text/event-stream"},
+                          json={"model": "fake-model", "messages": USER})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "data: [DONE]" in response.text and "sse" in response.text
+
+
+def test_ollama_generate_streams_token_by_token(oll: ollama.Client, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(chunks=["1", "2", "3"]))
+    parts = list(oll.generate(model="fake-model", prompt="count", system="be brief", stream=True))
+    assert [p.response for p in parts] == ["1", "2", "3", ""]
+    assert parts[-1].done and parts[-1].eval_count == 5 and parts[-1].prompt_eval_count == 10
+    sent = upstream.chat_requests()[-1]["body"]
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "count"}]
+    assert "tools" not in sent
+
+
+def test_ollama_generate_non_streaming(oll: ollama.Client, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="one object"))
+    reply = oll.generate(model="fake-model", prompt="hi", stream=False)
+    assert reply.response == "one object" and reply.done
+
+
+def test_ollama_options_and_images_are_mapped(oll: ollama.Client, upstream: FakeUpstream) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    oll.chat(model="fake-model", messages=[{"role": "user", "content": "what is this", "images": [png]}],
+             options={"temperature": 0.1, "num_predict": 7, "top_p": 0.5, "stop": ["END"], "seed": 3})
+    sent = upstream.chat_requests()[-1]["body"]
+    assert (sent["temperature"], sent["max_tokens"], sent["top_p"], sent["stop"], sent["seed"]) == (0.1, 7, 0.5, ["END"], 3)
+    parts = sent["messages"][-1]["content"]
+    assert parts[0] == {"type": "text", "text": "what is this"}
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+
+
+def test_openai_shaped_messages_accepted_on_ollama_path(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="ok"))
+    messages = [{"role": "user", "content": [{"type": "text", "text": "parts"}]}]
+    response = httpx.post(server.url + "/api/chat", headers=server.headers,
+                          json={"model": "fake-model", "messages": messages, "stream": False, "max_tokens": 9})
+    assert response.status_code == 200
+    sent = upstream.chat_requests()[-1]["body"]
+    assert sent["messages"][-1]["content"] == [{"type": "text", "text": "parts"}] and sent["max_tokens"] == 9
+
+
+# --- the turn's framing -----------------------------------------------------------------------
+
+def test_system_prompt_goes_first_and_client_system_follows(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    oai.chat.completions.create(model="fake-model", messages=[{"role": "system", "content": "Be terse."}, *USER])
+    sent = upstream.chat_requests()[-1]["body"]["messages"]
+    assert sent[0]["role"] == "system" and "Ghost" in sent[0]["content"]
+    assert sent[1] == {"role": "system", "content": "Be terse."}
+
+
+def test_reasoning_and_think_blocks_never_reach_the_answer(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(reasoning="first I ponder", chunks=["<thi", "nk>secret pl", "an</th", "ink>The ", "answer"]))
+    chunks = list(oai.chat.completions.create(model="fake-model", messages=USER, stream=True))
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert content == "The answer"
+    assert "first I ponder" in reasoning and "secret plan" in reasoning
+
+
+def test_think_blocks_are_not_sent_back_upstream(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    history = [*USER, {"role": "assistant", "content": "<think>hidden</think>Visible", "reasoning_content": "x"},
+               {"role": "user", "content": "and?"}]
+    oai.chat.completions.create(model="fake-model", messages=history)
+    sent = upstream.chat_requests()[-1]["body"]["messages"]
+    assistant = [m for m in sent if m["role"] == "assistant"][0]
+    assert assistant["content"] == "Visible" and "reasoning_content" not in assistant
+
+
+def test_unknown_model_is_404(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="no-such-model", messages=USER)
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"messages": []}, 422),
+    ({"messages": "hi"}, 422),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, 422),
+    ({"messages": USER, "stream": "yes"}, 422),
+    ({"messages": USER, "temperature": "hot"}, 422),
+    ({"messages": USER, "session_id": "../etc"}, 422),
+    ({"messages": USER, "tools": [{"type": "function"}]}, 422),
+])
+def test_bad_bodies_get_clear_errors(server: GhostServer, body: dict, status: int) -> None:
+    response = httpx.post(server.url + "/v1/chat/completions", headers=server.headers, json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_malformed_json_is_400(server: GhostServer) -> None:
+    response = httpx.post(server.url + "/api/chat", headers={**server.headers, "content-type": "application/json"},
+                          content=b"{not json")
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_keepalive_comments_while_upstream_is_slow(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="late", first_delay=0.8))
+    response = httpx.post(server.url + "/v1/chat/completions", headers=server.headers,
+                          json={"model": "fake-model", "messages": USER, "stream": True})
+    events = sse_events(response)
+    assert ": keep-alive" in events
+    assert "late" in response.text and events[-1] == "data: [DONE]"
+
+
+def test_first_chunk_arrives_before_upstream_finishes(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(chunks=["early", " late"], delay=1.0))
+    seen: list[tuple[float, str]] = []
+    with httpx.stream("POST", server.url + "/v1/chat/completions", headers=server.headers,
+                      json={"model": "fake-model", "messages": USER, "stream": True}) as response:
+        for line in response.iter_lines():
+            if '"content":"early"' in line or '"content":" late"' in line:
+                seen.append((time.monotonic(), line))
+    assert len(seen) == 2
+    # The second piece was held back by the upstream for a second; the first must not wait for it.
+    assert seen[1][0] - seen[0][0] > 0.5
+
+
+def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.default_reply = Reply(content="same", delay=0.05)
+    results: list[str] = []
+
+    def one() -> None:
+        reply = oai.chat.completions.create(model="fake-model", messages=USER)
+        results.append(reply.choices[0].message.content)
+
+    try:
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        upstream.default_reply = Reply()
+    assert results == ["same"] * 4

@@ -1,0 +1,78 @@
+"""Request normalisation: both message shapes, options, tools, session ids (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ghost.agent.request import normalise_messages, parse_chat_request, session_id
+from ghost.errors import Unprocessable
+
+
+def parse(**body: object):
+    return parse_chat_request({"messages": [{"role": "user", "content": "x"}], **body},
+                              default_stream=True, default_model="m")
+
+
+def test_defaults() -> None:
+    request = parse()
+    assert (request.model, request.stream, request.session_id, request.client_tools) == ("m", True, "default", [])
+
+
+def test_ollama_num_predict_minus_one_means_no_limit() -> None:
+    assert "max_tokens" not in parse(options={"num_predict": -1}).sampling
+
+
+def test_openai_field_wins_over_ollama_option() -> None:
+    assert parse(temperature=0.2, options={"temperature": 0.9}).sampling["temperature"] == 0.2
+
+
+def test_session_header_used_when_body_has_none() -> None:
+    request = parse_chat_request({"messages": [{"role": "user", "content": "x"}]}, default_stream=False,
+                                 default_model="m", session_header="from-header")
+    assert request.session_id == "from-header"
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 129, "../x", "a b", "x/y"])
+def test_session_ids_are_validated(bad: str) -> None:
+    if bad == "":
+        assert session_id(bad) == "default"
+    else:
+        with pytest.raises(Unprocessable):
+            session_id(bad)
+
+
+def test_ollama_tool_results_pair_with_their_calls_in_order() -> None:
+    messages = normalise_messages([
+        {"role": "user", "content": "weather in two cities"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "w", "arguments": {"city": "A"}}},
+            {"function": {"name": "w", "arguments": {"city": "B"}}}]},
+        {"role": "tool", "content": "sunny", "tool_name": "w"},
+        {"role": "tool", "content": "rainy", "tool_name": "w"},
+    ])
+    first, second = messages[1]["tool_calls"]
+    assert first["function"]["arguments"] == '{"city": "A"}'
+    assert {messages[2]["tool_call_id"], messages[3]["tool_call_id"]} == {first["id"], second["id"]}
+    assert messages[2]["tool_call_id"] != messages[3]["tool_call_id"]
+
+
+def test_assistant_reasoning_is_dropped() -> None:
+    out = normalise_messages([{"role": "assistant", "content": "<think>x</think>y", "thinking": "t",
+                               "reasoning_content": "r"}])
+    assert out == [{"role": "assistant", "content": "y"}]
+
+
+def test_jpeg_and_data_url_images() -> None:
+    jpeg = "/9j/4AAQSkZJRgABAQAAAQABAAD"
+    out = normalise_messages([{"role": "user", "content": "x", "images": [jpeg, "data:image/gif;base64,R0lG"]}])
+    urls = [part["image_url"]["url"] for part in out[0]["content"][1:]]
+    assert urls == [f"data:image/jpeg;base64,{jpeg}", "data:image/gif;base64,R0lG"]
+
+
+@pytest.mark.parametrize("body", [
+    {"options": "fast"}, {"max_tokens": 1.5}, {"seed": True}, {"model": 3}, {"tools": {"a": 1}},
+    {"messages": [{"role": "user", "content": 5}]}, {"messages": [{"role": "user", "images": "x"}]},
+])
+def test_invalid_fields_are_422(body: dict) -> None:
+    with pytest.raises(Unprocessable):
+        parse(**body)
