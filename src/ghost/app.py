@@ -20,6 +20,7 @@ from ghost.config import Settings
 from ghost.llm.client import make_http_client
 from ghost.runtime import Runtime
 from ghost.store.db import Database
+from ghost.tools.setup import start_tools
 
 log = logging.getLogger("ghost")
 
@@ -49,6 +50,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
+    await start_tools(runtime, stack)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     runtime.agent = ChatService(runtime)

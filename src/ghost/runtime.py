@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ghost.config import Settings
 from ghost.store.db import Database
+from ghost.tools.base import ToolRegistry
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Runtime:
     started_at: float = field(default_factory=time.monotonic)
     in_flight_turns: int = 0
     agent: Any = None  # ghost.agent.service.ChatService, set once the runtime is built
+    tools: ToolRegistry | None = None  # set by ghost.tools.setup.start_tools
     # Called after a workspace load has swapped files and state in (e.g. to re-scan skills).
     after_workspace_load: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Filled by later subsystems (sandbox, store, agent, embedded model); typed there.
