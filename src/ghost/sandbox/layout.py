@@ -45,16 +45,17 @@ class Layout:
                 "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
         if self.network:
             args.append("--share-net")
+        # The private filesystems first, so that a read-only bind below one of them (a Python
+        # prefix under /tmp) lands on top instead of being hidden. /dev is a writable tmpfs of
+        # its own: read-only it is (device nodes still work), with a bounded /dev/shm like /tmp.
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(self.tmp_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+                 "--size", str(self.tmp_bytes), "--tmpfs", TMP_MOUNT]
         for source, target in binds:
             args += ["--ro-bind", str(source), target]
         args += self._root_symlinks()
         args += self._masks(binds)
-        # /dev is a writable memory-backed filesystem of its own: make it read-only (device nodes
-        # still work) and give /dev/shm a bounded one, like /tmp.
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(self.tmp_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-                 "--size", str(self.tmp_bytes), "--tmpfs", TMP_MOUNT,
-                 "--bind", str(self.sandbox_root), SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT,
+        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT,
                  "--remount-ro", "/", "--clearenv"]  # "/" is bwrap's own tmpfs: no writing there either
         for name, value in self.env.items():
             args += ["--setenv", name, value]
