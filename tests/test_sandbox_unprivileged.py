@@ -67,4 +67,6 @@ def test_process_limit_holds_for_an_unprivileged_ghost(nobody_dir: Path, backend
     assert done.returncode == 0, done.stderr
     mode, forked = done.stdout.split()
     assert mode == "rlimit"
-    assert int(forked) < 16
+    # bwrap: exact, the namespace holds only this run. process: the user's task count is taken
+    # just before the start, so tasks of that user ending meanwhile leave a little more room.
+    assert int(forked) < (16 if backend == "bwrap" else 24), done.stdout
