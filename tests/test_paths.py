@@ -202,3 +202,15 @@ def test_a_name_too_long_once_joined_to_the_root_is_refused_not_crashed_on(root:
     assert len(user_path) <= MAX_PATH_BYTES < len(str(root)) + 1 + len(user_path)
     with pytest.raises(UnsafePath, match="cannot be used"):
         resolve_in_sandbox(root, user_path)
+
+
+def test_a_link_itself_can_be_named_without_following_it(root: Path, outside: Path) -> None:
+    os.symlink(outside / "secret.txt", root / "dir" / "out-link")
+    with pytest.raises(PathOutsideSandbox):
+        resolve_in_sandbox(root, "dir/out-link")
+    assert resolve_in_sandbox(root, "dir/out-link", follow_final=False) == root / "dir" / "out-link"
+    # ...but only the last component: the way there is still checked.
+    os.symlink(outside, root / "escape")
+    with pytest.raises(PathOutsideSandbox):
+        resolve_in_sandbox(root, "escape/secret.txt", follow_final=False)
+    assert resolve_in_sandbox(root, "dir/file.txt", follow_final=False) == root / "dir" / "file.txt"

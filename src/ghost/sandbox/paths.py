@@ -54,20 +54,27 @@ def is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def resolve_in_sandbox(root: Path, user_path: str, *, allow_root: bool = False) -> Path:
+def resolve_in_sandbox(root: Path, user_path: str, *, allow_root: bool = False,
+                       follow_final: bool = True) -> Path:
     """The path inside `root` that `user_path` names, or UnsafePath / PathOutsideSandbox.
 
     Returns the lexical path (root joined with the cleaned components), after checking that
     every symlink on the way, and the real location at the end, stay inside the real root.
     Operating on the lexical path keeps a symlink's own name usable (to delete or move the link).
+
+    `follow_final=False` is for operations on a symlink itself (unlink, rename), which never
+    touch what it points to: then only the way to the last component is checked, so a link
+    that sandboxed code pointed outside can still be removed.
     """
     parts = split_relative(user_path)
     if not parts and not allow_root:
         raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
     real_root = Path(os.path.realpath(root))
     candidate = real_root.joinpath(*parts)
+    checked = candidate if follow_final or not candidate.is_symlink() else candidate.parent
     try:
-        inside = _links_stay_inside(real_root, parts) and is_within(_real(candidate), real_root)
+        inside = (_links_stay_inside(real_root, parts if checked == candidate else parts[:-1])
+                  and is_within(_real(checked), real_root))
     except OSError as exc:  # e.g. a name too long once joined to the root, or no permission
         raise UnsafePath(f"'{user_path}' cannot be used: {exc.strerror}") from exc
     if not inside:

@@ -40,8 +40,8 @@ class FileTools:
         return [self.list_files, self.read_file, self.write_file, self.append_file, self.delete_file,
                 self.move_file, self.search_files]
 
-    def _path(self, user_path: str, *, allow_root: bool = False) -> Path:
-        return resolve_in_sandbox(self.root, user_path, allow_root=allow_root)
+    def _path(self, user_path: str, *, allow_root: bool = False, follow_final: bool = True) -> Path:
+        return resolve_in_sandbox(self.root, user_path, allow_root=allow_root, follow_final=follow_final)
 
     def _name(self, path: Path) -> str:
         return relative_name(self.root, path) or "."
@@ -163,7 +163,7 @@ class FileTools:
             path: What to delete, relative to the sandbox.
             recursive: Allow deleting a folder and everything in it.
         """
-        target = self._path(path)
+        target = self._path(path, follow_final=False)  # a link itself is removed, never its target
         if not target.is_symlink() and not target.exists():
             raise ToolError(f"{path!r} does not exist")
         await asyncio.to_thread(_delete, target, recursive)
@@ -178,7 +178,7 @@ class FileTools:
             destination: New path, or an existing folder to move it into.
             overwrite: Replace an existing file at the destination.
         """
-        src, dst = self._path(source), self._path(destination)
+        src, dst = self._path(source, follow_final=False), self._path(destination)
         if not src.is_symlink() and not src.exists():
             raise ToolError(f"{source!r} does not exist")
         if dst.is_dir() and not dst.is_symlink():
