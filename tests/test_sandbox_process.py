@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,19 @@ async def executor_for(home: Path, **overrides: object) -> Executor:
     values.update(overrides)
     settings = Settings(**values)
     settings.sandbox_path.mkdir(parents=True, exist_ok=True)
-    return await make_executor(settings, settings.sandbox_path)
+    executor = await make_executor(settings, settings.sandbox_path)
+    _OPEN.append(executor)
+    return executor
+
+
+_OPEN: list[Executor] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_executors() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()  # the warm sandbox a bubblewrap one keeps
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -127,3 +128,52 @@ def test_a_fresh_home_gets_a_working_sandbox(upstream: FakeUpstream, tmp_path: P
     with GhostServer("--upstream-url", upstream.url, home=tmp_path / "new-home") as ghost:
         assert chat(ghost).status_code == 200
     assert (tmp_path / "new-home" / "sandbox" / "hello.txt").read_text() == "hi"
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> None:
+    marker = f"orphan-{uuid.uuid4().hex}"
+    upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {
+        "code": f"import time  # {marker}\ntime.sleep(300)"}}]), Reply(content="never sent"))
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "600", home=tmp_path / "home").start()
+    try:
+        threading.Thread(target=lambda: _quietly(chat, ghost), daemon=True).start()
+        deadline = time.monotonic() + 15
+        while not _running(marker) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _running(marker)
+        sandboxes = _children(ghost.process.pid)  # the running sandbox's bwrap, and the warm one's
+        assert sandboxes
+    finally:
+        ghost.stop(signal.SIGKILL)  # no shutdown code runs: only the kernel can clean up now
+    deadline = time.monotonic() + 15
+    while (_running(marker) or any(map(_alive, sandboxes))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(marker)
+    assert not [pid for pid in sandboxes if _alive(pid)]
+
+
+def _quietly(fn, *args: object) -> None:  # noqa: ANN001
+    try:
+        fn(*args)
+    except httpx.HTTPError:
+        pass  # the server is killed under it

@@ -98,6 +98,9 @@ class Executor(ABC):
     def bash(self) -> str:
         """The shell's path as the command sees it."""
 
+    async def aclose(self) -> None:
+        """Release what the backend keeps between runs (called at shutdown)."""
+
     def info(self) -> dict[str, Any]:
         """What /api/health shows about the sandbox."""
         return {"backend": self.name, "isolated": self.isolated}

@@ -1,33 +1,32 @@
-"""The isolating backend: every run in a fresh bubblewrap sandbox.
+"""The isolating backend: every run in a fresh bubblewrap sandbox, one of them kept warm.
 
-Start-up handshake, so that limits hold before any sandboxed code runs: bubblewrap is started
-with `--info-fd` (it reports the pid of the sandbox's first process, already inside the new
-namespaces) and `--block-fd` (that process waits for a byte before going on). Ghost then sets the
-rlimits on that pid with prlimit(2) — inside the new user namespace, so RLIMIT_NPROC counts only
-this run's processes, not every process of Ghost's user — and, when it can, moves the pid into a
-fresh `pids` cgroup (the only process limit the kernel applies to root). Then it releases it.
-Everything the command forks inherits both.
+Starting a sandbox (namespaces, mounts, limits, the cgroup) costs several milliseconds before
+the command even begins, so the executor starts the next one ahead of time: a sandbox whose
+command is a tiny bash launcher that blocks reading a pipe. A run takes it, writes its argv into
+that pipe, and the launcher execs it — inside a sandbox already confined. Each warm sandbox
+serves exactly one run; it is never reused. It is skipped (a fresh one is started instead)
+when a run asks for other limits, when its argv is large, or when the sandbox directory was
+replaced since it was started (a bind mount would still show the old one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import logging
 import os
-import signal
-from pathlib import Path
 
 from ghost.errors import SandboxError
 from ghost.sandbox.base import ExecResult, Executor, Limits
-from ghost.sandbox.cgroup import PidsCgroups, RunCgroup
+from ghost.sandbox.cgroup import PidsCgroups
+from ghost.sandbox.launch import Sandbox, directory_id, finish_cleanups, start_sandbox
 from ghost.sandbox.layout import Layout
-from ghost.sandbox import rlimits
-from ghost.sandbox.supervise import OutputPipes, supervise
 
-HANDSHAKE_TIMEOUT_S = 10.0
-PIPE_BUFFER_BYTES = 65536  # Linux default pipe capacity
-CGROUP_REMOVE_TRIES = 100
+log = logging.getLogger("ghost.sandbox")
+# Reads NUL-separated arguments from the fd named in $1 (bash reads a pipe a byte at a time, so
+# only small argvs go this way), closes it, and becomes the command.
+LAUNCHER = ('fd=$1; args=(); while IFS= read -r -d "" arg <&"$fd"; do args+=("$arg"); done; '
+            'eval "exec $fd<&-"; exec "${args[@]}"')
+WARM_ARGV_MAX_BYTES = 16 * 1024
 
 
 class BwrapExecutor(Executor):
@@ -44,21 +43,24 @@ class BwrapExecutor(Executor):
 
     Does not isolate: the kernel itself (a kernel exploit escapes any namespace sandbox); disk
     space (the sandbox directory can fill its filesystem); total memory across the run's
-    processes beyond (processes x address space); CPU contention with Ghost.
+    processes beyond (processes x address space); CPU contention with Ghost; the host path of
+    the sandbox directory, which /proc/self/mountinfo shows (a name, not access).
     """
 
     name = "bubblewrap"
     isolated = True
 
     def __init__(self, bwrap: str, layout: Layout, python: str, bash: str, limits: Limits,
-                 max_concurrent: int, cgroups: PidsCgroups | None) -> None:
+                 max_concurrent: int, cgroups: PidsCgroups | None, *, warm: bool = True) -> None:
         super().__init__(limits, max_concurrent)
-        self._bwrap = bwrap
-        self._layout_args = layout.args()
+        self._bwrap = [bwrap]  # --die-with-parent: the sandbox dies with bwrap, bwrap with Ghost
         self._layout = layout
+        self._layout_args = layout.args()
         self._python = python
         self._bash = bash
         self._cgroups = cgroups
+        self._warm_enabled = warm and bash.endswith("bash")
+        self._warm: asyncio.Task[Sandbox] | None = None
 
     @property
     def python(self) -> str:
@@ -76,161 +78,56 @@ class BwrapExecutor(Executor):
 
     def info(self) -> dict[str, object]:
         return {**super().info(), "network": self._layout.network, "process_limit": self.process_limit,
-                "python": self._python, "limits": self.limits.as_dict()}
+                "python": self._python, "warm_start": self._warm_enabled, "limits": self.limits.as_dict()}
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
-        with _Handshake(self._layout_args) as handshake, OutputPipes() as pipes:
-            command = [self._bwrap, "--args", str(handshake.args_r), "--info-fd", str(handshake.info_w),
-                       "--block-fd", str(handshake.block_r), "--", *argv]
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *command, stdin=asyncio.subprocess.PIPE, stdout=pipes.out_w, stderr=pipes.err_w,
-                    pass_fds=handshake.child_ends(), start_new_session=True,
-                    env={"PATH": "/usr/bin:/bin"}, cwd="/")
-            except OSError as exc:
-                raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
-            finally:
-                handshake.close_child_ends()
-                pipes.close_child_ends()
-            return await self._supervised(process, handshake, pipes, stdin, limits)
-
-    async def _supervised(self, process: asyncio.subprocess.Process, handshake: "_Handshake",
-                          pipes: OutputPipes, stdin: bytes, limits: Limits) -> ExecResult:
-        cgroup: RunCgroup | None = None
-
-        def kill() -> None:
-            if process.returncode is None:  # not yet reaped, so the pid is still ours
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-            if cgroup is not None:
-                cgroup.kill_all()
-
+        sandbox = await self._take_warm(argv, limits)
         try:
-            child = await _read_child_pid(handshake.info_r)
-            cgroup = self._confine(child, limits)
-            handshake.release()
-            return await supervise(process, pipes, stdin, limits, kill, decode_bwrap_exit)
-        except SandboxError as exc:
-            kill()
-            raise SandboxError(f"{exc.message}; bubblewrap said: {_stderr_excerpt(pipes)}") from exc
-        except BaseException:
-            kill()
-            raise
+            if sandbox is None:
+                sandbox = await self._start(argv, limits)
+            else:
+                sandbox.send_argv(argv)
+            return await sandbox.finish(stdin, limits)
         finally:
-            await _reap(process, cgroup)
+            # The next one starts once this run is over, not alongside it: on a small machine
+            # the two would compete for the CPU. A call right after this one waits for it
+            # (still no slower than a fresh start).
+            self._prepare_warm()
 
-    def _confine(self, child: int, limits: Limits) -> RunCgroup | None:
-        """Apply every limit to the waiting sandbox process before it runs anything."""
+    async def _start(self, command: list[str], limits: Limits, *, warm: bool = False) -> Sandbox:
+        return await start_sandbox(self._bwrap, self._layout_args, self._layout.sandbox_root, command,
+                                   limits, self._cgroups, argv_fd=warm)
+
+    # --- the warm sandbox ---------------------------------------------------------------------
+    def _prepare_warm(self) -> None:
+        """Start the next warm sandbox in the background, unless one is on its way."""
+        if self._warm_enabled and self._warm is None:
+            command = [self._bash, "--noprofile", "--norc", "-c", LAUNCHER, "ghost-launcher"]
+            self._warm = asyncio.create_task(self._start(command, self.limits, warm=True))
+
+    async def _take_warm(self, argv: list[str], limits: Limits) -> Sandbox | None:
+        task, self._warm = self._warm, None
+        if task is None:
+            return None
+        if limits != self.limits or sum(len(os.fsencode(a)) + 1 for a in argv) > WARM_ARGV_MAX_BYTES:
+            self._warm = task  # keep it for a run it fits
+            return None
         try:
-            rlimits.apply_to(child, rlimits.rlimits(limits, nproc=limits.max_processes))
-            if self._cgroups is None:
-                return None
-            cgroup = self._cgroups.create(limits.max_processes)
-        except OSError as exc:
-            raise SandboxError(f"cannot apply sandbox limits: {exc}") from exc
-        try:
-            cgroup.add(child)
-        except OSError as exc:
-            cgroup.remove()
-            raise SandboxError(f"cannot apply sandbox limits: {exc}") from exc
-        return cgroup
+            sandbox = await task  # still starting: it is ahead of a fresh start anyway
+        except SandboxError as exc:
+            log.warning("warm sandbox failed to start: %s", exc.message)
+            return None
+        if sandbox.process.returncode is not None or sandbox.directory != directory_id(self._layout.sandbox_root):
+            await sandbox.discard()  # died, or the sandbox directory was replaced meanwhile
+            return None
+        return sandbox
 
-
-def decode_bwrap_exit(returncode: int) -> tuple[int | None, int | None]:
-    """bwrap exits 128+N when the command died of signal N, and -N if bwrap itself was killed."""
-    if returncode < 0:
-        return 128 - returncode, -returncode
-    if returncode > 128 and returncode - 128 in signal.valid_signals():
-        return returncode, returncode - 128
-    return returncode, None
-
-
-class _Handshake:
-    """The pipes of the start-up handshake; each end closed exactly once.
-
-    The layout's options go through `--args` rather than the command line: the sandbox can read
-    its first process's /proc/1/cmdline, and the options name host paths (the sandbox directory
-    in Ghost's home).
-    """
-
-    def __init__(self, layout_args: list[str]) -> None:
-        self.args_r, args_w = os.pipe()
-        self.info_r, self.info_w = os.pipe()
-        self.block_r, self.block_w = os.pipe()
-        self._open = {self.args_r, args_w, self.info_r, self.info_w, self.block_r, self.block_w}
-        data = b"".join(os.fsencode(arg) + b"\0" for arg in layout_args)
-        if len(data) > PIPE_BUFFER_BYTES:  # written before bwrap starts: it must fit the pipe
-            self.__exit__()
-            raise SandboxError("sandbox mount options too long")
-        os.write(args_w, data)
-        self._close(args_w)
-
-    def child_ends(self) -> tuple[int, int, int]:
-        return self.args_r, self.info_w, self.block_r
-
-    def close_child_ends(self) -> None:
-        self._close(self.args_r, self.info_w, self.block_r)
-
-    def release(self) -> None:
-        """Let the waiting sandbox process go on."""
-        os.write(self.block_w, b"go")
-        self._close(self.block_w)
-
-    def _close(self, *fds: int) -> None:
-        for fd in fds:
-            if fd in self._open:
-                self._open.discard(fd)
-                os.close(fd)
-
-    def __enter__(self) -> "_Handshake":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._close(*list(self._open))
-
-
-async def _read_child_pid(fd: int) -> int:
-    """The pid bwrap reports on --info-fd (JSON), read without blocking the event loop."""
-    os.set_blocking(fd, False)
-    data = b""
-    try:
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-            while chunk := await _read_when_ready(fd):
-                data += chunk
-                with contextlib.suppress(ValueError):
-                    return int(json.loads(data)["child-pid"])
-    except TimeoutError as exc:
-        raise SandboxError("bubblewrap did not start the sandbox in time") from exc
-    raise SandboxError("bubblewrap exited before starting the sandbox")
-
-
-async def _read_when_ready(fd: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
-    try:
-        await readable
-    finally:
-        loop.remove_reader(fd)
-    return os.read(fd, 4096)
-
-
-def _stderr_excerpt(pipes: OutputPipes) -> str:
-    """What bwrap wrote before failing (it is dead, so the pipe holds all of it)."""
-    os.set_blocking(pipes.err_r, False)
-    with contextlib.suppress(OSError):
-        return os.read(pipes.err_r, 2000).decode("utf-8", "replace").strip() or "(nothing)"
-    return "(nothing)"
-
-
-async def _reap(process: asyncio.subprocess.Process, cgroup: RunCgroup | None) -> None:
-    """Wait for bwrap to be gone and the run's cgroup to be empty, then remove the cgroup."""
-    with contextlib.suppress(ProcessLookupError):
-        await asyncio.shield(process.wait())
-    if cgroup is None:
-        return
-    for _ in range(CGROUP_REMOVE_TRIES):
-        if cgroup.remove():
-            return
-        await asyncio.sleep(0.01)
-    # Left behind: removed by the sweep at the next start (see PidsCgroups.sweep_stale).
+    async def aclose(self) -> None:
+        """Stop the warm sandbox and finish removing cgroups (at shutdown)."""
+        task, self._warm = self._warm, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})  # unlike awaiting it, never raises its cancellation here
+            if not task.cancelled() and task.exception() is None:
+                await task.result().discard()
+        await finish_cleanups()

@@ -62,14 +62,15 @@ def find_bash() -> str:
     return "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh"
 
 
-async def make_executor(settings: Settings, sandbox_root: Path) -> Executor:
-    """The configured backend, checked by running Python in it once."""
+async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = True) -> Executor:
+    """The configured backend, checked by running Python in it once. `warm=False` turns off
+    the bubblewrap backend's sandbox started ahead of time (for measuring a cold start)."""
     limits = Limits.from_settings(settings)
     python = await find_python(settings.sandbox_python)
     cgroups = await asyncio.to_thread(_cgroups)
     if settings.sandbox_backend in ("auto", "bwrap"):
         try:
-            return await _checked(_bwrap(settings, sandbox_root, python, limits, cgroups))
+            return await _checked(_bwrap(settings, sandbox_root, python, limits, cgroups, warm))
         except SandboxError as exc:
             if settings.sandbox_backend == "bwrap":
                 raise
@@ -87,7 +88,7 @@ def _cgroups() -> PidsCgroups | None:
 
 
 def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
-           cgroups: PidsCgroups | None) -> Executor:
+           cgroups: PidsCgroups | None, warm: bool) -> Executor:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxError("the bwrap command is not installed")
@@ -95,7 +96,7 @@ def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
                     network=settings.sandbox_network, tmp_bytes=settings.sandbox_tmp_bytes,
                     env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT))
     return BwrapExecutor(bwrap, layout, python.path, find_bash(), limits,
-                         settings.sandbox_max_concurrent, cgroups)
+                         settings.sandbox_max_concurrent, cgroups, warm=warm)
 
 
 def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from ghost.sandbox import rlimits
 from ghost.sandbox.base import ExecResult, Executor, Limits
 from ghost.sandbox.cgroup import PidsCgroups, RunCgroup
 from ghost.sandbox.env import sandbox_env
-from ghost.sandbox.supervise import OutputPipes, supervise
+from ghost.sandbox.supervise import OutputPipes, spawn, supervise
 
 
 class ProcessExecutor(Executor):
@@ -79,7 +80,7 @@ class ProcessExecutor(Executor):
         preexec = _preexec(rlimits.rlimits(limits, nproc=nproc), cgroup)
         with OutputPipes() as pipes:
             try:
-                process = await asyncio.create_subprocess_exec(
+                process = await spawn(
                     *argv, stdin=asyncio.subprocess.PIPE, stdout=pipes.out_w, stderr=pipes.err_w,
                     cwd=self._root, env=self._env, start_new_session=True, preexec_fn=preexec)
             except (OSError, subprocess.SubprocessError) as exc:
@@ -111,6 +112,7 @@ def _preexec(pairs: list[tuple[int, tuple[int, int]]], cgroup: RunCgroup | None)
     procs = str(cgroup.path / "cgroup.procs") if cgroup is not None else None
 
     def preexec() -> None:
+        _die_with_ghost()
         if procs is not None:
             fd = os.open(procs, os.O_WRONLY)
             os.write(fd, str(os.getpid()).encode())
@@ -118,6 +120,19 @@ def _preexec(pairs: list[tuple[int, tuple[int, int]]], cgroup: RunCgroup | None)
         rlimits.apply_here(pairs)
 
     return preexec
+
+
+def _die_with_ghost() -> None:
+    """PR_SET_PDEATHSIG: the kernel kills the command if Ghost dies first."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
 
 
 def decode_exit(returncode: int) -> tuple[int | None, int | None]:

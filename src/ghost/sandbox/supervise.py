@@ -103,6 +103,27 @@ class OutputPipes:
         self.close()
 
 
+async def spawn(*argv: str, **kwargs: object) -> asyncio.subprocess.Process:
+    """asyncio.create_subprocess_exec that a cancellation cannot interrupt half-way.
+
+    Cancelled while the transport is being set up, asyncio (3.11) kills the child and then waits
+    for pipes it never connected, forever. So the start runs shielded; if the caller is cancelled
+    meanwhile, the started process group is killed and reaped here, then the cancellation goes on.
+    Requires start_new_session=True (the group id is the pid).
+    """
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **kwargs))  # type: ignore[arg-type]
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            process = await starting
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            _close_stdin(process.stdin)
+            await process.wait()
+        raise
+
+
 async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
     if stream is None:
         return

@@ -19,10 +19,10 @@ log = logging.getLogger("ghost.tools")
 
 
 async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
-    """Set `runtime.tools` and `runtime.extras["sandbox_info"]`; nothing to close at shutdown
-    (sandbox runs die with their caller)."""
+    """Set `runtime.tools` and `runtime.extras["sandbox_info"]`; the backend is closed with `stack`."""
     settings = runtime.settings
     executor = await make_executor(settings, runtime.sandbox_root)
+    stack.push_async_callback(executor.aclose)
     registry = Registry(result_max_chars=settings.tool_result_max_chars)
     files = FileTools(runtime.sandbox_root, FileLimits(
         file_size_bytes=settings.sandbox_file_size_bytes, max_entries=settings.tool_list_max_entries,
