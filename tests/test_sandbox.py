@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -407,3 +408,34 @@ async def test_the_event_loop_keeps_running_during_a_run(sandbox: Executor) -> N
     await py(sandbox, "import time; time.sleep(1)")
     ticker.cancel()
     assert ticks > 10
+
+
+# --- the sandbox started ahead of time ------------------------------------------------------------
+
+async def test_a_replaced_sandbox_directory_is_never_served_stale(sandbox: Executor, home: Path) -> None:
+    await py(sandbox, "print('a warm sandbox is now waiting')")
+    root = home / "sandbox"
+    root.rename(home / "sandbox-old")
+    root.mkdir()
+    (root / "fresh.txt").write_text("new directory")
+    result = await py(sandbox, "import os; print(sorted(os.listdir('.')))")
+    assert result.stdout == "['fresh.txt']\n"
+
+
+async def test_large_code_and_other_limits_take_a_fresh_sandbox(sandbox: Executor) -> None:
+    await py(sandbox, "pass")
+    big = "x = 0\n" + "x += 1\n" * 5000 + "print(x)"  # ~35 KB of argv
+    assert (await py(sandbox, big)).stdout == "5000\n"
+    tight = replace(sandbox.limits, timeout_s=1)
+    result = await sandbox.run([sandbox.python, "-c", "while True: pass"], limits=tight)
+    assert result.limit == "timeout"
+
+
+async def test_without_warm_start(home: Path) -> None:
+    settings = settings_for(home)
+    settings.sandbox_path.mkdir(parents=True, exist_ok=True)
+    executor = await make_executor(settings, settings.sandbox_path, warm=False)
+    assert executor.info()["warm_start"] is False
+    for _ in range(2):
+        result = await py(executor, "import os; print(os.getcwd(), sum(p.isdigit() for p in os.listdir('/proc')))")
+        assert result.stdout == "/sandbox 2\n"
