@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -10,9 +11,10 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, proxy, sessions
+from ghost.api import chat, health, info, proxy, sessions, workspace
 from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -21,11 +23,13 @@ from ghost.llm.client import make_http_client
 from ghost.runtime import Runtime
 from ghost.store.db import Database
 from ghost.tools.setup import start_tools
+from ghost.workspace.gate import WorkspaceGate
+from ghost.workspace.layout import reset_tmp_dir
 
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, health.router, chat.router, sessions.router, proxy.router]
+ROUTERS = [info.router, health.router, chat.router, sessions.router, workspace.router, proxy.router]
 
 
 async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
@@ -46,14 +50,20 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     sandbox_root = settings.sandbox_path
     sandbox_root.mkdir(parents=True, exist_ok=True)
     runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
-                      db=db, sandbox_root=sandbox_root)
+                      db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
+    await asyncio.to_thread(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     if not runtime.upstream_url:
         log.warning("no upstream configured (GHOST_UPSTREAM_URL); chat and proxy will answer 502")
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     await start_tools(runtime, stack)
+    if pool := proxy.make_pool(settings):  # the catch-all proxy's own lean upstream pool
+        runtime.extras[proxy.POOL_KEY] = pool
+        stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
     runtime.agent = ChatService(runtime)
+    runtime.loop_lag.start()
+    stack.push_async_callback(runtime.loop_lag.stop)
     return runtime
 
 
@@ -100,9 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.own_paths = own_paths()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
+    app.state.body_limit_overrides.update(workspace.body_limits(settings))
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
         allow_headers=["*"], expose_headers=["X-Request-ID"],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
+    app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

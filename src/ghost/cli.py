@@ -20,6 +20,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         env = f"GHOST_{name.upper()}"
         default = field.default if isinstance(field.default, (int, float)) else f"'{field.default}'"
+        default = "unset" if field.default is None else default
         help_text = f"{field.description} [env {env}; default: {default}]"
         if field.annotation is bool:
             parser.add_argument(_flag(name), action="store_true", default=None, help=help_text)
@@ -60,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "!!! INSECURE: serving %s with a public or empty API key; anyone who can reach it can "
             "run code in the sandbox !!!", settings.host)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=30)
+                access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
     return 0
 
 

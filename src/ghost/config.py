@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     keepalive_seconds: float = Field(
         10.0, gt=0, description="Idle seconds before a streaming reply sends a keep-alive."
     )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
+    )
 
     # --- request limits ------------------------------------------------------------------
     max_request_bytes: int = Field(
@@ -127,6 +130,27 @@ class Settings(BaseSettings):
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
         None, description="The agent's working directory. Default: <home>/sandbox."
+    )
+
+    # --- workspace transfer: save, load, upload, download ------------------------------------
+    upload_max_bytes: int = Field(
+        100 * MB, ge=1, description="Largest file /api/upload and /api/workspace/load accept (413 past it)."
+    )
+    workspace_save_max_bytes: int = Field(
+        500 * MB, ge=1, description="Largest workspace archive /api/workspace/save builds (413 past it)."
+    )
+    workspace_load_max_entries: int = Field(
+        50_000, ge=1, description="Most entries a workspace archive may hold when loaded (zip-bomb guard)."
+    )
+    workspace_load_max_bytes: int = Field(
+        1024 * MB, ge=1,
+        description="Largest total unpacked size of a loaded workspace archive, counted while "
+        "extracting (zip-bomb guard).",
+    )
+    workspace_wait_s: float = Field(
+        30.0, gt=0,
+        description="Seconds a workspace load waits for running agent turns to finish (409 past it); "
+        "also how long a new turn waits for a load to finish.",
     )
 
     @property

@@ -23,11 +23,22 @@ def supplied_keys(request: Request) -> list[str]:
 
 
 def key_matches(supplied: str, expected: str) -> bool:
-    return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+    # Header values arrive as latin-1 decoded bytes; encoding back gives the bytes the client sent,
+    # so a non-ASCII key sent as UTF-8 matches the configured key's UTF-8 bytes.
+    return hmac.compare_digest(supplied.encode("latin-1", "replace"), expected.encode("utf-8"))
 
 
-def require_key(request: Request) -> None:
-    """FastAPI dependency for every authed route."""
+async def require_key(request: Request) -> None:
+    """FastAPI dependency for every authed route.
+
+    Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off
+    on every request for a check that takes microseconds.
+    """
+    check_key(request)
+
+
+def check_key(request: Request) -> None:
+    """Raise AuthenticationFailed unless the request carries the key (or auth is off)."""
     expected = request.app.state.runtime.settings.api_key
     if expected == "":
         return

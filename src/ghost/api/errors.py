@@ -9,7 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
+from ghost.api.middleware import UnexpectedErrorMiddleware
 from ghost.errors import GhostError, error_body
 
 log = logging.getLogger("ghost.errors")
@@ -76,4 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GhostError, _ghost_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Appended, so it stays the innermost middleware whatever is added after this call: its 500s
+    # then get the request id, CORS headers and an access-log line like every other response.
+    app.user_middleware.append(Middleware(UnexpectedErrorMiddleware))
+    # Only reached by a bug in the middleware outside it.
     app.add_exception_handler(Exception, _unexpected)

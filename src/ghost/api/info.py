@@ -47,6 +47,14 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+def served_name(asked: str, models: list[str]) -> str | None:
+    """The served model `asked` names, or None. As in Ollama, "name" and "name:latest" are one model."""
+    if asked in models:
+        return asked
+    bare = asked.removesuffix(":latest")
+    return bare if bare in models else None
+
+
 @router.get("/api/tags", summary="Models Ghost serves, Ollama style")
 async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     size = runtime.extras.get("model_meta", {}).get("size", 0)
@@ -60,9 +68,10 @@ async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 @router.post("/api/show", summary="Model metadata, Ollama style")
 async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     body = await read_json_object(request, allow_empty=True)
-    name = body.get("model") or body.get("name") or runtime.default_model
-    if name not in runtime.models:
-        raise NotFound(f"model '{name}' not found")
+    asked = body.get("model") or body.get("name") or runtime.default_model
+    name = served_name(str(asked), runtime.models)
+    if name is None:
+        raise NotFound(f"model '{asked}' not found")
     return {
         "license": "",
         "modelfile": f"# Modelfile served by Ghost\nFROM {name}\n",

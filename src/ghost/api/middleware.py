@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids with an access log line, and request body limits.
+"""Pure ASGI middleware: request ids with an access log line, request body limits, and the last
+line of defence against unexpected exceptions.
 
 Written as raw ASGI rather than BaseHTTPMiddleware so streaming bodies pass through untouched.
 """
@@ -14,9 +15,10 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ghost.errors import LimitExceeded, error_body
+from ghost.errors import GhostError, LimitExceeded, error_body
 
 access_log = logging.getLogger("ghost.access")
+error_log = logging.getLogger("ghost.errors")
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -119,11 +121,60 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(error_body(f"request body larger than {limit} bytes", "request_too_large")).encode()
+    # The body is left unread, so the connection cannot be reused.
+    await _send_json(send, 413, error_body(f"request body larger than {limit} bytes", "request_too_large"),
+                     ((b"connection", b"close"),))
+
+
+class UnexpectedErrorMiddleware:
+    """Turn an exception no handler took into a 500 in the error shape, or an aborted connection.
+
+    Installed innermost (just outside the exception handlers), so its 500 still passes through the
+    request-id, CORS and access-log middleware; Starlette's own ServerErrorMiddleware sits outside
+    all of them. The body never carries the traceback, only the request id to quote. Once the
+    response has started nothing can be said any more: it returns without finishing the response,
+    and the server closes the connection so the client sees an incomplete body, not a clean end.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            request_id = scope.get("ghost.request_id", "")
+            if started:
+                _log_aborted(request_id, exc)
+                return
+            error_log.exception("unhandled error in request %s", request_id)
+            await _send_json(send, 500, error_body(f"internal error (request {request_id})", "internal_error"))
+
+
+def _log_aborted(request_id: str, exc: Exception) -> None:
+    cause = exc if isinstance(exc, GhostError) else exc.__cause__
+    if isinstance(cause, GhostError):  # an expected failure (upstream gone), not a bug
+        error_log.warning("request %s aborted mid-response: %s", request_id, cause.message)
+    else:
+        error_log.exception("request %s aborted mid-response by an unhandled error", request_id)
+
+
+async def _send_json(send: Send, status: int, payload: object, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = json.dumps(payload).encode()
     await send({
         "type": "http.response.start",
-        "status": 413,
+        "status": status,
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
+                    *extra],
     })
     await send({"type": "http.response.body", "body": body})

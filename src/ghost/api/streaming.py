@@ -23,6 +23,9 @@ class WatchedStreamingResponse(StreamingResponse):
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stream_then_stop, send, group.cancel_scope)
                 group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+        except BaseExceptionGroup as failed:
+            # Only the streaming task can fail; surface its error so handlers see the real type.
+            raise failed.exceptions[0] if len(failed.exceptions) == 1 else failed  # noqa: B904 (keep its own cause)
         finally:
             await self._close_body()
         if self.background is not None:

@@ -10,6 +10,10 @@ Out-of-process: python -m ghost.testing.fake_upstream --port 9000
 
 Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
+`/hold/{name}` sends one SSE event, then waits for `release(name)` before the last one (with
+`?before=headers` it waits before answering at all); `hold_state(name)` tells whether that stream is
+"open", "finished" or "closed_early" (the client went away). `/broken/{n}` sends n chunks (n SSE events
+with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers.
 """
 
 from __future__ import annotations
@@ -68,13 +72,16 @@ def _words(text: str) -> list[str]:
 
 
 class FakeUpstream:
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, keep_alive: float = 5.0) -> None:
         self.model = model
+        self.keep_alive = keep_alive  # seconds an idle client connection is kept open
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
         self.open_streams = 0  # chat streams currently being sent
         self.closed_early = 0  # chat streams whose client went away before the end
+        self.holds: dict[str, dict[str, Any]] = {}  # /hold/{name}: {"state", "released": Event}
+        self._holds_lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -87,6 +94,34 @@ class FakeUpstream:
         self.replies.clear()
         self.requests.clear()
         self.closed_early = 0
+        self.release_all()
+
+    # --- held streams (/hold/{name}) ---------------------------------------------------------
+    def _hold(self, name: str) -> dict[str, Any]:
+        with self._holds_lock:
+            return self.holds.setdefault(name, {"state": "waiting", "released": threading.Event()})
+
+    def release(self, name: str) -> None:
+        """Let the held stream `name` finish (callable from any thread, before or after it starts)."""
+        self._hold(name)["released"].set()
+
+    def release_all(self) -> None:
+        with self._holds_lock:
+            holds = list(self.holds.values())
+            self.holds = {}
+        for hold in holds:
+            hold["released"].set()
+
+    def hold_state(self, name: str) -> str:
+        """"waiting" (not requested yet), "open", "finished" or "closed_early"."""
+        return self._hold(name)["state"]
+
+    def wait_hold_state(self, name: str, *states: str, timeout: float = 10.0) -> str:
+        """Poll until the held stream reaches one of `states`; returns the state it ended in."""
+        deadline = time.monotonic() + timeout
+        while self.hold_state(name) not in states and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.hold_state(name)
 
     @property
     def url(self) -> str:
@@ -101,7 +136,8 @@ class FakeUpstream:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=self.keep_alive)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
@@ -128,6 +164,9 @@ class FakeUpstream:
             Route("/sse/{n:int}", self._sse, methods=["GET", "POST"]),
             Route("/bytes/{n:int}", self._bytes, methods=["GET"]),
             Route("/slow/{seconds:float}", self._slow, methods=["GET", "POST"]),
+            Route("/hold/{name}", self._held, methods=["GET", "POST"]),
+            Route("/broken/{n:int}", self._broken, methods=["GET", "POST"]),
+            Route("/hop", self._hop, methods=["GET"]),
         ])
 
     def _record(self, request: Request, body: Any) -> None:
@@ -136,6 +175,8 @@ class FakeUpstream:
         self.requests.append({
             "method": request.method, "path": request.url.path, "query": request.url.query,
             "headers": dict(request.headers), "body": body,
+            "header_list": request.headers.items(),  # with repeats, which `headers` folds
+            "client_port": request.client.port if request.client else None,  # one per connection
         })
 
     async def _models(self, request: Request) -> Response:
@@ -235,6 +276,55 @@ class FakeUpstream:
     async def _slow(self, request: Request) -> Response:
         await asyncio.sleep(request.path_params["seconds"])
         return JSONResponse({"slept": request.path_params["seconds"]})
+
+
+    async def _held(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        hold = self._hold(name)
+        self._record(request, None)
+        hold["state"] = "open"
+        if request.query_params.get("before") == "headers":
+            while not hold["released"].is_set():
+                if await request.is_disconnected():
+                    hold["state"] = "closed_early"
+                    return Response(status_code=499)
+                await asyncio.sleep(0.01)
+            hold["state"] = "finished"
+            return JSONResponse({"held": name})
+        return StreamingResponse(self._held_events(hold), media_type="text/event-stream")
+
+    @staticmethod
+    async def _held_events(hold: dict[str, Any]):
+        finished = False
+        try:
+            yield b"data: first\n\n"
+            while not hold["released"].is_set():
+                await asyncio.sleep(0.01)
+            yield b"data: last\n\n"
+            finished = True
+        finally:
+            hold["state"] = "finished" if finished else "closed_early"
+
+    async def _broken(self, request: Request) -> Response:
+        n = request.path_params["n"]
+        sse = request.query_params.get("type") == "sse"
+
+        async def body():
+            for i in range(n):
+                yield f"data: {i}\n\n".encode() if sse else b"b" * 1024
+                await asyncio.sleep(0.01)
+            raise ConnectionAbortedError("scripted broken body")
+
+        return StreamingResponse(body(), media_type="text/event-stream" if sse else "application/octet-stream")
+
+    async def _hop(self, request: Request) -> Response:
+        response = Response(b"hop", media_type="text/plain")
+        response.raw_headers += [
+            (b"connection", b"keep-alive, x-hop-listed"), (b"x-hop-listed", b"1"),
+            (b"keep-alive", b"timeout=5"), (b"proxy-authenticate", b"Basic"), (b"trailer", b"x-t"),
+            (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"x-upstream", b"fake"),
+        ]
+        return response
 
 
 def _tool_call_entries(reply: Reply) -> list[dict[str, Any]]:

@@ -1,0 +1,189 @@
+"""Save the workspace as a zip, and load one back: the services behind /api/workspace/*.
+
+Save: snapshot scratchpad and history in one transaction, zip the sandbox in a worker thread into
+an unnamed temp file, hand the file to the route to stream. Holds the gate shared while it reads,
+so a load cannot swap the workspace under it.
+
+Load: stream the upload to a temp file; check and unpack it into a staging folder next to the
+sandbox (nothing live is touched, so a bad archive changes nothing); then, holding the gate
+exclusively, move the live skills into the staged sandbox, add the archive's new skills, swap the
+staged sandbox with the live one (one atomic exchange), and restore scratchpad and history in one
+transaction. If the restore fails the renames are played back. Finally the `after_workspace_load`
+hooks run (the skills subsystem re-scans) and the staging folder, now holding the old sandbox, is
+removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from ghost.errors import BadRequest, GhostError
+from ghost.runtime import Runtime
+from ghost.workspace import state
+from ghost.workspace.build import BuiltArchive, build_archive
+from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
+from ghost.workspace.receive import Received, content_type, receive_multipart, receive_raw
+from ghost.workspace.stage import Staged, stage_archive
+from ghost.workspace.swap import RenameJournal
+from ghost.workspace.tasks import in_thread_to_completion, stoppable, to_completion
+from ghost.workspace.zipcheck import Limits
+
+log = logging.getLogger("ghost.workspace")
+
+MB = 1024 * 1024
+RAW_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
+
+
+# --- save -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SavedWorkspace:
+    archive: BuiltArchive
+    filename: str
+
+
+async def save_workspace(runtime: Runtime, session_id: str, chat_history: list[Any] | None) -> SavedWorkspace:
+    """Build the archive; `chat_history` from the client replaces the stored one when given."""
+    settings = runtime.settings
+    now = datetime.now(timezone.utc)
+    async with runtime.gate.turn():
+        snapshot = await runtime.db.run(state.snapshot, session_id, chat_history is None)
+        if chat_history is not None:
+            snapshot = replace(snapshot, chat_history=chat_history)
+        session_json = state.encode_session(snapshot, session_id, now.isoformat())
+        built = await stoppable(lambda stop: build_archive(
+            runtime.sandbox_root, require_tmp_dir(runtime.sandbox_root), session_json,
+            settings.workspace_save_max_bytes, stop))
+    return SavedWorkspace(archive=built, filename=f"workspace_{now:%Y%m%d_%H%M%S}.zip")
+
+
+# --- load -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadResult:
+    chat_history: list[dict[str, Any]]
+    files: int
+
+
+async def load_workspace(runtime: Runtime, request: Request, session_id: str) -> LoadResult:
+    started = time.perf_counter()
+    upload = await receive_archive(runtime, request)
+    received = time.perf_counter()
+    try:
+        result = await _load_from(runtime, upload.path, session_id)
+    finally:
+        await in_thread_to_completion(_remove_file, upload.path)
+    log.info("workspace load: %d files from a %.1f MB archive; received in %.2f s, loaded in %.2f s",
+             result.files, upload.size / MB, received - started, time.perf_counter() - received)
+    return result
+
+
+async def receive_archive(runtime: Runtime, request: Request) -> Received:
+    """The uploaded zip, from a multipart `file` field or a raw zip body, streamed to disk."""
+    kind, _ = content_type(request)
+    tmp, cap = require_tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes
+    if kind == "multipart/form-data":
+        return await receive_multipart(request, tmp, cap, prefix="load-")
+    if kind in RAW_ZIP_TYPES:
+        return await receive_raw(request, tmp, cap, prefix="load-")
+    raise BadRequest("send the archive as multipart field 'file' or as an application/zip body")
+
+
+async def _load_from(runtime: Runtime, upload: Path, session_id: str) -> LoadResult:
+    settings = runtime.settings
+    limits = Limits(settings.workspace_load_max_entries, settings.workspace_load_max_bytes)
+    scratch = require_tmp_dir(runtime.sandbox_root)
+    stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=scratch))
+    try:
+        staged = await stoppable(lambda stop: stage_archive(
+            upload, stage_root, limits, settings.max_request_bytes, stop))
+        async with runtime.gate.exclusive():
+            files = await to_completion(_commit(runtime, staged, session_id))
+            for hook in runtime.after_workspace_load:
+                await hook()
+    finally:
+        await in_thread_to_completion(shutil.rmtree, stage_root, True)
+    return LoadResult(chat_history=staged.state.chat_history, files=files)
+
+
+async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
+    """Swap the staged workspace in and restore the database; all or nothing."""
+    journal = RenameJournal()
+    try:
+        added = await asyncio.to_thread(swap_in, runtime.sandbox_root, staged, journal)
+    except OSError as exc:
+        # Nothing changed (swap_in undid its steps); this is the server's layout, not the archive.
+        log.error("workspace load: could not swap the sandbox in: %s", exc)
+        raise GhostError(
+            f"could not swap the loaded workspace in ({exc.strerror}); nothing was changed") from exc
+    try:
+        await runtime.db.run(state.restore, session_id, staged.state)
+    except BaseException:
+        await asyncio.to_thread(journal.undo)
+        raise
+    return staged.sandbox_files + added
+
+
+def swap_in(live: Path, staged: Staged, journal: RenameJournal) -> int:
+    """Put the staged sandbox in place of the live one, keeping live skills; returns skill files added.
+
+    Afterwards the staged sandbox path holds the old sandbox. On failure every rename is undone.
+    """
+    try:
+        live_skills = live / SKILLS_DIR
+        if live_skills.is_dir() and not live_skills.is_symlink():
+            journal.rename(live_skills, staged.sandbox / SKILLS_DIR)
+        added = merge_skills(staged, journal)
+        os.chmod(staged.sandbox, stat.S_IMODE(os.stat(live).st_mode))
+        journal.exchange(live, staged.sandbox)
+    except BaseException:
+        journal.undo()
+        raise
+    return added
+
+
+def skill_name(entry_name: str) -> str:
+    """Which skill a file or folder in acquired_skills/ belongs to: `web.py`, `web.json`, `web/` → `web`."""
+    return entry_name.split(".", 1)[0] or entry_name
+
+
+def merge_skills(staged: Staged, journal: RenameJournal) -> int:
+    """Add the archive's skills whose names are not taken yet; a skill present in the workspace wins."""
+    target = staged.sandbox / SKILLS_DIR
+    existing = {skill_name(name) for name in os.listdir(target)} if target.is_dir() else set()
+    added, kept = 0, set()
+    for name in sorted(os.listdir(staged.skills)):
+        if skill_name(name) in existing:
+            kept.add(skill_name(name))
+            continue
+        target.mkdir(exist_ok=True)
+        journal.rename(staged.skills / name, target / name)
+        added += staged.skill_files[name]
+    if kept:
+        log.info("workspace load: kept the existing skills %s, not the archive's copies", sorted(kept))
+    return added
+
+
+def _remove_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def archive_chunks(built: BuiltArchive) -> AsyncIterator[bytes]:
+    """The archive in 64 KB chunks, read a block at a time in a worker thread; closes the file."""
+    try:
+        while block := await asyncio.to_thread(built.file.read, IO_BLOCK):
+            for start in range(0, len(block), CHUNK):
+                yield block[start:start + CHUNK]
+    finally:
+        await in_thread_to_completion(built.file.close)

@@ -1,0 +1,63 @@
+"""Names that define a workspace on disk and inside an archive, and Ghost's scratch space."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ghost.errors import GhostError
+
+log = logging.getLogger("ghost.workspace")
+
+# Acquired skills live in this folder of the sandbox; in an archive they sit beside `sandbox/`.
+SKILLS_DIR = "acquired_skills"
+# The archive's other top-level names.
+SESSION_FILE = "session.json"
+SANDBOX_DIR = "sandbox"
+ARCHIVE_FORMAT = "ghost-workspace"
+ARCHIVE_VERSION = 1
+
+CHUNK = 64 * 1024  # response chunks
+IO_BLOCK = 1024 * 1024  # file reads and writes done in a worker thread
+
+
+def tmp_dir(sandbox_root: Path) -> Path:
+    """Ghost's scratch space for uploads, archives and load staging.
+
+    It sits next to the sandbox, on the same filesystem, so that a finished upload or a staged
+    load moves into the sandbox with a rename, and outside it, so that code running in the sandbox
+    cannot see or tamper with half-written files.
+    """
+    return sandbox_root.parent / f".{sandbox_root.name}.ghost-tmp"
+
+
+def require_tmp_dir(sandbox_root: Path) -> Path:
+    """The scratch space, created if needed; a clear error if the sandbox's parent is not writable."""
+    path = tmp_dir(sandbox_root)
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise GhostError(
+            f"cannot create Ghost's temp folder {path.name!r} next to the sandbox: {exc.strerror}; "
+            "the sandbox's parent folder must be writable by Ghost"
+        ) from exc
+    return path
+
+
+def reset_tmp_dir(sandbox_root: Path) -> None:
+    """At start: empty the scratch space (left-overs of a killed process) and check the layout."""
+    path = tmp_dir(sandbox_root)
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        log.warning("workspace uploads and loads will fail: cannot prepare %s: %s", path, exc.strerror)
+        return
+    if os.stat(sandbox_root).st_dev != os.stat(path).st_dev:
+        log.warning("the sandbox %s is a mount point of its own: a workspace load cannot swap it in "
+                    "atomically and will fail; mount its parent folder instead", sandbox_root)

@@ -1,0 +1,69 @@
+"""`ghost serve`: its help documents every setting, and bad settings stop it with a clear message."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ghost.config import Settings
+from ghost.testing.server import clean_env, free_port
+
+
+def run_ghost(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ghost", *args], env=clean_env({"COLUMNS": "100"}),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def help_text() -> str:
+    result = run_ghost("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # undo argparse's line wrapping
+    return text[text.index("options:"):]  # the flag list, not the usage line
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_help_documents_every_setting(help_text: str, name: str) -> None:
+    field = Settings.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    assert re.search(rf"{re.escape(flag)}\b", help_text), flag
+    entry = help_text[help_text.index(flag):]
+    entry = entry[:entry.index("]") + 1]
+    assert " ".join(field.description.split()) in help_text
+    assert f"env GHOST_{name.upper()}" in entry
+    assert "default:" in entry
+    if field.default not in (None, ""):
+        assert str(field.default) in entry, entry
+
+
+def test_help_shows_the_real_defaults(help_text: str) -> None:
+    assert "default: 127.0.0.1" in help_text or "default: '127.0.0.1'" in help_text
+    assert "default: 11435" in help_text
+    assert "default: 300.0" in help_text
+    assert "ghost-secret-123" in help_text
+    assert "'None'" not in help_text  # an unset default reads as such, not as a Python repr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--port", "not-a-port"], "port"),
+    (["--read-timeout", "-1"], "read_timeout"),
+    (["--proxy-max-body-bytes", "10"], "proxy_max_body_bytes"),
+])
+def test_invalid_setting_exits_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_ghost("serve", "--home", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_variable_is_read(tmp_path: Path) -> None:
+    # Refused on a public bind with the env's empty key: proves GHOST_HOST and GHOST_API_KEY were read.
+    env = clean_env({"GHOST_HOST": "0.0.0.0", "GHOST_API_KEY": ""})
+    result = subprocess.run([sys.executable, "-m", "ghost", "serve", "--port", str(free_port()),
+                             "--home", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "empty API key" in result.stderr

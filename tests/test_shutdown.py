@@ -1,0 +1,73 @@
+"""SIGTERM: running turns finish within the grace period, new connections are refused, Ghost exits."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from ghost.testing.fake_upstream import FakeUpstream, Reply
+from ghost.testing.server import GhostServer
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--shutdown-grace-seconds", "20",
+                        home=tmp_path_factory.mktemp("shutdown")).start()
+    upstream.script(Reply(chunks=["a", "b", "c", "d"], delay=0.5))
+    received: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream("POST", ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=30,
+                          json={"model": "fake-model", "messages": USER, "stream": True}) as response:
+            received.extend(response.iter_lines())
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    while not upstream.open_streams:
+        time.sleep(0.02)
+    assert ghost.process is not None
+    ghost.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(httpx.ConnectError):  # no new connections once shutting down
+        httpx.get(ghost.url + "/api/version", timeout=2)
+    worker.join(30)
+    # uvicorn finishes gracefully, then re-raises the signal so the exit status says SIGTERM.
+    assert ghost.process.wait(30) == -signal.SIGTERM
+    text = "\n".join(received)
+    assert '"content":"d"' in text and "data: [DONE]" in text
+    assert upstream.closed_early == 0
+
+
+def test_grace_period_bounds_a_turn_that_does_not_finish(upstream: FakeUpstream,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--shutdown-grace-seconds", "1",
+                        home=tmp_path_factory.mktemp("shutdown-bound")).start()
+    upstream.script(Reply(chunks=[f"w{i}" for i in range(100)], delay=0.5))
+    outcome: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=60,
+                       json={"model": "fake-model", "messages": USER, "stream": True})
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    while not upstream.open_streams:
+        time.sleep(0.02)
+    assert ghost.process is not None
+    ghost.process.send_signal(signal.SIGTERM)
+    assert ghost.process.wait(20) == -signal.SIGTERM  # did not wait for the 50 s reply
+    worker.join(10)
+    # The cut is visible to the client as an incomplete stream, never as a clean end.
+    assert outcome and isinstance(outcome[0], httpx.RemoteProtocolError)
+    deadline = time.monotonic() + 5
+    while upstream.open_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream.open_streams == 0  # the cut turn closed its upstream stream
