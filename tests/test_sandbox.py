@@ -439,3 +439,11 @@ async def test_without_warm_start(home: Path) -> None:
     for _ in range(2):
         result = await py(executor, "import os; print(os.getcwd(), sum(p.isdigit() for p in os.listdir('/proc')))")
         assert result.stdout == "/sandbox 2\n"
+
+
+def test_an_older_bwrap_gets_only_the_options_it_knows(tmp_path: Path) -> None:
+    full = Layout(sandbox_root=tmp_path, hidden=tmp_path / "home").args()
+    assert "--disable-userns" in full and full.count("--size") == 2
+    old = Layout(sandbox_root=tmp_path, hidden=tmp_path / "home", features=frozenset({"--tmpfs"})).args()
+    assert "--disable-userns" not in old and "--size" not in old
+    assert old.count("--tmpfs") == 2 and "--unshare-all" in old

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -172,8 +173,6 @@ def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> Non
     assert not [pid for pid in sandboxes if _alive(pid)]
 
 
-def _quietly(fn, *args: object) -> None:  # noqa: ANN001
-    try:
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
         fn(*args)
-    except httpx.HTTPError:
-        pass  # the server is killed under it

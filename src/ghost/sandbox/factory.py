@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ghost.sandbox.base import Executor, Limits
 from ghost.sandbox.bwrap import BwrapExecutor
 from ghost.sandbox.cgroup import PidsCgroups
 from ghost.sandbox.env import sandbox_env
-from ghost.sandbox.layout import SANDBOX_MOUNT, TMP_MOUNT, Layout
+from ghost.sandbox.layout import OPTIONAL_OPTIONS, SANDBOX_MOUNT, TMP_MOUNT, Layout
 from ghost.sandbox.process import ProcessExecutor
 
 log = logging.getLogger("ghost.sandbox")
@@ -70,7 +71,7 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
     cgroups = await asyncio.to_thread(_cgroups)
     if settings.sandbox_backend in ("auto", "bwrap"):
         try:
-            return await _checked(_bwrap(settings, sandbox_root, python, limits, cgroups, warm))
+            return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
         except SandboxError as exc:
             if settings.sandbox_backend == "bwrap":
                 raise
@@ -87,16 +88,32 @@ def _cgroups() -> PidsCgroups | None:
     return cgroups
 
 
-def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
-           cgroups: PidsCgroups | None, warm: bool) -> Executor:
+async def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
+                 cgroups: PidsCgroups | None, warm: bool) -> Executor:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxError("the bwrap command is not installed")
+    features = await _bwrap_options(bwrap)
+    for option, cost in OPTIONAL_OPTIONS.items():
+        if option not in features:
+            log.warning("this bubblewrap has no %s option (it is older than 0.8): %s", option, cost)
     layout = Layout(sandbox_root=root, hidden=settings.home, extra_ro=python.prefixes,
                     network=settings.sandbox_network, tmp_bytes=settings.sandbox_tmp_bytes,
-                    env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT))
+                    env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT), features=features)
     return BwrapExecutor(bwrap, layout, python.path, find_bash(), limits,
                          settings.sandbox_max_concurrent, cgroups, warm=warm)
+
+
+async def _bwrap_options(bwrap: str) -> frozenset[str]:
+    """The options this bwrap lists in its --help."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            bwrap, "--help", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin"})
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise SandboxError(f"cannot run {bwrap}: {exc}") from exc
+    return frozenset(re.findall(r"--[a-z0-9-]+", out.decode("utf-8", "replace")))
 
 
 def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits,

@@ -25,6 +25,10 @@ ETC_ENTRIES = (
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "ssl",
     "ca-certificates", "ca-certificates.conf", "mime.types", "nsswitch.conf",
 )
+OPTIONAL_OPTIONS = {
+    "--disable-userns": "sandboxed code may create nested user namespaces",
+    "--size": "the sandbox's /tmp and /dev/shm are not bounded in size",
+}
 ETC_NETWORK_ENTRIES = ("hosts", "resolv.conf", "host.conf", "protocols", "services", "gai.conf")
 
 
@@ -36,21 +40,24 @@ class Layout:
     network: bool = False
     tmp_bytes: int = 64 * 1024 * 1024
     env: dict[str, str] = field(default_factory=dict)
+    # The options this bwrap knows (from its --help); None: assume a current one. Older versions
+    # lack OPTIONAL_OPTIONS, which are then left out (the factory logs what that costs).
+    features: frozenset[str] | None = None
 
     def args(self) -> list[str]:
         """bwrap options (without the command) for this layout."""
         binds = self._system_binds()
         self._check_hidden(binds)
-        args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        args = ["--unshare-all", "--unshare-user", *self._if_known("--disable-userns"), "--die-with-parent",
                 "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
         if self.network:
             args.append("--share-net")
         # The private filesystems first, so that a read-only bind below one of them (a Python
         # prefix under /tmp) lands on top instead of being hidden. /dev is a writable tmpfs of
         # its own: read-only it is (device nodes still work), with a bounded /dev/shm like /tmp.
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(self.tmp_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-                 "--size", str(self.tmp_bytes), "--tmpfs", TMP_MOUNT]
+        size = self._if_known("--size", str(self.tmp_bytes))
+        args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+                 *size, "--tmpfs", TMP_MOUNT]
         for source, target in binds:
             args += ["--ro-bind", str(source), target]
         args += self._root_symlinks()
@@ -60,6 +67,9 @@ class Layout:
         for name, value in self.env.items():
             args += ["--setenv", name, value]
         return args
+
+    def _if_known(self, option: str, *values: str) -> list[str]:
+        return [option, *values] if self.features is None or option in self.features else []
 
     def _system_binds(self) -> list[tuple[Path, str]]:
         binds = [(Path("/usr"), "/usr")]
@@ -89,7 +99,7 @@ class Layout:
     def _masks(self, binds: list[tuple[Path, str]]) -> list[str]:
         hidden = Path(os.path.realpath(self.hidden))
         mounted_over = any(is_within(hidden, Path(os.path.realpath(src))) for src, _ in binds)
-        return ["--size", str(4096), "--tmpfs", str(hidden)] if mounted_over else []
+        return [*self._if_known("--size", "4096"), "--tmpfs", str(hidden)] if mounted_over else []
 
 
 def _covered(path: Path, binds: list[tuple[Path, str]]) -> bool:

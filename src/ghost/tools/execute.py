@@ -26,8 +26,8 @@ class ExecuteTool:
 
     async def execute(self, code: str, language: Literal["python", "bash"] = "python") -> ToolResult:
         """Run Python or bash code in the sandbox folder (the working directory, where the file
-        tools work too) and get its exit code, output and duration. No network; time, memory,
-        processes and output are limited. Print what you want to see.
+        tools work too) and get its exit code, output and duration. Time, memory, processes and
+        output are limited. Print what you want to see.
 
         Args:
             code: The program: a Python script or a bash script.
