@@ -176,3 +176,10 @@ def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> Non
 def _quietly(fn: Callable[..., object], *args: object) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
         fn(*args)
+
+
+def test_the_process_backend_says_it_does_not_isolate(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process", home=tmp_path / "home") as ghost:
+        sandbox = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()["sandbox"]
+        assert sandbox["backend"] == "process" and sandbox["isolated"] is False
+        assert "does NOT isolate" in ghost.log()

@@ -75,9 +75,8 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
         except SandboxError as exc:
             if settings.sandbox_backend == "bwrap":
                 raise
-            log.warning("!!! bubblewrap cannot run here (%s). Falling back to the PROCESS sandbox "
-                        "backend, which does NOT isolate: sandboxed code runs as Ghost's user and "
-                        "can read Ghost's database and files. Install bubblewrap. !!!", exc.message)
+            log.warning("bubblewrap cannot run here (%s); falling back to the process backend",
+                        exc.message)
     return await _checked(_process(settings, sandbox_root, python, limits, cgroups))
 
 
@@ -129,6 +128,10 @@ async def _checked(executor: Executor) -> Executor:
     if result.exit_code != 0 or result.stdout.strip() != "ok":
         raise SandboxError(f"the {executor.name} backend cannot run Python: exit {result.exit_code}, "
                            f"{(result.stderr or result.stdout).strip()[:500]}")
+    if not executor.isolated:
+        log.warning("!!! the sandbox backend is %r, which does NOT isolate: code the model runs has "
+                    "Ghost's user's rights, can read Ghost's database and files, and has the "
+                    "network. Install bubblewrap (see docs/sandbox.md). !!!", executor.name)
     if executor.info().get("process_limit") == "none":
         log.warning("!!! the sandbox's process limit is NOT enforced: Ghost runs as root and cannot "
                     "create a pids cgroup, so a fork bomb in the sandbox can exhaust the host's "
