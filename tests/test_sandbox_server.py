@@ -123,12 +123,11 @@ def client_can_still_talk(ghost: GhostServer) -> bool:
     return httpx.get(ghost.url + "/api/health", headers=ghost.headers).status_code == 200
 
 
-def test_a_fresh_home_gets_a_working_sandbox(upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_a_fresh_home_gets_a_working_sandbox(server: GhostServer, upstream: FakeUpstream) -> None:
     upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {
         "code": "open('hello.txt', 'w').write('hi'); print('made')"}}]), Reply(content="ok"))
-    with GhostServer("--upstream-url", upstream.url, home=tmp_path / "new-home") as ghost:
-        assert chat(ghost).status_code == 200
-    assert (tmp_path / "new-home" / "sandbox" / "hello.txt").read_text() == "hi"
+    assert chat(server).status_code == 200
+    assert (server.home / "sandbox" / "hello.txt").read_text() == "hi"
 
 
 def _children(pid: int) -> list[int]:
