@@ -83,10 +83,10 @@ class BwrapExecutor(Executor):
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         sandbox = await self._take_warm(argv, limits)
         try:
+            if sandbox is not None and not await _handed_over(sandbox, argv):
+                sandbox = None
             if sandbox is None:
                 sandbox = await self._start(argv, limits)
-            else:
-                sandbox.send_argv(argv)
             return await sandbox.finish(stdin, limits)
         finally:
             # The next one starts once this run is over, not alongside it: on a small machine
@@ -131,3 +131,14 @@ class BwrapExecutor(Executor):
             if not task.cancelled() and task.exception() is None:
                 await task.result().discard()
         await finish_cleanups()
+
+
+async def _handed_over(sandbox: Sandbox, argv: list[str]) -> bool:
+    """Give the warm sandbox its command; False (and it is discarded) if its launcher is gone."""
+    try:
+        sandbox.send_argv(argv)
+    except OSError as exc:
+        log.warning("warm sandbox lost before use (%s); starting a fresh one", exc)
+        await sandbox.discard()
+        return False
+    return True
