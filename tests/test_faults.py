@@ -100,3 +100,102 @@ def test_broken_stream_after_content_in_ndjson(server: GhostServer, upstream: Fa
     assert set(lines[-1]) == {"error"} and "malformed" in lines[-1]["error"]
     assert "internal" not in response.text
     still_serves(server, upstream)
+
+
+# --- 3. a full disk ----------------------------------------------------------------------------------
+
+DISK_MB = 20
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs: a real filesystem that fills up (the tests run as root here)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def tmp_leftovers(ghost: GhostServer) -> list[str]:
+    return sorted(p.name for p in (ghost.home / ".sandbox.ghost-tmp").iterdir())
+
+
+def integrity(home: Path) -> str:
+    with contextlib.closing(sqlite3.connect(home / "ghost.db", timeout=10)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def assert_insufficient_storage(response: httpx.Response) -> None:
+    assert response.status_code == 507, response.text
+    assert response.json()["error"]["type"] == "insufficient_storage"
+    assert "disk space" in response.json()["error"]["message"]
+
+
+def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        (sandbox / "keep.txt").write_text("kept")
+        free_before = free_bytes(small_disk)
+        response = http.post("/api/upload", files={"file": ("big.bin", os.urandom(free_before + 4 * 2**20))})
+        assert_insufficient_storage(response)
+        assert sorted(p.name for p in sandbox.iterdir()) == ["keep.txt"]
+        assert tmp_leftovers(ghost) == []
+        assert free_bytes(small_disk) >= free_before - 2**20  # the partial upload's space came back
+        # Ghost keeps serving, and an upload that fits still works.
+        assert http.post("/api/upload", files={"file": ("small.bin", b"x" * 1000)}).status_code == 200
+        assert (sandbox / "small.bin").read_bytes() == b"x" * 1000
+        assert (sandbox / "keep.txt").read_text() == "kept"
+        assert integrity(ghost.home) == "ok"
+
+
+def test_a_full_disk_during_a_save_is_507_and_leaves_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        big = os.urandom(12 * 2**20)  # does not compress: the archive needs more than is left
+        (sandbox / "big.bin").write_bytes(big)
+        free_before = free_bytes(small_disk)
+        assert free_before < len(big)
+        assert_insufficient_storage(http.post("/api/workspace/save"))
+        assert tmp_leftovers(ghost) == []
+        assert free_bytes(small_disk) >= free_before - 2**20  # the unnamed archive file is gone
+        assert hashlib.sha256((sandbox / "big.bin").read_bytes()).digest() == hashlib.sha256(big).digest()
+        assert integrity(ghost.home) == "ok"
+        # Once there is room, a save works again.
+        (sandbox / "big.bin").unlink()
+        (sandbox / "small.txt").write_text("small")
+        assert http.post("/api/workspace/save").status_code == 200
+
+
+def test_a_full_disk_while_a_load_unpacks_is_507_and_changes_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        (sandbox / "new.bin").write_bytes(os.urandom(8 * 2**20))
+        archive = http.post("/api/workspace/save").content
+        (sandbox / "new.bin").unlink()
+        (sandbox / "old.txt").write_text("old")
+        (sandbox / "filler.bin").write_bytes(os.urandom(free_bytes(small_disk) - 12 * 2**20))
+        before = tree(sandbox)
+        # The archive (8 MB) fits in the temp folder; unpacking it (8 MB more) does not.
+        assert_insufficient_storage(http.post("/api/workspace/load", content=archive,
+                                              headers={"content-type": "application/zip"}))
+        assert tree(sandbox) == before
+        assert tmp_leftovers(ghost) == []
+        assert integrity(ghost.home) == "ok"
+        assert http.get("/api/health").status_code == 200
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path below root: a file's sha256 or 'dir'."""
+    return {p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
