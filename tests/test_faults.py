@@ -199,3 +199,39 @@ def tree(root: Path) -> dict[str, str]:
     """Every path below root: a file's sha256 or 'dir'."""
     return {p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*"))}
+
+
+# --- 4. the sandbox backend missing at start --------------------------------------------------------
+
+def broken_bwrap(folder: Path) -> str:
+    """A PATH whose only bwrap fails the way an unprivileged container's does."""
+    folder.mkdir()
+    script = folder / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return str(folder)
+
+
+@pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
+def test_auto_falls_back_to_the_process_backend_loudly(path: str, tmp_path: Path) -> None:
+    search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
+    with GhostServer(home=tmp_path / "home", env={"PATH": search}) as ghost:
+        sandbox = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()["sandbox"]
+        log = ghost.log()
+    assert sandbox["backend"] == "process" and sandbox["isolated"] is False
+    assert "bubblewrap cannot run here" in log and "falling back to the process backend" in log
+    assert "does NOT isolate" in log
+    if path == "a bwrap that cannot run":
+        assert "Permission denied" in log  # bubblewrap's own words reach the log
+
+
+@pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
+def test_explicit_bwrap_that_cannot_run_refuses_to_start(path: str, tmp_path: Path) -> None:
+    search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
+    ghost = GhostServer("--sandbox-backend", "bwrap", home=tmp_path / "home", env={"PATH": search})
+    with pytest.raises(RuntimeError, match="ghost exited with 3"):
+        ghost.start()
+    log = ghost.log()
+    assert "sandbox_backend is 'bwrap' but bubblewrap cannot run here" in log
+    assert "not installed" in log if path == "no bwrap" else "Permission denied" in log
+    assert "falling back" not in log
