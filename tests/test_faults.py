@@ -235,3 +235,36 @@ def test_explicit_bwrap_that_cannot_run_refuses_to_start(path: str, tmp_path: Pa
     assert "sandbox_backend is 'bwrap' but bubblewrap cannot run here" in log
     assert "not installed" in log if path == "no bwrap" else "Permission denied" in log
     assert "falling back" not in log
+
+
+# --- 5. no secret in the log --------------------------------------------------------------------------
+
+CLIENT_KEY = "client-Key-7f3a9c2e51b84d06"
+UPSTREAM_KEY = "upstream-Key-0d9e8c7b6a5f4e3d"
+
+
+def test_no_secret_is_ever_logged_and_auth_failures_name_the_client(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--upstream-api-key", UPSTREAM_KEY, "--log-level", "debug",
+                        api_key=CLIENT_KEY, home=tmp_path / "home")
+    with ghost, httpx.Client(base_url=ghost.url, timeout=30) as http:
+        good, bearer = {"X-Ghost-Key": CLIENT_KEY}, {"Authorization": f"Bearer {CLIENT_KEY}"}
+        upstream.script(Reply(content="one"), Reply(status=500), Reply(content="three"))
+        assert http.post("/v1/chat/completions", headers=good, json={"model": "fake-model", "messages": USER}).status_code == 200
+        assert http.post("/api/chat", headers=bearer, json={"model": "fake-model", "messages": USER}).status_code == 502
+        assert http.post("/v1/chat/completions", headers=good,
+                         json={"model": "fake-model", "messages": USER, "stream": True}).status_code == 200
+        assert http.get("/v1/models", headers=bearer).status_code == 200
+        assert http.post("/v1/chat/completions", headers=good, content=b"{not json").status_code == 400
+        # Failed auth, with keys that contain the real one, so logging them would leak it.
+        assert http.get("/v1/models", headers={"X-Ghost-Key": CLIENT_KEY + "x"}).status_code == 401
+        assert http.get("/api/sessions", headers={"Authorization": f"Bearer {UPSTREAM_KEY}"}).status_code == 401
+        assert http.post("/api/chat", json={"model": "fake-model", "messages": USER}).status_code == 401
+        assert http.get("/api/health", headers=good).status_code == 200
+    log = ghost.log_path.read_text(errors="replace")  # all of it, not the tail
+    assert CLIENT_KEY not in log and UPSTREAM_KEY not in log
+    assert "auth failed: GET /v1/models from 127.0.0.1 (wrong key)" in log
+    assert "auth failed: GET /api/sessions from 127.0.0.1 (wrong key)" in log
+    assert "auth failed: POST /api/chat from 127.0.0.1 (no key)" in log
+    # The keys were really in use: the upstream got its own key, never the client's.
+    sent = [r["headers"].get("authorization") for r in upstream.chat_requests()]
+    assert sent and set(sent) == {f"Bearer {UPSTREAM_KEY}"}
