@@ -268,3 +268,79 @@ def test_no_secret_is_ever_logged_and_auth_failures_name_the_client(upstream: Fa
     # The keys were really in use: the upstream got its own key, never the client's.
     sent = [r["headers"].get("authorization") for r in upstream.chat_requests()]
     assert sent and set(sent) == {f"Bearer {UPSTREAM_KEY}"}
+
+
+# --- 2. SIGKILL in the middle of writes ------------------------------------------------------------
+
+def rows(home: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{home / 'ghost.db'}?mode=ro", uri=True, timeout=10)) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def in_background(fn, *args: object) -> threading.Thread:  # type: ignore[no-untyped-def]
+    def quietly() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
+            fn(*args)
+
+    thread = threading.Thread(target=quietly, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_state_readable(ghost: GhostServer, upstream: FakeUpstream) -> None:
+    """After a restart: the database is sound and Ghost reads its scratchpad and history."""
+    assert integrity(ghost.home) == "ok"
+    with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=30) as http:
+        sessions = http.get("/api/sessions").json()["sessions"]
+        assert len(sessions) == rows(ghost.home, "history")
+        for session in sessions:
+            stored = http.get(f"/api/sessions/{session['id']}")
+            assert stored.status_code == 200 and len(stored.json()["messages"]) == session["messages"] > 0
+        upstream.reset()
+        upstream.script(Reply(content="", tool_calls=[{"name": "scratchpad_list", "arguments": {}}]),
+                        Reply(content="listed"))
+        reply = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER})
+        assert reply.status_code == 200, reply.text
+    listed = upstream.chat_requests()[-1]["body"]["messages"][-1]["content"]
+    keys = rows(ghost.home, "scratchpad")
+    assert keys > 0
+    assert listed.count("\n") + 1 == keys  # one line per key, each read back
+
+
+def pad_round(i: int) -> Reply:
+    return Reply(content="", tool_calls=[{"name": "scratchpad_set", "arguments": {"key": f"k{i}-{j}", "value": {"n": i, "text": "v" * 2000}}}
+                                         for j in range(10)])
+
+
+def test_sigkill_during_scratchpad_and_history_writes(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process", "--max-tool-rounds", "100",
+                        home=tmp_path / "home").start()
+    try:
+        upstream.script(*(pad_round(i) for i in range(90)))
+        stop = threading.Event()
+
+        def turns(prefix: str) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                httpx.post(ghost.url + "/v1/chat/completions", headers={**ghost.headers, "X-Ghost-Session": f"{prefix}{n}"},
+                           json={"model": "fake-model", "messages": [*USER, {"role": "assistant", "content": "x" * 5000}, *USER]},
+                           timeout=30)
+
+        threads = [in_background(turns, prefix) for prefix in ("a", "b", "c")]
+        wait_for(lambda: rows(ghost.home, "scratchpad") >= 100 and rows(ghost.home, "history") >= 5, "writes")
+        ghost.stop(signal.SIGKILL)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        ghost.start()
+        assert_state_readable(ghost, upstream)
+    finally:
+        ghost.stop()
