@@ -54,7 +54,6 @@ def fuzz(server: GhostServer, auth: str, examples: int) -> tuple[Fuzzer, Any, Fu
     fuzzer = Fuzzer(server.url, max_examples=examples, timeout=30)
     schema = fuzzer.load()
     report = fuzzer.run(schema, auths(TEST_KEY)[auth])
-    print(report.summary())
     return fuzzer, schema, report
 
 
@@ -65,6 +64,7 @@ def documented_operations(schema: Any) -> set[str]:
 def test_fuzz_with_the_key(fuzz_ghost: GhostServer, upstream: FakeUpstream, fuzz_root: Path) -> None:
     fuzzer, schema, report = fuzz(fuzz_ghost, "key", EXAMPLES_WITH_KEY)
     scenarios(fuzzer, schema, auths(TEST_KEY)["key"], upstream, upstream_timeout_s=READ_TIMEOUT_S)
+    print(report.summary())
     assert not report.problems, report.summary()
     assert set(report.per_operation()) == documented_operations(schema)
     served = {label for (label, status) in report.statuses if status == 200}
@@ -74,12 +74,14 @@ def test_fuzz_with_the_key(fuzz_ghost: GhostServer, upstream: FakeUpstream, fuzz
 
 def test_fuzz_with_a_bearer_token(fuzz_ghost: GhostServer) -> None:
     _, _, report = fuzz(fuzz_ghost, "bearer", EXAMPLES_OTHERWISE)
+    print(report.summary())
     assert not report.problems, report.summary()
     assert not {status for (_, status) in report.statuses} & {401}, report.summary()
 
 
 def test_fuzz_without_the_key(fuzz_ghost: GhostServer) -> None:
     _, schema, report = fuzz(fuzz_ghost, "none", EXAMPLES_OTHERWISE)
+    print(report.summary())
     assert not report.problems, report.summary()
     open_operations = {"GET /", "GET /api/version", "GET /api/tags", "POST /api/show"}
     assert set(report.per_operation()) == documented_operations(schema)

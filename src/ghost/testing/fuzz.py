@@ -154,9 +154,10 @@ class Fuzzer:
                 self._fuzz(operation, mode, auth, examples or self.max_examples)
         return self.report
 
-    def _seed(self, auth: Auth) -> int | None:
-        """One seed per auth variant, so each variant gets requests of its own."""
-        return None if self.seed is None else self.seed + zlib.crc32(auth.name.encode())
+    def _seed(self, label: str) -> int | None:
+        """One seed per operation and auth variant: operations sharing a body model (the chat
+        routes) and the auth variants each get requests of their own."""
+        return None if self.seed is None else self.seed + zlib.crc32(label.encode())
 
     def _fuzz(self, operation: Any, mode: GenerationMode, auth: Auth, examples: int) -> None:
         label = f"{operation.label} [{auth.name}]"
@@ -170,7 +171,7 @@ class Fuzzer:
             self.report.cases[label] += 1
             self._send(case, operation.label, label, auth)
 
-        if (seed := self._seed(auth)) is not None:
+        if (seed := self._seed(label)) is not None:
             one = hypothesis.seed(seed)(one)
         try:
             one()
