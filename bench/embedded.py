@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--starts", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="--embedded-threads for Ghost (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="--embedded-threads for Ghost (0: its default, half the cores)")
     args = parser.parse_args()
     if args.starts:
         startup(args.starts)

@@ -90,6 +90,13 @@ def model_file(settings: Settings) -> Path:
     return bundled
 
 
+def default_threads() -> int:
+    # Half the cores: llama.cpp's threads meet at a barrier after every step, so one of them kept
+    # off a core (by Ghost, the sandbox, anything else) stalls them all; measured on 2 busy cores,
+    # 2 threads gave 2 tokens/s where 1 thread gave 29.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -110,10 +117,10 @@ class LaunchSpec:
     model: Path
     alias: str
     context_size: int
-    threads: int  # 0: every core
+    threads: int
 
     def argv(self, port: int) -> list[str]:
-        threads = str(self.threads or -1)
+        threads = str(self.threads)
         return [
             sys.executable, "-m", "ghost.llm.deathsig", str(os.getpid()), "llama_cpp.server",
             "--model", str(self.model), "--model_alias", self.alias,
@@ -157,7 +164,7 @@ class EmbeddedServer:
         self.status: dict[str, Any] = {
             "model": spec.alias, "file": spec.model.name, "state": "starting", "pid": None,
             "url": "", "restarts": 0, "log": str(log_path), "context_size": spec.context_size,
-            "threads": spec.threads or os.cpu_count(), "chat_format": CHAT_FORMAT,
+            "threads": spec.threads, "chat_format": CHAT_FORMAT,
         }
 
     @property
@@ -295,7 +302,7 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
         log.error("no upstream configured, and cannot serve the bundled model: %s", exc)
         raise
     spec = LaunchSpec(model=path, alias=path.stem, context_size=settings.embedded_context_size,
-                      threads=settings.embedded_threads)
+                      threads=settings.embedded_threads or default_threads())
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME)
