@@ -12,8 +12,10 @@ run: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Every benchmark, one after another; each prints its own table (see docs/benchmarks.md).
+BENCHES := proxy stream sandbox workspace embedded load
 bench: install
-	$(BIN)/python bench/proxy.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 install: system-deps $(STAMP)
 

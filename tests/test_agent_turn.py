@@ -261,3 +261,82 @@ def test_history_survives_restart(upstream: FakeUpstream, tmp_path_factory: pyte
 def test_session_routes_need_the_key(server: GhostServer) -> None:
     assert httpx.get(server.url + "/api/sessions").status_code == 401
     assert httpx.delete(server.url + "/api/sessions/x").status_code == 401
+
+
+# --- Ghost's own tools, for real ------------------------------------------------------------------
+
+def test_multi_round_turn_writes_runs_and_reads(server: GhostServer, upstream: FakeUpstream) -> None:
+    """The model writes a file, runs it, reads what it wrote; the answer streams incrementally and
+    the tool activity stays out of the content."""
+    script = "with open('out.txt', 'w') as f:\n    f.write(str(6 * 7))\nprint('wrote it')\n"
+    upstream.script(
+        Reply(content="", tool_calls=[{"name": "write_file", "arguments": {"path": "calc/answer.py", "content": script}}]),
+        Reply(content="", tool_calls=[{"name": "execute", "arguments": {"language": "bash", "code": "cd calc && python3 answer.py"}}]),
+        Reply(content="", tool_calls=[{"name": "read_file", "arguments": {"path": "calc/out.txt"}}]),
+        Reply(chunks=["The ", "answer ", "is ", "42."], delay=0.05),
+    )
+    oai = openai.OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0)
+    chunks = list(oai.chat.completions.create(model="fake-model", messages=USER, stream=True))
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert content == ["The ", "answer ", "is ", "42."]  # relayed piece by piece, nothing else mixed in
+    assert "→ write_file" in reasoning and "→ execute" in reasoning and "→ read_file" in reasoning
+    # The sandbox really holds the file and its output.
+    sandbox = server.home / "sandbox"
+    assert (sandbox / "calc" / "answer.py").read_text() == script
+    assert (sandbox / "calc" / "out.txt").read_text() == "42"
+    # Each tool result went back to the model as a tool message.
+    requests = upstream.chat_requests()
+    assert len(requests) == 4
+    executed = requests[2]["body"]["messages"][-1]
+    assert executed["role"] == "tool" and "wrote it" in executed["content"]
+    read_back = requests[3]["body"]["messages"][-1]
+    assert read_back["role"] == "tool" and "42" in read_back["content"]
+    assert {t["function"]["name"] for t in requests[0]["body"]["tools"]} >= {"write_file", "execute", "read_file"}
+
+
+def test_ollama_stream_shows_tool_activity_as_thinking(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="", tool_calls=[{"name": "list_files", "arguments": {}}]), Reply(content="Listed."))
+    response = httpx.post(server.url + "/api/chat", headers=server.headers, timeout=30,
+                          json={"model": "fake-model", "messages": USER})
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    thinking = "".join(l["message"].get("thinking", "") for l in lines if "message" in l)
+    content = "".join(l["message"]["content"] for l in lines if "message" in l)
+    assert "→ list_files" in thinking and content == "Listed."
+
+
+def test_disconnect_kills_a_long_execute(server: GhostServer, upstream: FakeUpstream) -> None:
+    marker = f"ghost-sleep-{time.monotonic_ns()}"
+    upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {
+        "language": "bash", "code": f"exec -a {marker} sleep 60"}}]))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=2,
+                   json={"model": "fake-model", "messages": USER})
+    deadline = time.monotonic() + 15
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(marker)
+
+
+def _running(marker: str) -> bool:
+    import subprocess
+
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    return bool(found.stdout.strip())
+
+
+def test_skill_created_mid_turn_is_offered_next_round(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(
+        Reply(content="", tool_calls=[{"name": "create_skill", "arguments": {
+            "name": "shout", "description": "Upper-case a text",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+            "code": "import json, sys\nargs = json.load(sys.stdin)\nprint(args['text'].upper())\n",
+            "test_arguments": {"text": "hi"}}}]),
+        Reply(content="", tool_calls=[{"name": "shout", "arguments": {"text": "ghost"}}]),
+        Reply(content="done"))
+    reply = httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=60,
+                       json={"model": "fake-model", "messages": USER}).json()
+    assert reply["choices"][0]["message"]["content"] == "done"
+    requests = upstream.chat_requests()
+    assert "shout" in {t["function"]["name"] for t in requests[1]["body"]["tools"]}
+    assert "GHOST" in requests[2]["body"]["messages"][-1]["content"]

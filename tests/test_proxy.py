@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -328,6 +333,236 @@ def test_upstream_breaking_mid_body_truncates_visibly(client: httpx.Client) -> N
     with pytest.raises(httpx.RemoteProtocolError):
         client.get("/broken/3")
     assert client.get("/echo/still-alive").status_code == 200
+
+
+# --- upstreams that misbehave below HTTP ------------------------------------------------------------
+# The fake upstream is a well-behaved uvicorn; these bare socket servers do what it never would.
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a raw upstream took in: on which of its connections, and what it carried."""
+
+    connection: int
+    method: str
+    path: str
+    body: bytes
+
+
+def read_head(stream: BinaryIO) -> tuple[str, str, dict[str, str]] | None:
+    """A request's method, target and headers (names lower-cased); None if the peer closed first."""
+    lines: list[bytes] = []
+    while (line := stream.readline(65536)) not in (b"\r\n", b"\n"):
+        if not line:
+            return None
+        lines.append(line.rstrip(b"\r\n"))
+    method, target, _ = lines[0].decode("latin-1").split(" ", 2)
+    fields = (line.decode("latin-1").split(":", 1) for line in lines[1:])
+    return method, target, {name.strip().lower(): value.strip() for name, value in fields}
+
+
+def read_request(stream: BinaryIO, connection: int) -> Seen | None:
+    """One whole request, body included (Content-Length framing, which is all these tests send)."""
+    head = read_head(stream)
+    if head is None:
+        return None
+    method, target, headers = head
+    assert "transfer-encoding" not in headers, "raw upstreams read Content-Length bodies only"
+    body = stream.read(int(headers.get("content-length", "0")))
+    return Seen(connection, method, target, body)
+
+
+def answer(conn: socket.socket, payload: dict[str, object]) -> None:
+    body = json.dumps(payload).encode()
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class RawUpstream:
+    """A bare HTTP/1.1 server on loopback, one thread per connection, `handle` deciding what to do.
+
+    `stop()` stops accepting, shuts every connection down (waking any thread blocked reading it)
+    and joins the threads; every socket read is bounded anyway, so none outlives a broken test long.
+    """
+
+    IO_TIMEOUT = 30.0
+
+    def __init__(self, receive_buffer: int | None = None) -> None:
+        self._listener = socket.socket()
+        if receive_buffer:  # inherited by accepted sockets: the kernel holds less of an unread body
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.05)  # the accept loop checks for stop() this often
+        self.port = self._listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.seen: list[Seen] = []
+        self._conns: list[socket.socket] = []
+        self._handlers: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handle(self, conn: socket.socket, stream: BinaryIO, number: int) -> None:
+        raise NotImplementedError
+
+    def start(self) -> "RawUpstream":
+        self._acceptor.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._acceptor.join(timeout=5)  # no new connections from here on
+        self._listener.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by its handler
+                pass
+        for thread in self._handlers:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "RawUpstream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(self.IO_TIMEOUT)
+            self._conns.append(conn)
+            handler = threading.Thread(target=self._serve, args=(conn, len(self._conns)), daemon=True)
+            self._handlers.append(handler)
+            handler.start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        stream = conn.makefile("rb")
+        try:
+            self.handle(conn, stream, number)
+        except OSError:  # Ghost hung up, or stop() shut the connection down
+            pass
+        finally:
+            stream.close()
+            conn.close()  # after a whole request was read, a clean FIN rather than a reset
+
+
+class StallingUpstream(RawUpstream):
+    """Takes a request's head, then reads nothing more and never answers, until stopped.
+
+    A GET (Ghost's model discovery at startup) is answered, so that startup does not wait for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(receive_buffer=64 * 1024)
+
+    def handle(self, conn: socket.socket, stream: BinaryIO, number: int) -> None:
+        if (head := read_head(stream)) is None:
+            return
+        if head[0] == "GET":
+            answer(conn, {"object": "list", "data": []})
+            return
+        self.seen.append(Seen(number, head[0], head[1], b""))
+        self.stopping.wait(self.IO_TIMEOUT)
+
+
+class OneAnswerPerConnection(RawUpstream):
+    """Answers the first request on a connection and keeps it alive; closes it, unanswered, as soon
+    as a second request has come in on it: a pooled connection that dies just as it is reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[Seen] = []
+
+    def handle(self, conn: socket.socket, stream: BinaryIO, number: int) -> None:
+        if (first := read_request(stream, number)) is None:
+            return
+        self.seen.append(first)
+        answer(conn, {"connection": number, "size": len(first.body), "sha256": sha(first.body)})
+        if (second := read_request(stream, number)) is not None:
+            self.dropped.append(second)
+
+
+class DropsEveryRequest(RawUpstream):
+    """Reads each request whole, then closes its connection without a byte of answer."""
+
+    def handle(self, conn: socket.socket, stream: BinaryIO, number: int) -> None:
+        if (request := read_request(stream, number)) is not None:
+            self.seen.append(request)
+
+
+def ghost_on(upstream: RawUpstream, home: Path, *args: str) -> GhostServer:
+    return GhostServer("--upstream-url", upstream.url, *args, home=home)
+
+
+@pytest.fixture(scope="module")
+def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StallingUpstream, GhostServer]]:
+    """An upstream that stops reading the request body, behind a Ghost with a 1 s read timeout."""
+    with StallingUpstream() as raw, ghost_on(raw, tmp_path_factory.mktemp("stall"), "--read-timeout", "1") as server:
+        yield raw, server
+
+
+BIG_UPLOAD = 32 * 1024 * 1024  # more than the socket buffers between client and upstream can hold
+
+
+def big_body(piece: int = 64 * 1024) -> Iterator[bytes]:
+    block = b"u" * piece
+    for _ in range(BIG_UPLOAD // piece):
+        yield block
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_upstream_that_stops_reading_the_body_is_504(stalling: tuple[StallingUpstream, GhostServer],
+                                                     framing: str) -> None:
+    raw, server = stalling
+    before = len(raw.seen)
+    headers = dict(server.headers)
+    if framing == "content-length":
+        headers["content-length"] = str(BIG_UPLOAD)
+    response = httpx.post(server.url + f"/upload/{framing}", content=big_body(), headers=headers, timeout=30)
+    assert_error(response, 504, "upstream_timeout")
+    assert "request body" in response.json()["error"]["message"]  # the write stall, not a read timeout
+    # The upstream did get the request: it was the body it stopped taking.
+    assert [(s.method, s.path) for s in raw.seen[before:]] == [("POST", f"/upload/{framing}")]
+
+
+def test_a_reused_connection_closed_unanswered_is_sent_again(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with OneAnswerPerConnection() as raw, ghost_on(raw, tmp_path_factory.mktemp("stale")) as server, \
+            httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
+        warm = http.get("/warm").json()["connection"]  # now kept alive in Ghost's pool
+        body = os.urandom(1000)
+        posted = http.post("/post", content=body)
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["size"] == len(body) and posted.json()["sha256"] == sha(body)
+        resent = posted.json()["connection"]
+        got = http.get("/get")
+        assert got.status_code == 200, got.text
+        # Each went out first on the pooled connection, which the upstream closed on seeing it, and
+        # was answered on a new one. (Ghost's startup model discovery has a connection of its own.)
+        assert [(s.connection, s.method, s.path, s.body) for s in raw.dropped] == [
+            (warm, "POST", "/post", body), (resent, "GET", "/get", b"")]
+        assert len({warm, resent, got.json()["connection"]}) == 3
+        assert [(s.method, s.path) for s in raw.seen if s.path != "/v1/models"] == [
+            ("GET", "/warm"), ("POST", "/post"), ("GET", "/get")]
+
+
+@pytest.mark.parametrize("size", [1000, 200_000], ids=["in memory", "streamed"])
+def test_a_fresh_connection_closed_unanswered_is_502_and_not_sent_again(
+        tmp_path_factory: pytest.TempPathFactory, size: int) -> None:
+    with DropsEveryRequest() as raw, ghost_on(raw, tmp_path_factory.mktemp("drops")) as server, \
+            httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
+        for attempt in range(1, 4):
+            response = http.post(f"/drop/{attempt}", content=os.urandom(size))
+            assert_error(response, 502, "upstream_unavailable")
+            # The upstream may have acted on it: exactly one attempt per client request.
+            assert [(s.method, s.path, len(s.body)) for s in raw.seen if s.path != "/v1/models"] == [
+                ("POST", f"/drop/{n}", size) for n in range(1, attempt + 1)]
 
 
 # --- body limit --------------------------------------------------------------------------------------

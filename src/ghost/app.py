@@ -23,6 +23,7 @@ from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
 from ghost.store.db import Database
+from ghost.tools.setup import start_tools
 from ghost.workspace.gate import WorkspaceGate
 from ghost.workspace.layout import reset_tmp_dir
 
@@ -55,8 +56,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
+    await start_tools(runtime, stack)
     upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
-    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own lean upstream pool
+    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())

@@ -112,6 +112,49 @@ class Settings(BaseSettings):
         1024 * MB, ge=1024, description="Largest request body the catch-all proxy forwards."
     )
 
+    # --- sandbox execution and agent tools (ghost.sandbox, ghost.tools) -------------------
+    sandbox_backend: Literal["auto", "bwrap", "process"] = Field(
+        "auto", description="How code runs: bwrap (isolated), process (NOT isolated), or auto "
+        "(bwrap when it works, else process with a loud warning).")
+    sandbox_network: bool = Field(False, description="Give sandboxed code network access.")
+    sandbox_python: str = Field(
+        "", description="Python interpreter for sandboxed code. Empty: /usr/bin/python3 if present, "
+        "else the interpreter Ghost's own Python is based on.")
+    sandbox_timeout: float = Field(
+        30.0, gt=0, description="Wall-clock seconds one sandbox run may take; then its whole "
+        "process tree is killed.")
+    sandbox_cpu_seconds: int = Field(30, ge=1, description="CPU seconds per sandboxed process.")
+    sandbox_memory_bytes: int = Field(
+        1024 * MB, ge=32 * MB, description="Address space per sandboxed process.")
+    sandbox_file_size_bytes: int = Field(
+        256 * MB, ge=1024, description="Largest file sandboxed code or the file tools may write.")
+    sandbox_max_processes: int = Field(
+        64, ge=4, description="Processes and threads one sandbox run may have at once.")
+    sandbox_max_open_files: int = Field(256, ge=16, description="Open files per sandboxed process.")
+    sandbox_output_bytes: int = Field(
+        64 * 1024, ge=1024, description="Output kept per stream (stdout, stderr) of a run; the "
+        "middle of longer output is cut out with a marker.")
+    sandbox_output_kill_bytes: int = Field(
+        16 * MB, ge=1024, description="Output (both streams) at which a run is killed as a flood.")
+    sandbox_tmp_bytes: int = Field(
+        64 * MB, ge=MB, description="Size of the private /tmp of a bubblewrap run (memory-backed).")
+    sandbox_max_concurrent: int = Field(
+        4, ge=1, description="Sandbox runs at once; more wait their turn.")
+    tool_result_max_chars: int = Field(
+        24_000, ge=1000, description="Largest tool result handed back to the model.")
+    tool_code_max_chars: int = Field(
+        100_000, ge=100, le=120_000, description="Largest code the execute tool or a new skill accepts.")
+    tool_list_max_entries: int = Field(
+        1000, ge=10, description="Entries a file listing or search returns at most.")
+    tool_search_max_file_bytes: int = Field(
+        8 * MB, ge=1024, description="Files larger than this are skipped by the search tool.")
+    scratchpad_max_entries: int = Field(1000, ge=1, description="Keys the scratchpad holds at most.")
+    scratchpad_max_value_bytes: int = Field(
+        64 * 1024, ge=16, description="Largest scratchpad value (as JSON).")
+    skills_max_count: int = Field(100, ge=1, description="Acquired skills kept at most.")
+    skill_failure_threshold: int = Field(
+        3, ge=1, description="Consecutive failures after which a skill is listed as failing.")
+
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
         None, description="The agent's working directory. Default: <home>/sandbox."

@@ -13,6 +13,7 @@ from pathlib import Path
 from ghost.config import Settings
 from ghost.looplag import LoopLagMonitor
 from ghost.store.db import Database
+from ghost.tools.base import ToolRegistry
 from ghost.workspace.gate import WorkspaceGate
 
 
@@ -29,6 +30,7 @@ class Runtime:
     in_flight_turns: int = 0
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     agent: Any = None  # ghost.agent.service.ChatService, set once the runtime is built
+    tools: ToolRegistry | None = None  # set by ghost.tools.setup.start_tools
     # Agent turns hold it shared (`async with gate.turn()`), a workspace load exclusively.
     gate: WorkspaceGate = field(default_factory=WorkspaceGate)
     # Called after a workspace load has swapped files and state in (e.g. to re-scan skills).

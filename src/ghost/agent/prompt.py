@@ -7,12 +7,12 @@ from typing import Any
 PROMPT_MEMORY_CHARS = 2000
 
 _INTRO = """You are Ghost, an AI agent with a private workspace.
-You can call tools to work in a sandboxed directory: list, read, write, append, delete, move and search files; execute Python or bash there (no network, limited time and memory); keep notes in a persistent key-value scratchpad; and create reusable skills (small Python programs) that become tools you can call later.
+You can call tools to work in a sandboxed directory: list, read, write, append, delete, move and search files; execute Python or bash there ({network}, limited time and memory); keep notes in a persistent key-value scratchpad; and create reusable skills (small Python programs) that become tools you can call later.
 Use tools when they help you answer correctly; otherwise answer directly. Paths are relative to the sandbox. When you are done, answer the user plainly; do not describe tool calls you did not make."""
 
 
-def system_message(memory_summary: str, tool_names: list[str]) -> dict[str, Any]:
-    parts = [_INTRO]
+def system_message(memory_summary: str, tool_names: list[str], *, network: bool = False) -> dict[str, Any]:
+    parts = [_INTRO.format(network="with network access" if network else "no network")]
     if tool_names:
         parts.append("Your tools: " + ", ".join(tool_names) + ".")
     if memory_summary.strip():

@@ -65,9 +65,9 @@ class AgentTurn:
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
-        tools = self._tool_schemas()
         limit = self.options.max_tool_rounds
         for round_index in range(limit + 1):
+            tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
             completion, text = None, []
             async for item in stream_chat(self.runtime, self._payload(messages, tools), self.request_id):
                 if isinstance(item, Completion):
@@ -110,7 +110,8 @@ class AgentTurn:
             return list(self.request.messages)
         summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
         names = [s["function"]["name"] for s in self._ghost_schemas()]
-        return with_system_prompt(system_message(summary, names), self.request.messages)
+        network = bool(self.runtime.extras.get("sandbox_info", {}).get("network"))
+        return with_system_prompt(system_message(summary, names, network=network), self.request.messages)
 
     def _ghost_schemas(self) -> list[dict[str, Any]]:
         if self.registry is None:

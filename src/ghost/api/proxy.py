@@ -10,8 +10,9 @@ phases of one request, and who notices a client that goes away in each:
 
 In every case the upstream request or response is closed at once.
 
-The bytes travel through `ghost.llm.http1.Pool`, a lean keep-alive pool (see its docstring for why
-not httpx), and requests for paths Ghost does not serve reach `forward` through `ProxyFastPath`,
+The bytes travel through `UpstreamSession`, an aiohttp client session with its own keep-alive
+pool (cheaper per request than httpx on this path), and requests for paths Ghost does not serve
+reach `forward` through `ProxyFastPath`,
 which skips FastAPI's router and dependency machinery. The FastAPI route below is the same proxy
 for everything else (it documents the proxy in OpenAPI and turns a wrong method on one of Ghost's
 own paths into a 405).
@@ -24,8 +25,14 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.applications import Starlette
@@ -33,13 +40,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
+from yarl import URL
 
 from ghost.api.auth import check_key, require_key
 from ghost.api.errors import error_response
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
-from ghost.errors import GhostError, UpstreamError, UpstreamUnavailable, error_body
-from ghost.llm import http1
+from ghost.errors import GhostError, UpstreamError, UpstreamTimeout, UpstreamUnavailable, error_body
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -50,10 +57,15 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 _HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
-# Never forwarded upstream: the client's Ghost credentials, what the pool sets itself (host, body
-# framing), and `expect` (Ghost's own server already answered the client's 100-continue).
-_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect",
-                                   b"content-length"}
+# Never forwarded upstream: the client's Ghost credentials, what aiohttp sets itself (host, chunked
+# framing), and `expect` (Ghost's own server already answered the client's 100-continue). The
+# client's Content-Length is kept: aiohttp then sends the body with that length, not chunked.
+_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}
+# Headers aiohttp would otherwise invent; the upstream sees only what the client sent.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+SMALL_BODY = 64 * 1024  # a declared body up to this size is read first and sent with the head
+STALE_RETRIES = 2  # times an in-memory request is sent again when its pooled connection was closed
+_attempt: ContextVar[SimpleNamespace | None] = ContextVar("upstream_attempt", default=None)
 # Ghost's server sets its own date, server and request id.
 _RESPONSE_DROP = _HOP_BY_HOP_RAW | {b"x-request-id", b"date", b"server"}
 _STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
@@ -61,18 +73,201 @@ _STREAMING_TYPES = (b"text/event-stream", b"application/x-ndjson")
 _NO_BUFFERING = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs
-POOL_KEY = "proxy_pool"  # where the pool lives in Runtime.extras
+POOL_KEY = "proxy_pool"  # where the upstream session lives in Runtime.extras
 
 
-def make_pool(settings: Settings) -> http1.Pool | None:
-    """The proxy's upstream connection pool (None without an upstream). Close it at shutdown."""
+# --- the upstream session ---------------------------------------------------------------------------
+
+
+class UpstreamResponse:
+    """The upstream's status, its headers as lower-case byte pairs, and its body as raw chunks.
+
+    The caller must `aclose()` it: a body read to the end gives the connection back to the pool,
+    anything else closes it.
+    """
+
+    def __init__(self, session: UpstreamSession, response: aiohttp.ClientResponse) -> None:
+        self.session = session
+        self.response = response
+        self.status = response.status
+        self.headers = [(name.lower(), value) for name, value in response.raw_headers]
+        self._chunks = response.content.iter_any()
+
+    def read_if_complete(self) -> bytes | None:
+        """The whole body if it is already here, releasing the connection; else None (stream it)."""
+        content = self.response.content
+        if not content.is_eof():
+            return None
+        try:
+            body = content.read_nowait(-1)
+        except aiohttp.ClientError:  # it broke off: let the streaming path report it
+            return None
+        self.response.release()
+        return body
+
+    def __aiter__(self) -> UpstreamResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self.response.release()
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self.session.error(exc) from exc
+
+    async def aclose(self) -> None:
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()  # half-read: the connection cannot be reused
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, telling the request in flight (`_attempt`) whether its connection is reused.
+
+    aiohttp's trace hooks can tell too, but add a handful of awaits to every request.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handed_out: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout,
+                      ) -> aiohttp.connector.Connection:
+        conn = await super().connect(req, traces, timeout)
+        if (attempt := _attempt.get()) is not None:
+            attempt.reused = conn.protocol in self._handed_out
+        self._handed_out.add(conn.protocol)
+        return conn
+
+
+class UpstreamSession:
+    """An aiohttp session to one upstream origin, set up to forward bytes and nothing more.
+
+    No cookie jar, no decompression, no redirects, no invented headers; the path and query go out
+    exactly as the client sent them. At most `max_connections` connections, kept alive.
+    """
+
+    def __init__(self, base_url: str, *, max_connections: int, connect_timeout: float,
+                 read_timeout: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) upstream URL: {base_url!r}")
+        self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.session = aiohttp.ClientSession(
+            connector=_Connector(limit=max_connections, limit_per_host=0),
+            # `connect` bounds both the wait for a free pooled connection and the TCP connect;
+            # `sock_read` is silence from the upstream, before its headers and between chunks.
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False)
+
+    def url(self, target: bytes) -> URL:
+        """The upstream URL for the client's path and query, percent-encoding untouched."""
+        return URL(self.base + target.decode("latin-1"), encoded=True)
+
+    async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: AsyncIterator[bytes] | None, content_length: int | None) -> UpstreamResponse:
+        """Send one request and return once the upstream's headers are in.
+
+        `body` None means no body; with a body, `content_length` None sends it chunked.
+        """
+        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+        url = self.url(target)
+        try:
+            if body is None or (content_length is not None and content_length <= SMALL_BODY):
+                data = None if body is None else b"".join([chunk async for chunk in body])  # one write with the head
+                response = await self._send_again_if_stale(method, url, pairs, data)
+            else:
+                async with asyncio.timeout(None) as deadline:
+                    watched = WriteWatch(body, deadline, self.read_timeout)
+                    response = await self.session.request(method, url, headers=pairs, data=watched.chunks(),
+                                                          allow_redirects=False)
+                    watched.stop()
+        except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
+            if isinstance(exc.__cause__, (GhostError, ClientDisconnect)):
+                # aiohttp writes the body in a task of its own and reports what the body iterator
+                # raised (the client hung up, the body limit) as a connection error caused by it.
+                raise exc.__cause__ from None
+            raise self.error(exc) from exc
+        return UpstreamResponse(self, response)
+
+    async def _send_again_if_stale(self, method: str, url: URL, headers: list[tuple[str, str]],
+                                   data: bytes | None) -> aiohttp.ClientResponse:
+        """Send a request whose body is in memory; again if a kept-alive connection was stale.
+
+        An upstream may close an idle connection just as it is reused. aiohttp sends again only
+        idempotent methods; the proxy's traffic is mostly POST, so it does so itself, but only when
+        the failed attempt went out on a reused connection and the upstream said nothing at all.
+        """
+        for _ in range(STALE_RETRIES):
+            attempt = SimpleNamespace(reused=False)
+            token = _attempt.set(attempt)
+            try:
+                return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+            except aiohttp.ServerDisconnectedError:
+                if not attempt.reused:
+                    raise
+            finally:
+                _attempt.reset(token)
+        return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+
+    def error(self, exc: BaseException) -> UpstreamError:
+        """aiohttp's exception as Ghost's."""
+        if type(exc) is TimeoutError:  # WriteWatch's deadline, not one of aiohttp's timeouts
+            return UpstreamTimeout(f"upstream stopped taking the request body for {self.read_timeout:g}s")
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return UpstreamTimeout(f"no upstream connection within {self.connect_timeout:g}s "
+                                   "(unreachable in time, or all --upstream-max-connections busy)")
+        if isinstance(exc, TimeoutError):
+            return UpstreamTimeout(f"upstream read timed out after {self.read_timeout:g}s")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamUnavailable(f"upstream unreachable: {exc.os_error.strerror or exc.os_error}")
+        return UpstreamUnavailable(f"upstream connection lost: {exc}")
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+class WriteWatch:
+    """A time limit on the upstream taking each chunk of a streamed request body.
+
+    aiohttp has no write timeout: an upstream that stops reading would hold the request until the
+    client gave up. aiohttp asks for the next chunk only once the last one was handed to the
+    socket, so the deadline runs from a chunk's hand-over to the next ask, never while the client
+    itself is slow to send. It fires by cancelling the request (`asyncio.timeout`).
+    """
+
+    def __init__(self, source: AsyncIterator[bytes], deadline: asyncio.Timeout, seconds: float) -> None:
+        self.source, self.deadline, self.seconds = source, deadline, seconds
+        self._watching = True
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in self.source:
+            if self._watching:
+                self.deadline.reschedule(loop.time() + self.seconds)
+            yield chunk
+            if self._watching:
+                self.deadline.reschedule(None)
+
+    def stop(self) -> None:
+        """The upstream has answered: what is left of the body is aiohttp's business alone."""
+        self._watching = False
+
+
+def make_pool(settings: Settings) -> UpstreamSession | None:
+    """The proxy's upstream session (None without an upstream). Close it at shutdown."""
     if not settings.upstream_url:
         return None
-    return http1.Pool(settings.upstream_url, max_connections=settings.upstream_max_connections,
-                      connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+    return UpstreamSession(settings.upstream_url, max_connections=settings.upstream_max_connections,
+                           connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
 
 
-def _pool(runtime: Runtime) -> http1.Pool:
+def _pool(runtime: Runtime) -> UpstreamSession:
     pool = runtime.extras.get(POOL_KEY)
     if pool is None:  # an app whose lifespan did not make one (or an upstream that came later)
         if not runtime.upstream_url:
@@ -104,7 +299,7 @@ def forward_request_headers(request: Request, runtime: Runtime) -> list[tuple[by
     return headers
 
 
-def forward_response_headers(upstream: http1.Response, streaming: bool) -> list[tuple[bytes, bytes]]:
+def forward_response_headers(upstream: UpstreamResponse, streaming: bool) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as the client should see them (repeats such as Set-Cookie kept)."""
     raw = upstream.headers  # names already lower-case
     drop = _RESPONSE_DROP | listed if (listed := _connection_listed(raw)) else _RESPONSE_DROP
@@ -174,8 +369,8 @@ async def _cancel_on_disconnect(receive: Receive, body_done: asyncio.Event | Non
     scope.cancel()
 
 
-async def send_upstream(pool: http1.Pool, request: Request, headers: list[tuple[bytes, bytes]],
-                        scanner: StreamFlagScanner | None, length: int | None) -> http1.Response | None:
+async def send_upstream(pool: UpstreamSession, request: Request, headers: list[tuple[bytes, bytes]],
+                        scanner: StreamFlagScanner | None, length: int | None) -> UpstreamResponse | None:
     """Send the request; the upstream's response once its headers are in, or None if the client left."""
     # A cancel scope, not a bare task.cancel(): a hang-up that races the upstream's answer must
     # not leave a pending cancellation behind to hit the response later.
@@ -189,7 +384,7 @@ async def send_upstream(pool: http1.Pool, request: Request, headers: list[tuple[
             return None
         finally:
             watcher.cancel()
-    return None  # cancelled by the watcher; the pool closed the half-done exchange on its way out
+    return None  # cancelled by the watcher; aiohttp closed the half-done exchange on its way out
 
 
 # --- relaying -----------------------------------------------------------------------------------------------------
@@ -210,7 +405,7 @@ class UpstreamRelay:
     aborted so it sees an incomplete body rather than a clean end.
     """
 
-    def __init__(self, upstream: http1.Response, path: str, *, event_stream: bool) -> None:
+    def __init__(self, upstream: UpstreamResponse, path: str, *, event_stream: bool) -> None:
         self.upstream = upstream
         self.path = path
         self.event_stream = event_stream
@@ -242,7 +437,7 @@ class UpstreamRelay:
         await self.upstream.aclose()
 
 
-def _client_response(request: Request, upstream: http1.Response, streaming_body: bool) -> Response:
+def _client_response(request: Request, upstream: UpstreamResponse, streaming_body: bool) -> Response:
     content_type = _header(upstream.headers, b"content-type") or b""
     streaming = streaming_body or content_type.startswith(_STREAMING_TYPES)
     headers = forward_response_headers(upstream, streaming)

@@ -1,0 +1,106 @@
+"""The sandbox interface: run a command on the sandbox directory, within limits, get an ExecResult.
+
+Two backends implement `Executor`:
+
+- `ghost.sandbox.bwrap.BwrapExecutor` isolates (namespaces, read-only system, no network);
+- `ghost.sandbox.process.ProcessExecutor` does not; it is the fallback when bubblewrap cannot
+  run, and says so (`isolated = False`).
+
+Both apply the same `Limits` and return the same `ExecResult`. Each class docstring states
+exactly what it isolates and what it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ghost.config import Settings
+
+# Why a run was stopped by Ghost or the kernel rather than finishing on its own.
+LimitName = Literal["timeout", "output", "cpu", "file_size"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use. Every field comes from a setting (see `from_settings`)."""
+
+    timeout_s: float  # wall clock for the whole run; then the whole process tree is killed
+    cpu_s: int  # CPU seconds per process (RLIMIT_CPU)
+    memory_bytes: int  # address space per process (RLIMIT_AS)
+    file_size_bytes: int  # largest file a process may write (RLIMIT_FSIZE)
+    max_processes: int  # processes + threads of one run at once
+    max_open_files: int  # RLIMIT_NOFILE
+    output_bytes: int  # kept per stream; the middle of longer output is cut out
+    output_kill_bytes: int  # both streams together; past it the run is killed as a flood
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        return cls(
+            timeout_s=settings.sandbox_timeout, cpu_s=settings.sandbox_cpu_seconds,
+            memory_bytes=settings.sandbox_memory_bytes, file_size_bytes=settings.sandbox_file_size_bytes,
+            max_processes=settings.sandbox_max_processes, max_open_files=settings.sandbox_max_open_files,
+            output_bytes=settings.sandbox_output_bytes, output_kill_bytes=settings.sandbox_output_kill_bytes,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None  # None when Ghost killed the run (timeout, output flood)
+    stdout: str  # decoded as UTF-8 (invalid bytes replaced), cut to the limit with a marker
+    stderr: str
+    duration_s: float
+    limit: LimitName | None = None  # set when a limit stopped the run
+    signal: int | None = None  # the signal that ended the command, when one did
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.limit is None
+
+
+class Executor(ABC):
+    """Runs a command with the sandbox directory as its working directory.
+
+    Subclasses say in their docstring what they isolate. Common to all: the environment is
+    scrubbed (no Ghost setting, key or home path reaches the command), every `Limits` field is
+    enforced, output is read incrementally and capped, and a cancelled `run` kills the process
+    tree before it returns.
+    """
+
+    name: str = "abstract"
+    isolated: bool = False
+
+    def __init__(self, limits: Limits, max_concurrent: int) -> None:
+        self.limits = limits
+        self._slots = asyncio.Semaphore(max_concurrent)
+
+    async def run(self, argv: Sequence[str], *, stdin: bytes = b"", limits: Limits | None = None) -> ExecResult:
+        """Run `argv` (argv[0] as seen inside the sandbox) and wait for it, within `limits`."""
+        async with self._slots:  # a flood of runs queues here instead of forking the host to death
+            return await self._run(list(argv), stdin, limits or self.limits)
+
+    @abstractmethod
+    async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult: ...
+
+    @property
+    @abstractmethod
+    def python(self) -> str:
+        """The Python interpreter's path as the command sees it."""
+
+    @property
+    @abstractmethod
+    def bash(self) -> str:
+        """The shell's path as the command sees it."""
+
+    async def aclose(self) -> None:
+        """Release what the backend keeps between runs (called at shutdown)."""
+
+    def info(self) -> dict[str, Any]:
+        """What /api/health shows about the sandbox."""
+        return {"backend": self.name, "isolated": self.isolated}

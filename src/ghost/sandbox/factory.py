@@ -1,0 +1,141 @@
+"""Pick and build the sandbox backend at start: bubblewrap when it works, else the process one.
+
+Python inside the sandbox: /usr/bin/python3 when the host has it (it is inside the read-only
+/usr mount, so nothing extra is exposed), else the interpreter Ghost's own Python is based on
+(`sys.base_prefix`, never Ghost's virtualenv), its prefix mounted read-only. The
+`sandbox_python` setting names another interpreter; its prefixes are asked of it and mounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghost.config import Settings
+from ghost.errors import SandboxError
+from ghost.sandbox.base import Executor, Limits
+from ghost.sandbox.bwrap import BwrapExecutor
+from ghost.sandbox.cgroup import PidsCgroups
+from ghost.sandbox.env import sandbox_env
+from ghost.sandbox.layout import OPTIONAL_OPTIONS, SANDBOX_MOUNT, TMP_MOUNT, Layout
+from ghost.sandbox.process import ProcessExecutor
+
+log = logging.getLogger("ghost.sandbox")
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+@dataclass(frozen=True)
+class PythonSetup:
+    path: str
+    prefixes: tuple[Path, ...]  # directories the interpreter needs, to mount read-only
+
+
+async def find_python(setting: str) -> PythonSetup:
+    if setting:
+        return await _ask_interpreter(setting)
+    if SYSTEM_PYTHON.exists():
+        return PythonSetup(str(SYSTEM_PYTHON), ())
+    base = Path(sys.base_prefix)
+    return PythonSetup(str(base / "bin" / f"python{sys.version_info.major}"), (base,))
+
+
+async def _ask_interpreter(path: str) -> PythonSetup:
+    probe = "import sys; print(sys.prefix); print(sys.base_prefix)"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            path, "-I", "-c", probe, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"})
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise SandboxError(f"sandbox_python {path!r} cannot be run: {exc}") from exc
+    if process.returncode != 0:
+        raise SandboxError(f"sandbox_python {path!r} exited with {process.returncode}")
+    prefixes = tuple(dict.fromkeys(Path(line) for line in out.decode().split()))
+    return PythonSetup(path, prefixes)
+
+
+def find_bash() -> str:
+    return "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh"
+
+
+async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = True) -> Executor:
+    """The configured backend, checked by running Python in it once. `warm=False` turns off
+    the bubblewrap backend's sandbox started ahead of time (for measuring a cold start)."""
+    limits = Limits.from_settings(settings)
+    python = await find_python(settings.sandbox_python)
+    cgroups = await asyncio.to_thread(_cgroups)
+    if settings.sandbox_backend in ("auto", "bwrap"):
+        try:
+            return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
+        except SandboxError as exc:
+            if settings.sandbox_backend == "bwrap":
+                raise
+            log.warning("bubblewrap cannot run here (%s); falling back to the process backend",
+                        exc.message)
+    return await _checked(_process(settings, sandbox_root, python, limits, cgroups))
+
+
+def _cgroups() -> PidsCgroups | None:
+    cgroups = PidsCgroups.discover()
+    if cgroups is not None:
+        cgroups.sweep_stale()
+    return cgroups
+
+
+async def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
+                 cgroups: PidsCgroups | None, warm: bool) -> Executor:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxError("the bwrap command is not installed")
+    features = await _bwrap_options(bwrap)
+    for option, cost in OPTIONAL_OPTIONS.items():
+        if option not in features:
+            log.warning("this bubblewrap has no %s option (it is older than 0.8): %s", option, cost)
+    layout = Layout(sandbox_root=root, hidden=settings.home, extra_ro=python.prefixes,
+                    network=settings.sandbox_network, tmp_bytes=settings.sandbox_tmp_bytes,
+                    env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT), features=features)
+    return BwrapExecutor(bwrap, layout, python.path, find_bash(), limits,
+                         settings.sandbox_max_concurrent, cgroups, warm=warm)
+
+
+async def _bwrap_options(bwrap: str) -> frozenset[str]:
+    """The options this bwrap lists in its --help."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            bwrap, "--help", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin"})
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise SandboxError(f"cannot run {bwrap}: {exc}") from exc
+    return frozenset(re.findall(r"--[a-z0-9-]+", out.decode("utf-8", "replace")))
+
+
+def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
+             cgroups: PidsCgroups | None) -> Executor:
+    tmp = settings.home / "sandbox-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return ProcessExecutor(root, tmp, python.path, find_bash(), limits, settings.sandbox_max_concurrent,
+                           cgroups)
+
+
+async def _checked(executor: Executor) -> Executor:
+    result = await executor.run([executor.python, "-c", "print('ok')"])
+    if result.exit_code != 0 or result.stdout.strip() != "ok":
+        raise SandboxError(f"the {executor.name} backend cannot run Python: exit {result.exit_code}, "
+                           f"{(result.stderr or result.stdout).strip()[:500]}")
+    if not executor.isolated:
+        log.warning("!!! the sandbox backend is %r, which does NOT isolate: code the model runs has "
+                    "Ghost's user's rights, can read Ghost's database and files, and has the "
+                    "network. Install bubblewrap (see docs/sandbox.md). !!!", executor.name)
+    if executor.info().get("process_limit") == "none":
+        log.warning("!!! the sandbox's process limit is NOT enforced: Ghost runs as root and cannot "
+                    "create a pids cgroup, so a fork bomb in the sandbox can exhaust the host's "
+                    "process table. Run Ghost as an ordinary user. !!!")
+    log.info("sandbox backend %s (isolated: %s), working directory %s", executor.name,
+             executor.isolated, SANDBOX_MOUNT if executor.isolated else "the sandbox directory")
+    return executor

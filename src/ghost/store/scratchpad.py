@@ -1,0 +1,127 @@
+"""The scratchpad: the agent's persistent key-value working memory, values being any JSON.
+
+Stored in the `scratchpad` table, so it survives restarts. Bounded: at most `max_entries`
+keys, each value at most `max_value_bytes` of JSON, each key at most MAX_KEY_CHARS characters;
+a write past a bound fails with LimitExceeded and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ghost.errors import BadRequest, LimitExceeded, NotFound
+from ghost.store.db import Database
+
+MAX_KEY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    size: int  # bytes of JSON
+    updated_at: float
+
+
+def encode(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"scratchpad values must be JSON: {exc}") from exc
+
+
+def check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise BadRequest("a scratchpad key must be a non-empty string")
+    if len(key) > MAX_KEY_CHARS:
+        raise BadRequest(f"a scratchpad key may have at most {MAX_KEY_CHARS} characters")
+    return key
+
+
+class Scratchpad:
+    def __init__(self, db: Database, *, max_entries: int, max_value_bytes: int) -> None:
+        self.db = db
+        self.max_entries = max_entries
+        self.max_value_bytes = max_value_bytes
+
+    async def set(self, key: str, value: Any) -> None:
+        data = self._checked(key, value)
+        await self.db.run(self._set, key, data)
+
+    async def get(self, key: str) -> Any:
+        row = await self.db.run(_get, check_key(key))
+        if row is None:
+            raise NotFound(f"no scratchpad entry {key!r}")
+        return json.loads(row)
+
+    async def list(self) -> list[Entry]:
+        return await self.db.run(_list)
+
+    async def delete(self, key: str) -> bool:
+        return await self.db.run(_delete, check_key(key))
+
+    async def all(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in await self.db.run(_all)}
+
+    async def previews(self, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
+        """(number of entries, [(key, first `chars` characters of its JSON)]) newest first."""
+        return await self.db.run(_previews, chars, limit)
+
+    async def replace_all(self, entries: dict[str, Any]) -> None:
+        """Make the scratchpad exactly `entries` (a workspace load), in one transaction."""
+        if len(entries) > self.max_entries:
+            raise LimitExceeded(f"{len(entries)} scratchpad entries; at most {self.max_entries} are kept")
+        encoded = {key: self._checked(key, value) for key, value in entries.items()}
+        await self.db.run(_replace_all, encoded)
+
+    def _checked(self, key: str, value: Any) -> str:
+        check_key(key)
+        data = encode(value)
+        if len(data.encode()) > self.max_value_bytes:
+            raise LimitExceeded(f"scratchpad value for {key!r} is {len(data.encode()):,} bytes of JSON; "
+                                f"at most {self.max_value_bytes:,} are allowed")
+        return data
+
+    def _set(self, conn: sqlite3.Connection, key: str, data: str) -> None:
+        exists = conn.execute("SELECT 1 FROM scratchpad WHERE key = ?", (key,)).fetchone()
+        if not exists and conn.execute("SELECT COUNT(*) FROM scratchpad").fetchone()[0] >= self.max_entries:
+            raise LimitExceeded(f"the scratchpad is full ({self.max_entries} entries); delete one first")
+        conn.execute(
+            "INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (key, data, time.time()))
+
+
+def _get(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM scratchpad WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _list(conn: sqlite3.Connection) -> list[Entry]:
+    rows = conn.execute("SELECT key, length(CAST(value AS BLOB)), updated_at FROM scratchpad ORDER BY key")
+    return [Entry(key, size, updated) for key, size, updated in rows.fetchall()]
+
+
+def _delete(conn: sqlite3.Connection, key: str) -> bool:
+    return conn.execute("DELETE FROM scratchpad WHERE key = ?", (key,)).rowcount > 0
+
+
+def _all(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    return conn.execute("SELECT key, value FROM scratchpad ORDER BY key").fetchall()
+
+
+def _previews(conn: sqlite3.Connection, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
+    total = conn.execute("SELECT COUNT(*) FROM scratchpad").fetchone()[0]
+    rows = conn.execute("SELECT key, substr(value, 1, ?) FROM scratchpad ORDER BY updated_at DESC, key "
+                        "LIMIT ?", (chars, limit)).fetchall()
+    return total, [(key, start) for key, start in rows]
+
+
+def _replace_all(conn: sqlite3.Connection, encoded: dict[str, str]) -> None:
+    conn.execute("DELETE FROM scratchpad")
+    now = time.time()
+    conn.executemany("INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?)",
+                     [(key, data, now) for key, data in encoded.items()])

@@ -1,0 +1,72 @@
+"""The process limit when Ghost is not root: RLIMIT_NPROC, set inside the run's own user namespace.
+
+The other tests run as whoever runs pytest; on a root machine they use the cgroup. This one drops
+to `nobody` so that the RLIMIT_NPROC path is exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydantic
+import pytest
+
+import ghost
+
+NOBODY = 65534
+SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from ghost.config import Settings
+from ghost.sandbox.factory import make_executor
+
+async def main():
+    settings = Settings(home=Path(sys.argv[1]), sandbox_backend=sys.argv[2], sandbox_max_processes=16,
+                        sandbox_timeout=20)
+    settings.sandbox_path.mkdir(parents=True, exist_ok=True)
+    executor = await make_executor(settings, settings.sandbox_path)
+    code = ("import os, time\\nkids = 0\\nfor _ in range(60):\\n    try:\\n        pid = os.fork()\\n"
+            "    except OSError:\\n        continue\\n    if pid == 0:\\n        time.sleep(1)\\n"
+            "        os._exit(0)\\n    kids += 1\\nprint(kids)")
+    result = await executor.run([executor.python, "-c", code])
+    print(executor.info()["process_limit"], result.stdout.strip())
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture()
+def nobody_dir() -> Iterator[Path]:
+    if os.getuid() != 0:
+        pytest.skip("already unprivileged: every other sandbox test exercises this path")
+    path = Path(tempfile.mkdtemp(prefix="ghost-nobody-"))
+    os.chown(path, NOBODY, NOBODY)
+    (path / "run.py").write_text(SCRIPT)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "process"])
+def test_process_limit_holds_for_an_unprivileged_ghost(nobody_dir: Path, backend: str) -> None:
+    python = "/usr/bin/python3"  # Ghost's own interpreter may live where nobody cannot reach it
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"{python} is Python {version}; Ghost's compiled dependencies need {sys.version_info[:2]}")
+    pythonpath = os.pathsep.join([str(Path(ghost.__file__).parents[1]), str(Path(pydantic.__file__).parents[1])])
+    done = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python,
+         str(nobody_dir / "run.py"), str(nobody_dir / "home"), backend],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    mode, forked = done.stdout.split()
+    assert mode == "rlimit"
+    # bwrap: exact, the namespace holds only this run. process: the user's task count is taken
+    # just before the start, so tasks of that user ending meanwhile leave a little more room.
+    assert int(forked) < (16 if backend == "bwrap" else 24), done.stdout
