@@ -11,7 +11,7 @@ import pytest
 
 from ghost.llm import embedded_server
 from ghost.llm.embedded_server import handle_chat, null_content_as_empty
-from ghost.llm.toolcalls import (Reply, chosen_tool, opening_grammar, render_prompt, repeats_a_call,
+from ghost.llm.toolcalls import (Reply, chosen_tool, first_sentence, opening_grammar, render_prompt, repeats_a_call,
                                  tool_rounds_since_user)
 
 LIST_FILES = {"type": "function", "function": {
@@ -34,7 +34,7 @@ def test_prompt_lists_the_tools_in_the_system_message_and_ends_on_the_assistant(
     prompt = render_prompt([{"role": "system", "content": "Be brief."},
                             {"role": "user", "content": [{"type": "text", "text": "hi"}]}], TOOLS)
     assert prompt.startswith("<|im_start|>system\nBe brief.\n\nYou can use these tools:\n")
-    assert "- list_files(path: string, recursive?: boolean): List files in a folder of the sandbox." in prompt
+    assert "- list_files(path: string, recursive?: boolean): List files in a folder of the sandbox\n" in prompt
     assert "<|im_start|>user\nhi<|im_end|>\n" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
 
@@ -54,6 +54,12 @@ def test_prompt_shows_earlier_calls_results_and_answers_in_the_protocol() -> Non
 def test_prompt_without_tools_is_plain_chatml() -> None:
     prompt = render_prompt([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], [])
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_tool_descriptions_are_cut_to_their_first_sentence() -> None:
+    assert first_sentence("Read a file.  Slices of\nlines for big ones. More.") == "Read a file"
+    long = first_sentence("word " * 60)
+    assert long.endswith("…") and len(long) <= 101
 
 
 def test_opening_grammar_allows_a_message_or_a_known_tool() -> None:

@@ -132,6 +132,9 @@ class LaunchSpec:
             "--chat_format", CHAT_FORMAT, "--ghost_tool_rounds", str(self.tool_rounds),
             # Queue concurrent requests instead of cutting the running one short.
             "--interrupt_requests", "False",
+            # Logits for the last token only: the server's default keeps them for every position
+            # of the context (n_ctx x vocabulary floats, over a GB for SmolLM2 at 8k).
+            "--logits_all", "False",
         ]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 END = "<|im_end|>"
 MESSAGE = "message:"
 CALL = "functions."
-DESCRIPTION_CHARS = 160  # per tool, in the prompt: a small model has a small context
+DESCRIPTION_CHARS = 100  # per tool description, in the prompt
 INSTRUCTIONS = (
     "You can use these tools:\n{tools}\n\n"
     "Start every reply with either `message:` followed by your answer to the user, or "
@@ -51,8 +51,17 @@ def tool_line(tool: dict[str, Any]) -> str:
         f"{name}{'' if name in required else '?'}: {spec.get('type', 'any') if isinstance(spec, dict) else 'any'}"
         for name, spec in (schema.get("properties") or {}).items()
     )
-    description = " ".join(str(function.get("description", "")).split())[:DESCRIPTION_CHARS]
-    return f"- {function.get('name')}({params}): {description}"
+    return f"- {function.get('name')}({params}): {first_sentence(str(function.get('description', '')))}"
+
+
+def first_sentence(text: str) -> str:
+    """The start of a description, for the prompt: every token counts in a small model's context,
+    and the first prompt is read at about a hundred tokens a second on one core."""
+    text = " ".join(text.split())
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    if len(sentence) > DESCRIPTION_CHARS:
+        sentence = sentence[:DESCRIPTION_CHARS].rsplit(" ", 1)[0] + "…"
+    return sentence
 
 
 def _turn(role: str, text: str) -> str:
