@@ -13,6 +13,7 @@
     │   └── UpstreamTimeout         504 upstream_timeout
     ├── ToolError                   (a tool call failed; becomes a tool result, never a response)
     ├── SandboxError                500 sandbox_error
+    ├── InsufficientStorage         507 insufficient_storage
     └── WorkspaceError              400 workspace_error
         ├── UnsafePath              400 invalid_path
         │   └── PathOutsideSandbox  404 not_found_error
@@ -90,6 +91,13 @@ class ToolError(GhostError):
 
 class SandboxError(GhostError):
     error_type = "sandbox_error"
+
+
+class InsufficientStorage(GhostError):
+    """The disk (or quota) Ghost writes an upload, archive or staged load to is full."""
+
+    status_code = 507
+    error_type = "insufficient_storage"
 
 
 class WorkspaceError(GhostError):

@@ -208,7 +208,7 @@ class UpstreamSession:
             token = _attempt.set(attempt)
             try:
                 return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
-            except aiohttp.ServerDisconnectedError:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):  # closed, or reset (RST)
                 if not attempt.reused:
                     raise
             finally:

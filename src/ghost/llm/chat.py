@@ -169,7 +169,7 @@ async def _read_json(response: httpx.Response) -> dict[str, Any]:
 async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[Delta]:
     content_type = response.headers.get("content-type", "")
     if content_type.startswith("application/json"):  # an upstream that ignored stream=true
-        for delta in acc.chunk(await _read_json(response)):
+        for delta in _checked_chunk(acc, await _read_json(response)):
             yield delta
         acc.done = True
         return
@@ -179,8 +179,17 @@ async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[
         if chunk is None:
             acc.done = True
             return
-        for delta in acc.chunk(chunk):
+        for delta in _checked_chunk(acc, chunk):
             yield delta
+
+
+def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
+    """acc.chunk, with a chunk of the wrong shape (`"choices": 5`, a string delta) an upstream
+    error rather than an AttributeError that would surface as a 500."""
+    try:
+        return acc.chunk(chunk)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UpstreamError(f"upstream sent a stream chunk of the wrong shape: {str(chunk)[:120]}") from exc
 
 
 async def stream_chat(runtime: Runtime, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]:

@@ -13,12 +13,16 @@ exactly what it isolates and what it does not.
 from __future__ import annotations
 
 import asyncio
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ghost.config import Settings
+
+if TYPE_CHECKING:
+    from ghost.sandbox.cgroup import PidsCgroups
 
 # Why a run was stopped by Ghost or the kernel rather than finishing on its own.
 LimitName = Literal["timeout", "output", "cpu", "file_size"]
@@ -76,9 +80,13 @@ class Executor(ABC):
     name: str = "abstract"
     isolated: bool = False
 
-    def __init__(self, limits: Limits, max_concurrent: int) -> None:
+    def __init__(self, limits: Limits, max_concurrent: int, *, python: str, bash: str,
+                 cgroups: "PidsCgroups | None") -> None:
         self.limits = limits
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._python = python
+        self._bash = bash
+        self._cgroups = cgroups
 
     async def run(self, argv: Sequence[str], *, stdin: bytes = b"", limits: Limits | None = None) -> ExecResult:
         """Run `argv` (argv[0] as seen inside the sandbox) and wait for it, within `limits`."""
@@ -89,18 +97,26 @@ class Executor(ABC):
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult: ...
 
     @property
-    @abstractmethod
     def python(self) -> str:
         """The Python interpreter's path as the command sees it."""
+        return self._python
 
     @property
-    @abstractmethod
     def bash(self) -> str:
         """The shell's path as the command sees it."""
+        return self._bash
+
+    @property
+    def process_limit(self) -> str:
+        """How the per-run process limit holds: a pids cgroup, RLIMIT_NPROC, or not at all (root)."""
+        if self._cgroups is not None:
+            return "cgroup"
+        return "rlimit" if os.getuid() != 0 else "none"
 
     async def aclose(self) -> None:
         """Release what the backend keeps between runs (called at shutdown)."""
 
     def info(self) -> dict[str, Any]:
         """What /api/health shows about the sandbox."""
-        return {"backend": self.name, "isolated": self.isolated}
+        return {"backend": self.name, "isolated": self.isolated, "process_limit": self.process_limit,
+                "python": self._python, "limits": self.limits.as_dict()}

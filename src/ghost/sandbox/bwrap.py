@@ -52,33 +52,15 @@ class BwrapExecutor(Executor):
 
     def __init__(self, bwrap: str, layout: Layout, python: str, bash: str, limits: Limits,
                  max_concurrent: int, cgroups: PidsCgroups | None, *, warm: bool = True) -> None:
-        super().__init__(limits, max_concurrent)
+        super().__init__(limits, max_concurrent, python=python, bash=bash, cgroups=cgroups)
         self._bwrap = [bwrap]  # --die-with-parent: the sandbox dies with bwrap, bwrap with Ghost
         self._layout = layout
         self._layout_args = layout.args()
-        self._python = python
-        self._bash = bash
-        self._cgroups = cgroups
         self._warm_enabled = warm and bash.endswith("bash")
         self._warm: asyncio.Task[Sandbox] | None = None
 
-    @property
-    def python(self) -> str:
-        return self._python
-
-    @property
-    def bash(self) -> str:
-        return self._bash
-
-    @property
-    def process_limit(self) -> str:
-        if self._cgroups is not None:
-            return "cgroup"
-        return "rlimit" if os.getuid() != 0 else "none"
-
     def info(self) -> dict[str, object]:
-        return {**super().info(), "network": self._layout.network, "process_limit": self.process_limit,
-                "python": self._python, "warm_start": self._warm_enabled, "limits": self.limits.as_dict()}
+        return {**super().info(), "network": self._layout.network, "warm_start": self._warm_enabled}
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         sandbox = await self._take_warm(argv, limits)

@@ -74,6 +74,10 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
             return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
         except SandboxError as exc:
             if settings.sandbox_backend == "bwrap":
+                # One plain line before uvicorn's traceback, saying what to do.
+                log.error("sandbox_backend is 'bwrap' but bubblewrap cannot run here (%s); Ghost will "
+                          "not start. Fix bubblewrap (see docs/sandbox.md) or choose --sandbox-backend "
+                          "auto or process.", exc.message)
                 raise
             log.warning("bubblewrap cannot run here (%s); falling back to the process backend",
                         exc.message)

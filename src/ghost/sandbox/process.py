@@ -39,30 +39,12 @@ class ProcessExecutor(Executor):
 
     def __init__(self, sandbox_root: Path, tmp_dir: Path, python: str, bash: str, limits: Limits,
                  max_concurrent: int, cgroups: PidsCgroups | None) -> None:
-        super().__init__(limits, max_concurrent)
+        super().__init__(limits, max_concurrent, python=python, bash=bash, cgroups=cgroups)
         self._root = sandbox_root
         self._env = sandbox_env(home=str(tmp_dir), tmp=str(tmp_dir))
-        self._python = python
-        self._bash = bash
-        self._cgroups = cgroups
-
-    @property
-    def python(self) -> str:
-        return self._python
-
-    @property
-    def bash(self) -> str:
-        return self._bash
-
-    @property
-    def process_limit(self) -> str:
-        if self._cgroups is not None:
-            return "cgroup"
-        return "rlimit" if os.getuid() != 0 else "none"
 
     def info(self) -> dict[str, object]:
-        return {**super().info(), "network": True, "process_limit": self.process_limit,
-                "python": self._python, "limits": self.limits.as_dict()}
+        return {**super().info(), "network": True}
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         cgroup = self._cgroups.create(limits.max_processes) if self._cgroups else None

@@ -60,6 +60,8 @@ class Reply:
     )
     fail_after: int | None = None  # break the connection after this many streamed chunks
     finish_reason: str | None = None
+    raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
+    raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
 
     def pieces(self) -> list[str]:
         return self.chunks if self.chunks is not None else _words(self.content)
@@ -208,6 +210,8 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
                                 status_code=reply.status)
         model = body.get("model", self.model)
+        if reply.raw_stream is not None:
+            return WatchedStreamingResponse(self._raw(reply), media_type="text/event-stream")
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
@@ -236,6 +240,13 @@ class FakeUpstream:
             self.open_streams -= 1
             if not finished:
                 self.closed_early += 1
+
+    @staticmethod
+    async def _raw(reply: Reply):
+        yield reply.raw_stream.encode("utf-8", "surrogateescape") if reply.raw_stream else b""
+        await asyncio.sleep(0.05)  # let the bytes leave before the connection ends
+        if reply.raw_then_break:
+            raise ConnectionAbortedError("scripted break after raw stream bytes")
 
     async def _echo(self, request: Request) -> Response:
         digest = hashlib.sha256()

@@ -13,6 +13,7 @@ biggest files are usually of that kind, and storing them costs next to nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ghost.errors import LimitExceeded
-from ghost.workspace.layout import IO_BLOCK, SANDBOX_DIR, SESSION_FILE, SKILLS_DIR
+from ghost.workspace.layout import IO_BLOCK, SANDBOX_DIR, SESSION_FILE, SKILLS_DIR, disk_space
 from ghost.workspace.tasks import StopFlag
 
 log = logging.getLogger("ghost.workspace")
@@ -71,11 +72,14 @@ class _CappedWriter:
 def build_archive(root: Path, tmp_dir: Path, session_json: bytes, cap: int, stop: StopFlag) -> BuiltArchive:
     out = tempfile.TemporaryFile(dir=tmp_dir)
     try:
-        files = _write_zip(_CappedWriter(out, cap), root, session_json, stop)
+        with disk_space("workspace archive"):  # buffered: a write, seek or flush may meet the full disk
+            files = _write_zip(_CappedWriter(out, cap), root, session_json, stop)
+            out.flush()
         size = out.tell()
         out.seek(0)
     except BaseException:
-        out.close()
+        with contextlib.suppress(OSError):  # its flush meets the same full disk; the fd closes anyway
+            out.close()
         raise
     return BuiltArchive(file=out, size=size, files=files)
 

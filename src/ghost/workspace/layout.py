@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ghost.errors import GhostError
+from ghost.errors import GhostError, InsufficientStorage
 
 log = logging.getLogger("ghost.workspace")
 
@@ -61,3 +64,14 @@ def reset_tmp_dir(sandbox_root: Path) -> None:
     if os.stat(sandbox_root).st_dev != os.stat(path).st_dev:
         log.warning("the sandbox %s is a mount point of its own: a workspace load cannot swap it in "
                     "atomically and will fail; mount its parent folder instead", sandbox_root)
+
+
+@contextmanager
+def disk_space(what: str) -> Iterator[None]:
+    """A full disk (or quota) while writing `what` becomes a 507 InsufficientStorage, not a 500."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientStorage(f"not enough disk space for the {what}; nothing was kept") from exc

@@ -22,7 +22,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from ghost.errors import BadRequest, LimitExceeded
-from ghost.workspace.layout import IO_BLOCK
+from ghost.workspace.layout import IO_BLOCK, disk_space
 from ghost.workspace.tasks import to_completion
 
 MAX_FIELDS = 16
@@ -67,7 +67,11 @@ class _Spool:
             return
         await self._wait_for_write()
         block, self._pending = self._pending, bytearray()
-        self._writing = asyncio.ensure_future(asyncio.to_thread(self.file.write, block))
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, block))
+
+    def _write(self, block: bytearray) -> int:
+        with disk_space("upload"):
+            return self.file.write(block)
 
     async def _wait_for_write(self) -> None:
         if self._writing is not None:
@@ -77,7 +81,11 @@ class _Spool:
     async def finish(self) -> None:
         await self.flush(force=True)
         await self._wait_for_write()
-        await asyncio.to_thread(self.file.close)
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with disk_space("upload"):
+            self.file.close()
 
     async def discard(self) -> None:
         """Remove the temp file after a failure (which is already on its way up)."""
@@ -85,7 +93,8 @@ class _Spool:
             # A block may still be on its way to disk: let it land before closing the file.
             with contextlib.suppress(Exception):
                 await to_completion(self._writing)
-        self.file.close()
+        with contextlib.suppress(OSError):  # a full disk can fail the close's flush too
+            self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

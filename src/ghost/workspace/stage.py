@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.errors import ArchiveRejected, LimitExceeded
-from ghost.workspace.layout import IO_BLOCK
+from ghost.workspace.layout import IO_BLOCK, disk_space
 from ghost.workspace.state import SessionState, decode_session
 from ghost.workspace.tasks import StopFlag
 from ghost.workspace.zipcheck import Area, Entry, Limits, check_archive, count_entries
@@ -148,7 +148,7 @@ def _read_session(archive: zipfile.ZipFile, entries: list[Entry], cap: int, budg
 
 
 def _copy_out(archive: zipfile.ZipFile, entry: Entry, target: Path, budget: _Budget, stop: StopFlag) -> None:
-    with archive.open(entry.info) as source, open(target, "xb") as sink:
+    with disk_space("unpacked workspace"), archive.open(entry.info) as source, open(target, "xb") as sink:
         while block := source.read(IO_BLOCK):
             budget.spend(len(block))
             sink.write(block)

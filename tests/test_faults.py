@@ -1,0 +1,466 @@
+"""Faults against a real Ghost: a broken upstream stream, SIGKILL mid-write, a full disk, a missing
+sandbox backend, and secrets in the log. (Upstream death, HTML, non-200 and hangs are in
+test_agent_turn.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ghost.testing.fake_upstream import FakeUpstream, Reply
+from ghost.testing.server import GhostServer
+
+USER = [{"role": "user", "content": "hi"}]
+FIRST = 'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}}]}\n\n'
+
+
+@pytest.fixture(scope="module")
+def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+    with GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process",
+                     home=tmp_path_factory.mktemp("faults-home")) as ghost:
+        yield ghost
+
+
+def chat(server: GhostServer, path: str = "/v1/chat/completions", **body: object) -> httpx.Response:
+    return httpx.post(server.url + path, headers=server.headers, timeout=30,
+                      json={"model": "fake-model", "messages": USER, **body})
+
+
+def still_serves(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="fine again"))
+    response = chat(server)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "fine again"
+
+
+# --- 1. a broken upstream stream ---------------------------------------------------------------------
+
+BEFORE_FIRST_BYTE = {
+    "truncated line, then the connection breaks": Reply(raw_stream='data: {"choi', raw_then_break=True),
+    "truncated line, then the stream ends": Reply(raw_stream='data: {"choi'),
+    "garbage bytes": Reply(raw_stream="data: \x00\x01\udcff\udcfe not json at all\n\n"),
+    "garbage lines without data:": Reply(raw_stream="\udcff\udcfe\x07garbage\n\nmore garbage\n"),
+    "JSON of the wrong shape": Reply(raw_stream='data: {"choices": [{"delta": "oops"}]}\n\n'),
+    "choices not a list": Reply(raw_stream='data: {"choices": 5}\n\n'),
+    "bad tool-call index": Reply(raw_stream='data: {"choices": [{"delta": {"tool_calls": [{"index": "x"}]}}]}\n\n'),
+}
+
+
+@pytest.mark.parametrize("case", list(BEFORE_FIRST_BYTE))
+@pytest.mark.parametrize("stream", [True, False])
+def test_broken_stream_before_any_content_is_a_clean_502(case: str, stream: bool, server: GhostServer,
+                                                         upstream: FakeUpstream) -> None:
+    upstream.script(BEFORE_FIRST_BYTE[case])
+    response = chat(server, stream=stream)
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["type"].startswith("upstream")
+    still_serves(server, upstream)
+
+
+AFTER_FIRST_BYTE = {
+    "truncated line": Reply(raw_stream=FIRST + 'data: {"choi', raw_then_break=True),
+    "garbage bytes": Reply(raw_stream=FIRST + "data: \udcff\udcfe{{{ not json\n\n"),
+    "JSON of the wrong shape": Reply(raw_stream=FIRST + 'data: {"choices": ["x"]}\n\n'),
+}
+
+
+@pytest.mark.parametrize("case", list(AFTER_FIRST_BYTE))
+def test_broken_stream_after_content_is_an_in_band_error(case: str, server: GhostServer,
+                                                        upstream: FakeUpstream) -> None:
+    upstream.script(AFTER_FIRST_BYTE[case])
+    response = chat(server, stream=True)
+    assert response.status_code == 200
+    blocks = [b for b in response.text.split("\n\n") if b and not b.startswith(":")]
+    first = [json.loads(b.split("data: ", 1)[1]) for b in blocks[:-2]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in first) == "partial"
+    assert blocks[-2].startswith("event: error\ndata: ")
+    assert json.loads(blocks[-2].split("data: ", 1)[1])["error"]["type"].startswith("upstream")
+    assert blocks[-1] == "data: [DONE]"
+    still_serves(server, upstream)
+
+
+def test_broken_stream_after_content_in_ndjson(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(AFTER_FIRST_BYTE["garbage bytes"])
+    response = chat(server, path="/api/chat")
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    assert lines[0]["message"]["content"] == "partial"
+    assert set(lines[-1]) == {"error"} and "malformed" in lines[-1]["error"]
+    assert "internal" not in response.text
+    still_serves(server, upstream)
+
+
+# --- 3. a full disk ----------------------------------------------------------------------------------
+
+DISK_MB = 20
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs: a real filesystem that fills up (the tests run as root here)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def tmp_leftovers(ghost: GhostServer) -> list[str]:
+    return sorted(p.name for p in (ghost.home / ".sandbox.ghost-tmp").iterdir())
+
+
+def integrity(home: Path) -> str:
+    with contextlib.closing(sqlite3.connect(home / "ghost.db", timeout=10)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def assert_insufficient_storage(response: httpx.Response) -> None:
+    assert response.status_code == 507, response.text
+    assert response.json()["error"]["type"] == "insufficient_storage"
+    assert "disk space" in response.json()["error"]["message"]
+
+
+def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        (sandbox / "keep.txt").write_text("kept")
+        free_before = free_bytes(small_disk)
+        response = http.post("/api/upload", files={"file": ("big.bin", os.urandom(free_before + 4 * 2**20))})
+        assert_insufficient_storage(response)
+        assert sorted(p.name for p in sandbox.iterdir()) == ["keep.txt"]
+        assert tmp_leftovers(ghost) == []
+        assert free_bytes(small_disk) >= free_before - 2**20  # the partial upload's space came back
+        # Ghost keeps serving, and an upload that fits still works.
+        assert http.post("/api/upload", files={"file": ("small.bin", b"x" * 1000)}).status_code == 200
+        assert (sandbox / "small.bin").read_bytes() == b"x" * 1000
+        assert (sandbox / "keep.txt").read_text() == "kept"
+        assert integrity(ghost.home) == "ok"
+
+
+def test_a_full_disk_during_a_save_is_507_and_leaves_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        big = os.urandom(12 * 2**20)  # does not compress: the archive needs more than is left
+        (sandbox / "big.bin").write_bytes(big)
+        free_before = free_bytes(small_disk)
+        assert free_before < len(big)
+        assert_insufficient_storage(http.post("/api/workspace/save"))
+        assert tmp_leftovers(ghost) == []
+        assert free_bytes(small_disk) >= free_before - 2**20  # the unnamed archive file is gone
+        assert hashlib.sha256((sandbox / "big.bin").read_bytes()).digest() == hashlib.sha256(big).digest()
+        assert integrity(ghost.home) == "ok"
+        # Once there is room, a save works again.
+        (sandbox / "big.bin").unlink()
+        (sandbox / "small.txt").write_text("small")
+        assert http.post("/api/workspace/save").status_code == 200
+
+
+def test_a_full_disk_while_a_load_unpacks_is_507_and_changes_nothing(small_disk: Path) -> None:
+    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+            httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+        sandbox = ghost.home / "sandbox"
+        (sandbox / "new.bin").write_bytes(os.urandom(8 * 2**20))
+        archive = http.post("/api/workspace/save").content
+        (sandbox / "new.bin").unlink()
+        (sandbox / "old.txt").write_text("old")
+        (sandbox / "filler.bin").write_bytes(os.urandom(free_bytes(small_disk) - 12 * 2**20))
+        before = tree(sandbox)
+        # The archive (8 MB) fits in the temp folder; unpacking it (8 MB more) does not.
+        assert_insufficient_storage(http.post("/api/workspace/load", content=archive,
+                                              headers={"content-type": "application/zip"}))
+        assert tree(sandbox) == before
+        assert tmp_leftovers(ghost) == []
+        assert integrity(ghost.home) == "ok"
+        assert http.get("/api/health").status_code == 200
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path below root: a file's sha256 or 'dir'."""
+    return {p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
+
+
+# --- 4. the sandbox backend missing at start --------------------------------------------------------
+
+def broken_bwrap(folder: Path) -> str:
+    """A PATH whose only bwrap fails the way an unprivileged container's does."""
+    folder.mkdir()
+    script = folder / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return str(folder)
+
+
+@pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
+def test_auto_falls_back_to_the_process_backend_loudly(path: str, tmp_path: Path) -> None:
+    search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
+    with GhostServer(home=tmp_path / "home", env={"PATH": search}) as ghost:
+        sandbox = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()["sandbox"]
+        log = ghost.log()
+    assert sandbox["backend"] == "process" and sandbox["isolated"] is False
+    assert "bubblewrap cannot run here" in log and "falling back to the process backend" in log
+    assert "does NOT isolate" in log
+    if path == "a bwrap that cannot run":
+        assert "Permission denied" in log  # bubblewrap's own words reach the log
+
+
+@pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
+def test_explicit_bwrap_that_cannot_run_refuses_to_start(path: str, tmp_path: Path) -> None:
+    search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
+    ghost = GhostServer("--sandbox-backend", "bwrap", home=tmp_path / "home", env={"PATH": search})
+    with pytest.raises(RuntimeError, match="ghost exited with 3"):
+        ghost.start()
+    log = ghost.log()
+    assert "sandbox_backend is 'bwrap' but bubblewrap cannot run here" in log
+    assert "not installed" in log if path == "no bwrap" else "Permission denied" in log
+    assert "falling back" not in log
+
+
+# --- 5. no secret in the log --------------------------------------------------------------------------
+
+CLIENT_KEY = "client-Key-7f3a9c2e51b84d06"
+UPSTREAM_KEY = "upstream-Key-0d9e8c7b6a5f4e3d"
+
+
+def test_no_secret_is_ever_logged_and_auth_failures_name_the_client(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--upstream-api-key", UPSTREAM_KEY, "--log-level", "debug",
+                        api_key=CLIENT_KEY, home=tmp_path / "home")
+    with ghost, httpx.Client(base_url=ghost.url, timeout=30) as http:
+        good, bearer = {"X-Ghost-Key": CLIENT_KEY}, {"Authorization": f"Bearer {CLIENT_KEY}"}
+        upstream.script(Reply(content="one"), Reply(status=500), Reply(content="three"))
+        assert http.post("/v1/chat/completions", headers=good, json={"model": "fake-model", "messages": USER}).status_code == 200
+        assert http.post("/api/chat", headers=bearer, json={"model": "fake-model", "messages": USER}).status_code == 502
+        assert http.post("/v1/chat/completions", headers=good,
+                         json={"model": "fake-model", "messages": USER, "stream": True}).status_code == 200
+        assert http.get("/v1/models", headers=bearer).status_code == 200
+        assert http.post("/v1/chat/completions", headers=good, content=b"{not json").status_code == 400
+        # Failed auth, with keys that contain the real one, so logging them would leak it.
+        assert http.get("/v1/models", headers={"X-Ghost-Key": CLIENT_KEY + "x"}).status_code == 401
+        assert http.get("/api/sessions", headers={"Authorization": f"Bearer {UPSTREAM_KEY}"}).status_code == 401
+        assert http.post("/api/chat", json={"model": "fake-model", "messages": USER}).status_code == 401
+        assert http.get("/api/health", headers=good).status_code == 200
+    log = ghost.log_path.read_text(errors="replace")  # all of it, not the tail
+    assert CLIENT_KEY not in log and UPSTREAM_KEY not in log
+    assert "auth failed: GET /v1/models from 127.0.0.1 (wrong key)" in log
+    assert "auth failed: GET /api/sessions from 127.0.0.1 (wrong key)" in log
+    assert "auth failed: POST /api/chat from 127.0.0.1 (no key)" in log
+    # The keys were really in use: the upstream got its own key, never the client's.
+    sent = [r["headers"].get("authorization") for r in upstream.chat_requests()]
+    assert sent and set(sent) == {f"Bearer {UPSTREAM_KEY}"}
+
+
+# --- 2. SIGKILL in the middle of writes ------------------------------------------------------------
+
+def rows(home: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{home / 'ghost.db'}?mode=ro", uri=True, timeout=10)) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def in_background(fn, *args: object) -> threading.Thread:  # type: ignore[no-untyped-def]
+    def quietly() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
+            fn(*args)
+
+    thread = threading.Thread(target=quietly, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_state_readable(ghost: GhostServer, upstream: FakeUpstream) -> None:
+    """After a restart: the database is sound and Ghost reads its scratchpad and history."""
+    assert integrity(ghost.home) == "ok"
+    with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=30) as http:
+        sessions = http.get("/api/sessions").json()["sessions"]
+        assert len(sessions) == rows(ghost.home, "history")
+        for session in sessions:
+            stored = http.get(f"/api/sessions/{session['id']}")
+            assert stored.status_code == 200 and len(stored.json()["messages"]) == session["messages"]
+        upstream.reset()
+        upstream.script(Reply(content="", tool_calls=[{"name": "scratchpad_list", "arguments": {}}]),
+                        Reply(content="listed"))
+        reply = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER})
+        assert reply.status_code == 200, reply.text
+    listed = upstream.chat_requests()[-1]["body"]["messages"][-1]["content"]
+    keys = rows(ghost.home, "scratchpad")
+    if keys:
+        assert listed.count("\n") + 1 == keys  # one line per key, each read back
+    else:
+        assert "empty" in listed
+
+
+def pad_round(i: int) -> Reply:
+    return Reply(content="", tool_calls=[{"name": "scratchpad_set", "arguments": {"key": f"k{i}-{j}", "value": {"n": i, "text": "v" * 2000}}}
+                                         for j in range(10)])
+
+
+def test_sigkill_during_scratchpad_and_history_writes(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process", "--max-tool-rounds", "100",
+                        home=tmp_path / "home").start()
+    try:
+        upstream.script(*(pad_round(i) for i in range(90)))
+        stop = threading.Event()
+
+        def turns(prefix: str) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                httpx.post(ghost.url + "/v1/chat/completions", headers={**ghost.headers, "X-Ghost-Session": f"{prefix}{n}"},
+                           json={"model": "fake-model", "messages": [*USER, {"role": "assistant", "content": "x" * 5000}, *USER]},
+                           timeout=30)
+
+        threads = [in_background(turns, prefix) for prefix in ("a", "b", "c")]
+        wait_for(lambda: rows(ghost.home, "scratchpad") >= 100 and rows(ghost.home, "history") >= 5, "writes")
+        seen = rows(ghost.home, "scratchpad"), rows(ghost.home, "history")
+        ghost.stop(signal.SIGKILL)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        ghost.start()
+        # Every commit another reader saw survived the kill.
+        assert rows(ghost.home, "scratchpad") >= seen[0] and rows(ghost.home, "history") >= seen[1]
+        assert_state_readable(ghost, upstream)
+    finally:
+        ghost.stop()
+
+
+def make_files(root: Path, tag: str, count: int, size: int) -> None:
+    for i in range(count):
+        folder = root / f"{tag}-dir{i % 7}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{tag}-{i}.bin").write_bytes(os.urandom(size))
+
+
+def wipe(root: Path) -> None:
+    for child in root.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def home_leftovers(ghost: GhostServer) -> list[str]:
+    """Anything in the home besides what Ghost keeps there (a parked sandbox, a half upload...)."""
+    expected = {"sandbox", ".sandbox.ghost-tmp", "ghost.db", "ghost.db-wal", "ghost.db-shm", "server-test.log",
+                "sandbox-tmp"}
+    return sorted(p.name for p in ghost.home.iterdir() if p.name not in expected)
+
+
+def temp_has(ghost: GhostServer, prefix: str) -> bool:
+    with contextlib.suppress(OSError):
+        for path in (ghost.home / ".sandbox.ghost-tmp").iterdir():
+            if path.name.startswith(prefix) and (path.is_dir() and any(path.rglob("*.bin")) or path.stat().st_size > 0):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("moment", ["receiving", "unpacking", "swapping"])
+def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(moment: str, upstream: FakeUpstream,
+                                                                             tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process", home=tmp_path / "home").start()
+    sandbox = ghost.home / "sandbox"
+    try:
+        with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
+            make_files(sandbox, "new", 240, 40_000)
+            new = tree(sandbox)
+            archive = http.post("/api/workspace/save").content
+            wipe(sandbox)
+            make_files(sandbox, "old", 50, 10_000)
+            old = tree(sandbox)
+
+            def load() -> None:
+                chunks = (archive[i:i + 2**18] for i in range(0, len(archive), 2**18))
+                with httpx.Client(timeout=60) as slow:
+                    slow.post(ghost.url + "/api/workspace/load", headers={**ghost.headers, "content-type": "application/zip"},
+                              content=_paced(chunks, 0.02 if moment == "receiving" else 0))
+
+            loader = in_background(load)
+            if moment == "receiving":
+                wait_for(lambda: temp_has(ghost, "load-"), "the upload to start")
+            elif moment == "unpacking":
+                wait_for(lambda: temp_has(ghost, "stage-"), "unpacking to start")
+            else:  # as the sandbox is swapped: kill as soon as it changes (or the load has answered)
+                wait_for(lambda: not loader.is_alive() or tree_names(sandbox) != set(old), "the swap")
+        ghost.stop(signal.SIGKILL)
+        loader.join(30)
+        ghost.start()
+        after = tree(sandbox)
+        assert after in (old, new), f"a mix: {len(set(after) & set(old))} old and {len(set(after) & set(new))} new paths"
+        if moment == "receiving":  # paced: the archive was not all in yet
+            assert after == old
+        assert tmp_leftovers(ghost) == [] and home_leftovers(ghost) == []
+        assert_state_readable(ghost, upstream)
+    finally:
+        ghost.stop()
+
+
+def tree_names(root: Path) -> set[str]:
+    with contextlib.suppress(OSError):
+        return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+    return set()
+
+
+def _paced(chunks: Iterator[bytes], pause: float) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        if pause:
+            time.sleep(pause)
+
+
+def test_sigkill_during_an_upload_leaves_no_partial_file(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-backend", "process", home=tmp_path / "home").start()
+    sandbox = ghost.home / "sandbox"
+    try:
+        (sandbox / "big.bin").write_bytes(b"the old big.bin")
+        boundary = "faultsboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+        def body() -> Iterator[bytes]:
+            yield head
+            for _ in range(200):  # 50 MB, paced so that the kill lands mid-way
+                yield os.urandom(2**18)
+                time.sleep(0.01)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        def upload() -> None:
+            httpx.post(ghost.url + "/api/upload", content=body(), timeout=60,
+                       headers={**ghost.headers, "content-type": f"multipart/form-data; boundary={boundary}"})
+
+        uploader = in_background(upload)
+        wait_for(lambda: temp_has(ghost, "upload-"), "the upload to reach the disk")
+        ghost.stop(signal.SIGKILL)
+        uploader.join(30)
+        ghost.start()
+        assert (sandbox / "big.bin").read_bytes() == b"the old big.bin"
+        assert sorted(p.name for p in sandbox.iterdir()) == ["big.bin"]
+        assert tmp_leftovers(ghost) == [] and home_leftovers(ghost) == []
+        with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=30) as http:
+            assert http.post("/api/upload", files={"file": ("big.bin", b"new")}).status_code == 200
+        assert (sandbox / "big.bin").read_bytes() == b"new"
+    finally:
+        ghost.stop()
