@@ -10,7 +10,8 @@ the start-up time of `ghost serve` with no upstream.
    the ratio is Ghost's cost alone.
 3. Chat: Ghost's agent turn (`/v1/chat/completions`) vs the model server's chat endpoint given
    the very request Ghost sends upstream (its system prompt and tools; captured once on the fake
-   upstream), interleaved, temperature 0: the same work for the model both ways.
+   upstream), interleaved, temperature 0, `tool_choice: "none"`: the same work for the model both
+   ways.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def upstream_body(body: dict) -> dict:
 
 
 def chat(ghost: GhostServer, runs: int, tokens: int) -> None:
-    body = {"messages": QUESTION, "max_tokens": tokens, "temperature": 0, "seed": 1, "stream": True}
+    # tool_choice "none": the same generation both ways, whichever tool the model would fancy.
+    body = {"messages": QUESTION, "max_tokens": tokens, "temperature": 0, "seed": 1, "stream": True,
+            "tool_choice": "none"}
     same = upstream_body(body)
     targets = {"direct model server (Ghost's upstream request)": (model_url(ghost) + "/v1/chat/completions", {}),
                "through Ghost's agent turn": (ghost.url + "/v1/chat/completions", ghost.headers)}
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--starts", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="--embedded-threads for Ghost (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="--embedded-threads for Ghost (0: its default, half the cores)")
     args = parser.parse_args()
     if args.starts:
         startup(args.starts)

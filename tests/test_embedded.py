@@ -139,6 +139,52 @@ def test_chat_streams_text_from_the_model(ghost: GhostServer) -> None:
     assert text.strip()
 
 
+LIST_FILES = {"type": "function", "function": {
+    "name": "list_files", "description": "List the files in a folder of the sandbox.",
+    "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}
+
+
+def model_chat(ghost: GhostServer, body: dict) -> list[dict]:
+    """Chunks of a streamed chat straight from the bundled model server."""
+    url = embedded_info(ghost)["url"] + "/v1/chat/completions"
+    with httpx.stream("POST", url, json={**body, "stream": True, "temperature": 0}, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        return [json.loads(line[6:]) for line in response.iter_lines()
+                if line.startswith("data: {")]
+
+
+def test_the_model_server_streams_well_formed_tool_calls(ghost: GhostServer) -> None:
+    forced = {"type": "function", "function": {"name": "list_files"}}
+    chunks = model_chat(ghost, {"messages": [{"role": "user", "content": "What is in the docs folder?"}],
+                                "tools": [LIST_FILES], "tool_choice": forced, "max_tokens": 40})
+    calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls") or []]
+    assert [c["function"]["name"] for c in calls] == ["list_files"]
+    assert isinstance(json.loads(calls[0]["function"]["arguments"])["path"], str)  # the schema's grammar
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_the_model_server_answers_after_a_tool_result(ghost: GhostServer) -> None:
+    # The agent's second round: an assistant message with tool calls and `content: null`, then the result.
+    messages = [{"role": "user", "content": "What is in the docs folder?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "list_files", "arguments": '{"path": "docs"}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "readme.md, notes.txt"}]
+    chunks = model_chat(ghost, {"messages": messages, "tools": [LIST_FILES], "max_tokens": 24})
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks)
+    assert text.strip()
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_an_agent_turn_with_tools_ends_in_an_answer(ghost: GhostServer) -> None:
+    client = openai.OpenAI(base_url=f"{ghost.url}/v1", api_key=ghost.api_key, max_retries=0)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "List the files in the sandbox."}],
+        max_tokens=24, temperature=0, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.strip()
+    assert "Ghost stopped this turn" not in text  # the model answered instead of looping on tools
+
+
 def test_killed_model_server_is_restarted(ghost: GhostServer) -> None:
     before = embedded_info(ghost)
     os.kill(before["pid"], signal.SIGKILL)

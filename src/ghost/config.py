@@ -90,7 +90,12 @@ class Settings(BaseSettings):
         8192, ge=512, description="Context window, in tokens, of the bundled model server."
     )
     embedded_threads: int = Field(
-        0, ge=0, description="CPU threads the bundled model generates with; 0: every core."
+        0, ge=0, description="CPU threads the bundled model uses; 0: half the cores (at least one), "
+        "leaving room for Ghost and the sandbox.",
+    )
+    embedded_tool_rounds: int = Field(
+        1, ge=0, description="Tool rounds the bundled model may take for one message before it must "
+        "answer (a small model calls tools forever otherwise); raise it for a larger --model-path.",
     )
     embedded_startup_timeout: float = Field(
         120.0, gt=0, description="Seconds to wait for the bundled model server to answer."

