@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ghost.testing.fake_upstream import FakeUpstream  # noqa: E402
-from ghost.testing.fuzz import Fuzzer, auths, scenarios  # noqa: E402
+from ghost.testing.fuzz import Fuzzer, answered_without_key, auths, scenarios  # noqa: E402
 from ghost.testing.server import TEST_KEY, GhostServer  # noqa: E402
 
 READ_TIMEOUT_S = 2.0
@@ -82,9 +82,13 @@ def main() -> int:
             seconds = time.perf_counter() - started
             print(f"seed {seed}, {args.examples} examples per operation, mode and auth, {seconds:.0f} s")
             print(fuzzer.report.summary())
-            if fuzzer.report.problems:
+            leaks = answered_without_key(fuzzer.report, schema)
+            if leaks:
+                print("answered without the key:\n  " + "\n  ".join(leaks))
+            failed = bool(fuzzer.report.problems or leaks)
+            if failed:
                 print(f"\nserver log: {ghost.log_path}" if args.keep else "\n(--keep keeps the server log)")
-            return 1 if fuzzer.report.problems else 0
+            return 1 if failed else 0
     finally:
         upstream.stop()
         if not args.keep:

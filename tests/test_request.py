@@ -75,6 +75,10 @@ def test_jpeg_and_data_url_images() -> None:
     # Found by schema fuzzing (each was a 500): non-base64 images, tool_calls that is not a list.
     {"messages": [{"role": "user", "images": ["\u00aa"]}]}, {"messages": [{"role": "user", "images": ["ab!c"]}]},
     {"messages": [{"role": "assistant", "tool_calls": 5}]}, {"messages": [{"role": "assistant", "tool_calls": True}]},
+    # ... and call ids that are not strings (a list one broke the pairing of tool results with calls).
+    {"messages": [{"role": "tool", "tool_call_id": [None]}, {"role": "tool", "tool_call_id": []}]},
+    {"messages": [{"role": "assistant", "tool_calls": [{"id": [1], "function": {"name": "f"}}]},
+                  {"role": "tool", "content": "r"}]},
 ])
 def test_invalid_fields_are_422(body: dict) -> None:
     with pytest.raises(Unprocessable):

@@ -144,7 +144,8 @@ def _normalise_message(message: dict[str, Any], index: int, earlier: list[dict[s
             result["tool_calls"] = [_tool_call(call, index) for call in message["tool_calls"]]
             result["content"] = result["content"] or None
     if role == "tool":
-        result["tool_call_id"] = message.get("tool_call_id") or _matching_call_id(message, earlier)
+        call_id = _optional_string(message.get("tool_call_id"), f"messages[{index}].tool_call_id")
+        result["tool_call_id"] = call_id or _matching_call_id(message, earlier)
     if isinstance(message.get("name"), str):
         result["name"] = message["name"]
     return result
@@ -193,8 +194,16 @@ def _tool_call(call: Any, index: int) -> dict[str, Any]:
     arguments = function.get("arguments", {})
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments)
-    return {"id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+    call_id = _optional_string(call.get("id"), f"messages[{index}].tool_calls[].id")
+    return {"id": call_id or f"call_{uuid.uuid4().hex[:12]}", "type": "function",
             "function": {"name": function["name"], "arguments": arguments}}
+
+
+def _optional_string(value: Any, where: str) -> str | None:
+    """A call id: a string or nothing (ids are matched in sets, so a list would crash the pairing)."""
+    if value is not None and not isinstance(value, str):
+        raise Unprocessable(f"{where}: must be a string")
+    return value
 
 
 def _matching_call_id(message: dict[str, Any], earlier: list[dict[str, Any]]) -> str:

@@ -2,7 +2,7 @@
 
 Routes read their own bodies (`read_json_object`, streamed multipart), so FastAPI sees no body
 parameter and no reply model. This module supplies both, as keyword arguments for the route
-decorators (`@router.post(path, **openapi.CHAT)`): `response_model=None` (replies stay the plain
+decorators (`@router.post(path, **openapi.OPENAI_CHAT)`): `response_model=None` (replies stay the plain
 dicts they are), `responses=` and `openapi_extra=`. None of it is consulted while serving.
 
 `openapi_document` then finishes the document from the routes themselves: the security schemes,
@@ -254,7 +254,7 @@ def _finish_operation(keyed: bool, method: str, operation: dict[str, Any]) -> No
         operation["parameters"] = list({(p["in"], p["name"]): p for p in operation["parameters"]}.values())
     if operation["operationId"].startswith("proxy_"):  # one route, many methods: one id each
         operation["operationId"] = f"proxy_{method}"
-    if method in ("get", "head", "delete", "options"):
+    if method in ("get", "head", "delete", "options"):  # the proxy's one route documents every method
         operation.pop("requestBody", None)
 
 

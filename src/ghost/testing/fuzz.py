@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import hypothesis
 import requests
@@ -35,6 +36,7 @@ from ghost.testing.fake_upstream import FakeUpstream, Reply
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+FRAMING_HEADERS = ("Content-Length", "Transfer-Encoding")
 REPRODUCE_CHARS = 1500  # generated bodies can be huge; the first part of the curl line is enough to see it
 
 
@@ -93,6 +95,9 @@ class Problem:
 class FuzzReport:
     cases: Counter[str] = field(default_factory=Counter)  # "METHOD /path [auth]" -> requests sent
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)  # (label, status) -> responses
+    # (variant, method, path as sent, status) -> responses: what each request really reached (a
+    # generated proxy path such as "." or "api/tags" lands on one of Ghost's own routes).
+    reached: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     problems: dict[tuple[str, str, int | None], Problem] = field(default_factory=dict)
 
     @property
@@ -195,8 +200,10 @@ class Fuzzer:
         return response
 
     def _send(self, case: Any, operation: str, label: str, auth: Auth, expect: int | None = None) -> Any:
-        # The generated case may carry a made-up key; the run's own auth variant decides.
-        for name in ("X-Ghost-Key", "Authorization"):
+        # The generated case may carry a made-up key; the run's own auth variant decides. Made-up
+        # framing headers are dropped too: uvicorn's HTTP parser refuses a request with a malformed
+        # one (a plain-text 400) before Ghost ever sees it.
+        for name in ("X-Ghost-Key", "Authorization", *FRAMING_HEADERS):
             (case.headers or {}).pop(name, None)
         reproduce = case.as_curl_command(headers=auth.headers)
         try:
@@ -208,6 +215,8 @@ class Fuzzer:
             self.report.add_problem(Problem(operation, "connection", None, str(exc), reproduce))
             return None
         self.report.statuses[(label, response.status_code)] += 1
+        sent = urlsplit(response.request.url).path
+        self.report.reached[(auth.name, case.method.upper(), sent, response.status_code)] += 1
         try:
             case.validate_response(response, checks=self.checks)
         except Failure as failure:
@@ -228,6 +237,21 @@ class Fuzzer:
                 continue  # the server error itself is reported; the 5xx missing from the doc adds nothing
             message = failure.message or response.text[:300]  # a 500 names its request id: see the log
             self.report.add_problem(Problem(operation, failure.title, response.status_code, message, reproduce))
+
+
+def open_routes(schema: Any) -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation the document marks as needing no key (`security: []`)."""
+    return {(method.upper(), path) for path, item in schema.raw_schema["paths"].items()
+            for method, operation in item.items() if operation.get("security") == []}
+
+
+def answered_without_key(report: FuzzReport, schema: Any) -> list[str]:
+    """Requests of the "none" variant that got past the key check: anything but a 401 (or the 405
+    that a wrong method on one of Ghost's own paths gets first) from a route that is not open."""
+    allowed = open_routes(schema)
+    return [f"{method} {path} -> {status} (x{count})"
+            for (variant, method, path, status), count in sorted(report.reached.items())
+            if variant == "none" and (method, path) not in allowed and status not in (401, 405)]
 
 
 # --- hand-made cases -------------------------------------------------------------------------------------
