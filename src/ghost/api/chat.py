@@ -13,7 +13,7 @@ from ghost.api.deps import read_json_object, request_id
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-def chat_service(request: Request) -> ChatService:
+async def chat_service(request: Request) -> ChatService:
     return request.app.state.runtime.agent
 
 

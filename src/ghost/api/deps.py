@@ -11,7 +11,8 @@ from ghost.errors import BadRequest, Unprocessable
 from ghost.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI would run a plain function in its thread pool, on every request
     return request.app.state.runtime
 
 

@@ -15,7 +15,7 @@ from ghost.store.history import History
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-def history(request: Request) -> History:
+async def history(request: Request) -> History:
     return request.app.state.runtime.agent.history
 
 
