@@ -1,0 +1,438 @@
+"""The one way Ghost touches a file under the sandbox: relative to directory file descriptors.
+
+Everything below the sandbox root is written by sandboxed code and may change at any moment: a
+folder may become a symlink to `/etc` between two system calls. So no path is checked and then
+opened by name. Instead:
+
+- the root is opened once per operation (`open_root`), and every user path is resolved relative
+  to that fd, by the kernel (`openat2` with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+  RESOLVE_NO_MAGICLINKS) or, where openat2 is missing or refused, one component at a time with
+  `O_NOFOLLOW | O_DIRECTORY`;
+- the last step is always an `*at` call on the parent folder's fd with one plain name
+  (`O_NOFOLLOW` opens, `unlinkat`, `renameat`, `mkdirat`), so nothing can redirect it;
+- files are opened `O_NONBLOCK` and checked with `fstat` to be regular files before any byte is
+  read or written (a FIFO can neither block the open nor the read);
+- temp files get a random name and are created `O_CREAT | O_EXCL | O_NOFOLLOW` in the target's
+  own folder fd.
+
+Ghost never follows a symlink that sandboxed code made: links keep working for the sandboxed
+code itself, but to Ghost a path through a link is refused (`ThroughLink`, a 404 on the HTTP
+routes, a failed tool call for the model). A link itself can still be listed, deleted and moved.
+
+Walks (`walk`, `remove_tree`) are iterative, fd-relative, skip what is neither a regular file nor
+a folder, and stop with `TooDeep` past a depth limit. Blocking work runs on this module's own
+bounded thread pool (`run`), so nothing the sandbox holds can starve the event loop's default pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import functools
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ghost.errors import PathOutsideSandbox, Unprocessable, UnsafePath
+from ghost.sandbox.paths import split_relative
+
+T = TypeVar("T")
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+DEFAULT_MAX_DEPTH = 200
+DEFAULT_THREADS = 4
+_BLOCK = 1024 * 1024
+
+
+class ThroughLink(PathOutsideSandbox):
+    """A path that goes through (or ends at) a symlink: Ghost does not follow sandbox links."""
+
+
+class NotRegular(PathOutsideSandbox):
+    """A FIFO, socket, device or other special file where Ghost needs a regular file."""
+
+
+class TooDeep(Unprocessable):
+    """Folders nested deeper than the walk's depth limit."""
+
+
+def through_link(user_path: str) -> ThroughLink:
+    return ThroughLink(f"'{user_path}' goes through a symbolic link, which Ghost does not follow "
+                       "(a link could lead outside the sandbox)")
+
+
+# --- openat2 ---------------------------------------------------------------------------------------
+_SYS_OPENAT2 = 437  # the same number on x86_64 and aarch64 (new syscalls share one table)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+_RESOLVE = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _load_syscall():  # type: ignore[no-untyped-def]
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_long
+    return fn
+
+
+_syscall = _load_syscall()
+_openat2_usable = _syscall is not None and os.uname().machine in ("x86_64", "aarch64")
+
+
+def _openat2(dir_fd: int, path: str, flags: int) -> int | None:
+    """The fd openat2 gives, None where openat2 cannot be used here (the caller walks instead)."""
+    global _openat2_usable
+    if not _openat2_usable:
+        return None
+    how = _OpenHow(flags=flags, mode=0, resolve=_RESOLVE)
+    for _ in range(8):  # EAGAIN: a rename raced the lookup; the kernel asks to try again
+        fd = _syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # old kernel, seccomp filter, new struct
+            if err != errno.E2BIG:
+                _openat2_usable = False
+            return None
+        if err != errno.EAGAIN:
+            raise OSError(err, os.strerror(err), path)
+    return None
+
+
+# --- resolving -------------------------------------------------------------------------------------
+@contextmanager
+def open_root(root: Path) -> Iterator[int]:
+    """The sandbox root as a directory fd, for one operation. The root's own path is Ghost's
+    configuration (its parent is not writable from the sandbox), so opening it by name is safe."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_dir(base_fd: int, parts: list[str] | tuple[str, ...], *, user_path: str = "",
+             create: bool = False) -> int:
+    """A new fd for the folder `parts` below `base_fd`, never leaving it, never through a link.
+
+    FileNotFoundError / NotADirectoryError as the kernel says; ThroughLink for a symlink on the
+    way. `create` makes missing folders (like `mkdir -p`).
+    """
+    if not parts:
+        return os.open(".", DIR_FLAGS, dir_fd=base_fd)
+    try:
+        # Without O_NOFOLLOW a link at the end fails as ELOOP (RESOLVE_NO_SYMLINKS), not ENOTDIR.
+        fd = _openat2(base_fd, "/".join(parts), DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if not create:
+            raise
+        fd = None
+    except OSError as exc:
+        raise _translated(exc, user_path) from exc
+    if fd is not None:
+        return fd
+    return _walk_open(base_fd, parts, user_path, create)
+
+
+def _walk_open(base_fd: int, parts: list[str] | tuple[str, ...], user_path: str, create: bool) -> int:
+    fd = os.open(".", DIR_FLAGS, dir_fd=base_fd)
+    try:
+        for part in parts:
+            nxt = _step(fd, part, user_path, create)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _step(fd: int, name: str, user_path: str, create: bool) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        raise _translated(exc, user_path, fd, name) from exc
+    try:
+        os.mkdir(name, 0o755, dir_fd=fd)
+    except FileExistsError:
+        pass  # made meanwhile; the open below checks what it is
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        raise _translated(exc, user_path, fd, name) from exc
+
+
+def _translated(exc: OSError, user_path: str, fd: int | None = None, name: str = "") -> OSError | UnsafePath:
+    if exc.errno in (errno.ELOOP, errno.EXDEV):
+        return through_link(user_path)
+    if exc.errno == errno.ENOTDIR and fd is not None and is_link(fd, name):
+        return through_link(user_path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return UnsafePath(f"'{user_path}' cannot be used: {exc.strerror}")
+    return exc
+
+
+def is_link(dir_fd: int, name: str) -> bool:
+    info = lstat_at(dir_fd, name)
+    return info is not None and stat.S_ISLNK(info.st_mode)
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """What `name` in the folder is (a link is reported as a link), None if nothing is there."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+@contextmanager
+def parent_of(root: Path, user_path: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+    """(fd of the folder holding `user_path`'s last component, that component), for `*at` calls."""
+    parts = split_relative(user_path)
+    if not parts:
+        raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
+    with open_root(root) as root_fd, closing(open_dir(root_fd, parts[:-1], user_path=user_path,
+                                                      create=create)) as fd:
+        yield fd, parts[-1]
+
+
+@contextmanager
+def folder(root: Path, user_path: str, *, create: bool = False) -> Iterator[int]:
+    """An fd for the folder `user_path` ("." or "" is the root itself)."""
+    parts = split_relative(user_path)
+    with open_root(root) as root_fd, closing(open_dir(root_fd, parts, user_path=user_path,
+                                                      create=create)) as fd:
+        yield fd
+
+
+# --- regular files ---------------------------------------------------------------------------------
+def open_regular(dir_fd: int, name: str, flags: int = READ_FLAGS, *, user_path: str = "") -> int:
+    """Open `name` in the folder as a regular file (never a link, FIFO or device; never blocks)."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO opened for writing with no reader
+            raise NotRegular(f"'{user_path or name}' is not a regular file") from exc
+        raise _translated(exc, user_path or name, dir_fd, name) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(f"'{user_path or name}' is not a regular file")
+    return fd
+
+
+def read_capped(fd: int, cap: int) -> bytes:
+    """The file's bytes; ValueError if it holds (or grows to) more than `cap`."""
+    if os.fstat(fd).st_size > cap:
+        raise ValueError(f"larger than {cap:,} bytes")
+    chunks, total = [], 0
+    while block := os.read(fd, min(_BLOCK, cap + 1 - total)):
+        chunks.append(block)
+        total += len(block)
+        if total > cap:
+            raise ValueError(f"larger than {cap:,} bytes")
+    return b"".join(chunks)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def create_temp(dir_fd: int, prefix: str) -> tuple[int, str]:
+    """A new empty file with a random name in the folder: (fd, name). Never reuses what is there."""
+    for _ in range(16):
+        name = f"{prefix}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        return fd, name
+    raise FileExistsError(errno.EEXIST, "no free temp name", prefix)
+
+
+def replace_file(dir_fd: int, name: str, data: bytes, *, prefix: str = ".ghost-write-") -> None:
+    """Write `data` to a temp file beside `name`, then rename it over `name` (never half a file).
+
+    The rename replaces whatever entry `name` is, a symlink included, without following it.
+    """
+    fd, temp = create_temp(dir_fd, prefix)
+    try:
+        with closing(fd):
+            write_all(fd, data)
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly(dir_fd, temp)
+        raise
+
+
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+# --- walking ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    """One entry met by `walk`. `dir_fd` is its folder's fd, valid only until the walk moves on."""
+
+    parts: tuple[str, ...]  # path below the walk's start
+    dir_fd: int
+    info: os.stat_result  # lstat: a link is a link
+
+    @property
+    def name(self) -> str:
+        return self.parts[-1]
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.info.st_mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.info.st_mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.info.st_mode)
+
+
+def too_deep(max_depth: int) -> TooDeep:
+    return TooDeep(f"folders are nested more than {max_depth} levels deep; Ghost stops there "
+                   "(GHOST_SANDBOX_WALK_MAX_DEPTH)")
+
+
+def walk(start_fd: int, max_depth: int, *, recursive: bool = True, links: bool = False) -> Iterator[Node]:
+    """Every folder and regular file below `start_fd`, sorted, depth first, folders before their
+    content. Iterative; opens each folder with O_NOFOLLOW relative to its parent's fd. With
+    `links`, symlinks are yielded too (never followed); other special files are skipped."""
+    stack: list[tuple[int, tuple[str, ...], Iterator[tuple[str, os.stat_result]]]] = []
+    stack.append((os.open(".", DIR_FLAGS, dir_fd=start_fd), (), _entries(start_fd)))
+    try:
+        while stack:
+            fd, base, entries = stack[-1]
+            for name, info in entries:
+                node = Node((*base, name), fd, info)
+                if not (node.is_dir or node.is_file or links and node.is_link):
+                    continue
+                yield node
+                if recursive and node.is_dir:
+                    child = _child_dir(fd, name, len(stack), max_depth)
+                    if child is not None:
+                        stack.append((child, node.parts, _entries(child)))
+                        break
+            else:
+                os.close(stack.pop()[0])
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def _entries(fd: int) -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        names = sorted(entry.name for entry in os.scandir(fd))
+    except OSError:
+        return
+    for name in names:
+        info = lstat_at(fd, name)
+        if info is not None:
+            yield name, info
+
+
+def _child_dir(fd: int, name: str, depth: int, max_depth: int) -> int | None:
+    if depth >= max_depth:
+        raise too_deep(max_depth)
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=fd)
+    except OSError:
+        return None  # gone or swapped for a link meanwhile: skipped, never followed
+
+
+def remove_tree(dir_fd: int, name: str, max_depth: int) -> None:
+    """Delete the folder `name` and everything in it, iteratively, never following a link."""
+    stack = [(dir_fd, name, os.open(name, DIR_FLAGS, dir_fd=dir_fd))]
+    try:
+        while stack:
+            parent, here, fd = stack[-1]
+            child = _clear_files(fd)
+            if child is None:
+                stack.pop()
+                os.close(fd)
+                os.rmdir(here, dir_fd=parent)
+                continue
+            if len(stack) >= max_depth:
+                raise too_deep(max_depth)
+            try:
+                stack.append((fd, child, os.open(child, DIR_FLAGS, dir_fd=fd)))
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                _unlink_quietly(fd, child)  # swapped for a link or file meanwhile: remove that
+    finally:
+        for _, _, fd in stack:
+            os.close(fd)
+
+
+def _clear_files(fd: int) -> str | None:
+    """Unlink every non-folder in the folder; the first sub-folder's name, or None when empty."""
+    for entry in os.scandir(fd):
+        if entry.is_dir(follow_symlinks=False):
+            return entry.name
+        _unlink_quietly(fd, entry.name)
+    return None
+
+
+# --- the file layer's own threads ------------------------------------------------------------------
+_pool: ThreadPoolExecutor | None = None
+
+
+def start_pool(threads: int) -> None:
+    """Size the pool (at start). Until then a small default pool serves."""
+    global _pool
+    old, _pool = _pool, ThreadPoolExecutor(threads, thread_name_prefix="ghost-files")
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def stop_pool() -> None:
+    global _pool
+    old, _pool = _pool, None
+    if old is not None:
+        old.shutdown(wait=False, cancel_futures=True)
+
+
+async def run(fn: Callable[..., T], *args: object) -> T:
+    """Run blocking file work on the file layer's bounded pool."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="ghost-files")
+    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(fn, *args))
