@@ -265,10 +265,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def create_temp(dir_fd: int, prefix: str) -> tuple[int, str]:
+def create_temp(dir_fd: int, prefix: str, suffix: str = "") -> tuple[int, str]:
     """A new empty file with a random name in the folder: (fd, name). Never reuses what is there."""
     for _ in range(16):
-        name = f"{prefix}{secrets.token_hex(8)}"
+        name = f"{prefix}{secrets.token_hex(8)}{suffix}"
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o644, dir_fd=dir_fd)
@@ -289,15 +289,57 @@ def replace_file(dir_fd: int, name: str, data: bytes, *, prefix: str = ".ghost-w
             write_all(fd, data)
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        _unlink_quietly(dir_fd, temp)
+        unlink_quietly(dir_fd, temp)
         raise
 
 
-def _unlink_quietly(dir_fd: int, name: str) -> None:
+def unlink_quietly(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
+
+
+# --- renaming --------------------------------------------------------------------------------------
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2():  # type: ignore[no-untyped-def]
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def renameat2(src_fd: int, src: str | Path, dst_fd: int, dst: str | Path, flags: int) -> bool:
+    """renameat2(2); True if done, False where the kernel or filesystem lacks it (caller falls back)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err), str(src), None, str(dst))
+
+
+def rename_at(src_fd: int, src: str, dst_fd: int, dst: str, *, replace: bool) -> None:
+    """Rename one entry between two folder fds; without `replace`, never over an existing entry."""
+    if replace:
+        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        return
+    if renameat2(src_fd, src, dst_fd, dst, _RENAME_NOREPLACE):
+        return
+    if lstat_at(dst_fd, dst) is not None:
+        raise FileExistsError(errno.EEXIST, "destination exists", dst)
+    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
 # --- walking ---------------------------------------------------------------------------------------
@@ -331,10 +373,10 @@ def too_deep(max_depth: int) -> TooDeep:
                    "(GHOST_SANDBOX_WALK_MAX_DEPTH)")
 
 
-def walk(start_fd: int, max_depth: int, *, recursive: bool = True, links: bool = False) -> Iterator[Node]:
+def walk(start_fd: int, max_depth: int, *, recursive: bool = True, others: bool = False) -> Iterator[Node]:
     """Every folder and regular file below `start_fd`, sorted, depth first, folders before their
     content. Iterative; opens each folder with O_NOFOLLOW relative to its parent's fd. With
-    `links`, symlinks are yielded too (never followed); other special files are skipped."""
+    `others`, links and special files are yielded too (never followed nor opened)."""
     stack: list[tuple[int, tuple[str, ...], Iterator[tuple[str, os.stat_result]]]] = []
     stack.append((os.open(".", DIR_FLAGS, dir_fd=start_fd), (), _entries(start_fd)))
     try:
@@ -342,7 +384,7 @@ def walk(start_fd: int, max_depth: int, *, recursive: bool = True, links: bool =
             fd, base, entries = stack[-1]
             for name, info in entries:
                 node = Node((*base, name), fd, info)
-                if not (node.is_dir or node.is_file or links and node.is_link):
+                if not (others or node.is_dir or node.is_file):
                     continue
                 yield node
                 if recursive and node.is_dir:
@@ -377,8 +419,13 @@ def _child_dir(fd: int, name: str, depth: int, max_depth: int) -> int | None:
         return None  # gone or swapped for a link meanwhile: skipped, never followed
 
 
-def remove_tree(dir_fd: int, name: str, max_depth: int) -> None:
-    """Delete the folder `name` and everything in it, iteratively, never following a link."""
+def remove_tree(dir_fd: int, name: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """Delete the folder `name` and everything in it, iteratively, never following a link.
+
+    Any depth: past `max_depth` open folders, the next sub-folder is first moved up to the top
+    of the tree being removed (a rename between two of its own fds), so at most `max_depth` fds
+    are open however deep the tree goes.
+    """
     stack = [(dir_fd, name, os.open(name, DIR_FLAGS, dir_fd=dir_fd))]
     try:
         while stack:
@@ -388,18 +435,34 @@ def remove_tree(dir_fd: int, name: str, max_depth: int) -> None:
                 stack.pop()
                 os.close(fd)
                 os.rmdir(here, dir_fd=parent)
-                continue
-            if len(stack) >= max_depth:
-                raise too_deep(max_depth)
-            try:
-                stack.append((fd, child, os.open(child, DIR_FLAGS, dir_fd=fd)))
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                _unlink_quietly(fd, child)  # swapped for a link or file meanwhile: remove that
+            elif len(stack) >= max(2, max_depth):
+                os.rename(child, f".ghost-rm-{secrets.token_hex(8)}", src_dir_fd=fd, dst_dir_fd=stack[0][2])
+            else:
+                _descend(stack, fd, child)
     finally:
         for _, _, fd in stack:
             os.close(fd)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or tree at a path whose folder is Ghost's own (not the sandbox's)."""
+    with closing(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as parent:
+        info = lstat_at(parent, path.name)
+        if info is None:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            remove_tree(parent, path.name)
+        else:
+            os.unlink(path.name, dir_fd=parent)
+
+
+def _descend(stack: list[tuple[int, str, int]], fd: int, child: str) -> None:
+    try:
+        stack.append((fd, child, os.open(child, DIR_FLAGS, dir_fd=fd)))
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        unlink_quietly(fd, child)  # swapped for a link or a file meanwhile: remove that
 
 
 def _clear_files(fd: int) -> str | None:
@@ -407,7 +470,7 @@ def _clear_files(fd: int) -> str | None:
     for entry in os.scandir(fd):
         if entry.is_dir(follow_symlinks=False):
             return entry.name
-        _unlink_quietly(fd, entry.name)
+        unlink_quietly(fd, entry.name)
     return None
 
 
@@ -427,7 +490,7 @@ def stop_pool() -> None:
     global _pool
     old, _pool = _pool, None
     if old is not None:
-        old.shutdown(wait=False, cancel_futures=True)
+        old.shutdown(wait=False)
 
 
 async def run(fn: Callable[..., T], *args: object) -> T:
