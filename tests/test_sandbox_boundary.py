@@ -80,10 +80,11 @@ def boundary_holds(server: GhostServer, canary: Path, sandbox: Path) -> Iterator
     """After each test: the canary is untouched and Ghost still answers."""
     before = checksum(canary)
     yield
-    assert checksum(canary) == before, "a file outside the sandbox changed"
-    assert httpx.get(server.url + "/api/health", headers=server.headers, timeout=30).status_code == 200
+    after = checksum(canary)
     for child in sandbox.iterdir():
         subprocess.run(["rm", "-rf", "--", str(child)], check=True)
+    assert after == before, "a file outside the sandbox changed"
+    assert httpx.get(server.url + "/api/health", headers=server.headers, timeout=30).status_code == 200
 
 
 def test_the_canary_probe_sees_a_planted_change(canary: Path) -> None:

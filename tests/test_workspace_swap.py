@@ -256,3 +256,16 @@ def test_unpacking_counts_real_bytes_even_if_the_declared_sizes_pass(tmp_path: P
     with pytest.raises(LimitExceeded):
         stage.stage_archive(path, tmp_path / "stage", Limits(100, 3 << 20), 1 << 20, StopFlag())
     assert os.path.getsize(tmp_path / "stage/sandbox/zeros") <= 3 << 20
+
+
+def test_a_skills_folder_swapped_for_a_link_is_never_written_through(live: Path, staged: Staged,
+                                                                     tmp_path: Path) -> None:
+    # As if sandboxed code swapped acquired_skills/ for a link between the check and the move:
+    # the moved entry is a link, and the archive's skills must not be renamed through it.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (staged.sandbox / "acquired_skills").symlink_to(outside)
+    before = tree(live)
+    with pytest.raises(OSError, match="changed while the load moved it"):
+        archive.merge_skills(staged, swap.RenameJournal())
+    assert list(outside.iterdir()) == [] and tree(live) == before

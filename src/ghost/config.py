@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     # --- the sandbox file layer (ghost.sandbox.fs): walks and its own threads ------------
     sandbox_walk_max_depth: int = Field(
         200, ge=8, le=4000,
-        description="Deepest folder nesting a walk of the sandbox (save, recursive list, search, "
-        "recursive delete) goes into; deeper is refused with a clear error.")
+        description="Deepest folder nesting a walk of the sandbox (save, recursive list, search) "
+        "goes into; deeper is refused with a clear error. Recursive deletes go any depth.")
     sandbox_file_threads: int = Field(
         8, ge=1, le=64, description="Threads for file work on the sandbox (tools, upload, download, "
         "save, load), apart from the server's own pool.")

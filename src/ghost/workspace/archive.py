@@ -135,7 +135,7 @@ async def _after_load(runtime: Runtime) -> None:
     for hook in runtime.after_workspace_load:
         try:
             await asyncio.wait_for(hook(), timeout)
-        except (Exception, TimeoutError) as exc:  # noqa: BLE001 - nothing may undo a committed load
+        except Exception as exc:  # noqa: BLE001 - nothing may undo a committed load (TimeoutError included)
             log.error("workspace load: a follow-up step failed after the load was committed: %r", exc)
 
 
