@@ -21,6 +21,7 @@ from ghost.runtime import Runtime
 from ghost.store.db import Database
 from ghost.workspace import archive, stage, swap
 from ghost.workspace.gate import WorkspaceGate
+from ghost.sandbox import fs
 from ghost.workspace.layout import reset_tmp_dir, tmp_dir
 from ghost.workspace.stage import Staged
 from ghost.workspace.state import SessionState
@@ -109,7 +110,7 @@ def test_a_failed_exchange_leaves_the_old_workspace_intact(live: Path, staged: S
 
 def test_without_renameat2_the_fallbacks_do_the_same(live: Path, staged: Staged,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(swap, "_renameat2", None)
+    monkeypatch.setattr(fs, "_renameat2", None)
     journal = swap.RenameJournal()
     old = tree(live)
     archive.swap_in(live, staged, journal)

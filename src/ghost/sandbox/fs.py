@@ -19,36 +19,27 @@ Ghost never follows a symlink that sandboxed code made: links keep working for t
 code itself, but to Ghost a path through a link is refused (`ThroughLink`, a 404 on the HTTP
 routes, a failed tool call for the model). A link itself can still be listed, deleted and moved.
 
-Walks (`walk`, `remove_tree`) are iterative, fd-relative, skip what is neither a regular file nor
-a folder, and stop with `TooDeep` past a depth limit. Blocking work runs on this module's own
-bounded thread pool (`run`), so nothing the sandbox holds can starve the event loop's default pool.
+Walks live in `fswalk.py` (iterative, fd-relative, depth-limited), and the thread pool all this
+blocking work runs on in `fspool.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import errno
-import functools
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from ghost.errors import PathOutsideSandbox, Unprocessable, UnsafePath
 from ghost.sandbox.paths import split_relative
 
-T = TypeVar("T")
-
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DEFAULT_MAX_DEPTH = 200
-DEFAULT_THREADS = 4
 _BLOCK = 1024 * 1024
 
 
@@ -62,6 +53,11 @@ class NotRegular(PathOutsideSandbox):
 
 class TooDeep(Unprocessable):
     """Folders nested deeper than the walk's depth limit."""
+
+
+def too_deep(max_depth: int) -> TooDeep:
+    return TooDeep(f"folders are nested more than {max_depth} levels deep; Ghost stops there "
+                   "(GHOST_SANDBOX_WALK_MAX_DEPTH)")
 
 
 def through_link(user_path: str) -> ThroughLink:
@@ -301,8 +297,8 @@ def unlink_quietly(dir_fd: int, name: str) -> None:
 
 
 # --- renaming --------------------------------------------------------------------------------------
-_RENAME_NOREPLACE = 1
-_RENAME_EXCHANGE = 2
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
 
 
 def _load_renameat2():  # type: ignore[no-untyped-def]
@@ -335,167 +331,8 @@ def rename_at(src_fd: int, src: str, dst_fd: int, dst: str, *, replace: bool) ->
     if replace:
         os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         return
-    if renameat2(src_fd, src, dst_fd, dst, _RENAME_NOREPLACE):
+    if renameat2(src_fd, src, dst_fd, dst, RENAME_NOREPLACE):
         return
     if lstat_at(dst_fd, dst) is not None:
         raise FileExistsError(errno.EEXIST, "destination exists", dst)
     os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-
-
-# --- walking ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Node:
-    """One entry met by `walk`. `dir_fd` is its folder's fd, valid only until the walk moves on."""
-
-    parts: tuple[str, ...]  # path below the walk's start
-    dir_fd: int
-    info: os.stat_result  # lstat: a link is a link
-
-    @property
-    def name(self) -> str:
-        return self.parts[-1]
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.info.st_mode)
-
-    @property
-    def is_file(self) -> bool:
-        return stat.S_ISREG(self.info.st_mode)
-
-    @property
-    def is_link(self) -> bool:
-        return stat.S_ISLNK(self.info.st_mode)
-
-
-def too_deep(max_depth: int) -> TooDeep:
-    return TooDeep(f"folders are nested more than {max_depth} levels deep; Ghost stops there "
-                   "(GHOST_SANDBOX_WALK_MAX_DEPTH)")
-
-
-def walk(start_fd: int, max_depth: int, *, recursive: bool = True, others: bool = False) -> Iterator[Node]:
-    """Every folder and regular file below `start_fd`, sorted, depth first, folders before their
-    content. Iterative; opens each folder with O_NOFOLLOW relative to its parent's fd. With
-    `others`, links and special files are yielded too (never followed nor opened)."""
-    stack: list[tuple[int, tuple[str, ...], Iterator[tuple[str, os.stat_result]]]] = []
-    stack.append((os.open(".", DIR_FLAGS, dir_fd=start_fd), (), _entries(start_fd)))
-    try:
-        while stack:
-            fd, base, entries = stack[-1]
-            for name, info in entries:
-                node = Node((*base, name), fd, info)
-                if not (others or node.is_dir or node.is_file):
-                    continue
-                yield node
-                if recursive and node.is_dir:
-                    child = _child_dir(fd, name, len(stack), max_depth)
-                    if child is not None:
-                        stack.append((child, node.parts, _entries(child)))
-                        break
-            else:
-                os.close(stack.pop()[0])
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
-
-
-def _entries(fd: int) -> Iterator[tuple[str, os.stat_result]]:
-    try:
-        names = sorted(entry.name for entry in os.scandir(fd))
-    except OSError:
-        return
-    for name in names:
-        info = lstat_at(fd, name)
-        if info is not None:
-            yield name, info
-
-
-def _child_dir(fd: int, name: str, depth: int, max_depth: int) -> int | None:
-    if depth >= max_depth:
-        raise too_deep(max_depth)
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=fd)
-    except OSError:
-        return None  # gone or swapped for a link meanwhile: skipped, never followed
-
-
-def remove_tree(dir_fd: int, name: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
-    """Delete the folder `name` and everything in it, iteratively, never following a link.
-
-    Any depth: past `max_depth` open folders, the next sub-folder is first moved up to the top
-    of the tree being removed (a rename between two of its own fds), so at most `max_depth` fds
-    are open however deep the tree goes.
-    """
-    stack = [(dir_fd, name, os.open(name, DIR_FLAGS, dir_fd=dir_fd))]
-    try:
-        while stack:
-            parent, here, fd = stack[-1]
-            child = _clear_files(fd)
-            if child is None:
-                stack.pop()
-                os.close(fd)
-                os.rmdir(here, dir_fd=parent)
-            elif len(stack) >= max(2, max_depth):
-                os.rename(child, f".ghost-rm-{secrets.token_hex(8)}", src_dir_fd=fd, dst_dir_fd=stack[0][2])
-            else:
-                _descend(stack, fd, child)
-    finally:
-        for _, _, fd in stack:
-            os.close(fd)
-
-
-def remove_path(path: Path) -> None:
-    """Remove a file, link or tree at a path whose folder is Ghost's own (not the sandbox's)."""
-    with closing(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as parent:
-        info = lstat_at(parent, path.name)
-        if info is None:
-            return
-        if stat.S_ISDIR(info.st_mode):
-            remove_tree(parent, path.name)
-        else:
-            os.unlink(path.name, dir_fd=parent)
-
-
-def _descend(stack: list[tuple[int, str, int]], fd: int, child: str) -> None:
-    try:
-        stack.append((fd, child, os.open(child, DIR_FLAGS, dir_fd=fd)))
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-        unlink_quietly(fd, child)  # swapped for a link or a file meanwhile: remove that
-
-
-def _clear_files(fd: int) -> str | None:
-    """Unlink every non-folder in the folder; the first sub-folder's name, or None when empty."""
-    for entry in os.scandir(fd):
-        if entry.is_dir(follow_symlinks=False):
-            return entry.name
-        unlink_quietly(fd, entry.name)
-    return None
-
-
-# --- the file layer's own threads ------------------------------------------------------------------
-_pool: ThreadPoolExecutor | None = None
-
-
-def start_pool(threads: int) -> None:
-    """Size the pool (at start). Until then a small default pool serves."""
-    global _pool
-    old, _pool = _pool, ThreadPoolExecutor(threads, thread_name_prefix="ghost-files")
-    if old is not None:
-        old.shutdown(wait=False)
-
-
-def stop_pool() -> None:
-    global _pool
-    old, _pool = _pool, None
-    if old is not None:
-        old.shutdown(wait=False)
-
-
-async def run(fn: Callable[..., T], *args: object) -> T:
-    """Run blocking file work on the file layer's bounded pool."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="ghost-files")
-    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(fn, *args))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost.errors import ToolError, UnsafePath
-from ghost.sandbox import fs
+from ghost.sandbox import fs, fspool, fswalk
 from ghost.sandbox.paths import split_relative
 from ghost.tools.base import ToolResult
 
@@ -70,7 +70,7 @@ class FileTools:
             path: Folder to list, relative to the sandbox ("." is the sandbox itself).
             recursive: Also list everything inside subfolders.
         """
-        lines, more = await fs.run(self._list, path, recursive)
+        lines, more = await fspool.run(self._list, path, recursive)
         if not lines:
             return ToolResult(f"{shown(path)} is empty", summary=f"listed {path}: empty")
         if more:
@@ -80,7 +80,7 @@ class FileTools:
     def _list(self, user_path: str, recursive: bool) -> tuple[list[str], bool]:
         lines: list[str] = []
         with _plain_errors(user_path), self._folder(user_path) as folder:
-            for node in fs.walk(folder, self.limits.max_depth, recursive=recursive, others=True):
+            for node in fswalk.walk(folder, self.limits.max_depth, recursive=recursive, others=True):
                 if len(lines) >= self.limits.max_entries:
                     return lines, True
                 lines.append(_describe(node))
@@ -114,7 +114,7 @@ class FileTools:
         """
         if offset < 0 or limit < 1:
             raise ToolError("offset must be 0 or more and limit 1 or more")
-        text = await fs.run(self._read, path, offset, limit)
+        text = await fspool.run(self._read, path, offset, limit)
         return ToolResult(text, summary=f"read {shown(path)}")
 
     def _read(self, user_path: str, offset: int, limit: int) -> str:
@@ -153,7 +153,7 @@ class FileTools:
             content: The whole new content of the file.
         """
         data = self._sized(content.encode("utf-8"), 0)
-        await fs.run(self._write, path, data)
+        await fspool.run(self._write, path, data)
         return ToolResult(f"wrote {shown(path)} ({len(data):,} bytes)",
                           summary=f"wrote {shown(path)} ({len(data):,} bytes)")
 
@@ -170,7 +170,7 @@ class FileTools:
             content: Text to add at the end.
         """
         data = content.encode("utf-8")
-        await fs.run(self._append, path, data)
+        await fspool.run(self._append, path, data)
         return ToolResult(f"appended {len(data):,} bytes to {shown(path)}",
                           summary=f"appended to {shown(path)}")
 
@@ -196,7 +196,7 @@ class FileTools:
             path: What to delete, relative to the sandbox.
             recursive: Allow deleting a folder and everything in it.
         """
-        await fs.run(self._delete, path, recursive)
+        await fspool.run(self._delete, path, recursive)
         return ToolResult(f"deleted {shown(path)}", summary=f"deleted {shown(path)}")
 
     def _delete(self, user_path: str, recursive: bool) -> None:
@@ -205,7 +205,7 @@ class FileTools:
             if not stat.S_ISDIR(info.st_mode):
                 os.unlink(name, dir_fd=folder)  # a link itself, never its target
             elif recursive:
-                fs.remove_tree(folder, name, self.limits.max_depth)
+                fswalk.remove_tree(folder, name, self.limits.max_depth)
             else:
                 try:
                     os.rmdir(name, dir_fd=folder)
@@ -223,7 +223,7 @@ class FileTools:
             destination: New path, or an existing folder to move it into.
             overwrite: Replace an existing file at the destination.
         """
-        moved_to = await fs.run(self._move, source, destination, overwrite)
+        moved_to = await fspool.run(self._move, source, destination, overwrite)
         return ToolResult(f"moved {shown(source)} to {moved_to}",
                           summary=f"moved {shown(source)} to {moved_to}")
 
@@ -271,7 +271,7 @@ class FileTools:
         """
         if not query:
             raise ToolError("query must not be empty")
-        matches, more = await fs.run(self._search, path, query, case_sensitive)
+        matches, more = await fspool.run(self._search, path, query, case_sensitive)
         if not matches:
             return ToolResult(f"no matches for {query!r}", summary=f"search {query!r}: none")
         if more:
@@ -299,7 +299,7 @@ class FileTools:
                         yield "/".join(parts), parent, parts[-1]
                         return
             with fs.closing(fs.open_dir(root_fd, parts, user_path=user_path)) as folder:
-                for node in fs.walk(folder, self.limits.max_depth):
+                for node in fswalk.walk(folder, self.limits.max_depth):
                     if node.is_file:
                         yield "/".join((*parts, *node.parts)), node.dir_fd, node.name
 
@@ -361,7 +361,7 @@ def _not_a_folder_or_link(folder: int, name: str, user_path: str) -> None:
         raise fs.through_link(user_path)
 
 
-def _describe(node: fs.Node) -> str:
+def _describe(node: fswalk.Node) -> str:
     name = "/".join(node.parts)
     if node.is_link:
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost.errors import GhostError, ToolError
-from ghost.sandbox import fs
+from ghost.sandbox import fs, fspool
 from ghost.sandbox.base import ExecResult, Executor
 from ghost.tools.schema import SchemaError, check_schema, validate
 
@@ -109,7 +109,7 @@ class SkillStore:
         """Load every valid skill from disk (at start, and after a workspace load). Never raises
         for what the folder holds; skipped sidecars are kept in `skipped` for /api/health."""
         async with self._lock:
-            self._skills, self.skipped = await fs.run(self._scan)
+            self._skills, self.skipped = await fspool.run(self._scan)
         log.info("acquired skills: %s", ", ".join(self._skills) or "none")
 
     async def scan_bounded(self, timeout: float) -> None:
@@ -183,7 +183,7 @@ class SkillStore:
     async def create(self, skill: Skill, code: str, test_arguments: dict[str, Any]) -> ExecResult:
         """Test `code` with `test_arguments`; keep the skill only if the test exits 0 with output."""
         self.check_name(skill.name)
-        pending = await fs.run(self._write_pending, skill.name, code.encode("utf-8"))
+        pending = await fspool.run(self._write_pending, skill.name, code.encode("utf-8"))
         try:
             result = await self._execute(pending, test_arguments)
             if not result.ok or not result.stdout.strip():
@@ -191,11 +191,11 @@ class SkillStore:
             async with self._lock:
                 self.check_name(skill.name)  # another call may have taken the name meanwhile
                 kept = replace(skill, created_at=time.time())
-                await fs.run(self._install, pending, kept)
+                await fspool.run(self._install, pending, kept)
                 self._skills[kept.name] = kept
             return result
         finally:
-            await fs.run(self._unlink, pending)
+            await fspool.run(self._unlink, pending)
 
     async def delete(self, name: str) -> None:
         async with self._lock:
@@ -203,7 +203,7 @@ class SkillStore:
                 raise ToolError(f"there is no skill named {name!r}")
             del self._skills[name]
             for suffix in (".json", ".py"):
-                await fs.run(self._unlink, f"{name}{suffix}")
+                await fspool.run(self._unlink, f"{name}{suffix}")
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ExecResult:
         skill = self._skills.get(name)
@@ -212,7 +212,7 @@ class SkillStore:
         errors = validate(skill.parameters, arguments)
         if errors:
             raise ToolError("; ".join(errors))
-        if not await fs.run(self._has_script, name):
+        if not await fspool.run(self._has_script, name):
             raise ToolError(f"the file of skill {name!r} is gone; delete_skill it and create it again")
         result = await self._execute(f"{name}.py", arguments)
         await self._record(name, ok=result.ok)
@@ -226,7 +226,7 @@ class SkillStore:
             updated = replace(skill, failures=0 if ok else skill.failures + 1)
             if updated != skill:
                 self._skills[name] = updated
-                await fs.run(self._write_sidecar, updated)
+                await fspool.run(self._write_sidecar, updated)
 
     # --- files ------------------------------------------------------------------------------------
     @contextmanager

@@ -36,7 +36,7 @@ from starlette.requests import Request
 
 from ghost.errors import BadRequest, GhostError
 from ghost.runtime import Runtime
-from ghost.sandbox import fs
+from ghost.sandbox import fswalk, fspool
 from ghost.workspace import state
 from ghost.workspace.build import BuiltArchive, build_archive
 from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
@@ -142,7 +142,7 @@ async def _after_load(runtime: Runtime) -> None:
 def remove_staging(stage_root: Path) -> None:
     """Remove the staging folder (now holding the old sandbox, however deep); never raises."""
     try:
-        fs.remove_path(stage_root)
+        fswalk.remove_path(stage_root)
     except OSError as exc:
         log.warning("workspace load: could not remove the staging folder: %s", exc.strerror)
 
@@ -151,7 +151,7 @@ async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
     """Swap the staged workspace in and restore the database; all or nothing."""
     journal = RenameJournal()
     try:
-        added = await fs.run(swap_in, runtime.sandbox_root, staged, journal)
+        added = await fspool.run(swap_in, runtime.sandbox_root, staged, journal)
     except OSError as exc:
         # Nothing changed (swap_in undid its steps); this is the server's layout, not the archive.
         log.error("workspace load: could not swap the sandbox in: %s", exc)
@@ -160,7 +160,7 @@ async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
     try:
         await runtime.db.run(state.restore, session_id, staged.state)
     except BaseException:
-        await fs.run(journal.undo)
+        await fspool.run(journal.undo)
         raise
     return staged.sandbox_files + added
 

@@ -10,7 +10,7 @@ Content that does not compress (images, archives, model files) is stored: the fi
 each file is test-compressed and, if it shrinks by less than 5%, the file is stored as is — the
 biggest files are usually of that kind, and storing them costs next to nothing.
 
-The sandbox is walked with the fd-based file layer (`ghost.sandbox.fs.walk`): iteratively, each
+The sandbox is walked with the fd-based file layer (`ghost.sandbox.fswalk.walk`): iteratively, each
 folder opened `O_NOFOLLOW` relative to its parent's fd, each file opened `O_NOFOLLOW | O_NONBLOCK`
 in its folder's fd and packed only if `fstat` says it is a regular file. Code in the sandbox
 swapping a folder for a link to `/etc` mid-save gets nothing from outside into the archive.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ghost.errors import LimitExceeded, UnsafePath
-from ghost.sandbox import fs
+from ghost.sandbox import fs, fswalk
 from ghost.workspace.layout import IO_BLOCK, SANDBOX_DIR, SESSION_FILE, SKILLS_DIR, disk_space
 from ghost.workspace.tasks import StopFlag
 
@@ -104,14 +104,14 @@ def _write_zip(target: _CappedWriter, root: Path, session_json: bytes, stop: Sto
     return files
 
 
-def walk_workspace(root: Path, max_depth: int = fs.DEFAULT_MAX_DEPTH) -> Iterator[tuple[str, fs.Node]]:
+def walk_workspace(root: Path, max_depth: int = fs.DEFAULT_MAX_DEPTH) -> Iterator[tuple[str, fswalk.Node]]:
     """(archive name, node) for every folder and regular file, links never followed.
 
     The skills folder `<root>/acquired_skills/**` goes under `acquired_skills/` (once, not also
     under `sandbox/`); everything else under `sandbox/`. A node's fd is valid until the next one.
     """
     with fs.open_root(root) as root_fd:
-        for node in fs.walk(root_fd, max_depth):
+        for node in fswalk.walk(root_fd, max_depth):
             if not all(_archivable_name(part) for part in node.parts):
                 log.warning("workspace save: skipping %r (name is not valid UTF-8)", "/".join(node.parts))
                 continue
@@ -131,7 +131,7 @@ def _archivable_name(name: str) -> bool:
     return "\\" not in name
 
 
-def _add_file(archive: zipfile.ZipFile, arcname: str, node: fs.Node, stop: StopFlag) -> int:
+def _add_file(archive: zipfile.ZipFile, arcname: str, node: fswalk.Node, stop: StopFlag) -> int:
     """Copy one file into the archive; 0 if it vanished or turned into something else meanwhile."""
     try:
         # O_NOFOLLOW | O_NONBLOCK, then fstat: a link or FIFO swapped in after the walk is skipped.

@@ -3,7 +3,7 @@
 Two kinds of step: those that may stop half-way (building or unpacking an archive: they poll a
 stop flag and give up), and those that must never be abandoned half-way (swapping the workspace
 in, cleaning up): those run to the end even if the request that started them is cancelled.
-Both run on the sandbox file layer's own bounded pool (`ghost.sandbox.fs.run`), not the event
+Both run on the sandbox file layer's own bounded pool (`ghost.sandbox.fspool.run`), not the event
 loop's default one.
 """
 
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ghost.sandbox import fs
+from ghost.sandbox import fspool
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ async def stoppable(fn: Callable[[StopFlag], T]) -> T:
     """Run `fn(stop)` in a thread; if this coroutine is cancelled, tell the thread to stop."""
     stop = StopFlag()
     try:
-        return await fs.run(fn, stop)
+        return await fspool.run(fn, stop)
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -66,4 +66,4 @@ async def to_completion(work: Awaitable[T]) -> T:
 
 
 async def in_thread_to_completion(fn: Callable[..., T], *args: object) -> T:
-    return await to_completion(fs.run(fn, *args))
+    return await to_completion(fspool.run(fn, *args))

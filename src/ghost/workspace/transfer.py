@@ -28,7 +28,7 @@ from starlette.requests import Request
 
 from ghost.errors import BadRequest, NotFound, UnsafePath
 from ghost.runtime import Runtime
-from ghost.sandbox import fs
+from ghost.sandbox import fs, fspool
 from ghost.sandbox.paths import split_relative
 from ghost.workspace.layout import require_tmp_dir
 from ghost.workspace.receive import content_type, receive_multipart
@@ -120,7 +120,7 @@ class OpenFileResponse(FileResponse):
 
 async def download_response(runtime: Runtime, filename: str) -> OpenFileResponse:
     """A streaming response for a sandbox file; 404 if it is not there (or not allowed), 400 for a folder."""
-    fd, info = await fs.run(open_for_download, runtime.sandbox_root, filename)
+    fd, info = await fspool.run(open_for_download, runtime.sandbox_root, filename)
     return OpenFileResponse(fd, info, split_relative(filename)[-1])
 
 
