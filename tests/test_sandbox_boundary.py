@@ -393,6 +393,16 @@ def test_an_archive_over_the_scratchpad_limits_is_refused_and_changes_nothing(
     assert "kept" in tool(server, upstream, "scratchpad_get", key="mine")
 
 
+def test_an_archive_with_a_deeply_nested_session_is_refused(server: GhostServer, sandbox: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("session.json", '{"chat_history": [], "scratchpad": {"k": ' + DEEP_JSON + "}}")
+    (sandbox / "kept.txt").write_text("kept")
+    response = load(server, buffer.getvalue())
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]["message"]
+    assert sorted(p.name for p in sandbox.iterdir()) == ["kept.txt"]
+
+
 def test_ghost_starts_again_on_the_same_home(server: GhostServer, sandbox: Path) -> None:
     (sandbox / "deep").mkdir()
     make_deep(sandbox / "deep", 2000)
