@@ -213,6 +213,7 @@ ROUNDS = 40  # tool rounds; each has CALLS_PER_ROUND calls
 CALLS_PER_ROUND = 60
 
 
+@pytest.mark.timeout(900)  # thousands of operations on a busy machine; a hang guard only
 def test_a_swapping_folder_never_lets_a_tool_out(server: GhostServer, upstream: FakeUpstream,
                                                  swapper: subprocess.Popen[str], canary: Path) -> None:
     calls = [("read_file", {"path": "race/d/f"}), ("write_file", {"path": "race/d/new.txt", "content": "w"}),
@@ -228,6 +229,7 @@ def test_a_swapping_folder_never_lets_a_tool_out(server: GhostServer, upstream: 
     assert seen == ROUNDS * CALLS_PER_ROUND
 
 
+@pytest.mark.timeout(900)  # thousands of operations on a busy machine; a hang guard only
 def test_a_swapping_folder_never_lets_a_download_or_save_out(server: GhostServer, swapper: subprocess.Popen[str],
                                                              canary: Path) -> None:
     served = 0
@@ -360,6 +362,7 @@ def make_deep(root: Path, levels: int) -> None:
     os.close(fd)
 
 
+@pytest.mark.timeout(900)  # thousands of operations on a busy machine; a hang guard only
 def test_a_2000_level_tree_gets_clear_errors_and_can_be_deleted(server: GhostServer, upstream: FakeUpstream,
                                                                sandbox: Path) -> None:
     (sandbox / "deep").mkdir()
