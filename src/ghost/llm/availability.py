@@ -15,5 +15,6 @@ EMBEDDED_INFO = "embedded_info"  # Runtime.extras key: the bundled model server'
 def check_model_available(runtime: Runtime) -> None:
     info = runtime.extras.get(EMBEDDED_INFO)
     if info is not None and info.get("state") == "failed":
-        raise ModelUnavailable(f"the bundled model is unavailable: {info.get('error')}. "
-                               f"Its log: {info.get('log')}. Restart Ghost once fixed (see /api/health).")
+        raise ModelUnavailable(f"the bundled model is unavailable: it failed {info.get('failures_in_a_row')} "
+                               f"times in a row and is not restarted; last: {info.get('error')}. "
+                               f"Its log: {info.get('log')}. See /api/health; restart Ghost once fixed.")

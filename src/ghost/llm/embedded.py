@@ -308,7 +308,7 @@ class EmbeddedServer:
                 next_note += WAIT_LOG_EVERY_S
             await asyncio.sleep(READY_POLL_S)
         await self._terminate()
-        raise EmbeddedModelError(f"it did not answer within {timeout:.0f}s")
+        raise EmbeddedModelError(f"the model server did not answer within {timeout:.0f}s")
 
     async def _answers(self) -> bool:
         try:
@@ -319,9 +319,11 @@ class EmbeddedServer:
 
     def _died_while_starting(self) -> str:
         code = self.process.returncode if self.process else None
+        tail = log_tail(self.log_path)
         log.error("the bundled model server %s while starting; last lines of %s:\n%s",
-                  exit_description(code), self.log_path, log_tail(self.log_path))
-        return f"it {exit_description(code)} while starting"
+                  exit_description(code), self.log_path, tail)
+        last = tail.splitlines()[-1].strip() if tail.strip() else ""
+        return f"the model server {exit_description(code)} while starting" + (f" ({last[:300]})" if last else "")
 
     async def _watch(self) -> None:
         while not self._stopping and self.process is not None:
@@ -330,7 +332,7 @@ class EmbeddedServer:
                 return
             if time.monotonic() - self.ready_at >= STABLE_RUN_S:  # a good run: start counting afresh
                 self.failures, self._delay = 0, self.settings.embedded_restart_backoff
-            reason = f"it {exit_description(code)} while serving"
+            reason = f"the model server {exit_description(code)} while serving"
             if not self._count_failure(reason):
                 return
             await self._back_off(reason)
