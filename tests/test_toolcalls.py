@@ -159,9 +159,13 @@ def test_a_chosen_message_streams_the_answer_with_max_tokens() -> None:
 
 def test_a_chat_without_max_tokens_gets_the_servers_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded_server, "MAX_TOKENS", 33)
-    llama = ScriptedLlama("Fine.")
-    handle_chat(llama, [{"role": "user", "content": "hi"}], stream=False)
-    assert llama.calls[0]["max_tokens"] == 33
+    llama = ScriptedLlama("Fine.", "Fine.", "Fine.")
+    for given in (None, -1, 0):  # unset, or "no limit" (which llama.cpp reads as "fill the context")
+        handle_chat(llama, [{"role": "user", "content": "hi"}], stream=False, max_tokens=given)
+    assert [call["max_tokens"] for call in llama.calls] == [33, 33, 33]
+    own = ScriptedLlama("Fine.")
+    handle_chat(own, [{"role": "user", "content": "hi"}], stream=False, max_tokens=900)
+    assert own.calls[0]["max_tokens"] == 900  # the client's own value wins
 
 
 def test_a_streamed_answer_ends_with_its_usage() -> None:

@@ -77,7 +77,9 @@ def handle_chat(llama: Llama, messages: list[dict[str, Any]], tools: list[dict[s
                 tool_choice: Any = None, stream: bool = False, max_tokens: int | None = None,
                 stop: Any = None, **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
     """The chat handler llama-cpp-python calls (registered as `ghost-tools`)."""
-    max_tokens = MAX_TOKENS if max_tokens is None else max_tokens  # the client's own value wins
+    # The client's own value wins; "no limit" (Ollama's num_predict -1 arrives as max_tokens -1,
+    # which llama.cpp reads as "until the context is full") gets the default too.
+    max_tokens = MAX_TOKENS if max_tokens is None or max_tokens <= 0 else max_tokens
     turn = ChatTurn(llama, stream, max_tokens, _stops(stop), {k: kwargs[k] for k in SAMPLING if kwargs.get(k) is not None})
     tools = [] if tool_choice == "none" else list(tools or [])
     prompt = render_prompt(messages, tools)
