@@ -126,6 +126,10 @@ class Settings(BaseSettings):
         "on", description="'on': after each start, send the bundled model one short chat with Ghost's "
         "system prompt and tools (proves it answers, and warms its prompt cache for the first chat).",
     )
+    embedded_self_test_timeout: float = Field(
+        300.0, gt=0, description="Seconds the start-up self-test may take (it reads ~700 prompt tokens: "
+        "about 7 s on an idle core, over a minute on a busy machine) before the start counts as failed.",
+    )
     embedded_extra_buffers: bool = Field(
         False, description="Let llama.cpp repack the weights into its extra buffer types (AMX and "
         "other CPU-specific layouts). Off by default: on some CPUs (AMX) that crashes the model server.",

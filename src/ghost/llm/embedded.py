@@ -405,7 +405,7 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
     runtime.extras["model_meta"] = meta.as_extras()
     runtime.upstream_url = server.url  # also while it is down: requests then get 502, or 503 once failed
     if settings.embedded_self_test == "on":
-        server.self_test = lambda: self_test(runtime, server.spec.alias, settings.embedded_startup_timeout)
+        server.self_test = lambda: self_test(runtime, server.spec.alias, settings.embedded_self_test_timeout)
     stack.push_async_callback(server.stop)
     await server.start()
 
