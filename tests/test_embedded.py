@@ -107,7 +107,8 @@ def streamed_completion_text(ghost: GhostServer) -> str:
 @pytest.fixture(scope="module")
 def ghost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     """One Ghost with no upstream: it starts the bundled model."""
-    server = GhostServer("--embedded-max-tokens", str(MAX_TOKENS), home=tmp_path_factory.mktemp("ghost-embedded"))
+    server = GhostServer("--embedded-max-tokens", str(MAX_TOKENS), "--embedded-self-test", "on",
+                         home=tmp_path_factory.mktemp("ghost-embedded"))
     server.start(timeout=START_TIMEOUT)
     yield server
     server.stop()
@@ -324,7 +325,7 @@ def corrupt_copy(path: Path) -> Path:
 
 def test_a_model_server_that_keeps_failing_is_given_up_with_503s(tmp_path: Path) -> None:
     model = corrupt_copy(tmp_path / "broken.gguf")
-    server = GhostServer("--model-path", str(model), "--embedded-max-crashes", "2",
+    server = GhostServer("--model-path", str(model), "--embedded-max-crashes", "2", "--embedded-self-test", "on",
                          "--embedded-restart-backoff", "0.1", home=tmp_path / "home")
     server.start(timeout=START_TIMEOUT)  # Ghost comes up, and explains
     try:
