@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +21,7 @@ from ghost.config import Settings
 from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
+from ghost.sandbox import fspool
 from ghost.store.db import Database
 from ghost.tools.setup import start_tools
 from ghost.workspace.gate import WorkspaceGate
@@ -52,7 +52,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     sandbox_root.mkdir(parents=True, exist_ok=True)
     runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
                       db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
-    await asyncio.to_thread(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
+    fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
+    stack.callback(fspool.stop_pool)
+    await fspool.run(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     await start_tools(runtime, stack)
     if not runtime.upstream_url:  # after the tools: its self-test sends their schemas

@@ -186,6 +186,18 @@ class Settings(BaseSettings):
     skill_failure_threshold: int = Field(
         3, ge=1, description="Consecutive failures after which a skill is listed as failing.")
 
+    # --- the sandbox file layer (ghost.sandbox.fs): walks and its own threads ------------
+    sandbox_walk_max_depth: int = Field(
+        200, ge=8, le=4000,
+        description="Deepest folder nesting a walk of the sandbox (save, recursive list, search) "
+        "goes into; deeper is refused with a clear error. Recursive deletes go any depth.")
+    sandbox_file_threads: int = Field(
+        8, ge=1, le=64, description="Threads for file work on the sandbox (tools, upload, download, "
+        "save, load), apart from the server's own pool.")
+    skill_load_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds the skill scan after a start or workspace load may take; "
+        "past it the load still stands and the skills found so far are kept.")
+
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
         None, description="The agent's working directory. Default: <home>/sandbox."

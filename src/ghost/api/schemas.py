@@ -365,6 +365,9 @@ class Health(BaseModel):
     upstream: UpstreamProbe
     embedded_model: dict[str, Any] | None
     sandbox: dict[str, Any]
+    skills: dict[str, Any] | None = Field(
+        None, description="Acquired skills: `loaded` (count) and `skipped` ([{name, reason}]): "
+        "sidecars the last scan refused (not a regular file, too large, too deep, wrong shape).")
     storage: str
     uptime_s: float
     in_flight_turns: int
