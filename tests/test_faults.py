@@ -437,7 +437,7 @@ def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(mom
             loader = load_workspace(ghost, archive, 0.02 if moment == "receiving" else 0)
             swapped = lambda: tree_names(sandbox) != set(old)  # noqa: E731
             if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
-                phase, past = (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), stage_has_files
+                phase, past = (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
             elif moment == "unpacking":  # unpacked files in staging, the live sandbox untouched
                 phase, past = (lambda: stage_has_files(ghost) and not swapped()), swapped
             else:  # the live sandbox exchanged, the load not finished (its staging folder still there)

@@ -46,7 +46,9 @@ print('home visible:', os.path.exists(HOME))
 
 @pytest.fixture(scope="module")
 def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
-    with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "3", "--sandbox-max-processes", "32",
+    # The time limit ends the fork bomb and the loop; it is long enough that, on a loaded machine,
+    # the memory hog and the probes below still finish before it.
+    with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "8", "--sandbox-max-processes", "32",
                      "--sandbox-memory-bytes", str(512 * 1024 * 1024),
                      home=tmp_path_factory.mktemp("sandbox-server-home")) as ghost:
         yield ghost
@@ -61,7 +63,7 @@ def test_health_reports_the_sandbox(server: GhostServer) -> None:
     sandbox = httpx.get(server.url + "/api/health", headers=server.headers).json()["sandbox"]
     assert sandbox["backend"] == "bubblewrap" and sandbox["isolated"] is True
     assert sandbox["network"] is False and sandbox["process_limit"] in ("cgroup", "rlimit")
-    assert sandbox["limits"]["timeout_s"] == 3 and sandbox["limits"]["max_processes"] == 32
+    assert sandbox["limits"]["timeout_s"] == 8 and sandbox["limits"]["max_processes"] == 32
 
 
 def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostServer, upstream: FakeUpstream) -> None:

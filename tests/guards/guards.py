@@ -186,6 +186,12 @@ GUARDS: list[Removal] = [
             old='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}',
             new='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-request-id", b"expect"}',
             tests=("tests/test_proxy.py::test_ghost_key_is_never_forwarded",), why="X-Ghost-Key and Authorization forwarded"),
+    Removal("proxy: only ever the upstream", "api/proxy.py",
+            old='        return URL(self.base + target.decode("latin-1"), encoded=True)\n',
+            new='        return URL(__import__("urllib.parse").parse.urljoin(self.base + "/", target.decode("latin-1")), '
+                'encoded=True)\n',
+            tests=("tests/test_proxy_target.py::test_nothing_reaches_another_host",),
+            why="the target joined to the base as urljoin does (`//host/x` names another host)"),
     # --- a misbehaving model (tools/registry.py, agent/turn.py) -------------------------------------
     Removal("model: tool results bounded", "tools/registry.py",
             old="        if len(result.content) <= limit:\n", new="        if True:\n",
