@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import FakeUpstreamProcess, GhostServer, median, table
+from _common import FakeUpstreamProcess, GhostServer, Targets, median, table
 
 PROMPT = "Write a short story about a robot who learns to paint."
 QUESTION = [{"role": "user", "content": PROMPT}]
+SHARE_OF_DIRECT = 0.95  # the target: tokens/s through Ghost vs straight from the model server
 
 
 def read_stream(url: str, headers: dict[str, str], body: dict) -> tuple[float, float, int]:
@@ -77,7 +78,7 @@ def startup(starts: int) -> None:
            ["spawn -> first answered chat request", f"{median([a for _, a in rows]):.2f}"]])
 
 
-def relay(ghost: GhostServer, runs: int, tokens: int) -> None:
+def relay(ghost: GhostServer, runs: int, tokens: int, verdicts: Targets) -> None:
     body = {"prompt": PROMPT, "max_tokens": tokens, "min_tokens": tokens, "temperature": 0,
             "seed": 1, "stream": True}
     targets = {"direct model server": (model_url(ghost) + "/v1/completions", {}),
@@ -90,6 +91,8 @@ def relay(ghost: GhostServer, runs: int, tokens: int) -> None:
           [[name, f"{median(rates[name]):.1f}", f"{median([decode_rate(s) for s in got]):.1f}",
             f"{median([s[0] for s in got]) * 1000:.0f}", f"{median(rates[name]) / base:.1%}"]
            for name, got in samples.items()])
+    share = median(rates["through Ghost (proxy)"]) / base
+    verdicts.check(share >= SHARE_OF_DIRECT, f"relay: {share:.1%} of direct tokens/s", f">= {SHARE_OF_DIRECT:.0%}")
 
 
 def upstream_body(body: dict) -> dict:
@@ -105,7 +108,7 @@ def upstream_body(body: dict) -> dict:
         fake.stop()
 
 
-def chat(ghost: GhostServer, runs: int, tokens: int) -> None:
+def chat(ghost: GhostServer, runs: int, tokens: int, verdicts: Targets) -> None:
     # tool_choice "none": the same generation both ways, whichever tool the model would fancy.
     body = {"messages": QUESTION, "max_tokens": tokens, "temperature": 0, "seed": 1, "stream": True,
             "tool_choice": "none"}
@@ -121,6 +124,8 @@ def chat(ghost: GhostServer, runs: int, tokens: int) -> None:
           [[name, f"{median(rates[name]):.1f}", f"{median([s[2] for s in got]):.0f}",
             f"{median([s[0] for s in got]) * 1000:.0f}", f"{median(rates[name]) / base:.1%}"]
            for name, got in samples.items()])
+    share = median(rates["through Ghost's agent turn"]) / base
+    verdicts.check(share >= SHARE_OF_DIRECT, f"chat: {share:.1%} of direct decode tokens/s", f">= {SHARE_OF_DIRECT:.0%}")
 
 
 def interleave(targets: dict[str, tuple[str, dict[str, str]]], body: dict, runs: int,
@@ -135,7 +140,7 @@ def interleave(targets: dict[str, tuple[str, dict[str, str]]], body: dict, runs:
     return samples
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
@@ -145,10 +150,12 @@ def main() -> None:
     if args.starts:
         startup(args.starts)
     home = Path(tempfile.mkdtemp(prefix="ghost-bench-"))
+    verdicts = Targets("bench/embedded.py")
     with GhostServer("--embedded-threads", str(args.threads), home=home) as ghost:
-        relay(ghost, args.runs, args.tokens)
-        chat(ghost, args.runs, args.tokens)
+        relay(ghost, args.runs, args.tokens, verdicts)
+        chat(ghost, args.runs, args.tokens, verdicts)
+    return verdicts.finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
