@@ -83,7 +83,7 @@ def run_tests(source: Path, tests: tuple[str, ...], log: Path) -> tuple[int, str
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
            "PYTHONDONTWRITEBYTECODE": "1"}
     _check_import(source, env)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE", *_skip_plugins(tests), *tests]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=PER_REMOVAL_TIMEOUT_S)
@@ -92,6 +92,11 @@ def run_tests(source: Path, tests: tuple[str, ...], log: Path) -> tuple[int, str
         status, output = -1, f"timed out after {PER_REMOVAL_TIMEOUT_S} s\n{exc.stdout or ''}"
     log.write_text(output)
     return status, output
+
+
+def _skip_plugins(tests: tuple[str, ...]) -> list[str]:
+    """schemathesis' pytest plugin costs seconds of imports per run; only the fuzz tests need it."""
+    return [] if any("test_fuzz" in test for test in tests) else ["-p", "no:schemathesis"]
 
 
 def _check_import(source: Path, env: dict[str, str]) -> None:
