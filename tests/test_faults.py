@@ -430,18 +430,12 @@ def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(mom
             archive = http.post("/api/workspace/save").content
         # Many small old files: removing the swapped-out old sandbox afterwards takes a while,
         # which keeps the "swapped, not yet finished" phase open long enough to stop Ghost in it.
-        for attempt in range(20):
+        for _ in range(20):
             wipe(sandbox)
             make_files(sandbox, "old", 3000 if moment == "swapping" else 50, 1000)
             old = tree(sandbox)
             loader = load_workspace(ghost, archive, 0.02 if moment == "receiving" else 0)
-            swapped = lambda: tree_names(sandbox) != set(old)  # noqa: E731
-            if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
-                phase, past = (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
-            elif moment == "unpacking":  # unpacked files in staging, the live sandbox untouched
-                phase, past = (lambda: stage_has_files(ghost) and not swapped()), swapped
-            else:  # the live sandbox exchanged, the load not finished (its staging folder still there)
-                phase, past = (lambda: swapped() and stage_folder_exists(ghost)), (lambda: not loader.is_alive())
+            phase, past = phase_checks(moment, ghost, set(old), loader)
             if frozen_in(ghost, phase, past):
                 break
             loader.join(60)  # missed it (a loaded machine): let this load finish and try again
@@ -458,6 +452,22 @@ def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(mom
         assert_state_readable(ghost, upstream)
     finally:
         ghost.stop()
+
+
+def phase_checks(moment: str, ghost: GhostServer, old_names: set[str],
+                 loader: threading.Thread) -> tuple[Callable[[], bool], Callable[[], bool]]:
+    """(in the phase, past it) for a load's `moment`, as seen from outside Ghost."""
+    sandbox = ghost.home / "sandbox"
+
+    def swapped() -> bool:
+        return tree_names(sandbox) != old_names
+
+    if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
+        return (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
+    if moment == "unpacking":  # unpacked files in staging, the live sandbox untouched
+        return (lambda: stage_has_files(ghost) and not swapped()), swapped
+    # swapping: the live sandbox exchanged, the load not finished (its staging folder still there)
+    return (lambda: swapped() and stage_folder_exists(ghost)), (lambda: not loader.is_alive())
 
 
 def stage_folder_exists(ghost: GhostServer) -> bool:

@@ -433,6 +433,23 @@ BAD_ARCHIVES = {
                                                    "data": b'{"chat_history": "x", "scratchpad": {}}'}]), 400),
 }
 
+# What the error must name, where more than one check could refuse the archive: the message shows
+# that the check meant for the case refused it (a count read before zipfile parses the records, a
+# declared size before anything is unpacked), not a later one that happens to catch it too.
+REASONS = {
+    "dotdot": "unsafe entry name", "absolute": "unsafe entry name", "dotdot inside sandbox": "unsafe entry name",
+    "backslash dotdot": "unsafe entry name", "drive letter": "unsafe entry name",
+    "drive letter backslash": "unsafe entry name", "nul in name": "unsafe entry name",
+    "symlink": "is a symbolic link", "symlink from a dos archiver": "is a symbolic link",
+    "fifo": "is a special file", "char device": "is a special file",
+    "zip bomb": "bytes; the limit is",
+    "zip bomb split over entries": "bytes; the limit is",
+    "too many entries": f"archive has more than {MAX_ENTRIES} entries",
+    "too many entries, count field lying": f"archive has more than {MAX_ENTRIES} entries",
+    "encrypted entry": "is encrypted",
+    "duplicate names": "appears twice", "file and folder clash": "is both a file and a folder",
+}
+
 
 @pytest.mark.parametrize("case", list(BAD_ARCHIVES))
 def test_bad_archive_is_refused_and_the_workspace_is_unchanged(case: str, server: GhostServer,
@@ -446,6 +463,7 @@ def test_bad_archive_is_refused_and_the_workspace_is_unchanged(case: str, server
 
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"}
+    assert REASONS.get(case, "") in response.json()["error"]["message"]
     assert tree(sandbox) == before
     assert get_state(server) == state_before
     assert not (server.home / "x").exists() and not (server.home.parent / "x").exists()
