@@ -446,7 +446,7 @@ REASONS = {
     "zip bomb split over entries": "bytes; the limit is",
     "too many entries": f"archive has more than {MAX_ENTRIES} entries",
     "too many entries, count field lying": f"archive has more than {MAX_ENTRIES} entries",
-    "encrypted entry": "is encrypted",
+    "encrypted entry": "entry 'sandbox/e' is encrypted",  # not zipfile's "File ... is encrypted" later
     "duplicate names": "appears twice", "file and folder clash": "is both a file and a folder",
 }
 

@@ -38,7 +38,8 @@ from guards import GUARDS, PROOFS, Removal  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "src"
 PER_REMOVAL_TIMEOUT_S = 1800
-_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+PER_TEST_TIMEOUT_S = 300  # pytest-timeout: a test that hangs without its guard fails, and says so
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)
 
 
 class ListRotted(Exception):
@@ -81,9 +82,10 @@ def copy_with(removal: Removal | None, into: Path) -> Path:
 def run_tests(source: Path, tests: tuple[str, ...], log: Path) -> tuple[int, str]:
     """pytest on `tests` against the source at `source`: (exit status, its output)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "400"}  # wide: pytest cuts summary lines to fit
     _check_import(source, env)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE", *_skip_plugins(tests), *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE",
+               f"--timeout={PER_TEST_TIMEOUT_S}", *_skip_plugins(tests), *tests]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=PER_REMOVAL_TIMEOUT_S)
