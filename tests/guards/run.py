@@ -38,7 +38,9 @@ from guards import GUARDS, PROOFS, Removal  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "src"
 PER_REMOVAL_TIMEOUT_S = 1800
-PER_TEST_TIMEOUT_S = 300  # pytest-timeout: a test that hangs without its guard fails, and says so
+# pytest-timeout, thread method (it works even when the main thread is stuck in C): a test that
+# hangs without its guard ends the run with a failure and a stack dump, instead of blocking it.
+PER_TEST_TIMEOUT_S = 300
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)
 
 
@@ -85,7 +87,7 @@ def run_tests(source: Path, tests: tuple[str, ...], log: Path) -> tuple[int, str
            "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "400"}  # wide: pytest cuts summary lines to fit
     _check_import(source, env)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE",
-               f"--timeout={PER_TEST_TIMEOUT_S}", *_skip_plugins(tests), *tests]
+               f"--timeout={PER_TEST_TIMEOUT_S}", "--timeout-method=thread", *_skip_plugins(tests), *tests]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=PER_REMOVAL_TIMEOUT_S)
