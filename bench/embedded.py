@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import FakeUpstreamProcess, GhostServer, median, table
+from _common import FakeUpstreamProcess, GhostServer, median, table, Targets
 
 PROMPT = "Write a short story about a robot who learns to paint."
 QUESTION = [{"role": "user", "content": PROMPT}]
@@ -188,11 +188,10 @@ def main() -> int:
 
 
 def verdict(checks: list[tuple[str, float, str, float]]) -> int:
-    missed = [name for name, got, op, target in checks if not (got <= target if op == "<=" else got >= target)]
+    targets = Targets("bench/embedded.py")
     for name, got, op, target in checks:
-        print(f"{'MISS' if name in missed else 'ok  '} {name}: {got:.0%} (target {op} {target:.0%})")
-    print(f"verdict: {'MISS' if missed else 'PASS'} ({len(checks) - len(missed)} of {len(checks)} targets met)")
-    return 1 if missed else 0
+        targets.check(got <= target if op == "<=" else got >= target, f"{name}: {got:.0%}", f"{op} {target:.0%}")
+    return targets.finish()
 
 
 if __name__ == "__main__":

@@ -371,6 +371,8 @@ class Health(BaseModel):
     storage: str
     uptime_s: float
     in_flight_turns: int
+    workspace_load_waiting: bool = Field(
+        description="True while a workspace load waits for running turns to end.")
     event_loop_lag: dict[str, float]
 
 
