@@ -28,7 +28,6 @@ def plant_link(target: Path, name: str) -> str:
             f"print('planted', os.readlink('acquired_skills/{name}'))\n")
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by issue 11: the sidecar's temp file is opened through a planted link")
 def test_create_skill_does_not_write_through_a_planted_link(upstream: FakeUpstream, tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("precious")
