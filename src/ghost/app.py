@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 
 from ghost import __version__
 from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
+from ghost.agent.context import start_context
 from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -63,6 +64,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     runtime.models = settings.models or discovered[:1] or ["ghost"]
+    await start_context(runtime)  # the model's context window, asked of the upstream once
     runtime.agent = ChatService(runtime)
     runtime.loop_lag.start()
     stack.push_async_callback(runtime.loop_lag.stop)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from ghost.agent.context import ContextFitter, ExtraCall, context_services
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
@@ -25,6 +26,7 @@ class TurnOptions:
     max_tool_rounds: int
     use_tools: bool = True  # False for /api/generate: one plain completion
     system_prompt: bool = True
+    session_summary: bool = True  # a summary made to fit the window is shown with the session
 
 
 def round_limit_message(rounds: int) -> str:
@@ -62,6 +64,11 @@ class AgentTurn:
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
+        self.calls = 0  # upstream calls made, summaries included
+        services = context_services(runtime)
+        self.context = ContextFitter(runtime, services, model=request.model, request_id=request_id,
+                                     session_id=request.session_id if options.session_summary else None) \
+            if services is not None else None
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -69,9 +76,13 @@ class AgentTurn:
         for round_index in range(limit + 1):
             tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
             completion, text = None, []
-            async for item in stream_chat(self.runtime, self._payload(messages, tools), self.request_id):
+            async for item in self._upstream(messages, tools):
                 if isinstance(item, Completion):
                     completion = item
+                elif isinstance(item, ToolActivity):
+                    yield item
+                elif isinstance(item, ExtraCall):
+                    self._count_usage(item.usage)
                 elif item.kind == "content":
                     text.append(item.text)
                     yield TextDelta(item.text)
@@ -80,7 +91,7 @@ class AgentTurn:
             assert completion is not None  # stream_chat always ends with one
             self.upstream_seconds += completion.upstream_seconds
             self.rounds = round_index + 1
-            self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
+            self._count_usage(completion.usage)
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
@@ -98,6 +109,17 @@ class AgentTurn:
                     yield event
         for event in self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds")):
             yield event
+
+    def _upstream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+                  ) -> AsyncIterator[Delta | Completion | ToolActivity | ExtraCall]:
+        """One upstream call; fitted into the context window (ghost.agent.context) when it is known."""
+        if self.context is None:
+            return stream_chat(self.runtime, self._payload(messages, tools), self.request_id)
+        return self.context.stream(messages, tools, self._payload)
+
+    def _count_usage(self, usage: Usage | None) -> None:
+        self.usage = sum_usage(self.usage, usage, first=self.calls == 0)
+        self.calls += 1
 
     def _ending(self, *events: Event) -> list[Event]:
         """The closing events, with the turn's usage just before Done when it is known."""
