@@ -269,6 +269,6 @@ def test_shortened_tool_result_can_be_read_back(upstream: FakeUpstream, tmp_path
         on_disk = (ghost.home / "sandbox" / saved["path"]).read_text()
     assert reply.choices[0].message.content == "done"
     assert saved["path"].startswith(".ghost/outputs/") and saved["path"].endswith(".txt")
-    assert saved["read"] == "\n".join(BIG_LINES[200:203]) + "\n"
-    assert on_disk.startswith(BIG_LINES[0]) and BIG_LINES[399] in on_disk
+    assert saved["read"].startswith("\n".join(BIG_LINES[200:203]) + "\n")  # then "continues after line 203"
+    assert on_disk.startswith("\n".join(BIG_LINES[:380]))  # the whole result, not the shortened copy
     assert all(r["tokens"] <= 4096 for r in upstream.chat_requests())

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost.agent.events import ToolActivity, Usage
-from ghost.agent.outputs import save_output
+from ghost.agent.outputs import output_name, save_output
 from ghost.agent.summary import (INSTRUCTION_TOKENS, Summary, excerpt, render, summarise, summary_message,
                                  tools_json)
 from ghost.agent.tokens import CHARS_PER_TOKEN, TokenCounter, message_key
@@ -42,6 +42,7 @@ from ghost.config import Settings
 from ghost.errors import ContextLengthExceeded
 from ghost.llm.chat import Completion, Delta, stream_chat
 from ghost.llm.overflow import overflow_message
+from ghost.llm.toolcalls import INSTRUCTIONS as TOOLS_PROMPT, tool_line
 from ghost.llm.window import UpstreamWindow, learn_window
 from ghost.runtime import Runtime
 from ghost.store.summaries import StoredSummary, Summaries
@@ -49,7 +50,9 @@ from ghost.store.summaries import StoredSummary, Summaries
 log = logging.getLogger("ghost.context")
 SERVICES_KEY = "context"
 HARDER = 0.8  # after an overflow the upstream reported: the budget shrinks by this much more
-NOTE_TOKENS = 60  # the note that replaces a shortened result's middle
+NOTE_TOKENS = 60
+SAVED_MEMO = 1024
+TOOLS_MEMO = 64  # the note that replaces a shortened result's middle
 
 
 @dataclass
@@ -63,6 +66,25 @@ class ContextServices:
     settings: Settings
     recent: "RecentSummaries" = field(default_factory=lambda: RecentSummaries())
     summary_calls: int = 0  # for the benchmark and the logs
+    # Tool results saved by this process (file name -> path): the same result shortened again on a
+    # later turn is not written (or read back to compare) again. Cleared by a workspace load.
+    saved: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    in_use: dict[str, str] = field(default_factory=dict)  # session -> hash of the summary it shows
+    tools_counted: dict[tuple[tuple[int, ...], ...], tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    async def saved_path(self, text: str) -> str | None:
+        name = output_name(text)
+        if (path := self.saved.get(name)) is not None:
+            return path
+        path = await asyncio.to_thread(save_output, self.sandbox_root, text)
+        if path is not None:
+            self.saved[name] = path
+            if len(self.saved) > SAVED_MEMO:
+                self.saved.popitem(last=False)
+        return path
+
+    async def forget_saved(self) -> None:
+        self.saved.clear()
 
 
 class RecentSummaries:
@@ -127,6 +149,7 @@ async def start_context(runtime: Runtime) -> ContextServices:
     counter = TokenCounter(runtime.http, tokenize_url, runtime.upstream_headers())
     services = ContextServices(window, counter, Summaries(runtime.db), runtime.sandbox_root, settings)
     runtime.extras[SERVICES_KEY] = services
+    runtime.after_workspace_load.append(services.forget_saved)
     return services
 
 
@@ -145,6 +168,10 @@ class ContextFitter:
         self.shortened: dict[bytes, dict[str, Any]] = {}  # original tool message's key -> its short copy
         self.folded: _Folded | None = None
         self._keys: dict[int, tuple[dict[str, Any], bytes]] = {}
+        self._counts: dict[int, tuple[dict[str, Any], int]] = {}  # this turn's messages, by identity
+        self._chain_memo: list[bytes] = [b""]
+        self._fits_memo: tuple[_View, tuple[int, int], int] | None = None
+        self._edits = 0  # tool results shortened (or shortened again) this turn
         self.raw_sent = 0
 
     # --- one upstream call, fitted, with one retry on an overflow --------------------------------
@@ -201,9 +228,8 @@ class ContextFitter:
                    sent: list[dict[str, Any]], *, harder: bool) -> AsyncIterator[ToolActivity | ExtraCall]:
         """Fill `sent` with the messages to send, compacting as needed (events say what was done)."""
         view = _View(messages)
-        await self.counter.count_new([(self._key(m), m) for m in messages])
-        tools_text = tools_json(tools)
-        tools_raw = await self.counter.count_text(message_key({"tools": tools_text}), tools_text) if tools else 0
+        await self._count(messages)
+        tools_raw = await self._tools_tokens(tools)
         budget = self._budget(reply, harder)
         fixed = self._raw(view.head) + tools_raw + self._raw([view.newest_user] if view.newest_user else [])
         if self.counter.calibrated(fixed) > budget:
@@ -226,18 +252,55 @@ class ContextFitter:
         sent.extend(self._compose(view))
 
     def _fits(self, view: "_View", tools_raw: int, budget: int) -> bool:
-        self.raw_sent = self._raw(self._compose(view)) + tools_raw
+        state = (self._edits, self.folded.end if self.folded else 0)
+        memo = self._fits_memo  # only shortening or folding changes the total of one view
+        if memo is None or memo[0] is not view or memo[1] != state:
+            memo = self._fits_memo = (view, state, self._raw(view.head) + self._raw(self._kept(view)))
+        self.raw_sent = memo[2] + tools_raw
         return self.counter.calibrated(self.raw_sent) <= budget
 
-    def _compose(self, view: "_View") -> list[dict[str, Any]]:
-        body = view.body
+    def _kept(self, view: "_View") -> list[dict[str, Any]]:
+        """The body as sent, before shortened tool results are swapped in."""
         if self.folded is None:
-            kept = body
-        else:
-            end = self.folded.end
-            early_user = [view.newest_user] if view.newest_user is not None and view.newest_at < end else []
-            kept = [self.folded.message, *early_user, *body[end:]]
+            return view.body
+        end = self.folded.end
+        early_user = [view.newest_user] if view.newest_user is not None and view.newest_at < end else []
+        return [self.folded.message, *early_user, *view.body[end:]]
+
+    def _compose(self, view: "_View") -> list[dict[str, Any]]:
+        kept = self._kept(view)
         return [*view.head, *(self.shortened.get(self._key(m), m) if m.get("role") == "tool" else m for m in kept)]
+
+    async def _tools_tokens(self, tools: list[dict[str, Any]]) -> int:
+        """The tool schemas' tokens; counted once a turn (the same schema objects come every round)."""
+        if not tools:
+            return 0
+        # The registry builds new dicts each round around the same name, description and parameters.
+        fingerprint = tuple(tuple(id(f.get(k)) for k in ("name", "description", "parameters"))
+                            for f in (t.get("function") or {} for t in tools))
+        known = self.services.tools_counted.get(fingerprint)
+        if known is not None:
+            return known[0]
+        text = self._tools_text(tools)
+        tokens = await self.counter.count_text(message_key({"tools": text}), text)
+        # `tools` is kept with the count: while its objects live, no other object can have their ids.
+        self.services.tools_counted[fingerprint] = (tokens, tools)
+        if len(self.services.tools_counted) > TOOLS_MEMO:
+            del self.services.tools_counted[next(iter(self.services.tools_counted))]
+        return tokens
+
+    def _tools_text(self, tools: list[dict[str, Any]]) -> str:
+        """The tools as the model will see them: the bundled server renders one line per tool."""
+        if self.services.window.flavour == "bundled":
+            return TOOLS_PROMPT.format(tools="\n".join(tool_line(t) for t in tools))
+        return tools_json(tools)
+
+    async def _count(self, messages: list[dict[str, Any]]) -> None:
+        """Count the messages this turn has not seen yet (the shared cache knows most of them)."""
+        new = [m for m in messages if (seen := self._counts.get(id(m))) is None or seen[0] is not m]
+        if new:
+            await self.counter.count_new([(self._key(m), m) for m in new])
+            self._raw(new)
 
     def _key(self, message: dict[str, Any]) -> bytes:
         found = self._keys.get(id(message))
@@ -248,10 +311,16 @@ class ContextFitter:
         return key
 
     def _raw(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of these messages as counted (a shortened tool result's: its short copy's)."""
         total = 0
         for message in messages:
-            count = self.counter.cached(self._key(message))
-            total += count if count is not None else math.ceil(len(str(message.get("content"))) / CHARS_PER_TOKEN)
+            count = self._counts.get(id(message))
+            if count is None or count[0] is not message:
+                tokens = self.counter.cached(self._key(message))
+                if tokens is None:  # not counted yet (only if the shared cache dropped it just now)
+                    tokens = math.ceil(len(str(message.get("content"))) / CHARS_PER_TOKEN)
+                count = self._counts[id(message)] = (message, tokens)
+            total += count[1]
         return total
 
     # --- 1. shorten tool results ---------------------------------------------------------------
@@ -279,7 +348,7 @@ class ContextFitter:
 
     async def _shorten_one(self, message: dict[str, Any], keep: int) -> str | None:
         text = message["content"]
-        path = await asyncio.to_thread(save_output, self.services.sandbox_root, text)
+        path = await self.services.saved_path(text)
         head, tail = text[: keep * 2 // 3], text[len(text) - keep // 3:]
         if path:
             note = (f"[… {len(text) - len(head) - len(tail):,} of {len(text):,} characters left out to fit the "
@@ -288,9 +357,10 @@ class ContextFitter:
         else:
             note = f"[… {len(text) - len(head) - len(tail):,} characters left out to fit the context window …]"
         short = {**message, "content": f"{head}\n{note}\n{tail}"}
-        key = self._key(message)
-        self.shortened[key] = short
+        self.shortened[self._key(message)] = short
+        self._edits += 1
         await self.counter.count_new([(self._key(short), short)])
+        self._counts[id(message)] = (message, self._raw([short]))  # from now on it counts as its copy
         return path
 
     # --- 2. fold the earliest messages into a summary --------------------------------------------
@@ -304,7 +374,8 @@ class ContextFitter:
             return
         self.folded = self._folded(by_hash[stored.prefix_hash], stored)
         await self.counter.count_new([(self._key(self.folded.message), self.folded.message)])
-        if self.session_id:
+        if self.session_id and self.services.in_use.get(self.session_id) != stored.prefix_hash:
+            self.services.in_use[self.session_id] = stored.prefix_hash
             await self.services.summaries.use(self.session_id, stored)
 
     async def _fold(self, view: "_View", tools_raw: int, budget: int) -> AsyncIterator[ToolActivity | ExtraCall]:
@@ -329,7 +400,7 @@ class ContextFitter:
     def _fold_end(self, view: "_View", ends: list[int], tools_raw: int, budget: int) -> int:
         """The least folding that leaves the rest within the fold target (else the most possible)."""
         fixed = self._raw(view.head) + tools_raw + self._summary_tokens(view, tools_raw, budget)
-        sizes = [self._raw([self.shortened.get(self._key(m), m)]) for m in view.body]
+        sizes = [self._raw([m]) for m in view.body]
         after = [0] * (len(sizes) + 1)  # after[k]: tokens of body[k:]
         for position in range(len(sizes) - 1, -1, -1):
             after[position] = after[position + 1] + sizes[position]
@@ -380,12 +451,16 @@ class ContextFitter:
 
     async def _store(self, stored: StoredSummary) -> None:
         self.services.recent.remember(stored)
+        if self.session_id:
+            self.services.in_use[self.session_id] = stored.prefix_hash
         await self.services.summaries.put(stored, self.session_id or "")
 
     def _chain(self, view: "_View") -> list[bytes]:
-        """chain[k]: the hash of the body's first k messages (the newest user message left out)."""
-        chain = [b""]
-        for position, message in enumerate(view.body):
+        """chain[k]: the hash of the body's first k messages (the newest user message left out).
+        Within a turn the body only grows, so the chain is extended, never recomputed."""
+        chain = self._chain_memo
+        for position in range(len(chain) - 1, len(view.body)):
+            message = view.body[position]
             chain.append(chain[-1] if position == view.newest_at else _chain(chain[-1], self._key(message)))
         return chain
 

@@ -13,10 +13,11 @@ prompt tokens the upstream reported to what we counted for that same prompt.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 import httpx
@@ -32,8 +33,21 @@ TOKENIZE_TIMEOUT_S = 5.0
 
 
 def message_key(message: dict[str, Any]) -> bytes:
-    encoded = json.dumps(message, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(encoded.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """A hash of the message's content (the same message resent in a later request has the same key)."""
+    content = message.get("content")
+    if len(message) == 2 and isinstance(content, str) and isinstance(message.get("role"), str):
+        # Most messages: role and text. Their own form, which no other message can produce.
+        encoded = f"\x1d{message['role']}\x1f{content}".encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(encoded, digest_size=16).digest()
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(message):
+        value = message[name]
+        digest.update(f"\x1e{name}\x1f".encode())
+        if isinstance(value, str):  # the common case (content, role, tool_call_id) needs no JSON
+            digest.update(value.encode("utf-8", "surrogatepass"))
+        else:
+            digest.update(b"\x01" + json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return digest.digest()
 
 
 def message_text(message: dict[str, Any]) -> tuple[str, int]:
@@ -64,17 +78,14 @@ class TokenCounter:
         self.http = http
         self.tokenize_url = tokenize_url
         self.headers = headers or {}
-        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._counts: dict[bytes, int] = {}
         self._ratios: deque[float] = deque(maxlen=RATIO_WINDOW)
         self.factor = 1.0
         self.remote_calls = 0
 
     # --- counting ----------------------------------------------------------------------------
     def cached(self, key: bytes) -> int | None:
-        count = self._counts.get(key)
-        if count is not None:
-            self._counts.move_to_end(key)
-        return count
+        return self._counts.get(key)
 
     async def count_new(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
         """Count the messages whose keys are not cached yet (one tokenizer request for all)."""
@@ -95,8 +106,9 @@ class TokenCounter:
 
     def _remember(self, key: bytes, count: int) -> None:
         self._counts[key] = count
-        if len(self._counts) > CACHE_ENTRIES:
-            self._counts.popitem(last=False)
+        if len(self._counts) > CACHE_ENTRIES:  # forget the older half (insertion order), in one go
+            for old in list(itertools.islice(self._counts, CACHE_ENTRIES // 2)):
+                del self._counts[old]
 
     async def _count_texts(self, texts: list[str]) -> list[int]:
         estimates = [estimate(text) for text in texts]
