@@ -8,6 +8,8 @@ stands in (and is not cached, so the next turn tries again).
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from ghost.errors import GhostError
 from ghost.llm.chat import Completion, stream_chat
 from ghost.runtime import Runtime
 
+log = logging.getLogger("ghost.context")
 INSTRUCTIONS = (
     "You summarise the earlier part of a conversation between a user and an AI assistant, so the "
     "assistant can go on without those messages. Keep what matters later: the user's requests and "
@@ -82,15 +85,20 @@ async def summarise(runtime: Runtime, *, model: str, prompt: str, fallback: str,
     text: list[str] = []
     usage: Usage | None = None
     try:
-        async for item in stream_chat(runtime, payload, f"{request_id}-summary"):
+        # A request id of its own, in the same form (llama-cpp-python's server answers an empty 400
+        # to an x-request-id that is not a UUID).
+        async for item in stream_chat(runtime, payload, uuid.uuid4().hex):
             if isinstance(item, Completion):
                 usage = item.usage
             elif item.kind == "content":
                 text.append(item.text)
-    except GhostError:
+    except GhostError as exc:
+        log.warning("turn %s: the summary call failed (%s); an excerpt of the messages stands in",
+                    request_id, exc.message)
         return Summary(fallback, None, written_by_model=False)
     written = "".join(text).strip()
     if not written:
+        log.warning("turn %s: the model wrote an empty summary; an excerpt of the messages stands in", request_id)
         return Summary(fallback, usage, written_by_model=False)
     return Summary(written, usage, written_by_model=True)
 
