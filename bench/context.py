@@ -29,7 +29,8 @@ from typing import Any
 
 import httpx
 
-from ghost.agent.context import ContextFitter, ContextServices
+from ghost.agent.context import ContextFitter
+from ghost.agent.context_services import ContextServices
 from ghost.agent.prompt import system_message
 from ghost.agent.summary import INSTRUCTIONS, Summary
 from ghost.agent.tokens import TokenCounter

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 
 from ghost import __version__
 from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
-from ghost.agent.context import start_context
+from ghost.agent.context_services import start_context
 from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware

@@ -7,7 +7,6 @@ stands in (and is not cached, so the next turn tries again).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -101,7 +100,3 @@ async def summarise(runtime: Runtime, *, model: str, prompt: str, fallback: str,
         log.warning("turn %s: the model wrote an empty summary; an excerpt of the messages stands in", request_id)
         return Summary(fallback, usage, written_by_model=False)
     return Summary(written, usage, written_by_model=True)
-
-
-def tools_json(tools: list[dict[str, Any]]) -> str:
-    return json.dumps(tools, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -9,7 +9,7 @@ import httpx
 from fastapi import APIRouter, Depends
 
 from ghost import __version__
-from ghost.agent.context import context_info
+from ghost.agent.context_services import context_info
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
