@@ -149,7 +149,8 @@ def model_cache_reuse(turns: int) -> dict[str, float] | None:
 def _reuse_per_request(log_text: str) -> list[float]:
     """For each chat request in this piece of the model server's log: cached / prompt tokens."""
     shares = []
-    for segment in log_text.split('"POST /v1/chat/completions')[:-1]:  # the access line ends a request
+    # uvicorn logs a streamed request's access line when its response starts, before the model runs.
+    for segment in log_text.split('"POST /v1/chat/completions')[1:]:
         hit = LOG_HIT.search(segment)
         if hit:
             cached, remaining = int(hit.group(1)), int(hit.group(2))

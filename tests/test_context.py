@@ -74,7 +74,7 @@ def oai_for() -> Iterator[Any]:
     (ContextWindow(5000, "vllm"), 5000, "vLLM /v1/models max_model_len"),
     (ContextWindow(6000, "ollama"), 6000, "Ollama /api/show num_ctx"),
     (ContextWindow(7000, "ollama", ollama_num_ctx_parameter=False), 7000, "Ollama /api/show context_length"),
-    (ContextWindow(9000, "silent"), 4096, "default (the upstream did not say)"),
+    (ContextWindow(9000, "silent"), 8192, "default (the upstream did not say)"),
 ])
 def test_window_is_learned_from_each_kind_of_upstream(upstream: FakeUpstream, tmp_path: Path,
                                                       window: ContextWindow, expected: int, source: str) -> None:

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         0, ge=0, description="The model's context window in tokens. 0: ask the upstream at start "
         "(llama.cpp /props, Ollama /api/show, vLLM /v1/models, the bundled model's size).")
     context_window_default: int = Field(
-        4096, ge=256, description="Context window assumed when the upstream does not tell (logged).")
+        8192, ge=256, description="Context window assumed when the upstream does not tell (logged).")
     context_reply_reserve: int = Field(
         1024, ge=16, description="Tokens kept free for the answer when the request sets no max_tokens "
         "(at most an eighth of the window).")
