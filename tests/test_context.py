@@ -23,7 +23,7 @@ BIG = "\n".join(BIG_LINES) + "\n"
 
 
 def start_ghost(upstream: FakeUpstream, home: Path, *args: str) -> GhostServer:
-    return GhostServer("--upstream-url", upstream.url, "--max-tool-rounds", "4", *args, home=home).start()
+    return GhostServer("--upstream-url", upstream.url, "--max-tool-rounds", "4", *args, home=home)  # started by `with`
 
 
 def is_summary_call(body: dict[str, Any]) -> bool:
