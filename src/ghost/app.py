@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 
 from ghost import __version__
 from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
+from ghost.agent.context_services import start_context
 from ghost.agent.service import ChatService
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -66,6 +67,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
     embedded = runtime.extras.get("embedded_info") or {}  # a failed bundled model lists no models
     runtime.models = settings.models or discovered[:1] or [embedded.get("model") or "ghost"]
+    await start_context(runtime)  # the model's context window, asked of the upstream once
     runtime.agent = ChatService(runtime)
     runtime.loop_lag.start()
     stack.push_async_callback(runtime.loop_lag.stop)

@@ -83,6 +83,31 @@ class Settings(BaseSettings):
         "a note. 0: no limit.",
     )
 
+    # --- context window (ghost.agent.context, ghost.llm.window) ----------------------------
+    context_window: int = Field(
+        0, ge=0, description="The model's context window in tokens. 0: ask the upstream at start "
+        "(llama.cpp /props, Ollama /api/show, vLLM /v1/models, the bundled model's size).")
+    context_window_default: int = Field(
+        8192, ge=256, description="Context window assumed when the upstream does not tell (logged).")
+    context_reply_reserve: int = Field(
+        1024, ge=16, description="Tokens kept free for the answer when the request sets no max_tokens "
+        "(at most an eighth of the window).")
+    context_safety_margin: float = Field(
+        0.05, ge=0, le=0.5, description="Share of the window left unused, for token counts that are estimates.")
+    context_tool_result_keep_chars: int = Field(
+        2000, ge=200, description="Characters (head and tail) an older tool result keeps when it is "
+        "shortened to fit the window; the full text is saved under .ghost/outputs/ in the sandbox.")
+    context_summary_max_tokens: int = Field(
+        512, ge=32, description="Longest summary of earlier messages the model is asked to write "
+        "(at most a sixth of the room the system prompt and tools leave).")
+    context_fold_target: float = Field(
+        0.5, gt=0.1, le=0.9, description="When earlier messages must be summarised, enough are folded "
+        "that the history left fills at most this share of the free room: a summary then lasts many turns.")
+    context_tokenizer: Literal["auto", "estimate"] = Field(
+        "auto", description="'auto': count tokens with the upstream's tokenizer endpoint when it has one "
+        "(llama.cpp /tokenize, the bundled model's); 'estimate': characters per token, calibrated from "
+        "the prompt tokens the upstream reports.")
+
     # --- bundled model (started when upstream_url is empty) --------------------------------
     embedded_model: Literal["auto", "off"] = Field(
         "auto", description="'auto': with no upstream set, start the bundled model and use it; "

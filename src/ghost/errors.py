@@ -2,6 +2,7 @@
 
     GhostError                      500 internal_error
     ├── BadRequest                  400 invalid_request_error
+    │   └── ContextLengthExceeded   400 context_length_exceeded
     ├── AuthenticationFailed        401 authentication_error
     ├── NotFound                    404 not_found_error
     ├── Conflict                    409 conflict_error
@@ -40,6 +41,19 @@ class GhostError(Exception):
 class BadRequest(GhostError):
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt cannot fit the model's context window, even after Ghost compacted it.
+
+    `needed` and `allowed` are token counts when known (0: not known)."""
+
+    error_type = "context_length_exceeded"
+
+    def __init__(self, message: str, *, needed: int = 0, allowed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.allowed = allowed
 
 
 class AuthenticationFailed(GhostError):

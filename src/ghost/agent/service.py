@@ -62,7 +62,7 @@ class ChatService:
         chat = parse_chat_request({**body, "messages": generate_messages(body)}, default_stream=True,
                                   default_model=self.runtime.default_model)
         chat.client_tools = []
-        options = TurnOptions(max_tool_rounds=0, use_tools=False, system_prompt=False)
+        options = TurnOptions(max_tool_rounds=0, use_tools=False, system_prompt=False, session_summary=False)
         return await self._respond(chat, options, request, request_id, Wire.OLLAMA_GENERATE, False, record=False)
 
     # --- the turn ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.agent.budget import OutputBudget, budget_note
+from ghost.agent.context import ContextFitter, ExtraCall
+from ghost.agent.context_services import context_services
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
@@ -27,6 +29,7 @@ class TurnOptions:
     max_tool_rounds: int
     use_tools: bool = True  # False for /api/generate: one plain completion
     system_prompt: bool = True
+    session_summary: bool = True  # a summary made to fit the window is shown with the session
 
 
 def round_limit_message(rounds: int) -> str:
@@ -65,6 +68,11 @@ class AgentTurn:
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(runtime.settings.max_turn_output_tokens)
+        self.calls = 0  # upstream calls made, summaries included
+        services = context_services(runtime)
+        self.context = ContextFitter(runtime, services, model=request.model, request_id=request_id,
+                                     session_id=request.session_id if options.session_summary else None) \
+            if services is not None else None
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -72,11 +80,17 @@ class AgentTurn:
         for round_index in range(limit + 1):
             tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
             completion, text = None, []
-            async with aclosing(stream_chat(self.runtime, self._payload(messages, tools), self.request_id)) as items:
+            async with aclosing(self._upstream(messages, tools)) as items:
                 async for item in items:
                     if isinstance(item, Completion):
                         completion = item
                         break
+                    if isinstance(item, ToolActivity):
+                        yield item
+                        continue
+                    if isinstance(item, ExtraCall):
+                        self._count_usage(item.usage)
+                        continue
                     self.budget.add(item.text)
                     if item.kind == "content":
                         text.append(item.text)
@@ -92,7 +106,7 @@ class AgentTurn:
                     yield event
                 return
             self.upstream_seconds += completion.upstream_seconds
-            self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
+            self._count_usage(completion.usage)
             self.budget.end_round(completion)
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
@@ -119,6 +133,17 @@ class AgentTurn:
     def _budget_ending(self) -> list[Event]:
         note = TextDelta(budget_note(self.budget.limit))
         return self._ending(note, Done("length", stop_reason="max_turn_output_tokens"))
+
+    def _upstream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+                  ) -> AsyncIterator[Delta | Completion | ToolActivity | ExtraCall]:
+        """One upstream call; fitted into the context window (ghost.agent.context) when it is known."""
+        if self.context is None:
+            return stream_chat(self.runtime, self._payload(messages, tools), self.request_id)
+        return self.context.stream(messages, tools, self._payload)
+
+    def _count_usage(self, usage: Usage | None) -> None:
+        self.usage = sum_usage(self.usage, usage, first=self.calls == 0)
+        self.calls += 1
 
     def _ending(self, *events: Event) -> list[Event]:
         """The closing events, with the turn's usage just before Done when it is known."""

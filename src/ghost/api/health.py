@@ -9,6 +9,7 @@ import httpx
 from fastapi import APIRouter, Depends
 
 from ghost import __version__
+from ghost.agent.context_services import context_info
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
@@ -52,4 +53,5 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
         "in_flight_turns": runtime.in_flight_turns,
         "workspace_load_waiting": runtime.gate.load_waiting,
         "event_loop_lag": runtime.loop_lag.report(),
+        "context_window": context_info(runtime),
     }

@@ -374,6 +374,7 @@ class Health(BaseModel):
     workspace_load_waiting: bool = Field(
         description="True while a workspace load waits for running turns to end.")
     event_loop_lag: dict[str, float]
+    context_window: dict[str, Any] | None = None  # tokens, where the number came from, how tokens are counted
 
 
 # --- sessions and workspace -----------------------------------------------------------------------------
@@ -389,10 +390,19 @@ class SessionList(BaseModel):
     sessions: list[SessionSummary]
 
 
+class ContextSummary(BaseModel):
+    """What the model sees in place of the session's earliest messages (see docs/agent.md)."""
+
+    messages: int  # how many earliest messages it stands for
+    text: str
+    updated_at: float
+
+
 class Session(BaseModel):
     id: str
     messages: list[dict[str, Any]]
     updated_at: float
+    summary: ContextSummary | None = None
 
 
 class SessionDeleted(BaseModel):

@@ -21,6 +21,7 @@ from ghost.agent.think import ThinkSplitter
 from ghost.errors import UpstreamError
 from ghost.llm.availability import check_model_available
 from ghost.llm.client import upstream_errors
+from ghost.llm.overflow import context_overflow
 from ghost.runtime import Runtime
 
 MAX_ERROR_BODY = 4096
@@ -60,6 +61,8 @@ class _Accumulator:
 
     def chunk(self, data: dict[str, Any]) -> list[Delta]:
         if isinstance(data.get("error"), (dict, str)):
+            if (overflow := context_overflow(400, data)) is not None:
+                raise overflow
             raise UpstreamError(f"upstream error: {_error_text(data['error'])}")
         if isinstance(data.get("usage"), dict):
             self.usage = _usage(data["usage"]) or self.usage
@@ -118,8 +121,14 @@ async def _raise_for_status(response: httpx.Response) -> None:
         if len(body) > MAX_ERROR_BODY:
             break
     try:
-        detail = _error_text(json.loads(body).get("error") or body[:300].decode(errors="replace"))
-    except (ValueError, AttributeError):
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if (overflow := context_overflow(response.status_code, parsed)) is not None:
+        raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
+    try:
+        detail = _error_text(parsed.get("error") or body[:300].decode(errors="replace"))
+    except AttributeError:
         detail = body[:300].decode(errors="replace").strip() or response.reason_phrase
     raise UpstreamError(f"upstream answered {response.status_code}: {detail}")
 

@@ -37,8 +37,28 @@ def _m001_initial(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _m002_context_summaries(conn: sqlite3.Connection) -> None:
+    # Summaries of a conversation's earliest messages, by the hash of the messages they cover, and
+    # the one each session uses now (see ghost.agent.context).
+    conn.execute("""
+        CREATE TABLE context_summaries (
+            prefix_hash TEXT PRIMARY KEY,      -- hash chain of the covered messages
+            covers      INTEGER NOT NULL,      -- how many messages it covers
+            text        TEXT NOT NULL,
+            created_at  REAL NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE session_summaries (
+            session_id  TEXT PRIMARY KEY,
+            prefix_hash TEXT NOT NULL,
+            covers      INTEGER NOT NULL,
+            text        TEXT NOT NULL,
+            updated_at  REAL NOT NULL
+        )""")
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries]
 
 
 class Database:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ghost.store.db import Database
+from ghost.store.summaries import delete_session_summary, session_summary
 
 
 def _save(conn: sqlite3.Connection, session_id: str, messages: list[dict[str, Any]]) -> None:
@@ -20,7 +21,11 @@ def _save(conn: sqlite3.Connection, session_id: str, messages: list[dict[str, An
 
 def _get(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT messages, updated_at FROM history WHERE session_id = ?", (session_id,)).fetchone()
-    return None if row is None else {"id": session_id, "messages": json.loads(row[0]), "updated_at": row[1]}
+    if row is None:
+        return None
+    # `summary`: what the model sees in place of the session's earliest messages (null: nothing folded).
+    return {"id": session_id, "messages": json.loads(row[0]), "updated_at": row[1],
+            "summary": session_summary(conn, session_id)}
 
 
 def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -31,6 +36,7 @@ def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def _delete(conn: sqlite3.Connection, session_id: str) -> bool:
+    delete_session_summary(conn, session_id)
     return conn.execute("DELETE FROM history WHERE session_id = ?", (session_id,)).rowcount > 0
 
 
