@@ -14,8 +14,9 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
+from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, workspace
 from ghost.agent.service import ChatService
+from ghost.api.error_shape import OllamaErrorShape
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
@@ -30,7 +31,8 @@ from ghost.workspace.layout import reset_tmp_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, health.router, chat.router, sessions.router, workspace.router, proxy.router]
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, sessions.router, workspace.router,
+           proxy.router]
 
 
 async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"], expose_headers=["X-Request-ID"],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
+    app.add_middleware(OllamaErrorShape)
     # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
     app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

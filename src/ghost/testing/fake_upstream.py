@@ -8,7 +8,8 @@ In-process:    fake = FakeUpstream().start(); fake.script(Reply(content="hi")); 
 Out-of-process: python -m ghost.testing.fake_upstream --port 9000
                 then POST /_fake/script with a JSON list of Reply fields, GET /_fake/requests.
 
-Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
+`/v1/embeddings` answers stable vectors made from each input's hash (`serves_embeddings = False`
+turns it into a 404). Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
 `/hold/{name}` sends one SSE event, then waits for `release(name)` before the last one (with
 `?before=headers` it waits before answering at all); `hold_state(name)` tells whether that stream is
@@ -80,6 +81,7 @@ class FakeUpstream:
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
+        self.serves_embeddings = True  # False: /v1/embeddings answers 404, as many chat-only servers do
         self.open_streams = 0  # chat streams currently being sent
         self.closed_early = 0  # chat streams whose client went away before the end
         self.holds: dict[str, dict[str, Any]] = {}  # /hold/{name}: {"state", "released": Event}
@@ -96,6 +98,7 @@ class FakeUpstream:
         self.replies.clear()
         self.requests.clear()
         self.closed_early = 0
+        self.serves_embeddings = True
         self.release_all()
 
     # --- held streams (/hold/{name}) ---------------------------------------------------------
@@ -159,6 +162,7 @@ class FakeUpstream:
         return Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/_fake/script", self._script, methods=["POST"]),
             Route("/_fake/reset", self._reset, methods=["POST"]),
             Route("/_fake/requests", self._requests, methods=["GET"]),
@@ -185,6 +189,16 @@ class FakeUpstream:
         self._record(request, None)
         return JSONResponse({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, body)
+        if not self.serves_embeddings:
+            return JSONResponse({"error": {"message": "Not Found", "type": "not_found"}}, status_code=404)
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return JSONResponse({"object": "list", "model": body.get("model", self.model), "data": [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(text)} for i, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
 
     async def _script(self, request: Request) -> Response:
         items = await request.json()
@@ -336,6 +350,12 @@ class FakeUpstream:
             (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"x-upstream", b"fake"),
         ]
         return response
+
+
+def fake_embedding(text: str, dimensions: int = 8) -> list[float]:
+    """A stable vector for `text`: the same text always gets the same one."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(byte / 255, 6) for byte in digest[:dimensions]]
 
 
 def _tool_call_entries(reply: Reply) -> list[dict[str, Any]]:
