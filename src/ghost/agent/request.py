@@ -39,10 +39,6 @@ class ChatRequest:
     include_usage: bool = False
     tool_choice: Any = None
 
-    @property
-    def client_tool_names(self) -> set[str]:
-        return {t["function"]["name"] for t in self.client_tools}
-
 
 def parse_chat_request(body: dict[str, Any], *, default_stream: bool, default_model: str,
                        session_header: str | None = None) -> ChatRequest:
