@@ -57,7 +57,7 @@ def roles_and_text(session: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("connection", CONNECTIONS)
 def test_hello_and_the_session_equals_the_chat_after_the_tasks(page: Any, stack: Stack, connection: str) -> None:
-    stack.script({"content": f"Hello over {connection}."})
+    stack.script({"content": f"Hello over {connection}.", "when": "hi there"})
     open_chat(page, CONNECTIONS[connection])
     send(page, "hi there")
     page.get_by_text(f"Hello over {connection}.").wait_for()
@@ -71,8 +71,9 @@ def test_hello_and_the_session_equals_the_chat_after_the_tasks(page: Any, stack:
 
 
 def test_a_tool_turn_then_a_second_turn(page: Any, stack: Stack) -> None:
-    stack.script({"content": "", "tool_calls": [{"name": "execute", "arguments": {"code": "print(6 * 7)"}}]},
-                 {"content": "The sandbox says 42."}, {"content": "Second answer."})
+    stack.script({"content": "", "tool_calls": [{"name": "execute", "arguments": {"code": "print(6 * 7)"}}],
+                  "when": "compute 6 times 7"}, {"content": "The sandbox says 42.", "when": "compute 6 times 7"},
+                 {"content": "Second answer.", "when": "and again?"})
     open_chat(page, MODEL)
     send(page, "compute 6 times 7")
     page.get_by_text("The sandbox says 42.").wait_for()
@@ -88,7 +89,7 @@ def test_a_tool_turn_then_a_second_turn(page: Any, stack: Stack) -> None:
 
 @pytest.mark.parametrize("connection", CONNECTIONS)
 def test_an_upstream_error_is_readable(page: Any, stack: Stack, connection: str) -> None:
-    stack.script({"status": 500})
+    stack.script({"status": 500, "when": "this will fail"})
     open_chat(page, CONNECTIONS[connection])
     send(page, "this will fail")
     page.get_by_text("upstream answered 500", exact=False).first.wait_for()
@@ -99,13 +100,13 @@ def test_ghosts_create_skill_is_reachable_with_open_webuis_tools_on(page: Any, s
              "code": "import json, sys\nprint(json.load(sys.stdin)['n'] * 3)\n",
              "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
              "test_arguments": {"n": 2}}
-    stack.script({"content": "", "tool_calls": [{"name": "create_skill", "arguments": skill}]},
-                 {"content": "Skill triple is ready."})
+    stack.script({"content": "", "tool_calls": [{"name": "create_skill", "arguments": skill}], "when": "make a skill that triples"},
+                 {"content": "Skill triple is ready.", "when": "make a skill that triples"})
     open_chat(page, MODEL)
     send(page, "make a skill that triples")
     page.get_by_text("Skill triple is ready.").wait_for()
     chats = [r["body"] for r in stack.upstream_requests() if r["path"] == "/v1/chat/completions"
-             and r["body"].get("tools")]
+             and "triples" in str(r["body"]["messages"])]
     offered = [t["function"]["name"] for t in chats[0]["tools"]]
     assert "create_skill" in offered and len(offered) == len(set(offered))
     tool_result = chats[1]["messages"][-1]

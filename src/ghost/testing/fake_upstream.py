@@ -63,6 +63,7 @@ class Reply:
     finish_reason: str | None = None
     raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
+    when: str | None = None  # only for a request whose last user message is this text
 
     def pieces(self) -> list[str]:
         return self.chunks if self.chunks is not None else _words(self.content)
@@ -190,6 +191,16 @@ class FakeUpstream:
         return JSONResponse({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
 
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        """The first scripted reply meant for this request (a client's parallel background
+        requests cannot take a reply scripted for what the user said), else the default."""
+        said = _last_user_text(body).strip()
+        for reply in self.replies:
+            if reply.when is None or reply.when == said:
+                self.replies.remove(reply)
+                return reply
+        return self.default_reply
+
     async def _embeddings(self, request: Request) -> Response:
         body = await request.json()
         self._record(request, body)
@@ -215,7 +226,7 @@ class FakeUpstream:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self._record(request, body)
-        reply = self.replies.popleft() if self.replies else self.default_reply
+        reply = self._next_reply(body)
         if reply.first_delay:
             await asyncio.sleep(reply.first_delay)
         if reply.body is not None:
@@ -350,6 +361,11 @@ class FakeUpstream:
             (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"x-upstream", b"fake"),
         ]
         return response
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1].get("content")) if users else ""
 
 
 def fake_embedding(text: str, dimensions: int = 8) -> list[float]:
