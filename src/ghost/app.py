@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
-        allow_headers=["*"], expose_headers=["X-Request-ID"],
+        allow_headers=["*"], expose_headers=["X-Request-ID", "X-Ghost-Session"],
     )
     app.add_middleware(RequestIdMiddleware)
     # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.

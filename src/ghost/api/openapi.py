@@ -126,6 +126,10 @@ CHAT_ERRORS = {
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
+SESSION_REPLY_HEADER = {"X-Ghost-Session": {
+    "description": "The session the turn is stored under (absent when it is stored nowhere: a plain "
+    "model, or a request with a session id that does not continue that session).",
+    "required": False, "schema": {"type": "string"}}}
 
 # --- the routes ---------------------------------------------------------------------------------------
 
@@ -162,12 +166,13 @@ MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
 OPENAI_CHAT = route_doc(
-    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
+     "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
 OLLAMA_CHAT = route_doc(
     {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),
-                 **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+                 **sse_content(s.ChatCompletionChunk)}, "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="Streams NDJSON by default (SSE if the client sends `Accept: text/event-stream`); "
     "with `stream: false` one object in both Ollama's and OpenAI's shape.", ollama=True,
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
