@@ -71,15 +71,14 @@ class _ReshapingSend:
         await self._send(message)
 
     async def _flush(self, *, more_body: bool) -> None:
-        start, body = self._start, bytes(self._body)
+        start, original = self._start, bytes(self._body)
         assert start is not None
         self._start = None
-        if not more_body:
-            body = _reshaped(body)
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        if not more_body:
-            headers.append((b"content-length", str(len(body)).encode()))
-        await self._send({**start, "headers": headers})
+        body = original if more_body else _reshaped(original)
+        if body != original:  # (an empty HEAD body, say, keeps its headers as they were)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self._send(start)
         await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
