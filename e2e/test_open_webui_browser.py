@@ -51,6 +51,10 @@ def tasks_done(stack: Stack) -> bool:
     return sum(str(b["messages"][-1]["content"]).startswith("### Task:") for b in bodies) >= 3
 
 
+def last_user_text(body: dict[str, Any]) -> str:
+    return str([m for m in body["messages"] if m["role"] == "user"][-1]["content"]).strip()
+
+
 def roles_and_text(session: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in (session or {}).get("messages", [])]
 
@@ -100,13 +104,14 @@ def test_ghosts_create_skill_is_reachable_with_open_webuis_tools_on(page: Any, s
              "code": "import json, sys\nprint(json.load(sys.stdin)['n'] * 3)\n",
              "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
              "test_arguments": {"n": 2}}
-    stack.script({"content": "", "tool_calls": [{"name": "create_skill", "arguments": skill}], "when": "make a skill that triples"},
-                 {"content": "Skill triple is ready.", "when": "make a skill that triples"})
+    asked = "make a skill that triples"
+    stack.script({"content": "", "tool_calls": [{"name": "create_skill", "arguments": skill}], "when": asked},
+                 {"content": "Skill triple is ready.", "when": asked})
     open_chat(page, MODEL)
-    send(page, "make a skill that triples")
+    send(page, asked)
     page.get_by_text("Skill triple is ready.").wait_for()
     chats = [r["body"] for r in stack.upstream_requests() if r["path"] == "/v1/chat/completions"
-             and "triples" in str(r["body"]["messages"])]
+             and last_user_text(r["body"]) == asked]  # not the tasks, which quote the chat
     offered = [t["function"]["name"] for t in chats[0]["tools"]]
     assert "create_skill" in offered and len(offered) == len(set(offered))
     tool_result = chats[1]["messages"][-1]
