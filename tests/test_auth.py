@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
@@ -24,6 +25,9 @@ AUTHED_ROUTES = [
     ("POST", "/api/chat", CHAT),
     ("POST", "/api/generate", {"model": "fake-model", "prompt": "hi", "stream": False}),
     ("GET", "/api/sessions", None),
+    ("POST", "/api/embed", {"model": "fake-model", "input": "hi"}),
+    ("POST", "/api/embeddings", {"model": "fake-model", "prompt": "hi"}),
+    ("POST", "/api/pull", {"model": "fake-model"}),
     ("POST", "/echo/proxied", {"via": "catch-all proxy"}),
     ("PUT", "/echo/any/method?q=1", None),
 ]
@@ -34,6 +38,7 @@ OPEN_ROUTES = [
     ("GET", "/api/version", None),
     ("POST", "/api/show", {}),
     ("GET", "/api/tags", None),
+    ("GET", "/api/ps", None),
 ]
 
 BAD_CREDENTIALS = {
@@ -62,6 +67,9 @@ def assert_error(response: httpx.Response, status: int, error_type: str) -> None
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
+    if is_ollama_path(response.request.url.path):  # Ollama's routes: Ollama's `{"error": "..."}`
+        assert isinstance(error, str) and error
+        return
     assert error["type"] == error_type
     assert isinstance(error["message"], str) and error["message"]
 

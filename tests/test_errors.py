@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.app import create_app
 from ghost.config import Settings
@@ -28,6 +29,11 @@ def assert_error(response: httpx.Response, status: int, error_type: str | None =
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json"), response.headers
     assert "Traceback" not in response.text and "<html" not in response.text.lower()
+    assert FRESH_ID.fullmatch(response.headers["x-request-id"])
+    if is_ollama_path(response.request.url.path):  # Ollama's routes answer Ollama's shape, same status
+        body = response.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+        return {"message": body["error"]}
     error = response.json()["error"]
     assert set(error) == {"message", "type"}
     assert isinstance(error["message"], str) and error["message"]

@@ -13,9 +13,10 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
+from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, workspace
 from ghost.agent.context_services import start_context
 from ghost.agent.service import ChatService
+from ghost.api.error_shape import OllamaErrorShape
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
@@ -31,7 +32,8 @@ from ghost.workspace.layout import reset_tmp_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, health.router, chat.router, sessions.router, workspace.router, proxy.router]
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, sessions.router, workspace.router,
+           proxy.router]
 
 
 async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
@@ -121,9 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
-        allow_headers=["*"], expose_headers=["X-Request-ID"],
+        allow_headers=["*"], expose_headers=["X-Request-ID", "X-Ghost-Session"],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
+    app.add_middleware(OllamaErrorShape)
     # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
     app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

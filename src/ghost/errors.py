@@ -4,6 +4,7 @@
     ├── BadRequest                  400 invalid_request_error
     │   └── ContextLengthExceeded   400 context_length_exceeded
     ├── AuthenticationFailed        401 authentication_error
+    ├── Forbidden                   403 permission_error
     ├── NotFound                    404 not_found_error
     ├── Conflict                    409 conflict_error
     ├── LimitExceeded               413 request_too_large
@@ -59,6 +60,13 @@ class ContextLengthExceeded(BadRequest):
 class AuthenticationFailed(GhostError):
     status_code = 401
     error_type = "authentication_error"
+
+
+class Forbidden(GhostError):
+    """A well-formed request for something Ghost does not allow (e.g. deleting a served model)."""
+
+    status_code = 403
+    error_type = "permission_error"
 
 
 class NotFound(GhostError):

@@ -13,6 +13,7 @@ from typing import Any
 from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.context import ContextFitter, ExtraCall
 from ghost.agent.context_services import context_services
+from ghost.agent.client_tools import ClientTools
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
@@ -63,6 +64,7 @@ class AgentTurn:
         self.request_id = request_id
         self.options = options
         self.registry: ToolRegistry | None = getattr(runtime, "tools", None) if options.use_tools else None
+        self.client_tools = ClientTools(request.client_tools, {s["function"]["name"] for s in self._ghost_schemas()})
         self.usage: Usage | None = None
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
@@ -112,7 +114,8 @@ class AgentTurn:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
                 return
-            client_calls = [c for c in completion.tool_calls if c.name in self.request.client_tool_names]
+            client_calls = [self.client_tools.for_client(c) for c in completion.tool_calls
+                            if self.client_tools.owns(c.name)]
             if client_calls:
                 for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
                     yield event
@@ -152,21 +155,20 @@ class AgentTurn:
         return [*events[:-1], *usage, stats, events[-1]]
 
     async def _opening_messages(self) -> list[dict[str, Any]]:
+        messages = self.client_tools.history_for_model(self.request.messages)
         if not self.options.system_prompt:
-            return list(self.request.messages)
+            return list(messages)
         summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
         names = [s["function"]["name"] for s in self._ghost_schemas()]
         network = bool(self.runtime.extras.get("sandbox_info", {}).get("network"))
-        return with_system_prompt(system_message(summary, names, network=network), self.request.messages)
+        return with_system_prompt(system_message(summary, names, network=network), messages)
 
     def _ghost_schemas(self) -> list[dict[str, Any]]:
-        if self.registry is None:
-            return []
-        # A client tool with the same name as one of Ghost's wins: the client asked for it.
-        return [s for s in self.registry.schemas() if s["function"]["name"] not in self.request.client_tool_names]
+        return self.registry.schemas() if self.registry is not None else []
 
     def _tool_schemas(self) -> list[dict[str, Any]]:
-        return self._ghost_schemas() + self.request.client_tools
+        # Both stay reachable on a name clash: the client's tool is renamed (see ClientTools).
+        return self._ghost_schemas() + self.client_tools.schemas
 
     def _payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.request.model, "messages": messages, "stream": True,
@@ -174,7 +176,7 @@ class AgentTurn:
         if tools:
             payload["tools"] = tools
             if self.request.tool_choice is not None:
-                payload["tool_choice"] = self.request.tool_choice
+                payload["tool_choice"] = self.client_tools.tool_choice_for_model(self.request.tool_choice)
         return payload
 
     async def _run_tool(self, call: ToolCall, messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
@@ -191,5 +193,5 @@ class AgentTurn:
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),
                               ok=False, summary="unknown tool")
-        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id)
+        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id or "")
         return await self.registry.call(call.name, call.arguments, context)

@@ -28,6 +28,7 @@ from pydantic.json_schema import models_json_schema
 
 from ghost.api import schemas as s
 from ghost.api.auth import require_key
+from ghost.api.error_shape import is_ollama_path
 
 REF = "#/components/schemas/{model}"
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -89,21 +90,23 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": json_content(model)}}
 
 
-def error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": json_content(s.ErrorResponse)}
+def error(description: str, *, ollama: bool = False) -> dict[str, Any]:
+    """An error reply: Ghost's shape, or on an Ollama route Ollama's `{"error": "..."}`."""
+    return {"description": description, "content": json_content(s.OllamaError if ollama else s.ErrorResponse)}
 
 
 def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = "",
               extra: dict[str, Any] | None = None, more: dict[int, dict[str, Any]] | None = None,
-              raw: bool = False) -> dict[str, Any]:
+              raw: bool = False, ollama: bool = False) -> dict[str, Any]:
     """Keyword arguments for a route decorator: its replies, and anything else for the operation.
 
     `raw`: the route returns a non-JSON Response itself; its `response_class` then only keeps FastAPI
     from documenting a JSON reply (a Response a route returns is sent as it is).
+    `ollama`: an Ollama route, whose errors are in Ollama's shape.
     """
     responses: dict[int | str, dict[str, Any]] = {200: {"description": description or "Success", **ok}}
     responses.update(more or {})
-    responses.update({status: error(text) for status, text in errors.items()})
+    responses.update({status: error(text, ollama=ollama) for status, text in errors.items()})
     kwargs = {"response_model": None, "responses": responses, "openapi_extra": extra or {}}
     return {**kwargs, "response_class": Response} if raw else kwargs
 
@@ -124,32 +127,59 @@ CHAT_ERRORS = {
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
+SESSION_REPLY_HEADER = {"X-Ghost-Session": {
+    "description": "The session the turn is stored under (absent when it is stored nowhere: a plain "
+    "model, or a request with a session id that does not continue that session).",
+    "required": False, "schema": {"type": "string"}}}
 
 # --- the routes ---------------------------------------------------------------------------------------
 
 ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}}, {})
-VERSION = route_doc({"content": json_content(s.VersionInfo)}, {})
-TAGS = route_doc({"content": json_content(s.TagList)}, {})
+VERSION = route_doc({"content": json_content(s.VersionInfo)}, {}, ollama=True)
+TAGS = route_doc({"content": json_content(s.TagList)}, {}, ollama=True,
+                 description="Each served model, then its plain variant `<name>-plain` (no agent: "
+                 "for clients' title and tag tasks).")
+PS = route_doc({"content": json_content(s.RunningList)}, {}, ollama=True,
+               description="The served models (always loaded while Ghost runs).")
 SHOW = route_doc({"content": json_content(s.ModelInfo)},
                  {400: "The body is not JSON.", 404: "No such model.", 413: TOO_LARGE,
                   422: "The body is not a JSON object."},
-                 extra=json_body(s.ShowRequest, required=False))
+                 extra=json_body(s.ShowRequest, required=False), ollama=True)
+_EMBED_ERRORS = {400: BAD_JSON, 413: "The body is larger than the limit for this route.", 422: BAD_FIELD,
+                 502: "The upstream is unreachable, failed, or has no /v1/embeddings.",
+                 504: "The upstream took longer than the read timeout."}
+EMBED = route_doc({"content": json_content(s.EmbedResponse)}, _EMBED_ERRORS, ollama=True,
+                  extra=json_body(s.EmbedRequest, required=True))
+EMBEDDINGS = route_doc({"content": json_content(s.EmbeddingResponse)}, _EMBED_ERRORS, ollama=True,
+                       extra=json_body(s.EmbeddingsRequest, required=True))
+PULL = route_doc(
+    {"content": {**json_content(s.PullStatus), "application/x-ndjson": {"schema": {
+        "description": "One status object per line, the last `{\"status\": \"success\"}`.",
+        "type": "array", "items": ref(s.PullStatus)}}}},
+    {400: BAD_JSON, 404: "The model is not one this server serves.", 413: TOO_LARGE, 422: BAD_FIELD},
+    ollama=True, description="A served model is always present: succeeds at once (NDJSON status "
+    "lines unless `stream: false`).", extra=json_body(s.ModelNameRequest, required=True))
+MANAGE = route_doc({}, {400: BAD_JSON, 403: "Ghost serves a fixed set of models (`--model`).",
+                        404: "No such model (delete).", 413: TOO_LARGE, 422: BAD_FIELD}, ollama=True,
+                   description="Never: Ghost serves a fixed set of models.",
+                   extra=json_body(s.ModelNameRequest, required=False))
 MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
 OPENAI_CHAT = route_doc(
-    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
+     "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
 OLLAMA_CHAT = route_doc(
     {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),
-                 **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+                 **sse_content(s.ChatCompletionChunk)}, "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="Streams NDJSON by default (SSE if the client sends `Accept: text/event-stream`); "
-    "with `stream: false` one object in both Ollama's and OpenAI's shape.",
+    "with `stream: false` one object in both Ollama's and OpenAI's shape.", ollama=True,
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
 GENERATE = route_doc(
     {"content": {**json_content(s.GenerateResponse), **ndjson_content(s.GenerateChunk)}},
-    CHAT_ERRORS,
+    CHAT_ERRORS, ollama=True,
     description="Streams NDJSON by default; with `stream: false` one object.",
     extra=json_body(s.GenerateRequest, required=True))
 SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
@@ -232,24 +262,25 @@ def _keyed(route_context: Any) -> bool:
     return require_key in set(calls(route_context.dependant))
 
 
-def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, dict[str, Any]]]:
-    """(needs the key, method, operation) for every documented route and method."""
+def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, str, dict[str, Any]]]:
+    """(needs the key, path, method, operation) for every documented route and method."""
     for context in routing.iter_route_contexts(app.routes):
         if not isinstance(context.original_route, routing.APIRoute) or not context.include_in_schema:
             continue
         for method in context.methods or ():
             operation = doc["paths"].get(context.path_format, {}).get(method.lower())
             if operation is not None:
-                yield _keyed(context), method.lower(), operation
+                yield _keyed(context), context.path_format, method.lower(), operation
 
 
-def _finish_operation(keyed: bool, method: str, operation: dict[str, Any]) -> None:
+def _finish_operation(keyed: bool, path: str, method: str, operation: dict[str, Any]) -> None:
     operation["security"] = KEYED if keyed else []
+    ollama = is_ollama_path(path)
     if "HTTPValidationError" in str(operation["responses"].get("422")):
         # FastAPI's own entry for its parameter checks; Ghost's handler answers those in its own shape.
-        operation["responses"]["422"] = error("A parameter is invalid.")
+        operation["responses"]["422"] = error("A parameter is invalid.", ollama=ollama)
     if keyed:
-        operation["responses"].setdefault("401", error("Missing or wrong key."))
+        operation["responses"].setdefault("401", error("Missing or wrong key.", ollama=ollama))
     for response in operation["responses"].values():
         response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
     if "parameters" in operation:  # one given in `openapi_extra` replaces FastAPI's of that name
@@ -276,8 +307,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Duplicate Operation ID proxy")
             doc = get_openapi(title=app.title, version=app.version, description=app.description,
                               routes=app.routes)
-        for keyed, method, operation in _operations(app, doc):
-            _finish_operation(keyed, method, operation)
+        for keyed, path, method, operation in _operations(app, doc):
+            _finish_operation(keyed, path, method, operation)
         _add_components(doc)
         app.openapi_schema = doc
     return app.openapi_schema

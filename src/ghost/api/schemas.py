@@ -38,6 +38,12 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class OllamaError(BaseModel):
+    """The error shape of the Ollama routes (`/api/chat`, `/api/tags`, ...): Ollama's own."""
+
+    error: str = Field(description="What went wrong, for a human.")
+
+
 class StreamError(BaseModel):
     """The last line of an NDJSON stream that failed after it started (Ollama's in-band error)."""
 
@@ -335,6 +341,53 @@ class ModelInfo(BaseModel):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+
+
+class RunningModel(BaseModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int
+
+
+class RunningList(BaseModel):
+    models: list[RunningModel]
+
+
+class EmbedRequest(BaseModel):
+    model: str | None = Field(None, description="A served model (its upstream name is used), or any "
+                              "embedding model the upstream serves; default: the served model.")
+    input: str | list[str] = Field(description="One text or a non-empty list of texts.")
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    model: str | None = None
+    prompt: str
+
+
+class EmbeddingResponse(BaseModel):
+    embedding: list[float]
+
+
+class ModelNameRequest(BaseModel):
+    model: str | None = Field(None, description="The model (`name` is the older field).")
+    name: str | None = None
+    stream: bool | None = Field(None, description="Pull: stream status lines (default true).")
+
+
+class PullStatus(BaseModel):
+    status: str
 
 
 class OpenAIModel(BaseModel):

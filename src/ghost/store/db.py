@@ -9,6 +9,7 @@ WAL mode lets other processes (a second Ghost reading, the `sqlite3` shell) read
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
+
+from ghost.store.conversation import conversation_digest, opening_digest
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -57,8 +60,21 @@ def _m002_context_summaries(conn: sqlite3.Connection) -> None:
         )""")
 
 
+
+def _m003_history_digests(conn: sqlite3.Connection) -> None:
+    # Which stored conversation a request continues (ghost.store.conversation).
+    conn.execute("ALTER TABLE history ADD COLUMN digest TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN opening TEXT")
+    conn.execute("CREATE INDEX history_digest ON history (digest)")
+    for session_id, messages in conn.execute("SELECT session_id, messages FROM history").fetchall():
+        stored = json.loads(messages)
+        conn.execute("UPDATE history SET digest = ?, opening = ? WHERE session_id = ?",
+                     (conversation_digest(stored), opening_digest(stored), session_id))
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries,
+                                                         _m003_history_digests]
 
 
 class Database:

@@ -8,7 +8,8 @@ In-process:    fake = FakeUpstream().start(); fake.script(Reply(content="hi")); 
 Out-of-process: python -m ghost.testing.fake_upstream --port 9000
                 then POST /_fake/script with a JSON list of Reply fields, GET /_fake/requests.
 
-Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
+`/v1/embeddings` answers stable vectors made from each input's hash (`serves_embeddings = False`
+turns it into a 404). Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
 A `ContextWindow` (`fake.context = ContextWindow(...)`) makes it count every chat request's tokens
 (characters / `chars_per_token`, recorded as `tokens`) and refuse one that does not fit the way the
@@ -76,6 +77,7 @@ class Reply:
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
     hold: str | None = None  # wait for release(hold) after `hold_after` streamed chunks (see below)
     hold_after: int = 0  # chunks sent before the hold; a non-streamed reply is held before it is sent
+    when: str | None = None  # only for a request whose last user message is this text
 
     def pieces(self) -> list[str]:
         return self.chunks if self.chunks is not None else _words(self.content)
@@ -126,6 +128,7 @@ class FakeUpstream:
         self.replies_for: dict[str, deque[Reply]] = {}  # by text in the last user message
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
+        self.serves_embeddings = True  # False: /v1/embeddings answers 404, as many chat-only servers do
         self.open_streams = 0  # chat streams currently being sent
         self.closed_early = 0  # chat streams whose client went away before the end
         self.holds: dict[str, dict[str, Any]] = {}  # /hold/{name}: {"state", "released": Event}
@@ -142,14 +145,6 @@ class FakeUpstream:
         """Queue replies for requests whose last user message contains `text` (before `script`'s)."""
         self.replies_for.setdefault(text, deque()).extend(replies)
 
-    def _next_reply(self, body: Any) -> Reply:
-        last_user = next((m.get("content") for m in reversed(body.get("messages") or [])
-                          if isinstance(m, dict) and m.get("role") == "user"), None)
-        for text, queued in self.replies_for.items():
-            if queued and isinstance(last_user, str) and text in last_user:
-                return queued.popleft()
-        return self.replies.popleft() if self.replies else self.default_reply
-
     def reset(self) -> None:
         self.replies.clear()
         self.replies_for.clear()
@@ -158,6 +153,7 @@ class FakeUpstream:
         self.context = None
         self.responder = None
         self.cut_requests = 0
+        self.serves_embeddings = True
         self.release_all()
 
     # --- held streams (/hold/{name}) ---------------------------------------------------------
@@ -224,6 +220,7 @@ class FakeUpstream:
             Route("/props", self._props, methods=["GET"]),
             Route("/tokenize", self._tokenize, methods=["POST"]),
             Route("/api/show", self._show, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/_fake/script", self._script, methods=["POST"]),
             Route("/_fake/reset", self._reset, methods=["POST"]),
             Route("/_fake/requests", self._requests, methods=["GET"]),
@@ -310,6 +307,29 @@ class FakeUpstream:
             self.cut_requests += 1
             body["messages_seen"] = messages
         return window.count({**body, "messages": messages})
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        """The first scripted reply meant for this request (a client's parallel background
+        requests cannot take a reply scripted for what the user said), else the default."""
+        said = _last_user_text(body).strip()
+        for text, queued in self.replies_for.items():
+            if queued and text in said:
+                return queued.popleft()
+        for reply in self.replies:
+            if reply.when is None or reply.when == said:
+                self.replies.remove(reply)
+                return reply
+        return self.default_reply
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, body)
+        if not self.serves_embeddings:
+            return JSONResponse({"error": {"message": "Not Found", "type": "not_found"}}, status_code=404)
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return JSONResponse({"object": "list", "model": body.get("model", self.model), "data": [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(text)} for i, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
 
     async def _script(self, request: Request) -> Response:
         items = await request.json()
@@ -489,6 +509,17 @@ class FakeUpstream:
             (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"x-upstream", b"fake"),
         ]
         return response
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1].get("content")) if users else ""
+
+
+def fake_embedding(text: str, dimensions: int = 8) -> list[float]:
+    """A stable vector for `text`: the same text always gets the same one."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(byte / 255, 6) for byte in digest[:dimensions]]
 
 
 def _tool_call_entries(reply: Reply) -> list[dict[str, Any]]:
