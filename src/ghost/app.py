@@ -16,9 +16,11 @@ from starlette.middleware import Middleware
 from ghost import __version__
 from ghost.api import chat, health, info, openapi, proxy, sessions, workspace
 from ghost.agent.service import ChatService
+from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
+from ghost.keyfile import with_resolved_key
 from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
@@ -73,8 +75,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home.mkdir(parents=True, exist_ok=True)
+        resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
-            app.state.runtime = await build_runtime(settings, stack)
+            app.state.runtime = await build_runtime(resolved, stack)
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
                      app.state.runtime.upstream_url or "(none)", app.state.runtime.models)
             yield
@@ -102,6 +105,14 @@ def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
     return limit_for
 
 
+# Routes anyone may call without the key: their bodies must stay small (nobody vouches for them).
+UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version")
+
+
+def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
+    return {path: settings.unauth_max_body_bytes for path in UNAUTHENTICATED_PATHS}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
@@ -114,10 +125,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
+    app.state.body_limit_overrides.update(unauthenticated_body_limits(settings))
     app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
-        allow_headers=["*"], expose_headers=["X-Request-ID"],
+        CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
+        expose_headers=["X-Request-ID"], **OriginRule(settings).cors_options(),
     )
+    app.add_middleware(BoundaryMiddleware, settings=settings)  # Host and Origin: before routing
     app.add_middleware(RequestIdMiddleware)
     # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
     app.user_middleware.append(Middleware(proxy.ProxyFastPath))

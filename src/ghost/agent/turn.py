@@ -51,6 +51,13 @@ def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
 
 
+def malformed_call_result(call: ToolCall) -> ToolResult:
+    """What the model is told about a call it sent malformed (Ghost runs nothing for it)."""
+    return ToolResult(json.dumps({"error": f"malformed tool call: {call.problem}; nothing was run. "
+                                  "Call a tool by its name with a JSON object of arguments."}),
+                      ok=False, summary="malformed call")
+
+
 class AgentTurn:
     def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
         self.runtime = runtime
@@ -85,7 +92,8 @@ class AgentTurn:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
                 return
-            client_calls = [c for c in completion.tool_calls if c.name in self.request.client_tool_names]
+            client_calls = [c for c in completion.tool_calls
+                            if c.name in self.request.client_tool_names and not c.problem]
             if client_calls:
                 for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
                     yield event
@@ -141,6 +149,8 @@ class AgentTurn:
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
 
     async def _call(self, call: ToolCall) -> ToolResult:
+        if call.problem:
+            return malformed_call_result(call)
         if self.registry is None or not self.registry.has(call.name):
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),

@@ -14,7 +14,7 @@ from ghost import OLLAMA_COMPAT_VERSION
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
-from ghost.errors import NotFound
+from ghost.errors import NotFound, echo
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -71,9 +71,9 @@ async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     body = await read_json_object(request, allow_empty=True)
     asked = body.get("model") or body.get("name") or runtime.default_model
-    name = served_name(str(asked), runtime.models)
+    name = served_name(asked, runtime.models) if isinstance(asked, str) else None
     if name is None:
-        raise NotFound(f"model '{asked}' not found")
+        raise NotFound(f"model '{echo(asked)}' not found")
     return {
         "license": "",
         "modelfile": f"# Modelfile served by Ghost\nFROM {name}\n",
