@@ -110,7 +110,8 @@ UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version")
 
 
 def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
-    return {path: settings.unauth_max_body_bytes for path in UNAUTHENTICATED_PATHS}
+    limit = min(settings.unauth_max_body_bytes, settings.max_request_bytes)
+    return {path: limit for path in UNAUTHENTICATED_PATHS}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(
         False, description="Allow a non-loopback bind with a weak key (ghost-secret-123, short) "
-        "or with --no-auth.",
+        "or with auth turned off.",
     )
     home: Path = Field(
         Path("~/.ghost"), description="Directory holding everything Ghost owns (database, sandbox, logs)."
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(
         "", description="Comma-separated browser origins allowed to call Ghost (CORS). Empty: "
-        "local origins only (http(s)://localhost, 127.0.0.1, [::1], any port). '*': any origin "
+        "local origins only (http or https on localhost, 127.0.0.1 or ::1, any port). '*': any origin "
         "(refused with a weak key or --no-auth).",
     )
     allowed_hosts: str = Field(
