@@ -550,9 +550,11 @@ def test_one_run_forking_large_processes_is_limited_as_a_whole(memory_capped: Gh
     small = run_code(memory_capped, rogue, FORK_HOGS.format(mb=20))
     assert "STATUSES [0, 0, 0, 0]" in small  # the probe: four processes that fit all finish
     big = run_code(memory_capped, rogue, FORK_HOGS.format(mb=150))  # 600 MB together, 150 MB each
-    assert "STATUSES [0, 0, 0, 0]" not in big, big[:500]
-    killed = big.count(" 9") + big.count("[9") + ("-9" in big or "SIGKILL" in big or "killed" in big.lower())
-    assert killed, big[:500]
+    statuses = json.loads(big.split("STATUSES", 1)[1].splitlines()[0]) if "STATUSES" in big else None
+    if statuses is None:  # the OOM killer may pick the parent too: then the run itself was killed
+        assert "exit code 137" in big or "exit code -9" in big or "signal 9" in big, big[:500]
+    else:  # at most one 150 MB child fits in 256 MB: the others were killed (SIGKILL: status 9)
+        assert statuses.count(9) >= 2, big[:500]
 
 
 def test_health_says_how_run_memory_is_bounded(client: httpx.Client) -> None:
