@@ -58,8 +58,12 @@ def load_or_create_key(path: Path) -> tuple[str, bool]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:  # another Ghost on this home was quicker: use its key
         return read_key(path) or key, False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+    except OSError:  # a full disk: leave no half-written key behind to be trusted next time
+        path.unlink(missing_ok=True)
+        raise
     return key, True
 
 
