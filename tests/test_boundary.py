@@ -351,7 +351,10 @@ def rogue() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def bounded(rogue: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
-    with GhostServer("--upstream-url", rogue.url, home=tmp_path_factory.mktemp("bounded")) as server:
+    # No whole-turn output budget (it would end a content flood first, with a note): these tests
+    # are about the per-reply bounds that also hold where that budget is off.
+    with GhostServer("--upstream-url", rogue.url, "--max-turn-output-tokens", "0",
+                     home=tmp_path_factory.mktemp("bounded")) as server:
         yield server
 
 
