@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,9 +18,11 @@ from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, work
 from ghost.agent.context_services import start_context
 from ghost.agent.service import ChatService
 from ghost.api.error_shape import OllamaErrorShape
+from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
+from ghost.keyfile import with_resolved_key
 from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
 from ghost.runtime import Runtime
@@ -80,8 +83,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home.mkdir(parents=True, exist_ok=True)
+        resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
-            app.state.runtime = await build_runtime(settings, stack)
+            app.state.runtime = await build_runtime(resolved, stack)
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
                      app.state.runtime.upstream_url or "(none)", app.state.runtime.models)
             yield
@@ -109,6 +113,15 @@ def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
     return limit_for
 
 
+# Routes anyone may call without the key: their bodies must stay small (nobody vouches for them).
+UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps")
+
+
+def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
+    limit = min(settings.unauth_max_body_bytes, settings.max_request_bytes)
+    return {path: limit for path in UNAUTHENTICATED_PATHS}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
@@ -121,10 +134,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
+    app.state.body_limit_overrides.update(unauthenticated_body_limits(settings))
     app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
-        allow_headers=["*"], expose_headers=["X-Request-ID", "X-Ghost-Session"],
+        CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
+        expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
     )
+    app.add_middleware(BoundaryMiddleware, settings=settings)  # Host and Origin: before routing
     app.add_middleware(RequestIdMiddleware)
     # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
     app.add_middleware(OllamaErrorShape)

@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_API_KEY = "ghost-secret-123"
+DEFAULT_API_KEY = "ghost-secret-123"  # the seed's public key: accepted only when set explicitly
+KEY_FILE_NAME = "api_key"  # in GHOST_HOME: the generated key
+MIN_STRONG_KEY_CHARS = 16
 MB = 1024 * 1024
 
 
@@ -24,17 +26,50 @@ class Settings(BaseSettings):
     # --- serving -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(11435, ge=0, le=65535, description="Port to bind (0 picks a free one).")
-    api_key: str = Field(
-        DEFAULT_API_KEY,
-        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Empty disables auth.",
+    api_key: str | None = Field(
+        None,
+        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Unset: a random key "
+        "generated at first start and kept in <home>/api_key (mode 0600; `ghost key` prints it).",
     )
     insecure: bool = Field(
-        False, description="Allow a non-loopback bind with the default or an empty key."
+        False, description="Allow a non-loopback bind with a weak key (ghost-secret-123, short) "
+        "or with auth turned off.",
     )
     home: Path = Field(
         Path("~/.ghost"), description="Directory holding everything Ghost owns (database, sandbox, logs)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    # --- HTTP boundary: auth, browsers, hosts, slow clients (ghost.api.boundary) -----------
+    no_auth: bool = Field(
+        False, description="Serve without any API key (loudly logged; the Host and CORS checks "
+        "still apply).",
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated browser origins allowed to call Ghost (CORS). Empty: "
+        "local origins only (http or https on localhost, 127.0.0.1 or ::1, any port). '*': any origin "
+        "(refused with a weak key or --no-auth).",
+    )
+    allowed_hosts: str = Field(
+        "", description="Comma-separated extra names the Host header may carry (besides loopback "
+        "names and addresses and the bound address); anything else is 403 (DNS rebinding).",
+    )
+    unauth_max_body_bytes: int = Field(
+        8 * 1024, ge=256, description="Largest request body the routes without auth (/, "
+        "/api/show, /api/tags, /api/version) accept (413 past it).",
+    )
+    max_json_depth: int = Field(
+        64, ge=4, le=1000, description="Deepest nesting of arrays/objects a JSON request body may "
+        "have (400 past it).",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's line and headers "
+        "(the connection is closed past it).",
+    )
+    max_connections: int = Field(
+        512, ge=8, description="Open client connections (and requests) at once; more are "
+        "answered 503.",
+    )
 
     # --- upstream ------------------------------------------------------------------------
     upstream_url: str = Field(
@@ -58,6 +93,22 @@ class Settings(BaseSettings):
 
     upstream_model: str = Field(
         "", description="Model name sent to the upstream. Empty: the name the client asked for."
+    )
+
+    # --- bounds on what the upstream sends (ghost.llm.bounds) -------------------------------
+    upstream_max_reply_chars: int = Field(
+        2_000_000, ge=1000, description="Text (answer plus reasoning) one upstream reply may "
+        "stream in one tool round; past it the turn ends with an error.",
+    )
+    upstream_max_tool_call_chars: int = Field(
+        1_000_000, ge=1000, description="Arguments text one tool call from the upstream may have.",
+    )
+    upstream_max_tool_calls: int = Field(
+        32, ge=1, description="Tool calls one upstream reply may make in one round.",
+    )
+    upstream_max_json_depth: int = Field(
+        64, ge=8, le=1000, description="Deepest nesting of anything Ghost parses from the "
+        "upstream (stream chunks, tool-call arguments).",
     )
 
     # --- agent turns ---------------------------------------------------------------------
@@ -184,6 +235,9 @@ class Settings(BaseSettings):
         1024 * MB, ge=32 * MB, description="Address space per sandboxed process.")
     sandbox_file_size_bytes: int = Field(
         256 * MB, ge=1024, description="Largest file sandboxed code or the file tools may write.")
+    sandbox_run_memory_bytes: int = Field(
+        1024 * MB, ge=32 * MB, description="Memory (RAM, no swap) all processes of one sandbox run "
+        "may use together, enforced by a memory cgroup where Ghost can create one.")
     sandbox_max_processes: int = Field(
         64, ge=4, description="Processes and threads one sandbox run may have at once.")
     sandbox_max_open_files: int = Field(256, ge=16, description="Open files per sandboxed process.")
@@ -275,7 +329,11 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return self.api_key != ""
+        return not self.no_auth
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / KEY_FILE_NAME
 
     def bind_is_loopback(self) -> bool:
         if self.host in ("localhost", ""):
@@ -285,13 +343,35 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
+    def weak_key(self) -> str | None:
+        """What makes the configured key weak ("no auth", "the public default"...), or None."""
+        if self.no_auth:
+            return "no auth"
+        if self.api_key is None:
+            return None  # generated: strong
+        if self.api_key == DEFAULT_API_KEY:
+            return "the public default API key"
+        if len(self.api_key) < MIN_STRONG_KEY_CHARS:
+            return f"an API key shorter than {MIN_STRONG_KEY_CHARS} characters"
+        return None
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
     def refuse_reason(self) -> str | None:
         """Why this configuration must not start, or None."""
-        weak_key = self.api_key in ("", DEFAULT_API_KEY)
-        if weak_key and not self.bind_is_loopback() and not self.insecure:
-            which = "empty" if self.api_key == "" else "the public default"
-            return (
-                f"refusing to bind {self.host} with {which} API key: set --api-key / GHOST_API_KEY, "
-                "bind 127.0.0.1, or pass --insecure"
-            )
+        if self.api_key == "" and not self.no_auth:
+            return ("an empty API key no longer turns auth off: pass --no-auth to serve without a key, "
+                    "or leave the key unset to use the generated one")
+        if self.no_auth and self.api_key:
+            return "--no-auth and --api-key contradict each other: pass one of them"
+        weak = self.weak_key()
+        if weak and not self.bind_is_loopback() and not self.insecure:
+            return (f"refusing to bind {self.host} with {weak}: set a strong --api-key / GHOST_API_KEY "
+                    "(or leave it unset for the generated one), bind 127.0.0.1, or pass --insecure")
+        if "*" in self.cors_origin_list() and weak:
+            return f"refusing --cors-origins '*' with {weak}: any web page could drive Ghost"
         return None

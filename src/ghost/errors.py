@@ -155,3 +155,16 @@ class ArchiveRejected(WorkspaceError):
 def error_body(message: str, error_type: str) -> dict[str, dict[str, str]]:
     """The one error shape every response and stream uses."""
     return {"error": {"message": message, "type": error_type}}
+
+
+ECHO_CHARS = 80
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A client-supplied value as an error message may repeat it: cut short, marked as cut.
+
+    Error messages never carry large input back (a 45 MB `model` field must not become a 45 MB 404).
+    """
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, (list, dict)) else \
+        f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"

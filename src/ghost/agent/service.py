@@ -24,13 +24,13 @@ from ghost.agent.continuation import session_for
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
 from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
-from ghost.agent.events import ClientToolCall, Done, Error, Event, TextDelta
+from ghost.agent.events import ClientToolCall, Done, Error, Event, Notice, TextDelta
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest, parse_chat_request
 from ghost.agent.turn import AgentTurn, TurnOptions
 from ghost.api.streaming import WatchedStreamingResponse
-from ghost.errors import GhostError, NotFound, Unprocessable
+from ghost.errors import GhostError, InsufficientStorage, NotFound, Unprocessable, echo
 from ghost.runtime import Runtime
 from ghost.store.history import History
 
@@ -98,14 +98,16 @@ class ChatService:
         total = time.perf_counter() - info.started
         if turn.stats is not None:
             request.scope["ghost.upstream_ms"] = round(turn.stats.upstream_seconds * 1000, 2)
-        return JSONResponse(_single_object(wire, turn, info),
-                            headers={"Server-Timing": turn.server_timing(total), **session})
+        headers = {"Server-Timing": turn.server_timing(total), **session}
+        if turn.notices:
+            headers["X-Ghost-Warning"] = "; ".join(turn.notices)
+        return JSONResponse(_single_object(wire, turn, info), headers=headers)
 
     def _model(self, asked: str) -> ModelChoice:
         choice = resolve_model(asked, self.runtime.models)
         if choice is None:
             served = ", ".join(c.listed_name for c in listed_models(self.runtime.models))
-            raise NotFound(f"model '{asked}' not found; this server serves: {served}")
+            raise NotFound(f"model '{echo(asked)}' not found; this server serves: {served}")
         return choice
 
     def _for_upstream(self, chat: ChatRequest) -> ChatRequest:
@@ -156,8 +158,20 @@ async def _recording(events: AsyncIterator[Event], chat: ChatRequest, history: H
             reply: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
             if calls:
                 reply["tool_calls"] = calls
-            await history.save(chat.session_id, [*chat.messages, reply])
+            if notice := await _saved_or_notice(history, chat.session_id, [*chat.messages, reply]):
+                yield notice
         yield event
+
+
+async def _saved_or_notice(history: History, session_id: str, messages: list[dict[str, Any]]) -> Notice | None:
+    """Store the conversation; if the disk is full, say so instead of losing the reply with it."""
+    try:
+        await history.save(session_id, messages)
+    except InsufficientStorage as exc:
+        log.warning("the reply of session %s was delivered but not saved to the history: %s",
+                    session_id, exc.message)
+        return Notice(f"this reply was not saved to the chat history: {exc.message}")
+    return None
 
 
 async def _encoded(first: list[Event], batches: AsyncIterator[list[Event]], encode: Callable[[Event], bytes],

@@ -57,6 +57,13 @@ def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
 
 
+def malformed_call_result(call: ToolCall) -> ToolResult:
+    """What the model is told about a call it sent malformed (Ghost runs nothing for it)."""
+    return ToolResult(json.dumps({"error": f"malformed tool call: {call.problem}; nothing was run. "
+                                  "Call a tool by its name with a JSON object of arguments."}),
+                      ok=False, summary="malformed call")
+
+
 class AgentTurn:
     def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
         self.runtime = runtime
@@ -115,7 +122,7 @@ class AgentTurn:
                     yield event
                 return
             client_calls = [self.client_tools.for_client(c) for c in completion.tool_calls
-                            if self.client_tools.owns(c.name)]
+                            if self.client_tools.owns(c.name) and not c.problem]
             if client_calls:
                 for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
                     yield event
@@ -189,6 +196,8 @@ class AgentTurn:
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
 
     async def _call(self, call: ToolCall) -> ToolResult:
+        if call.problem:
+            return malformed_call_result(call)
         if self.registry is None or not self.registry.has(call.name):
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),

@@ -15,7 +15,7 @@ from ghost.agent.catalog import listed_models, resolve_model
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
-from ghost.errors import NotFound
+from ghost.errors import NotFound, echo
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -68,9 +68,9 @@ async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     body = await read_json_object(request, allow_empty=True)
     asked = body.get("model") or body.get("name") or runtime.default_model
-    choice = resolve_model(str(asked), runtime.models)
+    choice = resolve_model(asked, runtime.models) if isinstance(asked, str) else None
     if choice is None:
-        raise NotFound(f"model '{asked}' not found")
+        raise NotFound(f"model '{echo(asked)}' not found")
     name = choice.listed_name
     return {
         "license": "",

@@ -114,7 +114,13 @@ def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = 
 BAD_JSON = "The body is not JSON (or is empty)."
 BAD_FIELD = "A field has the wrong type or value (the message names it)."
 TOO_LARGE = "The body is larger than the limit for this route."
-UPSTREAM_BROKEN = "The upstream is unreachable, or answered with an error or nonsense."
+UPSTREAM_BROKEN = ("The upstream is unreachable, answered with an error or nonsense, or sent more than "
+                   "Ghost's bounds allow (type `upstream_reply_too_large`).")
+FORBIDDEN = ("The Host header names neither a loopback address, the bound address nor one of "
+             "--allowed-hosts (DNS rebinding), or a browser Origin outside --cors-origins. Checked "
+             "before routing, on every path.")
+# (Past --max-connections uvicorn itself answers a plain-text 503, before Ghost sees the request,
+# so without a request id or the error shape: docs/security.md says so rather than this document.)
 UPSTREAM_SLOW = "The upstream took longer than the read timeout."
 MODEL_FAILED = "The bundled model server kept failing and was given up on (`model_unavailable`; the reason is in the message and in /api/health)."
 SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
@@ -122,7 +128,7 @@ SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
                   "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}
 
 CHAT_ERRORS = {
-    400: BAD_JSON, 404: "The model is not one this server serves.", 409: "A workspace load held the "
+    400: BAD_JSON + " Or it nests deeper than --max-json-depth.", 404: "The model is not one this server serves.", 409: "A workspace load held the "
     "workspace past the wait.", 413: TOO_LARGE, 422: BAD_FIELD, 429: "Every turn slot stayed busy "
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
@@ -134,15 +140,18 @@ SESSION_REPLY_HEADER = {"X-Ghost-Session": {
 
 # --- the routes ---------------------------------------------------------------------------------------
 
-ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}}, {})
-VERSION = route_doc({"content": json_content(s.VersionInfo)}, {}, ollama=True)
-TAGS = route_doc({"content": json_content(s.TagList)}, {}, ollama=True,
+SMALL_BODY = "Routes without auth take only small bodies (--unauth-max-body-bytes)."
+ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}},
+                 {413: SMALL_BODY})
+VERSION = route_doc({"content": json_content(s.VersionInfo)}, {413: SMALL_BODY}, ollama=True)
+TAGS = route_doc({"content": json_content(s.TagList)}, {413: SMALL_BODY}, ollama=True,
                  description="Each served model, then its plain variant `<name>-plain` (no agent: "
                  "for clients' title and tag tasks).")
-PS = route_doc({"content": json_content(s.RunningList)}, {}, ollama=True,
+PS = route_doc({"content": json_content(s.RunningList)}, {413: SMALL_BODY}, ollama=True,
                description="The served models (always loaded while Ghost runs).")
 SHOW = route_doc({"content": json_content(s.ModelInfo)},
-                 {400: "The body is not JSON.", 404: "No such model.", 413: TOO_LARGE,
+                 {400: "The body is not JSON, or nests deeper than --max-json-depth.", 404: "No such model.",
+                  413: SMALL_BODY,
                   422: "The body is not a JSON object."},
                  extra=json_body(s.ShowRequest, required=False), ollama=True)
 _EMBED_ERRORS = {400: BAD_JSON, 413: "The body is larger than the limit for this route.", 422: BAD_FIELD,
@@ -188,14 +197,16 @@ _SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required":
 SESSION = route_doc({"content": json_content(s.Session)},
                     {404: "No history is stored for this session.", 422: "Not a valid session id."},
                     extra=_SESSION_PATH)
+DISK_FULL = "The disk holding Ghost's home is full."
 SESSION_DELETE = route_doc({"content": json_content(s.SessionDeleted)},
-                           {404: "No history is stored for this session.", 422: "Not a valid session id."},
+                           {404: "No history is stored for this session.", 422: "Not a valid session id.",
+                            507: DISK_FULL},
                            extra=_SESSION_PATH)
 SAVE = route_doc(
     {"content": binary_content("application/zip"), "headers": {"Content-Disposition": {
         "description": "`attachment; filename=workspace_<UTC timestamp>.zip`", "schema": {"type": "string"}}}},
     {400: BAD_JSON, 409: "A workspace load held the workspace past the wait.",
-     413: "The body, or the archive, is larger than its limit.", 422: BAD_FIELD},
+     413: "The body, or the archive, is larger than its limit.", 422: BAD_FIELD, 507: DISK_FULL},
     description="The workspace as a zip: `session.json`, `sandbox/**`, `acquired_skills/**`.",
     extra={**json_body(s.SaveRequest, required=False), "parameters": [SESSION_HEADER]}, raw=True)
 _ZIP_FILE = {"type": "object", "required": ["file"], "additionalProperties": False,
@@ -204,7 +215,7 @@ LOAD = route_doc(
     {"content": json_content(s.WorkspaceLoaded)},
     {400: "Not a usable zip: malformed, unsafe names, links or special files.", 409: "Agent turns kept "
      "running past the wait.", 413: "The upload, or the unpacked archive, is larger than its limit.",
-     422: "Not a valid session id (X-Ghost-Session)."},
+     422: "Not a valid session id (X-Ghost-Session).", 507: DISK_FULL},
     description="The workspace was replaced (acquired skills kept, the archive's new ones added).",
     extra={"parameters": [SESSION_HEADER], "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": _ZIP_FILE},
@@ -213,7 +224,7 @@ UPLOAD = route_doc(
     {"content": json_content(s.Uploaded)},
     {400: "Not multipart, no `file` part or no filename, or an unsafe or blocked path.",
      404: "The folder leads outside the sandbox (through a link).", 409: "A workspace load held the "
-     "workspace past the wait.", 413: "The file is larger than the upload limit."},
+     "workspace past the wait.", 413: "The file is larger than the upload limit.", 507: DISK_FULL},
     extra={
         "parameters": [{"name": "path", "in": "query", "required": False, "schema": {"type": "string"},
                         "description": "Folder in the sandbox (the form field `path` wins)."}],
@@ -281,6 +292,7 @@ def _finish_operation(keyed: bool, path: str, method: str, operation: dict[str, 
         operation["responses"]["422"] = error("A parameter is invalid.", ollama=ollama)
     if keyed:
         operation["responses"].setdefault("401", error("Missing or wrong key.", ollama=ollama))
+    operation["responses"].setdefault("403", error(FORBIDDEN, ollama=ollama))
     for response in operation["responses"].values():
         response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
     if "parameters" in operation:  # one given in `openapi_extra` replaces FastAPI's of that name

@@ -20,7 +20,7 @@ from ghost.client.connection import ClientError, GhostConnection
 from ghost.client.settings import ClientSettings
 
 Handler = Callable[[argparse.Namespace, GhostConnection, Console, Console], int]
-_SETTING_FLAGS = ("url", "api_key", "session")
+_SETTING_FLAGS = ("url", "api_key", "session", "home")
 
 
 def consoles() -> tuple[Console, Console]:
@@ -102,7 +102,10 @@ def _destination(name: str) -> Path | str:
 def _connection_flags() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="Ghost's address [env GHOST_URL; default: http://127.0.0.1:11435]")
-    common.add_argument("--api-key", dest="api_key", help="Ghost's API key [env GHOST_API_KEY]")
+    common.add_argument("--api-key", dest="api_key",
+                        help="Ghost's API key [env GHOST_API_KEY; default: the generated one in --home]")
+    common.add_argument("--home", help="Ghost's home, where its generated key is kept "
+                        "[env GHOST_HOME; default: ~/.ghost]")
     common.add_argument("--session", help="session id for history and workspace [env GHOST_SESSION; default: default]")
     return common
 

@@ -9,6 +9,7 @@ WAL mode lets other processes (a second Ghost reading, the `sqlite3` shell) read
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,8 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from ghost.errors import InsufficientStorage
 from ghost.store.conversation import conversation_digest, opening_digest
 
+SQLITE_FULL = 13
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -132,13 +135,29 @@ class Database:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction; a full disk becomes InsufficientStorage (507), with nothing left open.
+
+    COMMIT is inside the guard: on a full disk it is the COMMIT that fails (the WAL cannot grow),
+    and a transaction left open then would make every later BEGIN fail too. SQLite may already
+    have rolled back by itself, so ROLLBACK is sent only while a transaction is still open.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if is_disk_full(exc):
+            raise InsufficientStorage("the disk holding Ghost's database is full") from exc
         raise
-    conn.execute("COMMIT")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL), or the OS saying the same."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

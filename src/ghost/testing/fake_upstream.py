@@ -75,6 +75,10 @@ class Reply:
     finish_reason: str | None = None
     raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
+    # A misbehaving upstream, generated as it is sent (never held whole): {"kind": "content" |
+    # "arguments" | "calls" | "line", "size": n}: n bytes of answer text, n bytes of one tool call's
+    # arguments, n tool calls, or one n-byte line that never ends.
+    flood: dict[str, Any] | None = None
     hold: str | None = None  # wait for release(hold) after `hold_after` streamed chunks (see below)
     hold_after: int = 0  # chunks sent before the hold; a non-streamed reply is held before it is sent
     when: str | None = None  # only for a request whose last user message is this text
@@ -366,6 +370,9 @@ class FakeUpstream:
         model = body.get("model", self.model)
         if reply.raw_stream is not None:
             return WatchedStreamingResponse(self._raw(reply), media_type="text/event-stream")
+        if reply.flood is not None:
+            return WatchedStreamingResponse(flood_stream(reply.flood["kind"], int(reply.flood["size"]), model),
+                                            media_type="text/event-stream")
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
@@ -570,6 +577,38 @@ def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[st
     if include_usage and reply.usage is not None:
         chunks.append({**base, "choices": [], "usage": reply.usage})
     return chunks
+
+
+FLOOD_PIECE = 64 * 1024
+
+
+async def flood_stream(kind: str, size: int, model: str):
+    """A stream that never stops growing where a well-behaved upstream would stop."""
+    def event(delta: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps({"object": "chat.completion.chunk", "model": model,
+                                        "choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+    if kind == "line":
+        yield b"data: {\"choices\": [{\"delta\": {\"content\": \""
+        for _ in range(size // FLOOD_PIECE):
+            yield b"x" * FLOOD_PIECE
+            await asyncio.sleep(0)
+        return
+    if kind == "calls":
+        for index in range(size):
+            yield event({"tool_calls": [{"index": index, "id": f"call_{index}", "type": "function",
+                                         "function": {"name": "scratchpad_list", "arguments": "{}"}}]})
+    elif kind == "arguments":
+        yield event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                     "function": {"name": "scratchpad_set", "arguments": '{"key": "k", "value": "'}}]})
+        for _ in range(size // FLOOD_PIECE):
+            yield event({"tool_calls": [{"index": 0, "function": {"arguments": "a" * FLOOD_PIECE}}]})
+            await asyncio.sleep(0)
+    else:
+        for _ in range(size // FLOOD_PIECE):
+            yield event({"content": "y" * FLOOD_PIECE})
+            await asyncio.sleep(0)
+    yield b"data: [DONE]\n\n"
 
 
 def main() -> None:
