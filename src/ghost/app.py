@@ -21,6 +21,8 @@ from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ghost.config import Settings
 from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
+from ghost.mcp import endpoint as mcp_endpoint
+from ghost.mcp.setup import start_mcp
 from ghost.runtime import Runtime
 from ghost.store.db import Database
 from ghost.tools.setup import start_tools
@@ -56,7 +58,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if not runtime.upstream_url:
         await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    await start_tools(runtime, stack)
+    registry = await start_tools(runtime, stack)
+    await start_mcp(runtime, stack, registry)  # waits at most --mcp-start-timeout for the servers
     upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
     if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
     for router in ROUTERS:
         app.include_router(router)
     app.state.own_paths = own_paths()
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
+    app.state.body_limit_overrides[mcp_endpoint.PATH] = settings.max_request_bytes
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_credentials=False, allow_methods=["*"],
         allow_headers=["*"], expose_headers=["X-Request-ID"],

@@ -12,6 +12,7 @@ from ghost import __version__
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
+from ghost.mcp.setup import MCP_KEY
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -50,4 +51,5 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - runtime.started_at, 1),
         "in_flight_turns": runtime.in_flight_turns,
         "event_loop_lag": runtime.loop_lag.report(),
+        "mcp": mcp.info() if (mcp := runtime.extras.get(MCP_KEY)) is not None else None,
     }
