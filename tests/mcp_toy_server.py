@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("toy")
 MARKS = Path(os.environ.get("TOY_MARKS", "."))
@@ -52,8 +53,8 @@ def crash() -> str:
 
 @app.tool()
 def fail(message: str) -> str:
-    """Raise an error with this message."""
-    raise ValueError(message)
+    """Fail with this message (an error the tool reports, isError in the result)."""
+    raise ToolError(message)
 
 
 @app.tool()

@@ -59,7 +59,7 @@ class McpServer:
         self.state: State = "starting"
         self.error = ""
         self.restarts = 0
-        self.tools: list[Tool] = []
+        self._tools: list[Tool] = []
         self.skipped_tools: dict[str, str] = {}
         self._opener = opener
         self._client: Client | None = None
@@ -68,6 +68,11 @@ class McpServer:
         self._first_attempt = asyncio.Event()
         self._relist = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def tools(self) -> list[Tool]:
+        """Its tools while it is up; none from the moment its connection is lost."""
+        return self._tools if self.state == "ready" and not self._link.lost.is_set() else []
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,16 +107,22 @@ class McpServer:
                               f"{self.limits.call_timeout:g} s (--mcp-call-timeout); the call was cancelled.",
                               ok=False, summary=f"{ghost_name}: timed out")
         except MCPError as exc:
+            if exc.code == mcp_types.CONNECTION_CLOSED or self._link.lost.is_set():
+                return self._went_away(ghost_name)
             return ToolResult(f"{ghost_name} failed: {exc.error.message[:2000]}", ok=False,
                               summary=f"{ghost_name} failed")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
-            return ToolResult(f"{ghost_name}: the MCP server {self.name!r} went away during the call.",
-                              ok=False, summary=f"{ghost_name}: server went away")
+            return self._went_away(ghost_name)
         except (ValidationError, ValueError, RuntimeError) as exc:
             log.warning("mcp server %s: unusable reply to %s: %s", self.name, tool, exc)
             return ToolResult(f"{ghost_name}: the MCP server {self.name!r} sent a reply Ghost cannot use.",
                               ok=False, summary=f"{ghost_name}: bad reply")
         return tool_result(ghost_name, result)
+
+    def _went_away(self, ghost_name: str) -> ToolResult:
+        why = f" ({self._link.reason})" if self._link.reason else ""
+        return ToolResult(f"{ghost_name}: the MCP server {self.name!r} went away during the call{why}; "
+                          f"Ghost restarts it.", ok=False, summary=f"{ghost_name}: server went away")
 
     # --- supervision ------------------------------------------------------------------------
     async def _supervise(self) -> None:
@@ -174,7 +185,7 @@ class McpServer:
             self._relist.set()
 
     def _went_down(self, why: str, state: State = "down") -> None:
-        self._client, self.tools, self.state = None, [], state
+        self._client, self._tools, self.state = None, [], state
         self.error = why
 
     # --- tools ------------------------------------------------------------------------------
@@ -197,7 +208,7 @@ class McpServer:
                 self.skipped_tools[tool.name[:64]] = made
             else:
                 tools.append(made)
-        self.tools = tools
+        self._tools = tools
 
     def _tool(self, ghost_name: str, tool: mcp_types.Tool) -> Tool | str:
         schema = dict(tool.input_schema)

@@ -56,13 +56,18 @@ class McpTools:
 
     # --- configuration ----------------------------------------------------------------------
     async def apply(self, config: McpConfig) -> None:
-        """Bring the running servers in line with `config`."""
+        """Bring the running servers in line with `config`. A file that cannot be used at all
+        (unreadable, not JSON) leaves the running servers alone: an edit half-way is no reason
+        to stop them."""
         self._report(config)
+        if config.error:
+            self.config = McpConfig(self.config.servers, self.config.skipped, config.error)
+            return
         old, self.config = self.servers, config
         keep = {name: server for name, server in old.items() if config.servers.get(name) == server.config}
-        await asyncio.gather(*(server.stop() for name, server in old.items() if name not in keep))
         started = [self._server(entry) for name, entry in config.servers.items() if name not in keep]
         self.servers = {**keep, **{server.name: server for server in started}}
+        await asyncio.gather(*(server.stop() for name, server in old.items() if name not in keep))
         for server in started:
             server.start()
         if started:
@@ -87,7 +92,7 @@ class McpTools:
 
     def _report(self, config: McpConfig) -> None:
         if config.error:
-            log.warning("mcp: %s; no MCP servers configured", config.error)
+            log.warning("mcp: %s; the servers already running are kept", config.error)
         for name, why in config.skipped.items():
             log.warning("mcp: server %r skipped: %s", name, why)
         for entry in config.servers.values():
