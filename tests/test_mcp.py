@@ -25,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
-from ghost.testing.server import GhostServer, free_port
+from ghost.testing.server import GhostServer, clean_env, free_port
 
 TOY = Path(__file__).with_name("mcp_toy_server.py")
 PYTHON = sys.executable  # Ghost's environment, which the sandbox mounts read-only
@@ -369,3 +369,16 @@ def test_a_changed_config_file_is_picked_up(upstream: FakeUpstream, tmp_path: Pa
         write_config(home, {})
         wait_for(lambda: health_mcp(server)["servers"] == [], "the server to be removed")
         assert health_mcp(server)["config_error"] == ""
+
+
+def test_ghost_mcp_list_shows_servers_states_and_tools(ghost: GhostServer) -> None:
+    env = clean_env({"GHOST_URL": ghost.url, "GHOST_API_KEY": ghost.api_key or ""})
+    result = subprocess.run([PYTHON, "-m", "ghost", "mcp", "list"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "time: ready (stdio, sandboxed, no network), 2 tools" in lines
+    assert "toyhost: ready (stdio, NOT sandboxed, network), 7 tools" in lines
+    assert any(line.startswith("web: ready (http http://127.0.0.1:") for line in lines)
+    assert "    time__get_current_time" in lines
+    assert any(line.startswith("bad name!: skipped: server names") for line in lines)
