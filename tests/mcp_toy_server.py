@@ -36,7 +36,8 @@ def huge(chars: int) -> str:
 
 @app.tool()
 async def hang(tag: str) -> str:
-    """Never answer; record a cancellation in the file cancelled-<tag>."""
+    """Never answer; record the start in started-<tag>, a cancellation in cancelled-<tag>."""
+    (MARKS / f"started-{tag}").write_text("started")
     try:
         await asyncio.sleep(3600)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -98,3 +99,38 @@ def test_text_images_and_errors_become_tool_results() -> None:
     assert not failed.ok and failed.content == "srv__x reported an error: no"
     structured = tool_result("srv__y", mcp_types.CallToolResult(content=[], structured_content={"a": 1}))
     assert structured.content == '{"a": 1}'
+
+
+# --- one server, in-process: the concurrency bound ------------------------------------------------
+
+async def test_a_call_beyond_the_concurrency_limit_waits_for_a_free_slot(tmp_path: Path) -> None:
+    """Unsandboxed (no executor needed): what is tested is Ghost's slot, not the sandbox."""
+    import shutil
+    import sys
+
+    from ghost.mcp.connection import McpLimits
+    from ghost.mcp.provider import McpTools
+
+    script = tmp_path / "mcp" / "toy" / "toy.py"
+    script.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).with_name("mcp_toy_server.py"), script)
+    limits = McpLimits(start_timeout=120, call_timeout=600, max_concurrent_calls=1, restart_backoff=1,
+                       restart_backoff_max=1, ping_interval=30, max_tools=10, schema_max_chars=10_000)
+    tools = McpTools(limits, None, tmp_path / "mcp", tmp_path, 1024 * 1024, tmp_path / "mcp.json")  # type: ignore[arg-type]
+    await tools.apply(parse_config(config({"toy": {"command": sys.executable, "args": [str(script)],
+                                                   "sandbox": False}})))
+    try:
+        server = tools.servers["toy"]
+        assert server.state == "ready", server.error
+        hanging = asyncio.create_task(server.call("hang", "toy__hang", {"tag": "first"}))
+        while not (script.parent / "started-first").exists():
+            await asyncio.sleep(0.02)
+        waiting = asyncio.create_task(server.call("echo", "toy__echo", {"text": "second"}))
+        await asyncio.sleep(1.0)  # room for the echo to come back, were it let through
+        assert not waiting.done()
+        hanging.cancel()  # frees the slot (and cancels the call on the server)
+        assert (await asyncio.wait_for(waiting, 60)).content == "second"  # the probe works
+        while not (script.parent / "cancelled-first").exists():
+            await asyncio.sleep(0.02)
+    finally:
+        await tools.aclose()

@@ -37,6 +37,7 @@ State = Literal["starting", "ready", "down", "stopped"]
 Opener = Callable[[Link], AbstractAsyncContextManager[TransportStreams]]
 STABLE_AFTER_S = 60.0  # a server that ran this long before dying starts the back-off over
 DESCRIPTION_MAX_CHARS = 1024
+MAX_LIST_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,11 @@ class McpServer:
         and ping an HTTP server (a stdio server's death shows as the end of its output)."""
         interval = self.limits.ping_interval if isinstance(self.config, HttpServer) else None
         while not link.lost.is_set():
-            waits = {asyncio.ensure_future(link.lost.wait()), asyncio.ensure_future(self._relist.wait())}
-            done, pending = await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+            done = await _first_of(link.lost, self._relist, timeout=interval)
             if self._relist.is_set():
                 self._relist.clear()
-                await self._list_tools(client)
+                async with asyncio.timeout(self.limits.call_timeout):
+                    await self._list_tools(client)
             elif not done:
                 await self._ping(client, link)
 
@@ -192,11 +191,11 @@ class McpServer:
     async def _list_tools(self, client: Client) -> None:
         listed: list[mcp_types.Tool] = []
         cursor: str | None = None
-        while len(listed) < self.limits.max_tools:
+        for _ in range(MAX_LIST_PAGES):  # a server handing out cursors for ever is not followed for ever
             page = await client.list_tools(cursor=cursor)
             listed += page.tools
             cursor = page.next_cursor
-            if not cursor:
+            if not cursor or len(listed) >= self.limits.max_tools:
                 break
         self.skipped_tools = {tool.name[:64]: "more tools than --mcp-max-tools" for tool in listed[self.limits.max_tools:]}
         listed = listed[:self.limits.max_tools]
@@ -243,6 +242,17 @@ class McpServer:
         if self.skipped_tools:
             info["skipped_tools"] = self.skipped_tools
         return info
+
+
+async def _first_of(*events: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until one of `events` is set (True) or `timeout` passes (False)."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return bool(done)
 
 
 def _describe(exc: BaseException, start_timeout: float) -> str:

@@ -71,8 +71,12 @@ class McpTools:
         for server in started:
             server.start()
         if started:
-            await asyncio.wait([asyncio.ensure_future(s.wait_first_attempt()) for s in started],
-                               timeout=self.limits.start_timeout)
+            waits = [asyncio.ensure_future(server.wait_first_attempt()) for server in started]
+            try:
+                await asyncio.wait(waits, timeout=self.limits.start_timeout)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
     async def restart_in_sandbox_dir(self) -> None:
         """After a workspace load replaced the agent's sandbox directory: servers that work in it
