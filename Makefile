@@ -13,7 +13,7 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Every benchmark, one after another; each prints its own table (see docs/benchmarks.md).
-BENCHES := proxy stream sandbox workspace embedded load
+BENCHES := proxy stream sandbox workspace embedded load mcp
 bench: install
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
