@@ -134,3 +134,26 @@ async def test_a_call_beyond_the_concurrency_limit_waits_for_a_free_slot(tmp_pat
             await asyncio.sleep(0.02)
     finally:
         await tools.aclose()
+
+
+async def test_without_bubblewrap_a_sandboxed_server_does_not_start(tmp_path: Path) -> None:
+    import sys
+
+    from ghost.config import Settings
+    from ghost.mcp.provider import McpTools
+    from ghost.mcp.setup import limits_from
+    from ghost.sandbox.factory import make_executor
+
+    settings = Settings(home=tmp_path, sandbox_backend="process", mcp_restart_backoff=60)
+    settings.sandbox_path.mkdir(parents=True)
+    executor = await make_executor(settings, settings.sandbox_path)
+    tools = McpTools(limits_from(settings), executor, tmp_path / "mcp", settings.sandbox_path, 1024 * 1024,
+                     tmp_path / "mcp.json")
+    try:
+        await tools.apply(parse_config(config({"toy": {"command": sys.executable, "args": ["-V"]}})))
+        server = tools.servers["toy"]
+        assert server.state == "down" and server.tools == []
+        assert "bubblewrap is not available" in server.error and '"sandbox": false' in server.error
+    finally:
+        await tools.aclose()
+        await executor.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,6 @@ import mcp_types
 from mcp import Client
 from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
 
 from ghost import __version__
 from ghost.mcp.config import HttpServer, ServerConfig
@@ -114,8 +114,9 @@ class McpServer:
                               summary=f"{ghost_name} failed")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             return self._went_away(ghost_name)
-        except (ValidationError, ValueError, RuntimeError) as exc:
-            log.warning("mcp server %s: unusable reply to %s: %s", self.name, tool, exc)
+        except Exception as exc:  # noqa: BLE001 - a reply that breaks the SDK's checks is the server's fault
+            log.warning("mcp server %s: unusable reply to %s: %s: %s", self.name, tool, type(exc).__name__,
+                        str(exc)[:500])
             return ToolResult(f"{ghost_name}: the MCP server {self.name!r} sent a reply Ghost cannot use.",
                               ok=False, summary=f"{ghost_name}: bad reply")
         return tool_result(ghost_name, result)
@@ -238,7 +239,7 @@ class McpServer:
             info.update(sandboxed=self.config.sandbox, network=self.config.network or not self.config.sandbox,
                         workdir=self.config.workdir)
         else:
-            info["url"] = self.config.url
+            info["url"] = re.sub(r"//[^/@]*@", "//", self.config.url)  # never a password in userinfo
         if self.skipped_tools:
             info["skipped_tools"] = self.skipped_tools
         return info
