@@ -168,8 +168,11 @@ class McpServer:
             done = await _first_of(link.lost, self._relist, timeout=interval)
             if self._relist.is_set():
                 self._relist.clear()
-                async with asyncio.timeout(self.limits.call_timeout):
-                    await self._list_tools(client)
+                try:
+                    async with asyncio.timeout(self.limits.call_timeout):
+                        await self._list_tools(client)
+                except TimeoutError:
+                    link.end("did not list its changed tools within the call timeout")
             elif not done:
                 await self._ping(client, link)
 
