@@ -27,6 +27,10 @@ from mcp.client.streamable_http import streamable_http_client
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer, clean_env, free_port
 
+# Each Ghost here starts several Python MCP servers in sandboxes; on a loaded 2-core machine
+# that alone takes tens of seconds. A hang guard, not a time budget.
+pytestmark = pytest.mark.timeout(600)
+
 TOY = Path(__file__).with_name("mcp_toy_server.py")
 PYTHON = sys.executable  # Ghost's environment, which the sandbox mounts read-only
 CANARY = "canary-" + uuid.uuid4().hex
@@ -115,18 +119,34 @@ class TcpListener:
 
 # --- fixtures ------------------------------------------------------------------------------------
 
+class HttpToy:
+    """The toy server on its own, over Streamable HTTP on a real uvicorn; can be stopped and
+    started again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([PYTHON, str(TOY), "--http", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _accepts(self.port), "the HTTP toy server", timeout=120)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+
 @pytest.fixture(scope="module")
-def http_toy() -> Iterator[str]:
-    """The toy server on its own, over Streamable HTTP on a real uvicorn."""
-    port = free_port()
-    process = subprocess.Popen([PYTHON, str(TOY), "--http", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def http_toy() -> Iterator[HttpToy]:
+    server = HttpToy()
+    server.start()
     try:
-        wait_for(lambda: _accepts(port), "the HTTP toy server", timeout=60)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def _accepts(port: int) -> bool:
@@ -142,7 +162,7 @@ def listener() -> Iterator[TcpListener]:
 
 
 @pytest.fixture(scope="module")
-def ghost(upstream: FakeUpstream, http_toy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+def ghost(upstream: FakeUpstream, http_toy: HttpToy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     home = tmp_path_factory.mktemp("mcp-home")
     (home / "canary.txt").write_text(CANARY)
     for name in ("toy", "toynet"):
@@ -158,14 +178,14 @@ def ghost(upstream: FakeUpstream, http_toy: str, tmp_path_factory: pytest.TempPa
         "toy": toy(),
         "toynet": toy(network=True),
         "toyhost": {"command": PYTHON, "args": [str(host_toy)], "sandbox": False},
-        "web": {"url": http_toy},
+        "web": {"url": http_toy.url},
         "bad name!": {"command": "x"},
         "broken": {"command": "x", "sandbox": "sometimes"},
     })
     # A long call timeout: in these tests a call ends only because its server answered or the
     # client went away.
     server = GhostServer("--upstream-url", upstream.url, "--mcp-call-timeout", "600",
-                         "--mcp-start-timeout", "90", "--sandbox-backend", "bwrap", home=home)
+                         "--mcp-start-timeout", "90", "--mcp-ping-interval", "1", "--sandbox-backend", "bwrap", home=home)
     with server:
         wait_ready(server, "time", "git", "toy", "toynet", "toyhost", "web")
         yield server
@@ -309,7 +329,7 @@ def fragile(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     home = tmp_path_factory.mktemp("fragile-home")
     install_toy(home, "toy")
     write_config(home, {"toy": toy(), "sleeper": {"command": "sleep", "args": ["3600"]}})
-    server = GhostServer("--upstream-url", upstream.url, "--mcp-call-timeout", "2", "--mcp-start-timeout", "10",
+    server = GhostServer("--upstream-url", upstream.url, "--mcp-call-timeout", "2", "--mcp-start-timeout", "30",
                          "--mcp-restart-backoff", "0.5", "--mcp-reload-interval", "3600",
                          "--sandbox-backend", "bwrap", home=home)
     with server:
@@ -382,3 +402,15 @@ def test_ghost_mcp_list_shows_servers_states_and_tools(ghost: GhostServer) -> No
     assert any(line.startswith("web: ready (http http://127.0.0.1:") for line in lines)
     assert "    time__get_current_time" in lines
     assert any(line.startswith("bad name!: skipped: server names") for line in lines)
+
+
+def test_an_http_server_that_goes_away_is_marked_down_and_reconnected(ghost: GhostServer, http_toy: HttpToy,
+                                                                     upstream: FakeUpstream) -> None:
+    # Liveness is checked every second here: a server that keeps answering is never restarted.
+    assert server_info(ghost, "web")["restarts"] == 0 and server_info(ghost, "web")["state"] == "ready"
+    http_toy.stop()
+    wait_for(lambda: server_info(ghost, "web")["state"] != "ready", "the HTTP server to be marked down")
+    assert server_info(ghost, "web")["tools"] == 0
+    http_toy.start()
+    wait_ready(ghost, "web")
+    assert call_through_chat(ghost, upstream, "web__echo", {"text": "again"}) == "again"

@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     mcp_restart_backoff_max: float = Field(
         60.0, gt=0, description="Longest wait between restarts of an MCP server.")
     mcp_ping_interval: float = Field(
-        30.0, gt=0, description="Seconds between liveness pings to an HTTP MCP server.")
+        30.0, gt=0, description="Seconds between liveness checks of an HTTP MCP server (a tools/list, which also picks up changed tools).")
     mcp_reload_interval: float = Field(
         2.0, gt=0, description="Seconds between checks of the MCP config file for changes.")
     mcp_message_max_bytes: int = Field(

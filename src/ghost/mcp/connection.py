@@ -2,7 +2,7 @@
 
 A supervising task owns the SDK `Client` (its task groups must be entered and left by one task).
 While the server is up its tools are offered; when it dies (its output ends, an HTTP server stops
-answering pings, it breaks the protocol) they are withdrawn at once, the process is stopped, and
+answering, it breaks the protocol) they are withdrawn at once, the process is stopped, and
 a new start follows after a back-off that doubles on each quick failure.
 """
 
@@ -162,7 +162,7 @@ class McpServer:
 
     async def _watch(self, client: Client, link: Link) -> None:
         """Return when the connection is lost; meanwhile re-list tools when told they changed,
-        and ping an HTTP server (a stdio server's death shows as the end of its output)."""
+        and probe an HTTP server (a stdio server's death shows as the end of its output)."""
         interval = self.limits.ping_interval if isinstance(self.config, HttpServer) else None
         while not link.lost.is_set():
             done = await _first_of(link.lost, self._relist, timeout=interval)
@@ -174,14 +174,16 @@ class McpServer:
                 except TimeoutError:
                     link.end("did not list its changed tools within the call timeout")
             elif not done:
-                await self._ping(client, link)
+                await self._probe(client, link)
 
-    async def _ping(self, client: Client, link: Link) -> None:
+    async def _probe(self, client: Client, link: Link) -> None:
+        """Is an HTTP server still there? Asked by listing its tools, which also picks up a
+        changed list (`ping` is gone from the 2026-07-28 protocol)."""
         try:
             async with asyncio.timeout(self.limits.call_timeout):
-                await client.send_ping()
-        except (TimeoutError, MCPError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-            link.end(f"did not answer a ping ({type(exc).__name__})")
+                await self._list_tools(client)
+        except Exception as exc:  # noqa: BLE001 - any failure means the connection is not usable
+            link.end(f"stopped answering ({type(exc).__name__}: {str(exc)[:200]})")
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, mcp_types.ToolListChangedNotification):
