@@ -68,6 +68,46 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+class Targets:
+    """The verdicts of one bench run against its targets.
+
+    Every target is checked with `check` (or `cell`, which also gives the table cell); `finish`
+    prints one line per target and a last summary line, and returns the exit status: 1 if any
+    target was missed, so `make bench` fails on a miss. The lines start with `VERDICT` to be found
+    in a long log:
+
+        VERDICT met  relay ceiling /v1/chat/completions: 12,345 tokens/s (target >= 10,000)
+        VERDICT bench/stream.py: MISSED 1 of 5 targets
+    """
+
+    def __init__(self, bench: str) -> None:
+        self.bench = bench
+        self.results: list[tuple[bool, str]] = []
+
+    def check(self, ok: bool, what: str, target: str = "") -> bool:
+        self.results.append((ok, f"{what} (target {target})" if target else what))
+        return ok
+
+    def cell(self, ok: bool, what: str) -> str:
+        """Check, and return the text for the target column of a table."""
+        self.check(ok, what)
+        return f"{'ok ' if ok else 'MISS'} {what}"
+
+    def finish(self) -> int:
+        print()
+        for ok, what in self.results:
+            print(f"VERDICT {'met ' if ok else 'MISS'} {what}")
+        missed = sum(not ok for ok, _ in self.results)
+        if not self.results:
+            print(f"VERDICT {self.bench}: no target was checked")
+            return 1
+        if missed:
+            print(f"VERDICT {self.bench}: MISSED {missed} of {len(self.results)} targets")
+            return 1
+        print(f"VERDICT {self.bench}: all {len(self.results)} targets met")
+        return 0
+
+
 def table(title: str, header: list[str], rows: list[list[object]]) -> None:
     print(f"\n## {title}\n")
     print("| " + " | ".join(header) + " |")
@@ -76,4 +116,4 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-__all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "percentile", "median", "rss_kb", "table", "json", "os", "time"]
+__all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "Targets", "percentile", "median", "rss_kb", "table", "json", "os", "time"]

@@ -6,7 +6,11 @@ Each round holds the given number of streaming chats open for the given time (ea
 paced reply of 40 tokens at 25 ms), alongside proxy requests. It reports per round: turns and
 proxy requests done, errors by kind (429s counted apart, as intended back-pressure), time to first
 token, Ghost's event-loop lag (from /api/health) and RSS. Between rounds Ghost idles; RSS after
-each round shows whether memory returns to its baseline. Exits non-zero on any unintended error.
+each round shows whether memory returns to its baseline.
+
+Targets (a verdict line each; exit status 1 on a miss): no unintended error in any round (429s are
+intended back-pressure and counted apart); RSS after the last round within 10 % of RSS after the
+first one (the first round's growth is warm pools and caches; growth beyond it is a leak).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import sys
 import time
 
 import httpx
-from _common import FakeUpstreamProcess, GhostServer, median, percentile, rss_kb, table
+from _common import FakeUpstreamProcess, GhostServer, Targets, median, percentile, rss_kb, table
 
 USER = [{"role": "user", "content": "load"}]
 REPLY = {"chunks": [f"t{i} " for i in range(40)], "content": "", "delay": 0.025}
+RSS_GROWTH_AFTER_FIRST_ROUND = 0.10
 
 
 class Tally:
@@ -112,7 +117,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
-    rows, failed = [], False
+    rows, afters = [], []
+    verdicts = Targets("bench/load.py")
     try:
         with GhostServer("--upstream-url", fake.url, "--log-level", "warning",
                          "--max-concurrent-turns", str(args.chats)) as ghost:
@@ -124,7 +130,9 @@ def main() -> int:
                 tally, lags, rss = asyncio.run(one_round(fake, ghost, args))
                 time.sleep(3)
                 after = rss_kb(ghost.process.pid)
-                failed |= bool(tally.errors)
+                afters.append(after)
+                verdicts.check(not tally.errors, f"round {number}: unintended errors: {dict(tally.errors) or 'none'}",
+                               "none")
                 ttft = [t * 1000 for t in tally.ttft] or [0.0]
                 rows.append([number, tally.turns, tally.proxied, tally.busy, dict(tally.errors) or "none",
                              f"{median(ttft):.1f} / {percentile(ttft, 99):.1f}", f"{max(lags or [0]):.1f}",
@@ -135,7 +143,11 @@ def main() -> int:
                    "peak RSS MB", "RSS after MB"], rows)
     finally:
         fake.stop()
-    return 1 if failed else 0
+    if len(afters) >= 2:
+        growth = afters[-1] / afters[0] - 1
+        verdicts.check(growth <= RSS_GROWTH_AFTER_FIRST_ROUND,
+                       f"RSS after the last round vs the first: {growth:+.1%}", f"<= +{RSS_GROWTH_AFTER_FIRST_ROUND:.0%}")
+    return verdicts.finish()
 
 
 if __name__ == "__main__":

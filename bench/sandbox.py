@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from _common import Targets
+
 from ghost.config import Settings
 from ghost.runtime import Runtime
 from ghost.sandbox.factory import make_executor
@@ -102,10 +104,11 @@ def report(samples: dict[str, list[float]], runs: int, info: dict[str, object]) 
         median = statistics.median(samples[name])
         print(f"{name:<24}{median:>11.2f}{p95(samples[name]):>9.2f}{median / base:>10.2f}{median - base:>13.2f}")
     tool = statistics.median(samples["execute tool"])
-    ok = tool / base <= TARGET_RATIO and tool - base <= TARGET_OVERHEAD_MS
-    print(f"targets for the execute tool: <= {TARGET_RATIO}x direct and <= {TARGET_OVERHEAD_MS:g} ms "
-          f"overhead: {'met' if ok else 'MISSED'}")
-    return 0 if ok else 1
+    targets = Targets("bench/sandbox.py")
+    targets.check(tool / base <= TARGET_RATIO, f"execute tool: {tool / base:.2f}x direct", f"<= {TARGET_RATIO}x")
+    targets.check(tool - base <= TARGET_OVERHEAD_MS, f"execute tool overhead: {tool - base:+.1f} ms",
+                  f"<= {TARGET_OVERHEAD_MS:g} ms")
+    return targets.finish()
 
 
 if __name__ == "__main__":

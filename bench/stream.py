@@ -5,6 +5,9 @@
 1. Relay ceiling: a 2,000-token reply from an upstream that emits as fast as it can.
 2. Paced upstream at 200 tokens/s: throughput ratio and time to first token.
 3. A turn with 3 tool rounds of `execute`: Ghost's own time per round (total - upstream - sandbox).
+
+Targets (a verdict line each; exit status 1 on a miss): relay ceiling >= 10,000 tokens/s through
+each Ghost path; paced throughput >= 98 % of direct and time to first token <= +5 ms (p50).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import FakeUpstreamProcess, GhostServer, bench_client, median, percentile, table
+from _common import FakeUpstreamProcess, GhostServer, Targets, bench_client, median, percentile, table
 
 CLIENT = bench_client()
 
 USER = [{"role": "user", "content": "go"}]
+CEILING_TOKENS_S = 10_000
+PACED_SHARE = 0.98
+PACED_TTFT_ADDED_MS = 5.0
 
 
 def read_stream(url: str, headers: dict[str, str], body: dict, ndjson: bool) -> tuple[float, float, int]:
@@ -53,7 +59,7 @@ def run_scenario(fake: FakeUpstreamProcess, ghost: GhostServer, reply: dict, run
     return results
 
 
-def ceiling(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int) -> None:
+def ceiling(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int, verdicts: Targets) -> None:
     reply = {"chunks": ["t"] * 2000, "content": ""}
     results = run_scenario(fake, ghost, reply, runs)
     rows = []
@@ -61,10 +67,13 @@ def ceiling(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int) -> None:
         rates = [tokens / total for _, total, tokens in samples]
         per_token_us = [total / tokens * 1e6 for _, total, tokens in samples]
         rows.append([name, f"{median(rates):,.0f}", f"{median(per_token_us):.1f}", samples[0][2]])
+        if name.startswith("ghost"):
+            verdicts.check(median(rates) >= CEILING_TOKENS_S, f"relay ceiling {name}: {median(rates):,.0f} tokens/s",
+                           f">= {CEILING_TOKENS_S:,}")
     table("1. Relay ceiling: 2,000 tokens as fast as the upstream can", ["path", "tokens/s (median)", "µs/token", "tokens"], rows)
 
 
-def paced(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int) -> None:
+def paced(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int, verdicts: Targets) -> None:
     reply = {"chunks": ["t"] * 200, "content": "", "delay": 0.005}
     results = run_scenario(fake, ghost, reply, runs)
     direct = results["direct upstream"]
@@ -76,6 +85,12 @@ def paced(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int) -> None:
         ttfts = [first * 1000 for first, _, _ in samples]
         rows.append([name, f"{rate:,.1f}", f"{rate / direct_rate * 100:.1f} %", f"{median(ttfts):.2f}",
                      f"{percentile(ttfts, 95):.2f}", f"{median(ttfts) - direct_ttft * 1000:+.2f}"])
+        if name.startswith("ghost"):
+            added = median(ttfts) - direct_ttft * 1000
+            verdicts.check(rate / direct_rate >= PACED_SHARE, f"paced throughput {name}: {rate / direct_rate:.1%} of direct",
+                           f">= {PACED_SHARE:.0%}")
+            verdicts.check(added <= PACED_TTFT_ADDED_MS, f"paced TTFT added {name}: {added:+.2f} ms p50",
+                           f"<= +{PACED_TTFT_ADDED_MS:g} ms")
     table("2. Paced upstream, 200 tokens/s (200 tokens)",
           ["path", "tokens/s", "vs direct", "TTFT p50 ms", "TTFT p95 ms", "TTFT added ms"], rows)
 
@@ -110,22 +125,24 @@ def tool_rounds(fake: FakeUpstreamProcess, ghost: GhostServer, runs: int) -> Non
     table("3. Agent turn with 3 tool rounds", ["turn", "total ms (p50)", "Ghost's own ms/round (p50)", "p95"], rows)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
+    verdicts = Targets("bench/stream.py")
     try:
         with GhostServer("--upstream-url", fake.url, "--log-level", "warning") as ghost:
             for name, (url, headers, ndjson) in targets(fake, ghost).items():  # warm-up
                 fake.script({"content": "warm up"})
                 read_stream(url, headers, {"model": "fake-model", "messages": USER, "stream": True}, ndjson)
-            ceiling(fake, ghost, args.runs)
-            paced(fake, ghost, args.runs)
+            ceiling(fake, ghost, args.runs, verdicts)
+            paced(fake, ghost, args.runs, verdicts)
             tool_rounds(fake, ghost, args.runs)
     finally:
         fake.stop()
+    return verdicts.finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

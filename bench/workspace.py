@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from _common import Targets
+
 from ghost.testing.server import GhostServer
 
 MB = 1024 * 1024
@@ -211,6 +213,8 @@ def bench(work: Path, repeat: int) -> int:
         ghost.stop()
 
     zip_ratio, unzip_ratio = best["zip"] / best["save"], best["unzip"] / best["load"]
+    targets = Targets("bench/workspace.py")
+    verdict = targets.cell
     rows = [
         ("save: zip -r (level 6)", f"{best['zip']:.2f} s", f"{zip_path.stat().st_size / MB:.0f} MB archive", ""),
         ("save: Ghost", f"{best['save']:.2f} s", f"{ghost_size:.0f} MB archive",
@@ -230,11 +234,7 @@ def bench(work: Path, repeat: int) -> int:
                  f"n={len(latencies)}", verdict(p99 <= 50, "p99 <= 50 ms")))
     print_table(rows)
     print("rounds (s): " + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in vs) for k, vs in times.items()))
-    return 0
-
-
-def verdict(ok: bool, what: str) -> str:
-    return f"{'ok ' if ok else 'MISS'} {what}"
+    return targets.finish()
 
 
 def print_table(rows: list[tuple[str, str, str, str]]) -> None:

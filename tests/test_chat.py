@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -238,32 +237,41 @@ def test_keepalive_comments_while_upstream_is_slow(server: GhostServer, upstream
 
 
 def test_first_chunk_arrives_before_upstream_finishes(server: GhostServer, upstream: FakeUpstream) -> None:
-    upstream.script(Reply(chunks=["early", " late"], delay=1.0))
-    seen: list[tuple[float, str]] = []
-    with httpx.stream("POST", server.url + "/v1/chat/completions", headers=server.headers,
+    # The upstream sends "early", then holds " late" back until the test has seen "early".
+    upstream.script(Reply(chunks=["early", " late"], hold="early-then-late", hold_after=2))
+    seen: list[str] = []
+    with httpx.stream("POST", server.url + "/v1/chat/completions", headers=server.headers, timeout=30,
                       json={"model": "fake-model", "messages": USER, "stream": True}) as response:
         for line in response.iter_lines():
-            if '"content":"early"' in line or '"content":" late"' in line:
-                seen.append((time.monotonic(), line))
-    assert len(seen) == 2
-    # The second piece was held back by the upstream for a second; the first must not wait for it.
-    assert seen[1][0] - seen[0][0] > 0.5
+            if '"content":"early"' in line:
+                seen.append("early")
+                # Ghost relayed it while the upstream still held the rest: nothing waited for it.
+                assert upstream.hold_state("early-then-late") == "open"
+                upstream.release("early-then-late")
+            elif '"content":" late"' in line:
+                seen.append("late")
+    assert seen == ["early", "late"]
 
 
 def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
-    upstream.default_reply = Reply(content="same", delay=0.05)
-    results: list[str] = []
+    turns = [f"turn {i}" for i in range(4)]
+    for turn in turns:  # each turn's reply is held until all four are at the upstream at once
+        upstream.script_for(turn, Reply(chunks=[f"answer to {turn}", " (", turn, ")"], hold=turn, delay=0.01))
+    results: dict[str, str | None] = {}
 
-    def one() -> None:
-        reply = oai.chat.completions.create(model="fake-model", messages=USER)
-        results.append(reply.choices[0].message.content)
+    def one(turn: str) -> None:
+        reply = oai.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": turn}])
+        results[turn] = reply.choices[0].message.content
 
+    threads = [threading.Thread(target=one, args=(turn,)) for turn in turns]
+    for t in threads:
+        t.start()
     try:
-        threads = [threading.Thread(target=one) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for turn in turns:  # serialised turns would never have all four open together
+            assert upstream.wait_hold_state(turn, "open", timeout=30) == "open", f"{turn} never reached the upstream"
     finally:
-        upstream.default_reply = Reply()
-    assert results == ["same"] * 4
+        for turn in turns:
+            upstream.release(turn)
+        for t in threads:
+            t.join(60)
+    assert results == {turn: f"answer to {turn} ({turn})" for turn in turns}

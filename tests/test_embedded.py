@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import time
@@ -20,8 +21,15 @@ from ghost.llm.gguf import GGUFError, read_model_meta
 from ghost.testing.server import GhostServer
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
-START_TIMEOUT = 180.0  # generous: the machine's cores are shared with other work
+START_TIMEOUT = 300.0  # generous: the machine's cores are shared with other work (and the self-test)
 PROCESS_GONE_TIMEOUT = 30.0
+MAX_TOKENS = 40  # --embedded-max-tokens of the module's Ghost
+SERVER_MODULE = "ghost.llm.embedded_server"
+# llama.cpp's own load log names its extra buffer types when it may use them (CPU_REPACK on x86;
+# CPU_AMX where AMX is); with them off it never does.
+EXTRA_BUFFER_LOG = re.compile(r"CPU_(REPACK|AMX)")
+LONG_STORY = [{"role": "system", "content": "You are a storyteller who never stops."},
+              {"role": "user", "content": "Write a very long story about a robot who learns to paint."}]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -68,6 +76,11 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def full_log(ghost: GhostServer) -> str:
+    """Ghost's whole log (GhostServer.log() is its tail, which health polling soon fills)."""
+    return ghost.log_path.read_text(errors="replace")
+
+
 def embedded_info(ghost: GhostServer) -> dict:
     response = httpx.get(f"{ghost.url}/api/health", headers=ghost.headers, timeout=10)
     return response.json()["embedded_model"]
@@ -94,7 +107,8 @@ def streamed_completion_text(ghost: GhostServer) -> str:
 @pytest.fixture(scope="module")
 def ghost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     """One Ghost with no upstream: it starts the bundled model."""
-    server = GhostServer(home=tmp_path_factory.mktemp("ghost-embedded"))
+    server = GhostServer("--embedded-max-tokens", str(MAX_TOKENS), "--embedded-self-test", "on",
+                         home=tmp_path_factory.mktemp("ghost-embedded"))
     server.start(timeout=START_TIMEOUT)
     yield server
     server.stop()
@@ -106,12 +120,34 @@ def test_serve_without_upstream_starts_the_bundled_model(ghost: GhostServer) -> 
     assert info["model"] == MODEL
     assert alive(info["pid"])
     assert info["pid"] in descendants(ghost.process.pid)
+    assert SERVER_MODULE in cmdline(info["pid"])  # the probe the failed-server test relies on
     log = ghost.home / "logs" / "embedded-model.log"
     assert log.is_file() and str(log) == info["log"]
-    assert "waiting for the bundled model server" in ghost.log()
-    assert "bundled model server ready" in ghost.log()
+    assert "waiting for the bundled model server" in full_log(ghost)
+    assert "bundled model server ready" in full_log(ghost)
     health = httpx.get(f"{ghost.url}/api/health", headers=ghost.headers, timeout=10).json()
     assert health["upstream"]["reachable"] and health["upstream"]["url"] == info["url"]
+
+
+def test_the_self_test_passed_with_ghosts_prompt_and_is_in_health(ghost: GhostServer) -> None:
+    result = embedded_info(ghost)["self_test"]
+    assert result["ok"] is True and result["error"] is None and result["seconds"] > 0
+    # Ghost's system prompt and its tools' schemas: hundreds of tokens read in one batch
+    assert result["prompt_tokens"] > 200
+    assert "passed its self-test" in full_log(ghost)
+    # it went to the model server as a chat with tools, before Ghost said it was ready
+    log = (ghost.home / "logs" / "embedded-model.log").read_text(errors="replace")
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in log
+    assert full_log(ghost).index("passed its self-test") < full_log(ghost).index("Ghost 0.1.0 ready")
+
+
+def test_the_model_server_loaded_the_model_without_extra_buffers(ghost: GhostServer) -> None:
+    status = httpx.get(embedded_info(ghost)["url"] + "/ghost/status", timeout=10).json()
+    assert status == {"model_loaded": True, "extra_buffers": False, "max_tokens": MAX_TOKENS, "tool_rounds": 1}
+    assert embedded_info(ghost)["extra_buffers"] is False
+    log = (ghost.home / "logs" / "embedded-model.log").read_text(errors="replace")
+    assert "extra buffer types off" in log
+    assert not EXTRA_BUFFER_LOG.search(log)  # llama.cpp's own word (found when on: see below)
 
 
 def test_model_lists_name_the_served_model(ghost: GhostServer) -> None:
@@ -137,6 +173,41 @@ def test_chat_streams_text_from_the_model(ghost: GhostServer) -> None:
         model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text.strip()
+
+
+def test_the_model_server_answers_a_multi_token_chat_within_the_default_bound(ghost: GhostServer) -> None:
+    # No max_tokens: the model server's default (--embedded-max-tokens) bounds the reply.
+    reply = httpx.post(embedded_info(ghost)["url"] + "/v1/chat/completions", timeout=120,
+                       json={"messages": LONG_STORY, "temperature": 0}).json()
+    assert reply["choices"][0]["message"]["content"].strip()
+    assert reply["usage"]["prompt_tokens"] > 10
+    assert reply["usage"]["completion_tokens"] <= MAX_TOKENS
+    assert reply["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_the_model_server_streams_a_multi_token_chat_with_its_usage(ghost: GhostServer) -> None:
+    chunks = model_chat(ghost, {"messages": LONG_STORY})
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks)
+    assert text.strip() and len([c for c in chunks if c["choices"][0]["delta"].get("content")]) > 1
+    usage = chunks[-1]["usage"]
+    assert usage["prompt_tokens"] > 10 and 1 < usage["completion_tokens"] <= MAX_TOKENS
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_through_ghost_without_max_tokens_ends_within_the_bound(ghost: GhostServer, stream: bool) -> None:
+    client = openai.OpenAI(base_url=f"{ghost.url}/v1", api_key=ghost.api_key, max_retries=0)
+    # tool_choice "none": one plain answer, so the usage is that one answer's
+    body = {"model": MODEL, "messages": LONG_STORY, "temperature": 0, "tool_choice": "none"}
+    if stream:
+        chunks = list(client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = next(c.usage for c in chunks if c.usage is not None)
+    else:
+        reply = client.chat.completions.create(**body)
+        text, usage = reply.choices[0].message.content, reply.usage
+    assert text.strip()
+    assert usage.prompt_tokens > 200  # Ghost's system prompt came along
+    assert 1 < usage.completion_tokens <= MAX_TOKENS
 
 
 LIST_FILES = {"type": "function", "function": {
@@ -197,7 +268,7 @@ def test_killed_model_server_is_restarted(ghost: GhostServer) -> None:
     after = embedded_info(ghost)
     assert after["restarts"] == before["restarts"] + 1
     assert after["url"] == before["url"]  # same port: connections elsewhere in Ghost stay valid
-    assert "restarting in" in ghost.log()
+    assert "restarting in" in full_log(ghost)
     assert streamed_completion_text(ghost).strip()
 
 
@@ -216,12 +287,19 @@ def test_sigterm_stops_ghost_and_its_model_server(ghost: GhostServer) -> None:
 # --- separate short-lived Ghosts ---------------------------------------------------------------
 
 def test_sigkill_of_ghost_does_not_leave_the_model_server(tmp_path: Path) -> None:
-    # --model-path serves a given GGUF the same way (here: the bundled file, by path).
-    server = GhostServer("--model-path", str(bundled_model_file()), home=tmp_path)
+    # --model-path serves a given GGUF the same way (here: the bundled file, by path); and
+    # --embedded-extra-buffers reaches llama.cpp (the probe of the "off" test above finds it).
+    server = GhostServer("--model-path", str(bundled_model_file()), "--embedded-extra-buffers",
+                         "--embedded-self-test", "off", home=tmp_path)
     server.start(timeout=START_TIMEOUT)
     try:
-        pid = embedded_info(server)["pid"]
+        info = embedded_info(server)
+        pid = info["pid"]
         assert alive(pid)
+        assert info["self_test"] is None and info["extra_buffers"] is True
+        assert httpx.get(info["url"] + "/ghost/status", timeout=10).json()["extra_buffers"] is True
+        log = (tmp_path / "logs" / "embedded-model.log").read_text(errors="replace")
+        assert "extra buffer types on" in log and EXTRA_BUFFER_LOG.search(log)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
         wait_until(lambda: not alive(pid), PROCESS_GONE_TIMEOUT, "the orphaned model server to die")
@@ -236,6 +314,46 @@ def test_a_model_path_that_is_not_gguf_stops_ghost_with_a_clear_error(tmp_path: 
     with pytest.raises(RuntimeError, match="not a GGUF file"):
         server.start(timeout=START_TIMEOUT)
     assert server.process.returncode != 0
+
+
+def corrupt_copy(path: Path) -> Path:
+    """The bundled model with its tensor data cut in half: the header reads, the load fails."""
+    data = bundled_model_file().read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_a_model_server_that_keeps_failing_is_given_up_with_503s(tmp_path: Path) -> None:
+    model = corrupt_copy(tmp_path / "broken.gguf")
+    server = GhostServer("--model-path", str(model), "--embedded-max-crashes", "2", "--embedded-self-test", "on",
+                         "--embedded-restart-backoff", "0.1", home=tmp_path / "home")
+    server.start(timeout=START_TIMEOUT)  # Ghost comes up, and explains
+    try:
+        info = embedded_info(server)
+        assert info["state"] == "failed" and info["pid"] is None
+        assert (info["failures_in_a_row"], info["restarts"]) == (2, 1)
+        assert "exited with code" in info["error"] and "Failed to load model" in info["error"]
+        # the start-up message: the reason, the model log's path, what to try
+        message = next(line for line in full_log(server).splitlines() if "will not be restarted" in line)
+        assert info["log"] in message and "what to try" in message and "--model-path" in message
+        # chat and the proxy: 503 with the reason in the error shape; Ghost's own routes still work
+        for path, body in [("/v1/chat/completions", {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}),
+                           ("/v1/completions", {"prompt": "hi"})]:
+            response = httpx.post(server.url + path, json=body, headers=server.headers, timeout=30)
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["type"] == "model_unavailable"
+            assert "Failed to load model" in error["message"] and info["log"] in error["message"]
+        assert httpx.get(server.url + "/api/sessions", headers=server.headers, timeout=10).status_code == 200
+        health = httpx.get(f"{server.url}/api/health", headers=server.headers, timeout=10).json()
+        assert health["status"] == "degraded"
+        # not restarted again: two starts, no model server left among Ghost's children
+        time.sleep(2.0)  # far past the back-off (0.1 s, then 0.2 s) a restart would wait
+        assert full_log(server).count("starting the bundled model server") == 2
+        assert embedded_info(server)["restarts"] == 1
+        assert not [pid for pid in descendants(server.process.pid) if SERVER_MODULE in cmdline(pid)]
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("args", [["--upstream-url", "http://127.0.0.1:9"], ["--embedded-model", "off"]])

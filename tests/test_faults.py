@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -378,6 +378,46 @@ def temp_has(ghost: GhostServer, prefix: str) -> bool:
     return False
 
 
+def frozen_in(ghost: GhostServer, in_phase: Callable[[], bool], past_phase: Callable[[], bool]) -> bool:
+    """Stop Ghost (SIGSTOP) the first time `in_phase()` holds; True if it is still in that phase.
+
+    While Ghost is stopped nothing moves, so the phase seen after the stop is the one the kill lands
+    in. False if the phase was missed (`past_phase()` became true first, or was already true once
+    Ghost stood still): the caller lets Ghost go on and tries again.
+    """
+    assert ghost.process is not None
+    deadline = time.monotonic() + 60  # a hang guard only
+    while not in_phase():
+        if past_phase():
+            return False
+        assert time.monotonic() < deadline, "the phase never came"
+        time.sleep(0.002)
+    ghost.process.send_signal(signal.SIGSTOP)
+    if in_phase() and not past_phase():
+        return True
+    ghost.process.send_signal(signal.SIGCONT)
+    return False
+
+
+def stage_has_files(ghost: GhostServer) -> bool:
+    return temp_has(ghost, "stage-")
+
+
+def load_workspace(ghost: GhostServer, archive: bytes, pause: float) -> threading.Thread:
+    def load() -> None:
+        chunks = (archive[i:i + 2**18] for i in range(0, len(archive), 2**18))
+        with httpx.Client(timeout=60) as slow:
+            slow.post(ghost.url + "/api/workspace/load", headers={**ghost.headers, "content-type": "application/zip"},
+                      content=_paced(chunks, pause))
+
+    return in_background(load)
+
+
+# What the sandbox holds after a restart when the kill landed in each phase: before the swap the
+# old workspace, once the sandbox was exchanged the new one, and never a mix.
+EXPECTED_AFTER = {"receiving": "old", "unpacking": "old", "swapping": "new"}
+
+
 @pytest.mark.parametrize("moment", ["receiving", "unpacking", "swapping"])
 def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(moment: str, upstream: FakeUpstream,
                                                                              tmp_path: Path) -> None:
@@ -388,34 +428,52 @@ def test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace(mom
             make_files(sandbox, "new", 240, 40_000)
             new = tree(sandbox)
             archive = http.post("/api/workspace/save").content
+        # Many small old files: removing the swapped-out old sandbox afterwards takes a while,
+        # which keeps the "swapped, not yet finished" phase open long enough to stop Ghost in it.
+        for _ in range(20):
             wipe(sandbox)
-            make_files(sandbox, "old", 50, 10_000)
+            make_files(sandbox, "old", 3000 if moment == "swapping" else 50, 1000)
             old = tree(sandbox)
-
-            def load() -> None:
-                chunks = (archive[i:i + 2**18] for i in range(0, len(archive), 2**18))
-                with httpx.Client(timeout=60) as slow:
-                    slow.post(ghost.url + "/api/workspace/load", headers={**ghost.headers, "content-type": "application/zip"},
-                              content=_paced(chunks, 0.02 if moment == "receiving" else 0))
-
-            loader = in_background(load)
-            if moment == "receiving":
-                wait_for(lambda: temp_has(ghost, "load-"), "the upload to start")
-            elif moment == "unpacking":
-                wait_for(lambda: temp_has(ghost, "stage-"), "unpacking to start")
-            else:  # as the sandbox is swapped: kill as soon as it changes (or the load has answered)
-                wait_for(lambda: not loader.is_alive() or tree_names(sandbox) != set(old), "the swap")
+            loader = load_workspace(ghost, archive, 0.02 if moment == "receiving" else 0)
+            phase, past = phase_checks(moment, ghost, set(old), loader)
+            if frozen_in(ghost, phase, past):
+                break
+            loader.join(60)  # missed it (a loaded machine): let this load finish and try again
+        else:
+            pytest.fail(f"never managed to stop Ghost while {moment}")
         ghost.stop(signal.SIGKILL)
         loader.join(30)
         ghost.start()
         after = tree(sandbox)
-        assert after in (old, new), f"a mix: {len(set(after) & set(old))} old and {len(set(after) & set(new))} new paths"
-        if moment == "receiving":  # paced: the archive was not all in yet
-            assert after == old
+        expected = {"old": old, "new": new}[EXPECTED_AFTER[moment]]
+        assert after == expected, (f"wanted the {EXPECTED_AFTER[moment]} workspace: {len(set(after) & set(old))} old "
+                                   f"and {len(set(after) & set(new))} new paths")
         assert tmp_leftovers(ghost) == [] and home_leftovers(ghost) == []
         assert_state_readable(ghost, upstream)
     finally:
         ghost.stop()
+
+
+def phase_checks(moment: str, ghost: GhostServer, old_names: set[str],
+                 loader: threading.Thread) -> tuple[Callable[[], bool], Callable[[], bool]]:
+    """(in the phase, past it) for a load's `moment`, as seen from outside Ghost."""
+    sandbox = ghost.home / "sandbox"
+
+    def swapped() -> bool:
+        return tree_names(sandbox) != old_names
+
+    if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
+        return (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
+    if moment == "unpacking":  # unpacked files in staging, the live sandbox untouched
+        return (lambda: stage_has_files(ghost) and not swapped()), swapped
+    # swapping: the live sandbox exchanged, the load not finished (its staging folder still there)
+    return (lambda: swapped() and stage_folder_exists(ghost)), (lambda: not loader.is_alive())
+
+
+def stage_folder_exists(ghost: GhostServer) -> bool:
+    with contextlib.suppress(OSError):
+        return any(p.name.startswith("stage-") for p in (ghost.home / ".sandbox.ghost-tmp").iterdir())
+    return False
 
 
 def tree_names(root: Path) -> set[str]:

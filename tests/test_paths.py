@@ -1,4 +1,5 @@
-"""resolve_in_sandbox: every shape of path a user or model can send, and symlinks that leave."""
+"""Sandbox paths: every shape of path a user or model can send (`split_relative`), and how the
+fd-based file layer (`ghost.sandbox.fs`) resolves them: beneath the root, never through a link."""
 
 from __future__ import annotations
 
@@ -8,7 +9,43 @@ from pathlib import Path
 import pytest
 
 from ghost.errors import PathOutsideSandbox, UnsafePath
-from ghost.sandbox.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_name, resolve_in_sandbox
+from ghost.sandbox import fs
+from ghost.sandbox.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, split_relative
+
+
+def resolve_in_sandbox(root: Path, user_path: str, *, allow_root: bool = False,
+                       follow_final: bool = True) -> Path:
+    """Open what `user_path` names through the file layer; the host path of what was opened.
+
+    With `follow_final=False` only the way to the last component is opened (its folder's fd plus
+    the name), as for deleting or moving a link itself.
+    """
+    parts = split_relative(user_path)
+    if not parts and not allow_root:
+        raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
+    with fs.open_root(root) as root_fd:
+        if not parts:
+            return _opened(os.dup(root_fd))
+        try:
+            parent = fs.open_dir(root_fd, parts[:-1], user_path=user_path)
+        except FileNotFoundError:  # nothing there yet: where it would be made
+            return Path(os.path.realpath(root)).joinpath(*parts)
+        with fs.closing(parent):
+            info = fs.lstat_at(parent, parts[-1])
+            if not follow_final or info is None:
+                return _opened(os.dup(parent)) / parts[-1]
+            if os.path.isdir(f"/proc/self/fd/{parent}/{parts[-1]}") and not fs.is_link(parent, parts[-1]):
+                return _opened(fs.open_dir(parent, [parts[-1]], user_path=user_path))
+            return _opened(fs.open_regular(parent, parts[-1], user_path=user_path))
+
+
+def _opened(fd: int) -> Path:
+    with fs.closing(fd):
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def relative_name(root: Path, path: Path) -> str:
+    return path.relative_to(Path(os.path.realpath(root))).as_posix()
 
 
 @pytest.fixture()
@@ -155,28 +192,54 @@ def test_link_to_the_parent_of_the_root_is_refused(root: Path) -> None:
         resolve_in_sandbox(root, "up/sandbox/dir")  # back in, but by way of outside: still no
 
 
-def test_symlinks_that_stay_inside_are_usable_and_keep_their_own_name(root: Path) -> None:
+def test_symlinks_that_stay_inside_are_not_followed_but_keep_their_own_name(root: Path) -> None:
+    # Ghost follows no link the sandbox made, even one that stays inside: whether it stays
+    # inside can change the moment after it was checked. The link itself stays nameable.
     os.symlink("dir/file.txt", root / "alias")
     os.symlink(".", root / "self")
-    resolved = resolve_in_sandbox(root, "alias")
-    assert resolved == root / "alias"  # lexical: the link itself can be deleted or moved
-    assert resolved.read_text() == "inside"
-    assert resolve_in_sandbox(root, "self/self/dir/file.txt") == root / "self/self/dir/file.txt"
+    with pytest.raises(fs.ThroughLink):
+        resolve_in_sandbox(root, "alias")
+    with pytest.raises(fs.ThroughLink):
+        resolve_in_sandbox(root, "self/dir/file.txt")
+    assert resolve_in_sandbox(root, "alias", follow_final=False) == root / "alias"
 
 
 def test_symlink_loop_does_not_hang_or_crash(root: Path) -> None:
     os.symlink("loop-b", root / "loop-a")
     os.symlink("loop-a", root / "loop-b")
-    resolved = resolve_in_sandbox(root, "loop-a")
-    with pytest.raises(OSError):
-        resolved.read_text()
+    with pytest.raises(fs.ThroughLink):
+        resolve_in_sandbox(root, "loop-a")
+    with pytest.raises(fs.ThroughLink):
+        resolve_in_sandbox(root, "loop-a/x")
 
 
 def test_a_root_reached_through_a_symlink_resolves_to_its_real_location(tmp_path: Path, root: Path) -> None:
-    os.symlink(root, tmp_path / "via-link")
+    os.symlink(root, tmp_path / "via-link")  # the root is Ghost's configuration, not the sandbox's
     resolved = resolve_in_sandbox(tmp_path / "via-link", "dir/file.txt")
     assert resolved == root / "dir" / "file.txt"
     assert relative_name(tmp_path / "via-link", resolved) == "dir/file.txt"
+
+
+@pytest.mark.parametrize("openat2", [True, False])
+def test_both_resolvers_refuse_links_and_find_folders(root: Path, outside: Path, openat2: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # openat2 where the kernel has it; the O_NOFOLLOW walk elsewhere: the same answers.
+    monkeypatch.setattr(fs, "_openat2_usable", openat2 and fs._openat2_usable)
+    os.symlink(outside, root / "dir" / "escape")
+    os.symlink("sub", root / "dir" / "inner")
+    with fs.open_root(root) as root_fd:
+        with fs.closing(fs.open_dir(root_fd, ["dir", "sub"])) as fd:
+            assert os.readlink(f"/proc/self/fd/{fd}") == str(root / "dir" / "sub")
+        for parts in (["dir", "escape"], ["dir", "inner"], ["dir", "escape", "x"]):
+            with pytest.raises(fs.ThroughLink):
+                fs.open_dir(root_fd, parts, user_path="/".join(parts))
+        with pytest.raises(FileNotFoundError):
+            fs.open_dir(root_fd, ["dir", "missing"])
+        with fs.closing(fs.open_dir(root_fd, ["new", "deeper"], create=True)):
+            pass
+        with pytest.raises(fs.ThroughLink):
+            fs.open_dir(root_fd, ["dir", "escape", "made"], user_path="x", create=True)
+    assert (root / "new" / "deeper").is_dir() and sorted(os.listdir(outside)) == ["secret.txt"]
 
 
 def test_outside_error_is_a_404_and_malformed_is_a_400(root: Path, outside: Path) -> None:
@@ -190,7 +253,7 @@ def test_outside_error_is_a_404_and_malformed_is_a_400(root: Path, outside: Path
     assert str(outside) not in outside_error.value.message  # never reveal where the link points
 
 
-def test_a_name_too_long_once_joined_to_the_root_is_refused_not_crashed_on(root: Path) -> None:
+def test_a_path_too_long_once_joined_to_the_root_still_resolves_relative_to_its_fd(root: Path) -> None:
     name = "d" * MAX_NAME_BYTES
     fd = os.open(root, os.O_RDONLY)
     for _ in range(15):  # real directories, made relative to each other: the full path passes PATH_MAX
@@ -200,8 +263,8 @@ def test_a_name_too_long_once_joined_to_the_root_is_refused_not_crashed_on(root:
     os.close(fd)
     user_path = "/".join([name] * 16)
     assert len(user_path) <= MAX_PATH_BYTES < len(str(root)) + 1 + len(user_path)
-    with pytest.raises(UnsafePath, match="cannot be used"):
-        resolve_in_sandbox(root, user_path)
+    with fs.parent_of(root, user_path) as (folder, last):
+        assert last == name and fs.lstat_at(folder, last) is None  # the 16th level is not there
 
 
 def test_a_link_itself_can_be_named_without_following_it(root: Path, outside: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,14 +25,30 @@ ABUSE = {
     "memory hog": "hog = []\nwhile True: hog.append(bytearray(64 * 1024 * 1024))",
     "infinite loop": "while True: pass",
     "100 MB of stdout": "import sys\nfor _ in range(1600): sys.stdout.write('x' * 65536)",
-    "read the key": "import os\nprint(os.environ)\nprint(open('/proc/1/cmdline').read())",
-    "read the database": "import glob\nprint([open(p, 'rb').read() for p in glob.glob('/**/ghost.db')])",
 }
+# Every readable command line and environment of every process it can see, and its own environment.
+READ_THE_KEY = """import glob, os
+print(os.environ)
+for name in glob.glob('/proc/[0-9]*/cmdline') + glob.glob('/proc/[0-9]*/environ'):
+    try:
+        print(name, open(name, 'rb').read())
+    except OSError:
+        pass
+"""
+# Every ghost.db below each top-level folder (the read-only /usr and the kernel's /proc, /sys and
+# /dev left out for time), and Ghost's home by its host path.
+FIND_THE_DATABASE = """import glob, os
+tops = [t for t in os.listdir('/') if t not in ('proc', 'sys', 'dev', 'usr') and not os.path.islink('/' + t)]
+print(sorted(p for t in tops for p in glob.glob(f'/{t}/**/ghost.db', recursive=True)))
+print('home visible:', os.path.exists(HOME))
+"""
 
 
 @pytest.fixture(scope="module")
 def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
-    with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "3", "--sandbox-max-processes", "32",
+    # The time limit ends the fork bomb and the loop; it is long enough that, on a loaded machine,
+    # the memory hog and the probes below still finish before it.
+    with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "8", "--sandbox-max-processes", "32",
                      "--sandbox-memory-bytes", str(512 * 1024 * 1024),
                      home=tmp_path_factory.mktemp("sandbox-server-home")) as ghost:
         yield ghost
@@ -45,7 +63,7 @@ def test_health_reports_the_sandbox(server: GhostServer) -> None:
     sandbox = httpx.get(server.url + "/api/health", headers=server.headers).json()["sandbox"]
     assert sandbox["backend"] == "bubblewrap" and sandbox["isolated"] is True
     assert sandbox["network"] is False and sandbox["process_limit"] in ("cgroup", "rlimit")
-    assert sandbox["limits"]["timeout_s"] == 3 and sandbox["limits"]["max_processes"] == 32
+    assert sandbox["limits"]["timeout_s"] == 8 and sandbox["limits"]["max_processes"] == 32
 
 
 def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostServer, upstream: FakeUpstream) -> None:
@@ -62,8 +80,17 @@ def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostSer
     poller = threading.Thread(target=poll)
     poller.start()
     tool_results: dict[str, str] = {}
+    # Positive controls: the key probe finds the key when run outside the sandbox, and the database
+    # probe finds a ghost.db planted in the sandbox.
+    outside = subprocess.run([sys.executable, "-c", READ_THE_KEY], capture_output=True, text=True, timeout=60)
+    assert server.api_key in outside.stdout
+    (server.home / "sandbox" / "planted" / "deep").mkdir(parents=True)
+    (server.home / "sandbox" / "planted" / "deep" / "ghost.db").write_text("planted")
+    assert (server.home / "ghost.db").exists()
+    abuse = {**ABUSE, "read the key": READ_THE_KEY,
+             "read the database": FIND_THE_DATABASE.replace("HOME", repr(str(server.home)))}
     try:
-        for name, code in ABUSE.items():
+        for name, code in abuse.items():
             upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {"code": code}}]),
                             Reply(content=f"survived {name}"))
             reply = chat(server)
@@ -81,7 +108,7 @@ def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostSer
     assert len(tool_results["100 MB of stdout"]) < 80_000
     assert server.api_key not in tool_results["read the key"] and "GHOST" not in tool_results["read the key"]
     assert str(server.home) not in tool_results["read the key"]
-    assert "stdout:\n[]" in tool_results["read the database"]
+    assert "stdout:\n['/sandbox/planted/deep/ghost.db']\nhome visible: False" in tool_results["read the database"]
 
 
 def _running(marker: str) -> bool:

@@ -18,7 +18,8 @@ USER = [{"role": "user", "content": "hi"}]
 def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
     ghost = GhostServer("--upstream-url", upstream.url, "--shutdown-grace-seconds", "20",
                         home=tmp_path_factory.mktemp("shutdown")).start()
-    upstream.script(Reply(chunks=["a", "b", "c", "d"], delay=0.5))
+    # The turn's reply is held half-way until the test has seen new connections refused.
+    upstream.script(Reply(chunks=["a", "b", "c", "d"], hold="shutdown", hold_after=3))
     received: list[str] = []
 
     def stream() -> None:
@@ -28,19 +29,35 @@ def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_fac
 
     worker = threading.Thread(target=stream)
     worker.start()
-    while not upstream.open_streams:
-        time.sleep(0.02)
+    assert upstream.wait_hold_state("shutdown", "open", timeout=30) == "open"
     assert ghost.process is not None
     ghost.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(httpx.ConnectError):  # no new connections once shutting down
-        httpx.get(ghost.url + "/api/version", timeout=2)
+    try:
+        refused = wait_until_refused(ghost.url + "/api/version", timeout=20)
+        assert refused, "Ghost still took new connections after SIGTERM"
+        assert upstream.hold_state("shutdown") == "open"  # ...while the turn was still running
+    finally:
+        upstream.release("shutdown")
     worker.join(30)
     # uvicorn finishes gracefully, then re-raises the signal so the exit status says SIGTERM.
     assert ghost.process.wait(30) == -signal.SIGTERM
     text = "\n".join(received)
     assert '"content":"d"' in text and "data: [DONE]" in text
     assert upstream.closed_early == 0
+
+
+def wait_until_refused(url: str, timeout: float) -> bool:
+    """Poll until a new connection to `url` is refused; False if it never was within `timeout`."""
+    deadline = time.monotonic() + timeout  # a hang guard only: the order is what is checked
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+        except httpx.ConnectError:
+            return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    return False
 
 
 def test_grace_period_bounds_a_turn_that_does_not_finish(upstream: FakeUpstream,

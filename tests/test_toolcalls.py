@@ -87,10 +87,20 @@ def test_tool_rounds_and_repeats_count_since_the_last_user_message() -> None:
 
 def test_streamed_text_drops_the_protocols_line_break_and_keeps_the_finish_reason() -> None:
     pieces = [{"choices": [{"text": t, "finish_reason": f}]} for t, f in [("\n", None), ("Hi", None), (" there", "length")]]
-    chunks = list(Reply("m").stream_text(pieces))
+    chunks = list(Reply("m").stream_text(pieces, prompt_tokens=5))
     assert [c["choices"][0]["delta"] for c in chunks] == [
         {"role": "assistant", "content": ""}, {"content": "Hi"}, {"content": " there"}, {}]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def test_streamed_usage_counts_the_opening_and_not_a_bare_end_chunk() -> None:
+    pieces = [{"choices": [{"text": t, "finish_reason": f}]} for t, f in [("Hi", None), ("", "stop")]]
+    chunks = list(Reply("m").stream_text(pieces, prompt_tokens=7, earlier_tokens=2))
+    assert chunks[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    call = Reply("m").tool_call("list_files", "{}")
+    usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+    assert list(Reply("m").stream_tool_call(call, usage))[-1]["usage"] == usage
 
 
 def test_null_assistant_content_becomes_empty_for_llama_cpp() -> None:
@@ -111,6 +121,9 @@ class ScriptedLlama:
     def __init__(self, *texts: str) -> None:
         self.texts = list(texts)
         self.calls: list[dict[str, Any]] = []
+
+    def tokenize(self, text: bytes, special: bool = False) -> list[int]:
+        return list(range(len(text.split())))  # one token a word: enough to count with
 
     def create_completion(self, **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         self.calls.append(kwargs)
@@ -142,6 +155,26 @@ def test_a_chosen_message_streams_the_answer_with_max_tokens() -> None:
     reply = handle_chat(llama, [{"role": "user", "content": "hi"}], tools=TOOLS, stream=True, max_tokens=7)
     assert "".join(d.get("content") or "" for d in deltas(reply)) == "Nothing to do."
     assert llama.calls[1]["max_tokens"] == 7 and llama.calls[1]["prompt"].endswith("message:\n")
+
+
+def test_a_chat_without_max_tokens_gets_the_servers_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded_server, "MAX_TOKENS", 33)
+    llama = ScriptedLlama("Fine.", "Fine.", "Fine.")
+    for given in (None, -1, 0):  # unset, or "no limit" (which llama.cpp reads as "fill the context")
+        handle_chat(llama, [{"role": "user", "content": "hi"}], stream=False, max_tokens=given)
+    assert [call["max_tokens"] for call in llama.calls] == [33, 33, 33]
+    own = ScriptedLlama("Fine.")
+    handle_chat(own, [{"role": "user", "content": "hi"}], stream=False, max_tokens=900)
+    assert own.calls[0]["max_tokens"] == 900  # the client's own value wins
+
+
+def test_a_streamed_answer_ends_with_its_usage() -> None:
+    llama = ScriptedLlama("message:", "Nothing to do.")
+    chunks = list(handle_chat(llama, [{"role": "user", "content": "hi"}], tools=TOOLS, stream=True))
+    usage = chunks[-1]["usage"]
+    # the opening's 2 tokens (its usage) and the answer's 3 streamed ones; the prompt, tokenized
+    assert usage["completion_tokens"] == 2 + 3
+    assert usage["prompt_tokens"] == len(llama.calls[1]["prompt"].split())
 
 
 def test_after_the_allowed_tool_rounds_the_model_must_answer(monkeypatch: pytest.MonkeyPatch) -> None:

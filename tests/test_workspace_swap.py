@@ -21,6 +21,7 @@ from ghost.runtime import Runtime
 from ghost.store.db import Database
 from ghost.workspace import archive, stage, swap
 from ghost.workspace.gate import WorkspaceGate
+from ghost.sandbox import fs
 from ghost.workspace.layout import reset_tmp_dir, tmp_dir
 from ghost.workspace.stage import Staged
 from ghost.workspace.state import SessionState
@@ -109,7 +110,7 @@ def test_a_failed_exchange_leaves_the_old_workspace_intact(live: Path, staged: S
 
 def test_without_renameat2_the_fallbacks_do_the_same(live: Path, staged: Staged,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(swap, "_renameat2", None)
+    monkeypatch.setattr(fs, "_renameat2", None)
     journal = swap.RenameJournal()
     old = tree(live)
     archive.swap_in(live, staged, journal)
@@ -256,3 +257,16 @@ def test_unpacking_counts_real_bytes_even_if_the_declared_sizes_pass(tmp_path: P
     with pytest.raises(LimitExceeded):
         stage.stage_archive(path, tmp_path / "stage", Limits(100, 3 << 20), 1 << 20, StopFlag())
     assert os.path.getsize(tmp_path / "stage/sandbox/zeros") <= 3 << 20
+
+
+def test_a_skills_folder_swapped_for_a_link_is_never_written_through(live: Path, staged: Staged,
+                                                                     tmp_path: Path) -> None:
+    # As if sandboxed code swapped acquired_skills/ for a link between the check and the move:
+    # the moved entry is a link, and the archive's skills must not be renamed through it.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (staged.sandbox / "acquired_skills").symlink_to(outside)
+    before = tree(live)
+    with pytest.raises(OSError, match="changed while the load moved it"):
+        archive.merge_skills(staged, swap.RenameJournal())
+    assert list(outside.iterdir()) == [] and tree(live) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,6 +23,7 @@ from ghost.llm.embedded import start_embedded_model
 from ghost.mcp import endpoint as mcp_endpoint
 from ghost.mcp.setup import start_mcp
 from ghost.runtime import Runtime
+from ghost.sandbox import fspool
 from ghost.store.db import Database
 from ghost.tools.setup import start_tools
 from ghost.workspace.gate import WorkspaceGate
@@ -54,18 +54,21 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     sandbox_root.mkdir(parents=True, exist_ok=True)
     runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
                       db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
-    await asyncio.to_thread(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
-    if not runtime.upstream_url:
-        await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
+    fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
+    stack.callback(fspool.stop_pool)
+    await fspool.run(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
     registry = await start_tools(runtime, stack)
+    if not runtime.upstream_url:  # after the tools: its self-test sends their schemas
+        await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
     await start_mcp(runtime, stack, registry)  # waits at most --mcp-start-timeout for the servers
     upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
     if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
         stack.push_async_callback(pool.aclose)
     discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
-    runtime.models = settings.models or discovered[:1] or ["ghost"]
+    embedded = runtime.extras.get("embedded_info") or {}  # a failed bundled model lists no models
+    runtime.models = settings.models or discovered[:1] or [embedded.get("model") or "ghost"]
     runtime.agent = ChatService(runtime)
     runtime.loop_lag.start()
     stack.push_async_callback(runtime.loop_lag.stop)

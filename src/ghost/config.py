@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
     )
 
+    # --- output bounds (ghost.agent.budget) ----------------------------------------------
+    max_turn_output_tokens: int = Field(
+        8192, ge=0, description="Tokens the model may generate over one whole chat turn, all rounds "
+        "together (from the upstream's usage, or estimated from characters); the turn then ends with "
+        "a note. 0: no limit.",
+    )
+
     # --- bundled model (started when upstream_url is empty) --------------------------------
     embedded_model: Literal["auto", "off"] = Field(
         "auto", description="'auto': with no upstream set, start the bundled model and use it; "
@@ -106,6 +113,26 @@ class Settings(BaseSettings):
     )
     embedded_restart_backoff_max: float = Field(
         60.0, gt=0, description="Longest wait between restarts of the bundled model server."
+    )
+    embedded_max_crashes: int = Field(
+        3, ge=1, description="Failed starts or crashes in a row (each within a minute of its start) "
+        "after which the bundled model server is marked failed and not restarted; chat then answers 503.",
+    )
+    embedded_max_tokens: int = Field(
+        512, ge=1, description="Tokens the bundled model generates for a request that sets no "
+        "max_tokens (a client's own value wins).",
+    )
+    embedded_self_test: Literal["on", "off"] = Field(
+        "on", description="'on': after each start, send the bundled model one short chat with Ghost's "
+        "system prompt and tools (proves it answers, and warms its prompt cache for the first chat).",
+    )
+    embedded_self_test_timeout: float = Field(
+        300.0, gt=0, description="Seconds the start-up self-test may take (it reads ~700 prompt tokens: "
+        "about 7 s on an idle core, over a minute on a busy machine) before the start counts as failed.",
+    )
+    embedded_extra_buffers: bool = Field(
+        False, description="Let llama.cpp repack the weights into its extra buffer types (AMX and "
+        "other CPU-specific layouts). Off by default: on some CPUs (AMX) that crashes the model server.",
     )
 
     # --- request limits ------------------------------------------------------------------
@@ -158,6 +185,18 @@ class Settings(BaseSettings):
     skills_max_count: int = Field(100, ge=1, description="Acquired skills kept at most.")
     skill_failure_threshold: int = Field(
         3, ge=1, description="Consecutive failures after which a skill is listed as failing.")
+
+    # --- the sandbox file layer (ghost.sandbox.fs): walks and its own threads ------------
+    sandbox_walk_max_depth: int = Field(
+        200, ge=8, le=4000,
+        description="Deepest folder nesting a walk of the sandbox (save, recursive list, search) "
+        "goes into; deeper is refused with a clear error. Recursive deletes go any depth.")
+    sandbox_file_threads: int = Field(
+        8, ge=1, le=64, description="Threads for file work on the sandbox (tools, upload, download, "
+        "save, load), apart from the server's own pool.")
+    skill_load_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds the skill scan after a start or workspace load may take; "
+        "past it the load still stands and the skills found so far are kept.")
 
     # --- MCP servers (ghost.mcp; see docs/mcp.md) -----------------------------------------
     mcp_config: Path | None = Field(

@@ -11,6 +11,7 @@
     ├── UpstreamError               502 upstream_error
     │   ├── UpstreamUnavailable     502 upstream_unavailable
     │   └── UpstreamTimeout         504 upstream_timeout
+    ├── ModelUnavailable            503 model_unavailable
     ├── ToolError                   (a tool call failed; becomes a tool result, never a response)
     ├── SandboxError                500 sandbox_error
     ├── InsufficientStorage         507 insufficient_storage
@@ -83,6 +84,13 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     error_type = "upstream_timeout"
+
+
+class ModelUnavailable(GhostError):
+    """The bundled model server kept crashing and was given up on; the message says why."""
+
+    status_code = 503
+    error_type = "model_unavailable"
 
 
 class ToolError(GhostError):

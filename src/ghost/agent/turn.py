@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
@@ -62,6 +64,7 @@ class AgentTurn:
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
+        self.budget = OutputBudget(runtime.settings.max_turn_output_tokens)
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -69,18 +72,28 @@ class AgentTurn:
         for round_index in range(limit + 1):
             tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
             completion, text = None, []
-            async for item in stream_chat(self.runtime, self._payload(messages, tools), self.request_id):
-                if isinstance(item, Completion):
-                    completion = item
-                elif item.kind == "content":
-                    text.append(item.text)
-                    yield TextDelta(item.text)
-                else:
-                    yield ReasoningDelta(item.text)
-            assert completion is not None  # stream_chat always ends with one
-            self.upstream_seconds += completion.upstream_seconds
+            async with aclosing(stream_chat(self.runtime, self._payload(messages, tools), self.request_id)) as items:
+                async for item in items:
+                    if isinstance(item, Completion):
+                        completion = item
+                        break
+                    self.budget.add(item.text)
+                    if item.kind == "content":
+                        text.append(item.text)
+                        yield TextDelta(item.text)
+                    else:
+                        yield ReasoningDelta(item.text)
+                    if self.budget.spent:
+                        break
             self.rounds = round_index + 1
+            if completion is None:  # stream_chat always ends with one: the budget cut it short
+                self.usage = None
+                for event in self._budget_ending():
+                    yield event
+                return
+            self.upstream_seconds += completion.upstream_seconds
             self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
+            self.budget.end_round(completion)
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
@@ -92,12 +105,20 @@ class AgentTurn:
                 return
             if round_index == limit:
                 break
+            if self.budget.spent:
+                for event in self._budget_ending():
+                    yield event
+                return
             messages.append(_assistant_message("".join(text), completion.tool_calls))
             for call in completion.tool_calls:
                 async for event in self._run_tool(call, messages):
                     yield event
         for event in self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds")):
             yield event
+
+    def _budget_ending(self) -> list[Event]:
+        note = TextDelta(budget_note(self.budget.limit))
+        return self._ending(note, Done("length", stop_reason="max_turn_output_tokens"))
 
     def _ending(self, *events: Event) -> list[Event]:
         """The closing events, with the turn's usage just before Done when it is known."""

@@ -47,9 +47,11 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
         "upstream": upstream,
         "embedded_model": runtime.extras.get("embedded_info"),
         "sandbox": sandbox,
+        "skills": skills.report() if (skills := runtime.extras.get("skills")) is not None else None,
         "storage": str(runtime.settings.home),
         "uptime_s": round(time.monotonic() - runtime.started_at, 1),
         "in_flight_turns": runtime.in_flight_turns,
+        "workspace_load_waiting": runtime.gate.load_waiting,
         "event_loop_lag": runtime.loop_lag.report(),
         "mcp": mcp.info() if (mcp := runtime.extras.get(MCP_KEY)) is not None else None,
     }

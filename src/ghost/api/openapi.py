@@ -113,6 +113,7 @@ BAD_FIELD = "A field has the wrong type or value (the message names it)."
 TOO_LARGE = "The body is larger than the limit for this route."
 UPSTREAM_BROKEN = "The upstream is unreachable, or answered with an error or nonsense."
 UPSTREAM_SLOW = "The upstream took longer than the read timeout."
+MODEL_FAILED = "The bundled model server kept failing and was given up on (`model_unavailable`; the reason is in the message and in /api/health)."
 SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
                   "description": "Session id, when the body has no `session_id`.",
                   "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}
@@ -120,7 +121,7 @@ SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
 CHAT_ERRORS = {
     400: BAD_JSON, 404: "The model is not one this server serves.", 409: "A workspace load held the "
     "workspace past the wait.", 413: TOO_LARGE, 422: BAD_FIELD, 429: "Every turn slot stayed busy "
-    "past the queue timeout.", 502: UPSTREAM_BROKEN, 504: UPSTREAM_SLOW,
+    "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
 
@@ -212,6 +213,7 @@ PROXY = {
         405: error("The path is one of Ghost's own with another method (`Allow` lists its methods)."),
         413: error("The body is larger than the proxy limit."),
         502: error("The upstream is unreachable or broke off."),
+        503: error(MODEL_FAILED),
         504: error("The upstream took longer than the read timeout."),
     },
     "openapi_extra": {"requestBody": {"required": False, "content": {"*/*": {"schema": {}}}}},

@@ -48,6 +48,7 @@ from ghost.api.errors import error_response
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
 from ghost.errors import GhostError, UpstreamError, UpstreamTimeout, UpstreamUnavailable, error_body
+from ghost.llm.availability import check_model_available
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -456,6 +457,7 @@ def _client_response(request: Request, upstream: UpstreamResponse, streaming_bod
 
 async def forward(request: Request, runtime: Runtime) -> Response:
     """Proxy one request to the upstream; the response streams the upstream's reply back."""
+    check_model_available(runtime)
     pool = _pool(runtime)
     headers = forward_request_headers(request, runtime)
     has_body, length = _body_length(request.scope["headers"])

@@ -382,9 +382,14 @@ class Health(BaseModel):
     upstream: UpstreamProbe
     embedded_model: dict[str, Any] | None
     sandbox: dict[str, Any]
+    skills: dict[str, Any] | None = Field(
+        None, description="Acquired skills: `loaded` (count) and `skipped` ([{name, reason}]): "
+        "sidecars the last scan refused (not a regular file, too large, too deep, wrong shape).")
     storage: str
     uptime_s: float
     in_flight_turns: int
+    workspace_load_waiting: bool = Field(
+        description="True while a workspace load waits for running turns to end.")
     event_loop_lag: dict[str, float]
     mcp: McpHealth | None = Field(None, description="The configured MCP servers (null until started).")
 

@@ -19,6 +19,7 @@ import httpx
 from ghost.agent.events import ToolCall, Usage
 from ghost.agent.think import ThinkSplitter
 from ghost.errors import UpstreamError
+from ghost.llm.availability import check_model_available
 from ghost.llm.client import upstream_errors
 from ghost.runtime import Runtime
 
@@ -199,6 +200,7 @@ async def stream_chat(runtime: Runtime, payload: dict[str, Any], request_id: str
     started = time.perf_counter()
     if not runtime.upstream_url:
         raise UpstreamError("no upstream is configured")
+    check_model_available(runtime)
     with upstream_errors():
         async with runtime.http.stream("POST", url, json=payload, headers=headers) as response:
             await _raise_for_status(response)

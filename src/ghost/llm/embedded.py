@@ -10,10 +10,14 @@ Tool calls are generated under llama.cpp grammars, by the chat handler in ghost.
 (llama-cpp-python's own `chatml-function-calling` does not fit a streaming agent: see there).
 
 Lifecycle:
-- start: spawn, then poll `/v1/models` until it answers, logging while we wait; the process's
+- start: spawn, poll `/v1/models` until it answers (logging while we wait), then the self-test
+  (ghost.agent.selftest: one short chat with Ghost's system prompt and tools). The process's
   output goes to `<home>/logs/embedded-model.log`.
-- crash: a watcher restarts it after a back-off that doubles while it keeps dying soon after
-  starting, and resets once a run lasted `STABLE_RUN_S`.
+- a start that fails (exits, times out, fails its self-test) or a crash is retried after a
+  back-off that doubles while it keeps failing soon after starting, and resets once a run lasted
+  `STABLE_RUN_S`. After `--embedded-max-crashes` failures in a row the server is marked `failed`
+  with the reason and left down: chat and the proxy answer 503 (ghost.llm.availability), Ghost's
+  other routes keep working, and /api/health says why.
 - stop: SIGTERM to its process group (it runs in a session of its own, so a Ctrl-C aimed at Ghost
   does not kill it under a running request), SIGKILL after `STOP_GRACE_S`.
 - Ghost killed outright: the child dies too (`ghost.llm.deathsig`, PR_SET_PDEATHSIG).
@@ -30,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +42,10 @@ from typing import Any
 
 import httpx
 
+from ghost.agent.selftest import self_test
 from ghost.config import Settings
 from ghost.errors import GhostError
+from ghost.llm.availability import EMBEDDED_INFO
 from ghost.llm.gguf import GGUFError, read_model_meta
 from ghost.runtime import Runtime
 
@@ -54,6 +61,9 @@ READY_POLL_S = 0.2
 WAIT_LOG_EVERY_S = 5.0
 STOP_GRACE_S = 5.0
 STABLE_RUN_S = 60.0
+EXIT_NOTICE_S = 1.0  # after a failed self-test: how long to wait to see whether the server died
+WHAT_TO_TRY = ("what to try: read the end of that log; restart Ghost; serve another GGUF file with "
+               "--model-path, or use your own LLM server with --upstream-url")
 # The child gets only these variables: llama-cpp-python's settings read unprefixed names like
 # API_KEY, PORT or CONFIG_FILE from the environment, which must not leak in from Ghost's.
 ENV_KEEP = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "PYTHONPATH", "LD_LIBRARY_PATH"})
@@ -121,6 +131,8 @@ class LaunchSpec:
     context_size: int
     threads: int
     tool_rounds: int
+    max_tokens: int
+    extra_buffers: bool
 
     def argv(self, port: int) -> list[str]:
         threads = str(self.threads)
@@ -130,6 +142,7 @@ class LaunchSpec:
             "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(self.context_size), "--n_threads", threads, "--n_threads_batch", threads,
             "--chat_format", CHAT_FORMAT, "--ghost_tool_rounds", str(self.tool_rounds),
+            "--ghost_max_tokens", str(self.max_tokens), "--ghost_extra_buffers", str(self.extra_buffers),
             # Queue concurrent requests instead of cutting the running one short.
             "--interrupt_requests", "False",
             # Logits for the last token only: the server's default keeps them for every position
@@ -151,6 +164,16 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+SelfTest = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def exit_description(code: int | None) -> str:
+    if code is not None and code < 0:
+        with suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 class EmbeddedServer:
     """One supervised model server. `status` is live and JSON-ready (shown by /api/health)."""
 
@@ -165,12 +188,18 @@ class EmbeddedServer:
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
+        self.ready_at = 0.0
+        self.self_test: SelfTest | None = None
+        self.failures = 0  # failed starts and crashes in a row
+        self._delay = settings.embedded_restart_backoff
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self.status: dict[str, Any] = {
             "model": spec.alias, "file": spec.model.name, "state": "starting", "pid": None,
-            "url": "", "restarts": 0, "log": str(log_path), "context_size": spec.context_size,
-            "threads": spec.threads, "chat_format": CHAT_FORMAT,
+            "url": "", "restarts": 0, "failures_in_a_row": 0, "max_failures": settings.embedded_max_crashes,
+            "error": None, "self_test": None, "log": str(log_path), "context_size": spec.context_size,
+            "threads": spec.threads, "chat_format": CHAT_FORMAT, "max_tokens": spec.max_tokens,
+            "extra_buffers": spec.extra_buffers,
         }
 
     @property
@@ -178,10 +207,79 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        await self._launch()
-        await self._wait_ready()
+        """Bring the server up, retrying; it ends `ready` or `failed`, it does not raise."""
+        if await self._bring_up():
+            self._watch_it()
+
+    def _watch_it(self) -> None:
         self._watcher = asyncio.create_task(self._watch(), name="embedded-model-watcher")
         self._watcher.add_done_callback(_report_crash)
+
+    async def _bring_up(self) -> bool:
+        """Start attempts until one passes (True) or too many failed in a row (False)."""
+        while True:
+            reason = await self._attempt()
+            if reason is None:
+                return True
+            if not self._count_failure(reason):
+                return False
+            await self._back_off(reason)
+
+    async def _attempt(self) -> str | None:
+        """One start: launch, wait until it answers, self-test. None, or why it failed."""
+        await self._launch()
+        try:
+            await self._wait_ready()
+        except EmbeddedModelError as exc:
+            return str(exc)
+        if self.self_test is not None and (failure := await self._run_self_test()):
+            return failure
+        self.ready_at = time.monotonic()
+        self.status.update(state="ready", error=None)
+        return None
+
+    async def _run_self_test(self) -> str | None:
+        self.status["state"] = "self-test"
+        assert self.self_test is not None
+        result = await self.self_test()
+        self.status["self_test"] = result
+        if result["ok"]:
+            log.info("bundled model passed its self-test in %.1fs (a chat of %s prompt tokens)",
+                     result["seconds"], result["prompt_tokens"])
+            return None
+        reason = f"the start-up self-test failed: {result['error']}"
+        process = self.process
+        if process is not None:
+            with suppress(asyncio.TimeoutError):  # a crash shows as a refused connection first
+                await asyncio.wait_for(process.wait(), EXIT_NOTICE_S)
+            if process.returncode is not None:
+                reason += f" (the model server {exit_description(process.returncode)})"
+        await self._terminate()
+        return reason
+
+    def _count_failure(self, reason: str) -> bool:
+        """Count one failure in a row; False once they are too many (the server is given up)."""
+        self.failures += 1
+        self.status.update(failures_in_a_row=self.failures, error=reason, pid=None)
+        if self.failures < self.settings.embedded_max_crashes:
+            return True
+        self.status["state"] = "failed"
+        log.error("the bundled model server failed %d times in a row and will not be restarted: %s. "
+                  "Chat and the proxy answer 503 until Ghost restarts; its other routes work. "
+                  "The model server's log: %s; %s.%s", self.failures, reason, self.log_path, WHAT_TO_TRY,
+                  self._extra_buffers_hint())
+        return False
+
+    def _extra_buffers_hint(self) -> str:
+        return " It ran with --embedded-extra-buffers: try without." if self.spec.extra_buffers else ""
+
+    async def _back_off(self, reason: str) -> None:
+        self.status.update(state="restarting", pid=None)
+        log.warning("bundled model server: %s; restarting in %.1fs (failure %d of %d in a row)",
+                    reason, self._delay, self.failures, self.settings.embedded_max_crashes)
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, self.settings.embedded_restart_backoff_max)
+        self.status["restarts"] += 1
 
     async def _launch(self) -> None:
         rotate_log(self.log_path)
@@ -201,9 +299,8 @@ class EmbeddedServer:
         next_note = self.started_at + WAIT_LOG_EVERY_S
         while (waited := time.monotonic() - self.started_at) < timeout:
             if self.process is None or self.process.returncode is not None:
-                raise EmbeddedModelError(self._died_message())
+                raise EmbeddedModelError(self._died_while_starting())
             if await self._answers():
-                self.status["state"] = "ready"
                 log.info("bundled model server ready after %.1fs", waited)
                 return
             if time.monotonic() >= next_note:
@@ -211,8 +308,7 @@ class EmbeddedServer:
                 next_note += WAIT_LOG_EVERY_S
             await asyncio.sleep(READY_POLL_S)
         await self._terminate()
-        raise EmbeddedModelError(f"the bundled model server did not answer within {timeout:.0f}s; "
-                                 f"see {self.log_path}")
+        raise EmbeddedModelError(f"the model server did not answer within {timeout:.0f}s")
 
     async def _answers(self) -> bool:
         try:
@@ -221,33 +317,27 @@ class EmbeddedServer:
             return False
         return response.status_code == 200
 
-    def _died_message(self) -> str:
+    def _died_while_starting(self) -> str:
         code = self.process.returncode if self.process else None
-        return (f"the bundled model server exited with code {code} while starting; last lines of "
-                f"{self.log_path}:\n{log_tail(self.log_path)}")
+        tail = log_tail(self.log_path)
+        log.error("the bundled model server %s while starting; last lines of %s:\n%s",
+                  exit_description(code), self.log_path, tail)
+        last = tail.splitlines()[-1].strip() if tail.strip() else ""
+        return f"the model server {exit_description(code)} while starting" + (f" ({last[:300]})" if last else "")
 
     async def _watch(self) -> None:
-        delay = self.settings.embedded_restart_backoff
         while not self._stopping and self.process is not None:
             code = await self.process.wait()
             if self._stopping:
                 return
-            if time.monotonic() - self.started_at >= STABLE_RUN_S:
-                delay = self.settings.embedded_restart_backoff
-            self.status.update(state="restarting", pid=None)
-            log.warning("bundled model server exited with code %s; restarting in %.1fs", code, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.settings.embedded_restart_backoff_max)
-            await self._restart()
-
-    async def _restart(self) -> None:
-        self.status["restarts"] += 1
-        try:
-            await self._launch()
-            await self._wait_ready()
-        except EmbeddedModelError as exc:
-            # The watch loop sees the dead process and tries again after a longer back-off.
-            log.error("%s", exc)
+            if time.monotonic() - self.ready_at >= STABLE_RUN_S:  # a good run: start counting afresh
+                self.failures, self._delay = 0, self.settings.embedded_restart_backoff
+            reason = f"the model server {exit_description(code)} while serving"
+            if not self._count_failure(reason):
+                return
+            await self._back_off(reason)
+            if not await self._bring_up():
+                return
 
     async def stop(self) -> None:
         self._stopping = True
@@ -290,8 +380,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
     """Start the bundled model server, make it the upstream, and stop it when `stack` closes.
 
+    Call it after the tools have started: its self-test sends Ghost's own system prompt and tools.
     Not installed (Ghost without its `embedded` extra): log how to fix it and leave the upstream
-    empty, so Ghost still serves its own routes. Installed but failing: raise, Ghost does not start.
+    empty, so Ghost still serves its own routes. No model file, or not a GGUF file: raise, Ghost
+    does not start (a setting to fix). A model server that fails to start or keeps crashing:
+    Ghost starts anyway, and says why in its log, in /api/health and in 503s.
     """
     settings = runtime.settings
     if settings.embedded_model == "off":
@@ -307,14 +400,24 @@ async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
     except (EmbeddedModelError, GGUFError) as exc:
         log.error("no upstream configured, and cannot serve the bundled model: %s", exc)
         raise
-    spec = LaunchSpec(model=path, alias=path.stem, context_size=settings.embedded_context_size,
-                      threads=settings.embedded_threads or default_threads(),
-                      tool_rounds=settings.embedded_tool_rounds)
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    server = EmbeddedServer(spec, settings, runtime.http, logs / LOG_NAME)
-    runtime.extras["embedded_info"] = server.status
+    server = EmbeddedServer(launch_spec(settings, path), settings, runtime.http, _log_path(settings))
+    runtime.extras[EMBEDDED_INFO] = server.status
     runtime.extras["model_meta"] = meta.as_extras()
+    runtime.upstream_url = server.url  # also while it is down: requests then get 502, or 503 once failed
+    if settings.embedded_self_test == "on":
+        server.self_test = lambda: self_test(runtime, server.spec.alias, settings.embedded_self_test_timeout)
     stack.push_async_callback(server.stop)
     await server.start()
-    runtime.upstream_url = server.url
+
+
+def launch_spec(settings: Settings, path: Path) -> LaunchSpec:
+    return LaunchSpec(model=path, alias=path.stem, context_size=settings.embedded_context_size,
+                      threads=settings.embedded_threads or default_threads(),
+                      tool_rounds=settings.embedded_tool_rounds, max_tokens=settings.embedded_max_tokens,
+                      extra_buffers=settings.embedded_extra_buffers)
+
+
+def _log_path(settings: Settings) -> Path:
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / LOG_NAME

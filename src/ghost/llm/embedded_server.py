@@ -14,6 +14,15 @@ under grammars (see ghost.llm.toolcalls) — and answers as an OpenAI server wou
 Its request model also refuses `content: null` on an assistant message that carries tool calls
 (valid OpenAI, and what an agent sends back on its next round); `NullContentAsEmpty` fixes that
 on the way in.
+
+Two more things the stock server does not do:
+- llama.cpp's extra buffer types (weights repacked for AMX and other CPU-specific kernels) are off
+  unless `--ghost_extra_buffers True`: on CPUs with AMX, a batched decode of the repacked weights
+  crashes inside `llama_decode` (llama-cpp-python 0.3.36). llama-cpp-python has no option for the
+  `use_extra_bufts` field of `llama_model_params`, so `load_with_extra_buffers` sets it on the
+  parameters `Llama` asks llama.cpp for. `GET /ghost/status` reports what the model was loaded with.
+- a chat request without `max_tokens` gets `--ghost_max_tokens` (llama.cpp's default is "until
+  the context is full": minutes, for a small model that does not stop).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import llama_cpp.llama_cpp as llama_c
 from llama_cpp import Llama, llama_chat_format
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.server.app import create_app
@@ -40,6 +50,10 @@ ARGUMENTS_MAX_TOKENS = 1024  # floor for tool arguments (a file's content can be
 # Tool rounds the model may take for one user message before it must answer; set by main() from
 # --ghost_tool_rounds. A small model tends to call tools forever when always offered them.
 TOOL_ROUNDS = 1
+MAX_TOKENS = 512  # for a chat request that sets none; set by main() from --ghost_max_tokens
+# The llama_model_params handed out while the model loads (Llama keeps and loads with that very
+# struct): read back by GET /ghost/status, so a test sees what llama.cpp was really given.
+LOADED_PARAMS: list[Any] = []
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_penalty", "frequency_penalty",
             "repeat_penalty", "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "seed",
             "logit_bias", "logits_processor")
@@ -63,6 +77,9 @@ def handle_chat(llama: Llama, messages: list[dict[str, Any]], tools: list[dict[s
                 tool_choice: Any = None, stream: bool = False, max_tokens: int | None = None,
                 stop: Any = None, **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
     """The chat handler llama-cpp-python calls (registered as `ghost-tools`)."""
+    # The client's own value wins; "no limit" (Ollama's num_predict -1 arrives as max_tokens -1,
+    # which llama.cpp reads as "until the context is full") gets the default too.
+    max_tokens = MAX_TOKENS if max_tokens is None or max_tokens <= 0 else max_tokens
     turn = ChatTurn(llama, stream, max_tokens, _stops(stop), {k: kwargs[k] for k in SAMPLING if kwargs.get(k) is not None})
     tools = [] if tool_choice == "none" else list(tools or [])
     prompt = render_prompt(messages, tools)
@@ -104,14 +121,18 @@ class ChatTurn:
 
     def tool_reply(self, call: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         if self.stream:
-            return self.reply.stream_tool_call(call)
+            return self.reply.stream_tool_call(call, usage_of(*self.steps))
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
         return self.reply.completion(message, "tool_calls", usage_of(*self.steps))
 
     def answer(self, prompt: str) -> dict[str, Any] | Iterator[dict[str, Any]]:
         if self.stream:
+            # The usage a streamed reply ends with (llama.cpp's streamed completion has none).
+            prompt_tokens = len(self.llama.tokenize(prompt.encode(), special=True))
+            earlier = usage_of(*self.steps)["completion_tokens"] if self.steps else 0
             return self.reply.stream_text(self.llama.create_completion(
-                prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, stream=True, **self.sampling))
+                prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, stream=True, **self.sampling),
+                prompt_tokens, earlier)
         done = self._complete(prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, **self.sampling)
         choice = done["choices"][0]
         message = {"role": "assistant", "content": choice["text"].lstrip("\r\n")}
@@ -124,6 +145,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 CHAT_PATH = "/v1/chat/completions"
+STATUS_PATH = "/ghost/status"
 
 
 def null_content_as_empty(body: bytes) -> bytes:
@@ -145,6 +167,8 @@ class NullContentAsEmpty:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == STATUS_PATH:
+            return await _send_json(send, load_status())
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         body = null_content_as_empty(await _read_body(receive))
@@ -171,14 +195,52 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+async def _send_json(send: Send, data: dict[str, Any]) -> None:
+    body = json.dumps(data).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def load_status() -> dict[str, Any]:
+    params = LOADED_PARAMS[-1] if LOADED_PARAMS else None
+    return {"model_loaded": params is not None,
+            "extra_buffers": bool(params.use_extra_bufts) if params is not None else None,
+            "max_tokens": MAX_TOKENS, "tool_rounds": TOOL_ROUNDS}
+
+
+def load_with_extra_buffers(enabled: bool) -> None:
+    """Make every model this process loads use (or not) llama.cpp's extra buffer types."""
+    default_params = llama_c.llama_model_default_params
+
+    def model_params() -> Any:
+        params = default_params()
+        params.use_extra_bufts = enabled
+        LOADED_PARAMS.append(params)
+        return params
+
+    llama_c.llama_model_default_params = model_params
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError("expected True or False")
+    return text.lower() == "true"
+
+
 def main() -> None:
-    global TOOL_ROUNDS
+    global TOOL_ROUNDS, MAX_TOKENS
     llama_chat_format.register_chat_completion_handler(CHAT_FORMAT)(handle_chat)
     parser = argparse.ArgumentParser(description="Ghost's bundled model server (llama-cpp-python).")
     add_args_from_model(parser, Settings)
     parser.add_argument("--ghost_tool_rounds", type=int, default=TOOL_ROUNDS)
+    parser.add_argument("--ghost_max_tokens", type=int, default=MAX_TOKENS)
+    parser.add_argument("--ghost_extra_buffers", type=_flag, default=False)
     args = parser.parse_args()
-    TOOL_ROUNDS = args.ghost_tool_rounds
+    TOOL_ROUNDS, MAX_TOKENS = args.ghost_tool_rounds, args.ghost_max_tokens
+    load_with_extra_buffers(args.ghost_extra_buffers)
+    print(f"ghost: loading the model with llama.cpp's extra buffer types "
+          f"{'on' if args.ghost_extra_buffers else 'off'}", flush=True)
     server: ServerSettings = parse_model_from_args(ServerSettings, args)
     app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
     uvicorn.run(NullContentAsEmpty(app), host=server.host, port=server.port, log_level="info")

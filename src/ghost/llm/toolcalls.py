@@ -177,25 +177,30 @@ class Reply:
         return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                 "function": {"name": name, "arguments": arguments}}
 
-    def stream_text(self, chunks: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Text-completion chunks from llama.cpp -> chat chunks."""
+    def stream_text(self, chunks: Iterable[dict[str, Any]], prompt_tokens: int,
+                    earlier_tokens: int = 0) -> Iterator[dict[str, Any]]:
+        """Text-completion chunks from llama.cpp -> chat chunks; the last one carries the usage
+        (llama.cpp streams one chunk per generated token; `earlier_tokens`: the reply's opening)."""
         yield self.chunk({"role": "assistant", "content": ""})
-        finish, started = "stop", False
+        finish, started, generated = "stop", False, earlier_tokens
         for chunk in chunks:
             choice = chunk["choices"][0]
             text = choice.get("text") or ""
+            generated += 1 if text or choice.get("finish_reason") is None else 0  # not the bare end
             if not started:  # the line break after `message:` is the protocol's, not the answer's
                 text = text.lstrip("\r\n")
                 started = bool(text)
             if text:
                 yield self.chunk({"content": text})
             finish = choice.get("finish_reason") or finish
-        yield self.chunk({}, finish)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                 "total_tokens": prompt_tokens + generated}
+        yield {**self.chunk({}, finish), "usage": usage}
 
-    def stream_tool_call(self, call: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream_tool_call(self, call: dict[str, Any], usage: dict[str, int]) -> Iterator[dict[str, Any]]:
         yield self.chunk({"role": "assistant", "content": None})
         yield self.chunk({"tool_calls": [{"index": 0, **call}]})
-        yield self.chunk({}, "tool_calls")
+        yield {**self.chunk({}, "tool_calls"), "usage": usage}
 
 
 def usage_of(*completions: dict[str, Any]) -> dict[str, int]:

@@ -1,14 +1,11 @@
-"""The one function that turns a user- or model-supplied path into a path inside the sandbox.
+"""The shape of a user- or model-supplied sandbox path, checked before any file is touched.
 
-Every route and tool that touches sandbox files goes through `resolve_in_sandbox`. It refuses,
-before any file is touched: NUL bytes, absolute paths, drive letters, backslashes (a separator
-on Windows, so a workspace zipped here could escape when unpacked there), `..` components, names
-longer than the filesystem allows, and paths that — following symlinks at any depth — end up
-outside the sandbox root.
-
-Known limit: the symlink check and the later open are two steps. Code running in the sandbox
-could swap a checked directory for a symlink in between; the bubblewrap backend limits what such a
-race can reach, since the sandboxed process itself sees nothing outside the sandbox.
+`split_relative` refuses NUL bytes, absolute paths, drive letters, backslashes (a separator on
+Windows, so a workspace zipped here could escape when unpacked there), `..` components and names
+longer than the filesystem allows, and returns the components. Where the path then leads is not
+decided here but by the fd-based file layer (`ghost.sandbox.fs`), which resolves the components
+relative to the sandbox root's fd and never follows a symlink: a check on path names followed by
+an open by name would lose to sandboxed code swapping a folder for a link in between.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from ghost.errors import PathOutsideSandbox, UnsafePath
+from ghost.errors import UnsafePath
 
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux
@@ -52,60 +49,3 @@ def split_relative(user_path: str) -> list[str]:
 
 def is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
-
-
-def resolve_in_sandbox(root: Path, user_path: str, *, allow_root: bool = False,
-                       follow_final: bool = True) -> Path:
-    """The path inside `root` that `user_path` names, or UnsafePath / PathOutsideSandbox.
-
-    Returns the lexical path (root joined with the cleaned components), after checking that
-    every symlink on the way, and the real location at the end, stay inside the real root.
-    Operating on the lexical path keeps a symlink's own name usable (to delete or move the link).
-
-    `follow_final=False` is for operations on a symlink itself (unlink, rename), which never
-    touch what it points to: then only the way to the last component is checked, so a link
-    that sandboxed code pointed outside can still be removed.
-    """
-    parts = split_relative(user_path)
-    if not parts and not allow_root:
-        raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
-    real_root = Path(os.path.realpath(root))
-    candidate = real_root.joinpath(*parts)
-    checked = candidate if follow_final or not candidate.is_symlink() else candidate.parent
-    try:
-        inside = (_links_stay_inside(real_root, parts if checked == candidate else parts[:-1])
-                  and is_within(_real(checked), real_root))
-    except OSError as exc:  # e.g. a name too long once joined to the root, or no permission
-        raise UnsafePath(f"'{user_path}' cannot be used: {exc.strerror}") from exc
-    if not inside:
-        raise PathOutsideSandbox(f"'{user_path}' leads outside the sandbox")
-    return candidate
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
-
-
-def _links_stay_inside(real_root: Path, parts: list[str]) -> bool:
-    """Whether each symlink met walking down `parts` resolves inside the root.
-
-    The final location alone is not enough: `up/sandbox/x` with `up -> ..` ends inside, but
-    walks through a directory outside to get there.
-    """
-    current = real_root
-    for part in parts:
-        step = current / part
-        if not step.is_symlink():
-            if not step.exists():
-                return True  # nothing below a missing name can be a link yet
-            current = step
-            continue
-        current = _real(step)
-        if not is_within(current, real_root):
-            return False
-    return True
-
-
-def relative_name(root: Path, path: Path) -> str:
-    """How a path inside the sandbox is shown to users and the model."""
-    return path.relative_to(Path(os.path.realpath(root))).as_posix()

@@ -72,10 +72,17 @@ class Scratchpad:
 
     async def replace_all(self, entries: dict[str, Any]) -> None:
         """Make the scratchpad exactly `entries` (a workspace load), in one transaction."""
+        await self.db.run(_replace_all, self.checked_entries(entries))
+
+    def checked_entries(self, entries: dict[str, Any]) -> dict[str, str]:
+        """`entries` as stored JSON, if all of them fit this scratchpad's limits (else 413/400).
+
+        A workspace load calls this before it changes anything: an archive's scratchpad gets no
+        more room than the tools give.
+        """
         if len(entries) > self.max_entries:
             raise LimitExceeded(f"{len(entries)} scratchpad entries; at most {self.max_entries} are kept")
-        encoded = {key: self._checked(key, value) for key, value in entries.items()}
-        await self.db.run(_replace_all, encoded)
+        return {key: self._checked(key, value) for key, value in entries.items()}
 
     def _checked(self, key: str, value: Any) -> str:
         check_key(key)

@@ -12,7 +12,11 @@ Other routes, for proxy tests: `/echo/...` (any method) answers with what it rec
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
 `/hold/{name}` sends one SSE event, then waits for `release(name)` before the last one (with
 `?before=headers` it waits before answering at all); `hold_state(name)` tells whether that stream is
-"open", "finished" or "closed_early" (the client went away). `/broken/{n}` sends n chunks (n SSE events
+"open", "finished" or "closed_early" (the client went away). A chat `Reply(hold=name)` is held the
+same way: after `hold_after` streamed chunks (or, unanswered, before a non-streamed reply), until
+`release(name)`; `hold_state(name)` tells where it is. `script_for(text, ...)` queues replies
+only for requests whose last user message contains `text`, so concurrent turns get their own
+replies whatever order they arrive in. `/broken/{n}` sends n chunks (n SSE events
 with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers.
 """
 
@@ -62,6 +66,8 @@ class Reply:
     finish_reason: str | None = None
     raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
+    hold: str | None = None  # wait for release(hold) after `hold_after` streamed chunks (see below)
+    hold_after: int = 0  # chunks sent before the hold; a non-streamed reply is held before it is sent
 
     def pieces(self) -> list[str]:
         return self.chunks if self.chunks is not None else _words(self.content)
@@ -78,6 +84,7 @@ class FakeUpstream:
         self.model = model
         self.keep_alive = keep_alive  # seconds an idle client connection is kept open
         self.replies: deque[Reply] = deque()
+        self.replies_for: dict[str, deque[Reply]] = {}  # by text in the last user message
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
         self.open_streams = 0  # chat streams currently being sent
@@ -92,8 +99,21 @@ class FakeUpstream:
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
+    def script_for(self, text: str, *replies: Reply) -> None:
+        """Queue replies for requests whose last user message contains `text` (before `script`'s)."""
+        self.replies_for.setdefault(text, deque()).extend(replies)
+
+    def _next_reply(self, body: Any) -> Reply:
+        last_user = next((m.get("content") for m in reversed(body.get("messages") or [])
+                          if isinstance(m, dict) and m.get("role") == "user"), None)
+        for text, queued in self.replies_for.items():
+            if queued and isinstance(last_user, str) and text in last_user:
+                return queued.popleft()
+        return self.replies.popleft() if self.replies else self.default_reply
+
     def reset(self) -> None:
         self.replies.clear()
+        self.replies_for.clear()
         self.requests.clear()
         self.closed_early = 0
         self.release_all()
@@ -201,9 +221,11 @@ class FakeUpstream:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self._record(request, body)
-        reply = self.replies.popleft() if self.replies else self.default_reply
+        reply = self._next_reply(body)
         if reply.first_delay:
             await asyncio.sleep(reply.first_delay)
+        if reply.hold and not (body.get("stream") and reply.hold_after):
+            await self._wait_released(self._hold(reply.hold))
         if reply.body is not None:
             return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
         if reply.status != 200:
@@ -222,7 +244,7 @@ class FakeUpstream:
         self.open_streams += 1
         finished = False
         try:
-            if not reply.delay and reply.fail_after is None:
+            if not reply.delay and reply.fail_after is None and not reply.hold:
                 # As fast as possible: one write, so the fake is never the bottleneck of a benchmark.
                 yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in stream_chunks(reply, model, include_usage))
                 yield b"data: [DONE]\n\n"
@@ -233,6 +255,8 @@ class FakeUpstream:
                     raise ConnectionAbortedError("scripted mid-stream failure")
                 if reply.delay and index:
                     await asyncio.sleep(reply.delay)
+                if reply.hold and reply.hold_after and index == reply.hold_after:
+                    await self._wait_released(self._hold(reply.hold))
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield b"data: [DONE]\n\n"
             finished = True
@@ -303,6 +327,18 @@ class FakeUpstream:
             hold["state"] = "finished"
             return JSONResponse({"held": name})
         return StreamingResponse(self._held_events(hold), media_type="text/event-stream")
+
+    @staticmethod
+    async def _wait_released(hold: dict[str, Any]) -> None:
+        """A held chat reply: "open" until released, "closed_early" if Ghost gave up first."""
+        hold["state"] = "open"
+        try:
+            while not hold["released"].is_set():
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            hold["state"] = "closed_early"
+            raise
+        hold["state"] = "finished"
 
     @staticmethod
     async def _held_events(hold: dict[str, Any]):

@@ -14,6 +14,11 @@ from pathlib import Path
 import httpx
 
 TEST_KEY = "test-key-123"
+# Settings every test Ghost gets unless its test passes its own (a flag or `env` wins): a Ghost
+# that falls back to the bundled model only because a test gave no upstream should not spend
+# seconds to minutes (on a busy machine) on the model's start-up self-test. The tests of the
+# bundled model turn it on.
+TEST_ENV = {"GHOST_EMBEDDED_SELF_TEST": "off"}
 
 
 def free_port() -> int:
@@ -36,7 +41,7 @@ class GhostServer:
         self.home = home or Path(tempfile.mkdtemp(prefix="ghost-home-"))
         self.api_key = api_key
         self.args = list(args)
-        self.env = env or {}
+        self.env = {**TEST_ENV, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.home / "server-test.log"
 

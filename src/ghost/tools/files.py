@@ -1,21 +1,26 @@
 """File tools: list, read, write, append, delete, move and search files in the sandbox.
 
-Every path goes through `resolve_in_sandbox`; the file work itself runs in a thread, off the
-event loop. Walks (recursive listing, search) never follow symlinks, and search never opens one.
+Every path goes through the fd-based file layer (`ghost.sandbox.fs`): resolved relative to the
+sandbox root's fd, never through a symlink, the last step an `*at` call on the parent folder's
+fd. A symlink that sandboxed code made is shown by `list_files` and can be deleted or moved, but
+reading, writing or walking through it is refused. Only regular files are read or written.
+The file work runs on the file layer's own thread pool, off the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import os
-import shutil
-import tempfile
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ghost.errors import ToolError
-from ghost.sandbox.paths import relative_name, resolve_in_sandbox
+from ghost.errors import ToolError, UnsafePath
+from ghost.sandbox import fs, fspool, fswalk
+from ghost.sandbox.paths import split_relative
 from ghost.tools.base import ToolResult
 
 BINARY_SNIFF_BYTES = 8192
@@ -29,6 +34,23 @@ class FileLimits:
     max_entries: int  # entries a listing, matches a search returns
     search_max_file_bytes: int  # larger files are skipped by search
     read_max_chars: int  # text one read returns before asking to continue
+    max_depth: int = fs.DEFAULT_MAX_DEPTH  # deepest folder a walk goes into
+
+
+def shown(user_path: str) -> str:
+    """How a path is shown to the model: cleaned, relative to the sandbox."""
+    return "/".join(split_relative(user_path)) or "."
+
+
+@contextmanager
+def _plain_errors(user_path: str) -> Iterator[None]:
+    """The usual OS errors as tool errors naming the path the model gave."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise ToolError(f"{shown(user_path)!r} does not exist") from exc
+    except NotADirectoryError as exc:
+        raise ToolError(f"a part of {shown(user_path)!r} is a file, not a folder") from exc
 
 
 class FileTools:
@@ -40,12 +62,6 @@ class FileTools:
         return [self.list_files, self.read_file, self.write_file, self.append_file, self.delete_file,
                 self.move_file, self.search_files]
 
-    def _path(self, user_path: str, *, allow_root: bool = False, follow_final: bool = True) -> Path:
-        return resolve_in_sandbox(self.root, user_path, allow_root=allow_root, follow_final=follow_final)
-
-    def _name(self, path: Path) -> str:
-        return relative_name(self.root, path) or "."
-
     # --- list -----------------------------------------------------------------------------------
     async def list_files(self, path: str = ".", recursive: bool = False) -> ToolResult:
         """List files and folders in the sandbox, with sizes.
@@ -54,23 +70,38 @@ class FileTools:
             path: Folder to list, relative to the sandbox ("." is the sandbox itself).
             recursive: Also list everything inside subfolders.
         """
-        folder = self._path(path, allow_root=True)
-        if not folder.is_dir():
-            raise ToolError(f"{path!r} is not a folder")
-        lines, more = await asyncio.to_thread(self._list, folder, recursive)
+        lines, more = await fspool.run(self._list, path, recursive)
         if not lines:
-            return ToolResult(f"{self._name(folder)} is empty", summary=f"listed {path}: empty")
+            return ToolResult(f"{shown(path)} is empty", summary=f"listed {path}: empty")
         if more:
             lines.append(f"[... stopped after {self.limits.max_entries} entries ...]")
         return ToolResult("\n".join(lines), summary=f"listed {path}: {len(lines)} entries")
 
-    def _list(self, folder: Path, recursive: bool) -> tuple[list[str], bool]:
+    def _list(self, user_path: str, recursive: bool) -> tuple[list[str], bool]:
         lines: list[str] = []
-        for entry in _walk(folder, recursive):
-            if len(lines) >= self.limits.max_entries:
-                return lines, True
-            lines.append(_describe(entry, folder))
+        with _plain_errors(user_path), self._folder(user_path) as folder:
+            for node in fswalk.walk(folder, self.limits.max_depth, recursive=recursive, others=True):
+                if len(lines) >= self.limits.max_entries:
+                    return lines, True
+                lines.append(_describe(node))
         return lines, False
+
+    @contextmanager
+    def _folder(self, user_path: str) -> Iterator[int]:
+        try:
+            with fs.folder(self.root, user_path) as fd:
+                yield fd
+        except NotADirectoryError as exc:
+            parts = split_relative(user_path)
+            if parts and self._kind(parts) is not None:
+                raise ToolError(f"{shown(user_path)!r} is not a folder") from exc
+            raise
+
+    def _kind(self, parts: list[str]) -> int | None:
+        """The file type of the entry at `parts` (lstat), None if it is not there."""
+        with fs.open_root(self.root) as root_fd, fs.closing(fs.open_dir(root_fd, parts[:-1])) as fd:
+            info = fs.lstat_at(fd, parts[-1])
+        return None if info is None else stat.S_IFMT(info.st_mode)
 
     # --- read -----------------------------------------------------------------------------------
     async def read_file(self, path: str, offset: int = 0, limit: int = DEFAULT_READ_LINES) -> ToolResult:
@@ -83,35 +114,35 @@ class FileTools:
         """
         if offset < 0 or limit < 1:
             raise ToolError("offset must be 0 or more and limit 1 or more")
-        file = self._path(path)
-        if not file.is_file():
-            raise ToolError(f"{path!r} is not a file" if file.exists() else f"{path!r} does not exist")
-        text = await asyncio.to_thread(self._read, file, offset, limit)
-        return ToolResult(text, summary=f"read {self._name(file)}")
+        text = await fspool.run(self._read, path, offset, limit)
+        return ToolResult(text, summary=f"read {shown(path)}")
 
-    def _read(self, file: Path, offset: int, limit: int) -> str:
-        size = file.stat().st_size
-        with open(file, "rb") as handle:
+    def _read(self, user_path: str, offset: int, limit: int) -> str:
+        with _plain_errors(user_path), fs.parent_of(self.root, user_path) as (folder, name):
+            _existing(folder, name, user_path, want_file=True)
+            fd = fs.open_regular(folder, name, user_path=user_path)
+        with open(fd, "rb") as handle:
+            size = os.fstat(fd).st_size
             if _looks_binary(handle.read(BINARY_SNIFF_BYTES)):
-                return (f"{self._name(file)} is a binary file ({size:,} bytes) and is not shown; "
+                return (f"{shown(user_path)} is a binary file ({size:,} bytes) and is not shown; "
                         "inspect it with the execute tool.")
             handle.seek(0)
-            return self._slice(_TextLines(handle), file, offset, limit, size)
+            return self._slice(_TextLines(handle), shown(user_path), offset, limit, size)
 
-    def _slice(self, lines: "_TextLines", file: Path, offset: int, limit: int, size: int) -> str:
-        shown: list[str] = []
+    def _slice(self, lines: "_TextLines", name: str, offset: int, limit: int, size: int) -> str:
+        shown_lines: list[str] = []
         chars = 0
         for number, line in enumerate(lines):
             if number < offset:
                 continue
-            if len(shown) >= limit or chars + len(line) > self.limits.read_max_chars:
-                return "".join(shown) + (f"\n[... {self._name(file)} continues after line {number}; "
-                                         f"read with offset={number} for more ...]")
-            shown.append(line)
+            if len(shown_lines) >= limit or chars + len(line) > self.limits.read_max_chars:
+                return "".join(shown_lines) + (f"\n[... {name} continues after line {number}; "
+                                               f"read with offset={number} for more ...]")
+            shown_lines.append(line)
             chars += len(line)
-        if not shown and offset:
-            return f"{self._name(file)} has fewer than {offset + 1} lines"
-        return "".join(shown) if shown or size else f"{self._name(file)} is empty"
+        if not shown_lines and offset:
+            return f"{name} has fewer than {offset + 1} lines"
+        return "".join(shown_lines) if shown_lines or size else f"{name} is empty"
 
     # --- write / append -------------------------------------------------------------------------
     async def write_file(self, path: str, content: str) -> ToolResult:
@@ -121,11 +152,15 @@ class FileTools:
             path: File to write, relative to the sandbox.
             content: The whole new content of the file.
         """
-        file = self._writable(path)
         data = self._sized(content.encode("utf-8"), 0)
-        await asyncio.to_thread(_atomic_write, file, data)
-        return ToolResult(f"wrote {self._name(file)} ({len(data):,} bytes)",
-                          summary=f"wrote {self._name(file)} ({len(data):,} bytes)")
+        await fspool.run(self._write, path, data)
+        return ToolResult(f"wrote {shown(path)} ({len(data):,} bytes)",
+                          summary=f"wrote {shown(path)} ({len(data):,} bytes)")
+
+    def _write(self, user_path: str, data: bytes) -> None:
+        with _plain_errors(user_path), fs.parent_of(self.root, user_path, create=True) as (folder, name):
+            _not_a_folder_or_link(folder, name, user_path)
+            fs.replace_file(folder, name, data)
 
     async def append_file(self, path: str, content: str) -> ToolResult:
         """Add text to the end of a file in the sandbox, creating it if needed.
@@ -134,20 +169,18 @@ class FileTools:
             path: File to append to, relative to the sandbox.
             content: Text to add at the end.
         """
-        file = self._writable(path)
-        existing = file.stat().st_size if file.exists() else 0
-        data = self._sized(content.encode("utf-8"), existing)
-        await asyncio.to_thread(_append, file, data)
-        return ToolResult(f"appended {len(data):,} bytes to {self._name(file)}",
-                          summary=f"appended to {self._name(file)}")
+        data = content.encode("utf-8")
+        await fspool.run(self._append, path, data)
+        return ToolResult(f"appended {len(data):,} bytes to {shown(path)}",
+                          summary=f"appended to {shown(path)}")
 
-    def _writable(self, user_path: str) -> Path:
-        file = self._path(user_path)
-        if file.is_symlink():  # write to what the link names (checked to be inside), keep the link
-            file = Path(os.path.realpath(file))
-        if file.is_dir():
-            raise ToolError(f"{user_path!r} is a folder")
-        return file
+    def _append(self, user_path: str, data: bytes) -> None:
+        with _plain_errors(user_path), fs.parent_of(self.root, user_path, create=True) as (folder, name):
+            _not_a_folder_or_link(folder, name, user_path)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            with fs.closing(fs.open_regular(folder, name, flags, user_path=user_path)) as fd:
+                self._sized(data, os.fstat(fd).st_size)
+                fs.write_all(fd, data)
 
     def _sized(self, data: bytes, existing: int) -> bytes:
         if existing + len(data) > self.limits.file_size_bytes:
@@ -163,11 +196,23 @@ class FileTools:
             path: What to delete, relative to the sandbox.
             recursive: Allow deleting a folder and everything in it.
         """
-        target = self._path(path, follow_final=False)  # a link itself is removed, never its target
-        if not target.is_symlink() and not target.exists():
-            raise ToolError(f"{path!r} does not exist")
-        await asyncio.to_thread(_delete, target, recursive)
-        return ToolResult(f"deleted {self._name(target)}", summary=f"deleted {self._name(target)}")
+        await fspool.run(self._delete, path, recursive)
+        return ToolResult(f"deleted {shown(path)}", summary=f"deleted {shown(path)}")
+
+    def _delete(self, user_path: str, recursive: bool) -> None:
+        with _plain_errors(user_path), fs.parent_of(self.root, user_path) as (folder, name):
+            info = _existing(folder, name, user_path)
+            if not stat.S_ISDIR(info.st_mode):
+                os.unlink(name, dir_fd=folder)  # a link itself, never its target
+            elif recursive:
+                fswalk.remove_tree(folder, name, self.limits.max_depth)
+            else:
+                try:
+                    os.rmdir(name, dir_fd=folder)
+                except OSError as exc:
+                    if exc.errno != errno.ENOTEMPTY:
+                        raise
+                    raise ToolError(f"{name} is a folder with content; pass recursive=true") from exc
 
     async def move_file(self, source: str, destination: str, overwrite: bool = False) -> ToolResult:
         """Move or rename a file or folder inside the sandbox. Into an existing folder if the
@@ -178,18 +223,41 @@ class FileTools:
             destination: New path, or an existing folder to move it into.
             overwrite: Replace an existing file at the destination.
         """
-        src, dst = self._path(source, follow_final=False), self._path(destination)
-        if not src.is_symlink() and not src.exists():
-            raise ToolError(f"{source!r} does not exist")
-        if dst.is_dir() and not dst.is_symlink():
-            dst = self._path(f"{destination}/{src.name}")
-        if dst.exists() and not overwrite:
-            raise ToolError(f"{self._name(dst)} exists; pass overwrite=true to replace it")
-        if dst == src or src in dst.parents:
-            raise ToolError("cannot move a folder into itself")
-        await asyncio.to_thread(_move, src, dst)
-        return ToolResult(f"moved {self._name(src)} to {self._name(dst)}",
-                          summary=f"moved {self._name(src)} to {self._name(dst)}")
+        moved_to = await fspool.run(self._move, source, destination, overwrite)
+        return ToolResult(f"moved {shown(source)} to {moved_to}",
+                          summary=f"moved {shown(source)} to {moved_to}")
+
+    def _move(self, source: str, destination: str, overwrite: bool) -> str:
+        src, dst = split_relative(source), split_relative(destination)
+        if not src or not dst:
+            raise UnsafePath("path names the sandbox itself; give a file or folder inside it")
+        with fs.open_root(self.root) as root_fd:
+            with _plain_errors(source), fs.closing(fs.open_dir(root_fd, src[:-1], user_path=source)) as src_fd:
+                _existing(src_fd, src[-1], source)
+                if self._is_real_folder(root_fd, dst, destination):
+                    dst = [*dst, src[-1]]
+                if dst[:len(src)] == src:
+                    raise ToolError("cannot move a folder into itself")
+                with _plain_errors(destination), fs.closing(fs.open_dir(
+                        root_fd, dst[:-1], user_path=destination, create=True)) as dst_fd:
+                    self._rename(src_fd, src[-1], dst_fd, dst[-1], overwrite)
+        return "/".join(dst)
+
+    @staticmethod
+    def _is_real_folder(root_fd: int, parts: list[str], user_path: str) -> bool:
+        try:
+            fd = fs.open_dir(root_fd, parts, user_path=user_path)
+        except (FileNotFoundError, NotADirectoryError, fs.ThroughLink):
+            return False
+        os.close(fd)
+        return True
+
+    @staticmethod
+    def _rename(src_fd: int, src: str, dst_fd: int, dst: str, overwrite: bool) -> None:
+        try:
+            fs.rename_at(src_fd, src, dst_fd, dst, replace=overwrite)
+        except FileExistsError as exc:
+            raise ToolError(f"{dst} exists; pass overwrite=true to replace it") from exc
 
     # --- search ---------------------------------------------------------------------------------
     async def search_files(self, query: str, path: str = ".", case_sensitive: bool = False) -> ToolResult:
@@ -203,38 +271,51 @@ class FileTools:
         """
         if not query:
             raise ToolError("query must not be empty")
-        where = self._path(path, allow_root=True)
-        matches, more = await asyncio.to_thread(self._search, where, query, case_sensitive)
+        matches, more = await fspool.run(self._search, path, query, case_sensitive)
         if not matches:
             return ToolResult(f"no matches for {query!r}", summary=f"search {query!r}: none")
         if more:
             matches.append(f"[... stopped after {self.limits.max_entries} matches ...]")
         return ToolResult("\n".join(matches), summary=f"search {query!r}: {len(matches)} matches")
 
-    def _search(self, where: Path, query: str, case_sensitive: bool) -> tuple[list[str], bool]:
+    def _search(self, user_path: str, query: str, case_sensitive: bool) -> tuple[list[str], bool]:
         needle = query if case_sensitive else query.casefold()
         matches: list[str] = []
-        files = [where] if where.is_file() and not where.is_symlink() else (
-            entry for entry in _walk(where, True) if entry.is_file(follow_symlinks=False))
-        for file in files:
-            for number, line in self._matching_lines(Path(file), needle, case_sensitive):
+        for name, dir_fd, file_name in self._searched_files(user_path):
+            for number, line in self._matching_lines(dir_fd, file_name, needle, case_sensitive):
                 if len(matches) >= self.limits.max_entries:
                     return matches, True
-                matches.append(f"{self._name(Path(file))}:{number}: {line.strip()[:200]}")
+                matches.append(f"{name}:{number}: {line.strip()[:200]}")
         return matches, False
 
-    def _matching_lines(self, file: Path, needle: str, case_sensitive: bool) -> list[tuple[int, str]]:
+    def _searched_files(self, user_path: str) -> Iterator[tuple[str, int, str]]:
+        """(shown name, folder fd, name in it) of each regular file to search."""
+        parts = split_relative(user_path)
+        with _plain_errors(user_path), fs.open_root(self.root) as root_fd:
+            if parts:
+                with fs.closing(fs.open_dir(root_fd, parts[:-1], user_path=user_path)) as parent:
+                    info = _existing(parent, parts[-1], user_path)
+                    if stat.S_ISREG(info.st_mode):
+                        yield "/".join(parts), parent, parts[-1]
+                        return
+            with fs.closing(fs.open_dir(root_fd, parts, user_path=user_path)) as folder:
+                for node in fswalk.walk(folder, self.limits.max_depth):
+                    if node.is_file:
+                        yield "/".join((*parts, *node.parts)), node.dir_fd, node.name
+
+    def _matching_lines(self, dir_fd: int, name: str, needle: str, case_sensitive: bool) -> list[tuple[int, str]]:
         try:
-            if file.stat().st_size > self.limits.search_max_file_bytes:
+            fd = fs.open_regular(dir_fd, name)
+        except (OSError, UnsafePath):
+            return []  # vanished, swapped for a link or a FIFO meanwhile: not a match
+        with open(fd, "rb") as handle:
+            if os.fstat(fd).st_size > self.limits.search_max_file_bytes:
                 return []
-            with open(file, "rb") as handle:
-                if _looks_binary(handle.read(BINARY_SNIFF_BYTES)):
-                    return []
-                handle.seek(0)
-                return [(number + 1, line) for number, line in enumerate(_TextLines(handle))
-                        if needle in (line if case_sensitive else line.casefold())]
-        except OSError:
-            return []  # vanished or unreadable meanwhile: not a match
+            if _looks_binary(handle.read(BINARY_SNIFF_BYTES)):
+                return []
+            handle.seek(0)
+            return [(number + 1, line) for number, line in enumerate(_TextLines(handle))
+                    if needle in (line if case_sensitive else line.casefold())]
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -260,61 +341,35 @@ def _looks_binary(sample: bytes) -> bool:
     return False
 
 
-def _walk(folder: Path, recursive: bool):  # noqa: ANN202 - yields os.DirEntry
-    """Entries below `folder`, sorted, never following symlinks."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        yield entry
-        if recursive and entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), True)
+def _existing(folder: int, name: str, user_path: str, *, want_file: bool = False) -> os.stat_result:
+    """What `name` is (lstat); a tool error if it is missing, or a folder where a file is wanted."""
+    info = fs.lstat_at(folder, name)
+    if info is None:
+        raise ToolError(f"{shown(user_path)!r} does not exist")
+    if want_file and stat.S_ISLNK(info.st_mode):
+        raise fs.through_link(user_path)
+    if want_file and stat.S_ISDIR(info.st_mode):
+        raise ToolError(f"{shown(user_path)!r} is not a file")
+    return info
 
 
-def _describe(entry: os.DirEntry, base: Path) -> str:
-    name = Path(entry.path).relative_to(base).as_posix()
-    if entry.is_symlink():
-        return f"{name} -> {os.readlink(entry.path)} (link)"
-    if entry.is_dir(follow_symlinks=False):
-        return f"{name}/"
-    try:
-        return f"{name} ({entry.stat(follow_symlinks=False).st_size:,} bytes)"
-    except OSError:
-        return name
+def _not_a_folder_or_link(folder: int, name: str, user_path: str) -> None:
+    info = fs.lstat_at(folder, name)
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise ToolError(f"{shown(user_path)!r} is a folder")
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise fs.through_link(user_path)
 
 
-def _atomic_write(file: Path, data: bytes) -> None:
-    """Write to a temporary file beside it, then rename: a failure never leaves half a file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=file.parent, prefix=".ghost-write-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, file)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _append(file: Path, data: bytes) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "ab") as handle:
-        handle.write(data)
-
-
-def _delete(target: Path, recursive: bool) -> None:
-    if target.is_symlink() or not target.is_dir():
-        target.unlink()
-    elif recursive:
-        shutil.rmtree(target)
-    else:
+def _describe(node: fswalk.Node) -> str:
+    name = "/".join(node.parts)
+    if node.is_link:
         try:
-            target.rmdir()
-        except OSError as exc:
-            raise ToolError(f"{target.name} is a folder with content; pass recursive=true") from exc
-
-
-def _move(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(src, dst)
+            return f"{name} -> {os.readlink(node.name, dir_fd=node.dir_fd)} (link)"
+        except OSError:
+            return f"{name} (link)"
+    if node.is_dir:
+        return f"{name}/"
+    if node.is_file:
+        return f"{name} ({node.info.st_size:,} bytes)"
+    return f"{name} (special file)"

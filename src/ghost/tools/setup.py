@@ -28,7 +28,7 @@ async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
     files = FileTools(runtime.sandbox_root, FileLimits(
         file_size_bytes=settings.sandbox_file_size_bytes, max_entries=settings.tool_list_max_entries,
         search_max_file_bytes=settings.tool_search_max_file_bytes,
-        read_max_chars=settings.tool_result_max_chars - 200))
+        read_max_chars=settings.tool_result_max_chars - 200, max_depth=settings.sandbox_walk_max_depth))
     pad = ScratchpadTools(Scratchpad(runtime.db, max_entries=settings.scratchpad_max_entries,
                                      max_value_bytes=settings.scratchpad_max_value_bytes))
     store = SkillStore(runtime.sandbox_root, executor, lambda: registry.builtin_names,
@@ -38,8 +38,9 @@ async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
                            *pad.functions(), *skills.functions())
     registry.add_summary(pad.prompt_summary)
     registry.add_provider(skills)
-    await store.scan()
+    await store.scan_bounded(settings.skill_load_timeout_s)  # never fails or hangs the start
     runtime.after_workspace_load.append(store.scan)
+    runtime.extras["skills"] = store  # /api/health shows what its scans loaded and skipped
     runtime.tools = registry
     runtime.extras["sandbox_info"] = executor.info()
     runtime.extras[EXECUTOR_KEY] = executor  # MCP servers start in sandboxes like its runs

@@ -14,16 +14,17 @@ import json
 import logging
 import os
 import re
-import secrets
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ghost.errors import ToolError, UnsafePath
+from ghost.errors import GhostError, ToolError
+from ghost.sandbox import fs, fspool
 from ghost.sandbox.base import ExecResult, Executor
-from ghost.sandbox.paths import resolve_in_sandbox
 from ghost.tools.schema import SchemaError, check_schema, validate
 
 log = logging.getLogger("ghost.tools")
@@ -31,6 +32,29 @@ SKILLS_DIR = "acquired_skills"
 SKILL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_SIDECAR_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 1000
+MAX_SIDECAR_DEPTH = 32  # JSON nesting a sidecar may have; deeper is refused before parsing
+
+
+def json_depth(text: str, limit: int) -> int:
+    """How deep `text`'s arrays and objects nest, counting no further than `limit` + 1.
+
+    Checked before `json.loads`, whose recursion a 3,000-level document would exhaust.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,7 @@ class SkillStore:
         self.max_count = max_count
         self.failure_threshold = failure_threshold
         self._skills: dict[str, Skill] = {}
+        self.skipped: list[dict[str, str]] = []  # sidecars the last scan refused: name, reason
         self._lock = asyncio.Lock()
 
     # --- reading ----------------------------------------------------------------------------------
@@ -81,47 +106,68 @@ class SkillStore:
         return skill.failures >= self.failure_threshold
 
     async def scan(self) -> None:
-        """Load every valid skill from disk (at start, and after a workspace load)."""
+        """Load every valid skill from disk (at start, and after a workspace load). Never raises
+        for what the folder holds; skipped sidecars are kept in `skipped` for /api/health."""
         async with self._lock:
-            self._skills = await asyncio.to_thread(self._scan)
+            self._skills, self.skipped = await fspool.run(self._scan)
         log.info("acquired skills: %s", ", ".join(self._skills) or "none")
 
-    def _scan(self) -> dict[str, Skill]:
+    async def scan_bounded(self, timeout: float) -> None:
         try:
-            folder = self._folder()
-        except ToolError as exc:
-            log.warning("no acquired skills loaded: %s", exc.message)
-            return {}
-        found: dict[str, Skill] = {}
-        for sidecar in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            skill = self._load(sidecar)
-            if skill is not None and len(found) < self.max_count:
-                found[skill.name] = skill
-        return found
+            await asyncio.wait_for(self.scan(), timeout)
+        except TimeoutError:
+            log.error("the acquired-skills scan took longer than %gs; starting without skills", timeout)
 
-    def _load(self, sidecar: Path) -> Skill | None:
-        script = sidecar.with_suffix(".py")
+    def report(self) -> dict[str, Any]:
+        return {"loaded": len(self._skills), "skipped": self.skipped}
+
+    def _scan(self) -> tuple[dict[str, Skill], list[dict[str, str]]]:
+        found: dict[str, Skill] = {}
+        skipped: list[dict[str, str]] = []
         try:
-            if sidecar.is_symlink() or script.is_symlink() or not script.is_file():
-                raise ValueError("the skill's files must be a regular .py and .json pair")
-            if sidecar.stat().st_size > MAX_SIDECAR_BYTES:
-                raise ValueError("sidecar too large")
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-            skill = self._from_sidecar(sidecar.stem, data)
-        except (OSError, ValueError, TypeError, ToolError) as exc:
-            log.warning("ignoring acquired skill %s: %s", sidecar.name, exc)
-            return None
-        return skill
+            with self._folder() as folder:
+                for name in sorted(os.listdir(folder)):
+                    if not name.endswith(".json") or name.startswith("."):
+                        continue
+                    try:
+                        skill = self._load(folder, name)
+                    except (OSError, ValueError, TypeError, GhostError, RecursionError) as exc:
+                        reason = exc.message if isinstance(exc, GhostError) else str(exc) or type(exc).__name__
+                        log.warning("ignoring acquired skill %s: %s", name, reason)
+                        skipped.append({"name": name, "reason": reason[:200]})
+                        continue
+                    if len(found) < self.max_count:
+                        found[skill.name] = skill
+        except FileNotFoundError:
+            pass  # no skills yet
+        except (OSError, GhostError) as exc:
+            log.warning("no acquired skills loaded: %s", getattr(exc, "message", exc))
+            skipped.append({"name": SKILLS_DIR, "reason": str(getattr(exc, "message", exc))[:200]})
+        return found, skipped
+
+    def _load(self, folder: int, sidecar: str) -> Skill:
+        stem = sidecar[:-len(".json")]
+        script = fs.lstat_at(folder, f"{stem}.py")
+        if script is None or not stat.S_ISREG(script.st_mode):
+            raise ValueError("the skill's files must be a regular .py and .json pair")
+        with fs.closing(fs.open_regular(folder, sidecar, user_path=f"{SKILLS_DIR}/{sidecar}")) as fd:
+            text = fs.read_capped(fd, MAX_SIDECAR_BYTES).decode("utf-8")
+        if json_depth(text, MAX_SIDECAR_DEPTH) > MAX_SIDECAR_DEPTH:
+            raise ValueError(f"sidecar JSON nested deeper than {MAX_SIDECAR_DEPTH} levels")
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("sidecar must hold a JSON object")
+        return self._from_sidecar(stem, data)
 
     def _from_sidecar(self, name: str, data: dict[str, Any]) -> Skill:
         self.check_name(name, new=False)
         if data.get("name") != name or not isinstance(data.get("description"), str):
             raise ValueError("sidecar name or description is wrong")
-        failures = data.get("failures", 0)
+        failures, created_at = data.get("failures", 0), data.get("created_at", 0.0)
         return Skill(name=name, description=data["description"][:MAX_DESCRIPTION_CHARS],
                      parameters=normalise_parameters(data.get("parameters", {})),
                      failures=failures if isinstance(failures, int) and failures >= 0 else 0,
-                     created_at=float(data.get("created_at", 0.0)))
+                     created_at=float(created_at) if isinstance(created_at, (int, float)) else 0.0)
 
     # --- changing ---------------------------------------------------------------------------------
     def check_name(self, name: str, *, new: bool = True) -> None:
@@ -137,30 +183,27 @@ class SkillStore:
     async def create(self, skill: Skill, code: str, test_arguments: dict[str, Any]) -> ExecResult:
         """Test `code` with `test_arguments`; keep the skill only if the test exits 0 with output."""
         self.check_name(skill.name)
-        folder = await asyncio.to_thread(self._make_folder)
-        pending = folder / f".pending-{skill.name}-{secrets.token_hex(4)}.py"
-        await asyncio.to_thread(pending.write_text, code, "utf-8")
+        pending = await fspool.run(self._write_pending, skill.name, code.encode("utf-8"))
         try:
-            result = await self._execute(pending.name, test_arguments)
+            result = await self._execute(pending, test_arguments)
             if not result.ok or not result.stdout.strip():
                 return result
             async with self._lock:
                 self.check_name(skill.name)  # another call may have taken the name meanwhile
                 kept = replace(skill, created_at=time.time())
-                await asyncio.to_thread(self._install, pending, kept)
+                await fspool.run(self._install, pending, kept)
                 self._skills[kept.name] = kept
             return result
         finally:
-            await asyncio.to_thread(pending.unlink, missing_ok=True)
+            await fspool.run(self._unlink, pending)
 
     async def delete(self, name: str) -> None:
         async with self._lock:
             if name not in self._skills:
                 raise ToolError(f"there is no skill named {name!r}")
             del self._skills[name]
-            folder = self._folder()
             for suffix in (".json", ".py"):
-                await asyncio.to_thread((folder / f"{name}{suffix}").unlink, missing_ok=True)
+                await fspool.run(self._unlink, f"{name}{suffix}")
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ExecResult:
         skill = self._skills.get(name)
@@ -169,7 +212,7 @@ class SkillStore:
         errors = validate(skill.parameters, arguments)
         if errors:
             raise ToolError("; ".join(errors))
-        if not (self._folder() / f"{name}.py").is_file():
+        if not await fspool.run(self._has_script, name):
             raise ToolError(f"the file of skill {name!r} is gone; delete_skill it and create it again")
         result = await self._execute(f"{name}.py", arguments)
         await self._record(name, ok=result.ok)
@@ -183,31 +226,51 @@ class SkillStore:
             updated = replace(skill, failures=0 if ok else skill.failures + 1)
             if updated != skill:
                 self._skills[name] = updated
-                await asyncio.to_thread(self._write_sidecar, updated)
+                await fspool.run(self._write_sidecar, updated)
 
     # --- files ------------------------------------------------------------------------------------
-    def _folder(self) -> Path:
+    @contextmanager
+    def _folder(self, *, create: bool = False) -> Iterator[int]:
+        """The skills folder's fd; ToolError if it is a link or a file."""
         try:
-            return resolve_in_sandbox(self.root, SKILLS_DIR)
-        except UnsafePath as exc:
-            raise ToolError(f"{SKILLS_DIR}/ is not usable: {exc.message}") from exc
+            with fs.folder(self.root, SKILLS_DIR, create=create) as fd:
+                yield fd
+        except (fs.ThroughLink, NotADirectoryError) as exc:
+            raise ToolError(f"{SKILLS_DIR}/ must be a real folder, not a link or a file") from exc
 
-    def _make_folder(self) -> Path:
-        folder = self._folder()
-        if folder.is_symlink():
-            raise ToolError(f"{SKILLS_DIR}/ must be a real folder, not a link")
-        folder.mkdir(exist_ok=True)
-        return folder
+    def _write_pending(self, name: str, code: bytes) -> str:
+        """The code in a new `.pending-NAME-<random>.py` in the skills folder; its name."""
+        with self._folder(create=True) as folder:
+            fd, pending = fs.create_temp(folder, f".pending-{name}-", ".py")
+            with fs.closing(fd):
+                fs.write_all(fd, code)
+        return pending
 
-    def _install(self, pending: Path, skill: Skill) -> None:
-        os.replace(pending, pending.with_name(f"{skill.name}.py"))
-        self._write_sidecar(skill)
+    def _unlink(self, file_name: str) -> None:
+        try:
+            with self._folder() as folder:
+                fs.unlink_quietly(folder, file_name)
+        except (OSError, ToolError):
+            pass  # no folder (any more): nothing to remove
+
+    def _has_script(self, name: str) -> bool:
+        with self._folder() as folder:
+            info = fs.lstat_at(folder, f"{name}.py")
+        return info is not None and stat.S_ISREG(info.st_mode)
+
+    def _install(self, pending: str, skill: Skill) -> None:
+        with self._folder() as folder:
+            os.rename(pending, f"{skill.name}.py", src_dir_fd=folder, dst_dir_fd=folder)
+            self._write_sidecar_in(folder, skill)
 
     def _write_sidecar(self, skill: Skill) -> None:
-        folder = self._folder()
-        temp = folder / f".{skill.name}.json.tmp"
-        temp.write_text(json.dumps(skill.sidecar(), indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(temp, folder / f"{skill.name}.json")
+        with self._folder() as folder:
+            self._write_sidecar_in(folder, skill)
+
+    @staticmethod
+    def _write_sidecar_in(folder: int, skill: Skill) -> None:
+        data = json.dumps(skill.sidecar(), indent=1, ensure_ascii=False).encode("utf-8")
+        fs.replace_file(folder, f"{skill.name}.json", data, prefix=f".{skill.name}.json.tmp-")
 
     async def _execute(self, script: str, arguments: dict[str, Any]) -> ExecResult:
         data = json.dumps(arguments, ensure_ascii=False).encode("utf-8")

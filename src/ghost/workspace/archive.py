@@ -9,16 +9,20 @@ sandbox (nothing live is touched, so a bad archive changes nothing); then, holdi
 exclusively, move the live skills into the staged sandbox, add the archive's new skills, swap the
 staged sandbox with the live one (one atomic exchange), and restore scratchpad and history in one
 transaction. If the restore fails the renames are played back. Finally the `after_workspace_load`
-hooks run (the skills subsystem re-scans) and the staging folder, now holding the old sandbox, is
-removed.
+hooks run (the skills subsystem re-scans), each with a timeout and none able to turn the committed
+load into an error, and the staging folder, now holding the old sandbox, is removed (iteratively:
+the old sandbox may be a tree thousands of levels deep).
+
+The archive's scratchpad is checked against the scratchpad's own limits before anything changes:
+an over-limit archive is refused (413) with the workspace untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
-import shutil
 import stat
 import tempfile
 import time
@@ -32,6 +36,7 @@ from starlette.requests import Request
 
 from ghost.errors import BadRequest, GhostError
 from ghost.runtime import Runtime
+from ghost.sandbox import fswalk, fspool
 from ghost.workspace import state
 from ghost.workspace.build import BuiltArchive, build_archive
 from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
@@ -65,7 +70,7 @@ async def save_workspace(runtime: Runtime, session_id: str, chat_history: list[A
         session_json = state.encode_session(snapshot, session_id, now.isoformat())
         built = await stoppable(lambda stop: build_archive(
             runtime.sandbox_root, require_tmp_dir(runtime.sandbox_root), session_json,
-            settings.workspace_save_max_bytes, stop))
+            settings.workspace_save_max_bytes, stop, settings.sandbox_walk_max_depth))
     return SavedWorkspace(archive=built, filename=f"workspace_{now:%Y%m%d_%H%M%S}.zip")
 
 
@@ -108,20 +113,45 @@ async def _load_from(runtime: Runtime, upload: Path, session_id: str) -> LoadRes
     try:
         staged = await stoppable(lambda stop: stage_archive(
             upload, stage_root, limits, settings.max_request_bytes, stop))
+        _check_scratchpad(runtime, staged)
         async with runtime.gate.exclusive():
             files = await to_completion(_commit(runtime, staged, session_id))
-            for hook in runtime.after_workspace_load:
-                await hook()
+            await _after_load(runtime)
     finally:
-        await in_thread_to_completion(shutil.rmtree, stage_root, True)
+        await in_thread_to_completion(remove_staging, stage_root)
     return LoadResult(chat_history=staged.state.chat_history, files=files)
+
+
+def _check_scratchpad(runtime: Runtime, staged: Staged) -> None:
+    """The archive's scratchpad within the scratchpad's own limits (the tools' limits), or 413/400."""
+    pad = runtime.extras.get("scratchpad")
+    if pad is not None:
+        pad.checked_entries(staged.state.scratchpad)
+
+
+async def _after_load(runtime: Runtime) -> None:
+    """Run the after-load hooks; the load is committed, so a failing or slow hook is only logged."""
+    timeout = runtime.settings.skill_load_timeout_s
+    for hook in runtime.after_workspace_load:
+        try:
+            await asyncio.wait_for(hook(), timeout)
+        except Exception as exc:  # noqa: BLE001 - nothing may undo a committed load (TimeoutError included)
+            log.error("workspace load: a follow-up step failed after the load was committed: %r", exc)
+
+
+def remove_staging(stage_root: Path) -> None:
+    """Remove the staging folder (now holding the old sandbox, however deep); never raises."""
+    try:
+        fswalk.remove_path(stage_root)
+    except OSError as exc:
+        log.warning("workspace load: could not remove the staging folder: %s", exc.strerror)
 
 
 async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
     """Swap the staged workspace in and restore the database; all or nothing."""
     journal = RenameJournal()
     try:
-        added = await asyncio.to_thread(swap_in, runtime.sandbox_root, staged, journal)
+        added = await fspool.run(swap_in, runtime.sandbox_root, staged, journal)
     except OSError as exc:
         # Nothing changed (swap_in undid its steps); this is the server's layout, not the archive.
         log.error("workspace load: could not swap the sandbox in: %s", exc)
@@ -130,7 +160,7 @@ async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
     try:
         await runtime.db.run(state.restore, session_id, staged.state)
     except BaseException:
-        await asyncio.to_thread(journal.undo)
+        await fspool.run(journal.undo)
         raise
     return staged.sandbox_files + added
 
@@ -139,11 +169,13 @@ def swap_in(live: Path, staged: Staged, journal: RenameJournal) -> int:
     """Put the staged sandbox in place of the live one, keeping live skills; returns skill files added.
 
     Afterwards the staged sandbox path holds the old sandbox. On failure every rename is undone.
+    Renames take paths: every folder on them is Ghost's own except the last name, which a rename
+    never follows. What sandboxed code may have swapped in for the live skills folder is checked
+    with lstat after it was moved out of the sandbox's reach, in `merge_skills`.
     """
     try:
-        live_skills = live / SKILLS_DIR
-        if live_skills.is_dir() and not live_skills.is_symlink():
-            journal.rename(live_skills, staged.sandbox / SKILLS_DIR)
+        if _is_real_folder(live / SKILLS_DIR):
+            journal.rename(live / SKILLS_DIR, staged.sandbox / SKILLS_DIR)
         added = merge_skills(staged, journal)
         os.chmod(staged.sandbox, stat.S_IMODE(os.stat(live).st_mode))
         journal.exchange(live, staged.sandbox)
@@ -161,7 +193,11 @@ def skill_name(entry_name: str) -> str:
 def merge_skills(staged: Staged, journal: RenameJournal) -> int:
     """Add the archive's skills whose names are not taken yet; a skill present in the workspace wins."""
     target = staged.sandbox / SKILLS_DIR
-    existing = {skill_name(name) for name in os.listdir(target)} if target.is_dir() else set()
+    if os.path.lexists(target) and not _is_real_folder(target):
+        # The live folder was swapped for a link between the check and the move: refuse to write
+        # through it (the journal puts the link back where it was).
+        raise OSError(errno.EAGAIN, f"{SKILLS_DIR}/ changed while the load moved it; try again")
+    existing = {skill_name(name) for name in os.listdir(target)} if os.path.lexists(target) else set()
     added, kept = 0, set()
     for name in sorted(os.listdir(staged.skills)):
         if skill_name(name) in existing:
@@ -173,6 +209,13 @@ def merge_skills(staged: Staged, journal: RenameJournal) -> int:
     if kept:
         log.info("workspace load: kept the existing skills %s, not the archive's copies", sorted(kept))
     return added
+
+
+def _is_real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _remove_file(path: Path) -> None:

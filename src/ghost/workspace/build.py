@@ -9,6 +9,11 @@ the benchmark's files: ratio 0.36 instead of 0.30), and a save is something a us
 Content that does not compress (images, archives, model files) is stored: the first block of
 each file is test-compressed and, if it shrinks by less than 5%, the file is stored as is — the
 biggest files are usually of that kind, and storing them costs next to nothing.
+
+The sandbox is walked with the fd-based file layer (`ghost.sandbox.fswalk.walk`): iteratively, each
+folder opened `O_NOFOLLOW` relative to its parent's fd, each file opened `O_NOFOLLOW | O_NONBLOCK`
+in its folder's fd and packed only if `fstat` says it is a regular file. Code in the sandbox
+swapping a folder for a link to `/etc` mid-save gets nothing from outside into the archive.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ghost.errors import LimitExceeded
+from ghost.errors import LimitExceeded, UnsafePath
+from ghost.sandbox import fs, fswalk
 from ghost.workspace.layout import IO_BLOCK, SANDBOX_DIR, SESSION_FILE, SKILLS_DIR, disk_space
 from ghost.workspace.tasks import StopFlag
 
@@ -69,11 +75,12 @@ class _CappedWriter:
         self.raw.flush()
 
 
-def build_archive(root: Path, tmp_dir: Path, session_json: bytes, cap: int, stop: StopFlag) -> BuiltArchive:
+def build_archive(root: Path, tmp_dir: Path, session_json: bytes, cap: int, stop: StopFlag,
+                  max_depth: int = fs.DEFAULT_MAX_DEPTH) -> BuiltArchive:
     out = tempfile.TemporaryFile(dir=tmp_dir)
     try:
         with disk_space("workspace archive"):  # buffered: a write, seek or flush may meet the full disk
-            files = _write_zip(_CappedWriter(out, cap), root, session_json, stop)
+            files = _write_zip(_CappedWriter(out, cap), root, session_json, stop, max_depth)
             out.flush()
         size = out.tell()
         out.seek(0)
@@ -84,48 +91,35 @@ def build_archive(root: Path, tmp_dir: Path, session_json: bytes, cap: int, stop
     return BuiltArchive(file=out, size=size, files=files)
 
 
-def _write_zip(target: _CappedWriter, root: Path, session_json: bytes, stop: StopFlag) -> int:
+def _write_zip(target: _CappedWriter, root: Path, session_json: bytes, stop: StopFlag, max_depth: int) -> int:
     files = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[call-overload]
         archive.writestr(_new_info(SESSION_FILE, time.time(), 0o644), session_json)
-        for arcname, path, is_dir in walk_workspace(root):
+        for arcname, node in walk_workspace(root, max_depth):
             stop.check()
-            if is_dir:
-                archive.writestr(_new_info(arcname + "/", _mtime(path), 0o755 | stat.S_IFDIR), b"")
+            if node.is_dir:
+                archive.writestr(_new_info(arcname + "/", node.info.st_mtime, 0o755 | stat.S_IFDIR), b"")
             else:
-                files += _add_file(archive, arcname, path, stop)
+                files += _add_file(archive, arcname, node, stop)
     return files
 
 
-def walk_workspace(root: Path) -> Iterator[tuple[str, Path, bool]]:
-    """(archive name, path, is folder) for every folder and regular file, links not followed.
+def walk_workspace(root: Path, max_depth: int = fs.DEFAULT_MAX_DEPTH) -> Iterator[tuple[str, fswalk.Node]]:
+    """(archive name, node) for every folder and regular file, links never followed.
 
     The skills folder `<root>/acquired_skills/**` goes under `acquired_skills/` (once, not also
-    under `sandbox/`); everything else under `sandbox/`.
+    under `sandbox/`); everything else under `sandbox/`. A node's fd is valid until the next one.
     """
-    for rel, path, is_dir in _walk(root, ()):
-        if rel[0] == SKILLS_DIR and (is_dir or len(rel) > 1):
-            yield "/".join(rel), path, is_dir
-        else:
-            yield "/".join((SANDBOX_DIR, *rel)), path, is_dir
-
-
-def _walk(folder: Path, rel: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Path, bool]]:
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as exc:
-        log.warning("workspace save: cannot list %s: %s", folder, exc.strerror)
-        return
-    for entry in entries:
-        if not _archivable_name(entry.name):
-            log.warning("workspace save: skipping %r (name is not valid UTF-8)", entry.path)
-            continue
-        path, here = Path(entry.path), (*rel, entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            yield here, path, True
-            yield from _walk(path, here)
-        elif entry.is_file(follow_symlinks=False):
-            yield here, path, False
+    with fs.open_root(root) as root_fd:
+        for node in fswalk.walk(root_fd, max_depth):
+            if not all(_archivable_name(part) for part in node.parts):
+                log.warning("workspace save: skipping %r (name is not valid UTF-8)", "/".join(node.parts))
+                continue
+            rel = node.parts
+            if rel[0] == SKILLS_DIR and (node.is_dir or len(rel) > 1):
+                yield "/".join(rel), node
+            else:
+                yield "/".join((SANDBOX_DIR, *rel)), node
         # Symlinks, FIFOs, sockets, devices: not part of an archive (a load would refuse them).
 
 
@@ -137,18 +131,16 @@ def _archivable_name(name: str) -> bool:
     return "\\" not in name
 
 
-def _add_file(archive: zipfile.ZipFile, arcname: str, path: Path, stop: StopFlag) -> int:
+def _add_file(archive: zipfile.ZipFile, arcname: str, node: fswalk.Node, stop: StopFlag) -> int:
     """Copy one file into the archive; 0 if it vanished or turned into something else meanwhile."""
     try:
-        # O_NONBLOCK: a FIFO swapped in after the walk must not hang the save on open.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        log.warning("workspace save: skipping %s: %s", path, exc.strerror)
+        # O_NOFOLLOW | O_NONBLOCK, then fstat: a link or FIFO swapped in after the walk is skipped.
+        fd = fs.open_regular(node.dir_fd, node.name)
+    except (OSError, UnsafePath) as exc:
+        log.warning("workspace save: skipping %s: %s", arcname, getattr(exc, "message", exc))
         return 0
     with open(fd, "rb", buffering=0) as source:
         info_stat = os.fstat(fd)
-        if not stat.S_ISREG(info_stat.st_mode):
-            return 0
         info = _new_info(arcname, info_stat.st_mtime, info_stat.st_mode)
         info.file_size = info_stat.st_size
         block = source.read(IO_BLOCK)
@@ -191,13 +183,6 @@ def _new_info(name: str, mtime: float, mode: int) -> zipfile.ZipInfo:
         info.compress_type = zipfile.ZIP_DEFLATED
         _set_level(info, COMPRESS_LEVEL)
     return info
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return os.lstat(path).st_mtime
-    except OSError:
-        return time.time()
 
 
 def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:

@@ -32,6 +32,7 @@ class WorkspaceGate:
         self._no_writer.set()
         self._no_readers = asyncio.Event()
         self._no_readers.set()
+        self._load_waiting = False
 
     @property
     def readers(self) -> int:
@@ -42,6 +43,11 @@ class WorkspaceGate:
     def exclusive_held(self) -> bool:
         """True while a load holds the gate or waits for it."""
         return self._writer
+
+    @property
+    def load_waiting(self) -> bool:
+        """True while a load has claimed the gate and waits for running turns to end."""
+        return self._load_waiting
 
     @asynccontextmanager
     async def turn(self, timeout: float | None = None) -> AsyncIterator[None]:
@@ -86,7 +92,11 @@ class WorkspaceGate:
                     await self._no_writer.wait()
                 self._claim_writer()
                 claimed = True
-                await self._no_readers.wait()
+                self._load_waiting = True
+                try:
+                    await self._no_readers.wait()
+                finally:
+                    self._load_waiting = False
         except TimeoutError:
             if claimed:
                 self._leave_exclusive()

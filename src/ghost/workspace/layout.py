@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ghost.errors import GhostError, InsufficientStorage
+from ghost.sandbox import fswalk
 
 log = logging.getLogger("ghost.workspace")
 
@@ -53,10 +53,7 @@ def reset_tmp_dir(sandbox_root: Path) -> None:
     """At start: empty the scratch space (left-overs of a killed process) and check the layout."""
     path = tmp_dir(sandbox_root)
     try:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
+        fswalk.remove_path(path)  # iterative: a killed load may have left a sandbox thousands of levels deep
         path.mkdir(mode=0o700)
     except OSError as exc:
         log.warning("workspace uploads and loads will fail: cannot prepare %s: %s", path, exc.strerror)

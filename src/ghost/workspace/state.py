@@ -66,6 +66,8 @@ def decode_session(raw: bytes) -> SessionState:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArchiveRejected(f"session.json is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # a document nested thousands of levels deep
+        raise ArchiveRejected("session.json is nested too deeply") from exc
     if not isinstance(document, dict):
         raise ArchiveRejected("session.json must hold a JSON object")
     history = document.get("chat_history", [])

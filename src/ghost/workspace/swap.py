@@ -10,44 +10,23 @@ renames (a brief window without the sandbox path, still undoable).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from pathlib import Path
 
+from ghost.sandbox import fs
+
 _AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_RENAME_EXCHANGE = 2
-
-
-def _load_renameat2():  # type: ignore[no-untyped-def]
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_renameat2 = _load_renameat2()
 
 
 def _renameat2_or_none(src: Path, dst: Path, flags: int) -> bool:
     """True if renameat2 did it; False if it is not available here (caller falls back)."""
-    if _renameat2 is None:
-        return False
-    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL):
-        return False
-    raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    return fs.renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, flags)
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
     """Rename, but never over something that exists (FileExistsError)."""
-    if _renameat2_or_none(src, dst, _RENAME_NOREPLACE):
+    if _renameat2_or_none(src, dst, fs.RENAME_NOREPLACE):
         return
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
@@ -56,7 +35,7 @@ def rename_noreplace(src: Path, dst: Path) -> None:
 
 def exchange(a: Path, b: Path) -> None:
     """Swap two paths atomically where the kernel allows, else with three renames."""
-    if _renameat2_or_none(a, b, _RENAME_EXCHANGE):
+    if _renameat2_or_none(a, b, fs.RENAME_EXCHANGE):
         return
     parked = a.with_name(a.name + ".ghost-swap")
     os.rename(a, parked)

@@ -3,6 +3,8 @@
 Two kinds of step: those that may stop half-way (building or unpacking an archive: they poll a
 stop flag and give up), and those that must never be abandoned half-way (swapping the workspace
 in, cleaning up): those run to the end even if the request that started them is cancelled.
+Both run on the sandbox file layer's own bounded pool (`ghost.sandbox.fspool.run`), not the event
+loop's default one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from ghost.sandbox import fspool
 
 T = TypeVar("T")
 
@@ -35,7 +39,7 @@ async def stoppable(fn: Callable[[StopFlag], T]) -> T:
     """Run `fn(stop)` in a thread; if this coroutine is cancelled, tell the thread to stop."""
     stop = StopFlag()
     try:
-        return await asyncio.to_thread(fn, stop)
+        return await fspool.run(fn, stop)
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -62,4 +66,4 @@ async def to_completion(work: Awaitable[T]) -> T:
 
 
 async def in_thread_to_completion(fn: Callable[..., T], *args: object) -> T:
-    return await to_completion(asyncio.to_thread(fn, *args))
+    return await to_completion(fspool.run(fn, *args))

@@ -2,14 +2,17 @@
 
 Upload: the multipart body streams into a temp file next to the sandbox (capped, never whole in
 memory); only a complete upload is renamed into place, so a failed, refused or oversized upload
-leaves nothing in the sandbox. Download: the file is checked (inside the sandbox after following
-every link, a regular file) and served by Starlette's FileResponse, which streams from a worker
-thread and answers range requests.
+leaves nothing in the sandbox. Both go through the fd-based file layer (`ghost.sandbox.fs`): the
+target folder is opened beneath the sandbox root without following links, and the upload is
+renamed into that folder's fd (or, across filesystems, copied into a random `O_EXCL` temp name
+there first). Download: the file is opened the same way, checked with `fstat` to be a regular
+file, and served from that open file (`OpenFileResponse`): Starlette's FileResponse, which
+streams in a worker thread and answers range requests, reading `/proc/self/fd/N` — the very
+file Ghost opened, whatever the sandbox renames meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import mimetypes
@@ -18,13 +21,15 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi.responses import FileResponse
 from starlette.requests import Request
 
 from ghost.errors import BadRequest, NotFound, UnsafePath
 from ghost.runtime import Runtime
-from ghost.sandbox.paths import relative_name, resolve_in_sandbox
+from ghost.sandbox import fs, fspool
+from ghost.sandbox.paths import split_relative
 from ghost.workspace.layout import require_tmp_dir
 from ghost.workspace.receive import content_type, receive_multipart
 from ghost.workspace.tasks import in_thread_to_completion
@@ -47,10 +52,10 @@ async def upload_file(runtime: Runtime, request: Request) -> Uploaded:
         name = target_name(folder, received.filename)
         # Shared hold: a workspace load must not swap the sandbox between the check and the rename.
         async with runtime.gate.turn():
-            target = await in_thread_to_completion(place_file, runtime.sandbox_root, name, received.path)
+            placed = await in_thread_to_completion(place_file, runtime.sandbox_root, name, received.path)
     finally:
         await in_thread_to_completion(_remove_quietly, received.path)
-    return Uploaded(filename=relative_name(runtime.sandbox_root, target), size=received.size)
+    return Uploaded(filename=placed, size=received.size)
 
 
 def target_name(folder: str, filename: str | None) -> str:
@@ -59,33 +64,38 @@ def target_name(folder: str, filename: str | None) -> str:
     return f"{folder.rstrip('/')}/{filename}" if folder.strip("/") else filename
 
 
-def place_file(root: Path, name: str, temp: Path) -> Path:
-    """Move the finished upload to `name` in the sandbox (UnsafePath for bad names)."""
-    target = resolve_in_sandbox(root, name)
+def place_file(root: Path, name: str, temp: Path) -> str:
+    """Move the finished upload to `name` in the sandbox; where it landed (UnsafePath for bad names)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():
-            raise BadRequest(f"'{name}' is a folder")
-        _move_into_place(temp, target)
+        with fs.parent_of(root, name, create=True) as (folder, file_name):
+            info = fs.lstat_at(folder, file_name)
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                raise BadRequest(f"'{name}' is a folder")
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                raise fs.through_link(name)
+            _move_into_place(temp, folder, file_name)
     except (NotADirectoryError, FileExistsError) as exc:
         raise BadRequest(f"cannot create '{name}': a file is in the way") from exc
-    return target
+    return "/".join(split_relative(name))
 
 
-def _move_into_place(temp: Path, target: Path) -> None:
+def _move_into_place(temp: Path, folder: int, name: str) -> None:
+    """Rename Ghost's temp file (outside the sandbox) to `name` in the folder's fd."""
     try:
-        os.replace(temp, target)
+        os.rename(temp, name, dst_dir_fd=folder)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        # The sandbox is on another filesystem than Ghost's temp space: copy beside the target,
-        # then rename, so the target still appears whole or not at all.
-        beside = target.with_name(f".{target.name}.ghost-upload")
+        # The sandbox is on another filesystem than Ghost's temp space: copy into a fresh temp
+        # file beside the target (random name, O_EXCL, never a link), then rename it over.
+        fd, beside = fs.create_temp(folder, f".{name[:200]}.ghost-upload-")
         try:
-            shutil.copyfile(temp, beside)
-            os.replace(beside, target)
-        finally:
-            beside.unlink(missing_ok=True)
+            with open(temp, "rb") as source, open(fd, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            os.rename(beside, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            fs.unlink_quietly(folder, beside)
+            raise
 
 
 def _remove_quietly(path: Path) -> None:
@@ -93,23 +103,40 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-async def download_response(runtime: Runtime, filename: str) -> FileResponse:
+class OpenFileResponse(FileResponse):
+    """FileResponse for a file Ghost already opened: reads it as /proc/self/fd/N, closes it after."""
+
+    def __init__(self, fd: int, info: os.stat_result, filename: str) -> None:
+        super().__init__(f"/proc/self/fd/{fd}", stat_result=info, filename=filename,
+                         media_type=_media_type(filename))
+        self.fd = fd
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self.fd)
+
+
+async def download_response(runtime: Runtime, filename: str) -> OpenFileResponse:
     """A streaming response for a sandbox file; 404 if it is not there (or not allowed), 400 for a folder."""
-    try:
-        path = resolve_in_sandbox(runtime.sandbox_root, filename)
-    except UnsafePath as exc:
-        # Malformed names get the same answer as missing files: nothing to probe.
-        raise NotFound(f"file '{filename}' not found") from exc
-    try:
-        info = await asyncio.to_thread(os.stat, path)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise NotFound(f"file '{filename}' not found") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise BadRequest(f"'{filename}' is a folder; download its files one by one, or save the workspace")
-    if not stat.S_ISREG(info.st_mode):
-        raise NotFound(f"file '{filename}' not found")
-    return FileResponse(path, stat_result=info, filename=path.name, media_type=_media_type(path))
+    fd, info = await fspool.run(open_for_download, runtime.sandbox_root, filename)
+    return OpenFileResponse(fd, info, split_relative(filename)[-1])
 
 
-def _media_type(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+def open_for_download(root: Path, filename: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of a regular file; NotFound for anything else, a link or a malformed name included."""
+    try:
+        with fs.parent_of(root, filename) as (folder, name):
+            info = fs.lstat_at(folder, name)
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                raise BadRequest(f"'{filename}' is a folder; download its files one by one, or save the workspace")
+            fd = fs.open_regular(folder, name, user_path=filename)
+    except (UnsafePath, OSError) as exc:
+        # Malformed names, links, FIFOs get the same answer as missing files: nothing to probe.
+        raise NotFound(f"file '{filename}' not found") from exc
+    return fd, os.fstat(fd)
+
+
+def _media_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

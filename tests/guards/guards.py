@@ -1,0 +1,263 @@
+"""The guards that `run.py` takes out one at a time, and the tests that must notice each removal.
+
+Each entry is one small edit to Ghost's source that removes or weakens one guard: the file (below
+`src/ghost/`), the exact original snippet (it must occur exactly once, or the run stops and says
+so), its replacement, and the pytest node ids that must fail without the guard.
+
+To add a guard: append a `Removal` to `GUARDS` next to its neighbours, e.g.
+
+    Removal("proxy: target check", "api/proxy.py",
+            old="<the exact lines that refuse a foreign target>", new="<the same lines, disarmed>",
+            tests=("tests/test_proxy.py::test_...",), why="forwards to any host the client names"),
+
+then `python tests/guards/run.py -k "target check"`; when it reports "noticed", run the whole check
+(`make guards`) and paste its table into docs/security.md. Keep the edit minimal (a condition made
+`False`, a flag left out) so that it removes this guard and nothing else.
+
+`PROOFS` is the same mechanism for behaviours that are not security guards: it breaks what each of
+the tests fixed in issue 17 checks, to show those tests can fail (`run.py --proofs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Removal:
+    name: str  # the guard, as the report names it
+    file: str  # below src/ghost/
+    old: str  # exact snippet, found exactly once
+    new: str  # what replaces it
+    tests: tuple[str, ...]  # pytest node ids that must fail without the guard
+    why: str = ""  # what the edit does, for the report
+
+
+PATHS = "tests/test_paths.py"
+ARCHIVE = "tests/test_workspace_archive.py"
+BAD_ARCHIVES = f"{ARCHIVE}::test_bad_archive_is_refused_and_the_workspace_is_unchanged"
+SANDBOX = "tests/test_sandbox.py"
+
+GUARDS: list[Removal] = [
+    # --- safe-path resolution (sandbox/paths.py) ----------------------------------------------------
+    Removal("paths: `..` refused", "sandbox/paths.py",
+            old='    if ".." in parts:\n', new='    if False:\n',
+            tests=(f"{PATHS}::test_dot_dot_is_refused_in_any_position",), why="`..` components accepted"),
+    Removal("paths: absolute and drive-letter paths refused", "sandbox/paths.py",
+            old='    if user_path.startswith("/") or _DRIVE.match(user_path):\n', new="    if False:\n",
+            tests=(f"{PATHS}::test_absolute_paths_and_drive_letters_are_refused",), why="absolute paths accepted"),
+    Removal("paths: backslashes refused", "sandbox/paths.py",
+            old='    if "\\\\" in user_path:\n', new="    if False:\n",
+            tests=(f"{PATHS}::test_backslashes_are_refused",), why="backslashes accepted"),
+    Removal("paths: NUL refused", "sandbox/paths.py",
+            old='    if "\\x00" in user_path:\n', new="    if False:\n",
+            tests=(f"{PATHS}::test_nul_bytes_are_refused",), why="NUL bytes accepted"),
+    Removal("paths: name length bounded", "sandbox/paths.py",
+            old="        if len(os.fsencode(part)) > MAX_NAME_BYTES:\n", new="        if False:\n",
+            tests=(f"{PATHS}::test_name_length_is_counted_in_bytes",), why="over-long names accepted"),
+    Removal("paths: every symlink on the way checked", "sandbox/paths.py",
+            old="        if not is_within(current, real_root):\n            return False\n",
+            new="        pass\n",
+            tests=(f"{PATHS}::test_link_to_the_parent_of_the_root_is_refused",
+                   f"{PATHS}::test_symlink_to_an_outside_directory_is_refused_at_any_depth"),
+            why="links met on the way not checked"),
+    # The final-location check alone cannot be noticed: with `..` and absolute paths refused, only
+    # a link can lead out, and every link on the way is checked already. It is defence in depth,
+    # so it is removed together with the per-link check here.
+    Removal("paths: symlinks resolved and checked (both checks)", "sandbox/paths.py",
+            old="        inside = (_links_stay_inside(real_root, parts if checked == candidate else parts[:-1])\n"
+                "                  and is_within(_real(checked), real_root))\n",
+            new="        inside = True\n",
+            tests=(f"{PATHS}::test_symlink_to_an_outside_directory_is_refused_at_any_depth",
+                   f"{PATHS}::test_a_chain_of_links_ending_outside_is_refused",
+                   f"{PATHS}::test_dangling_symlink_to_an_outside_path_is_refused"),
+            why="where links lead not checked at all"),
+    # --- auth (api/auth.py, config.py) --------------------------------------------------------------
+    Removal("auth: the key is checked", "api/auth.py",
+            old="    if any(matched):\n        return\n", new="    return\n",
+            tests=("tests/test_auth.py::test_authed_route_rejects_bad_credentials",), why="every request let in"),
+    Removal("auth: the key compare", "api/auth.py",
+            old='    return hmac.compare_digest(supplied.encode("latin-1", "replace"), expected.encode("utf-8"))\n',
+            new='    return bool(supplied)\n',
+            tests=("tests/test_auth.py::test_authed_route_rejects_bad_credentials",), why="any key matches"),
+    Removal("auth: no public bind with a weak key", "config.py",
+            old="        if weak_key and not self.bind_is_loopback() and not self.insecure:\n",
+            new="        if False:\n",
+            tests=("tests/test_auth.py::test_refuses_public_bind_with_weak_key",), why="public bind with the default key starts"),
+    # --- the workspace archive checks (workspace/zipcheck.py, workspace/stage.py) -------------------
+    Removal("zip: entry names follow the path rules", "workspace/zipcheck.py",
+            old="        parts = tuple(split_relative(name))\n",
+            new='        parts = tuple(p for p in name.split("/") if p not in ("", "."))\n',
+            tests=(BAD_ARCHIVES,), why="`../x`, `/etc/x`, backslash names accepted"),
+    Removal("zip: links and special files refused", "workspace/zipcheck.py",
+            old="    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):\n", new="    if False:\n",
+            tests=(BAD_ARCHIVES,), why="symlink and FIFO entries accepted"),
+    Removal("zip: encrypted entries refused", "workspace/zipcheck.py",
+            old="    if info.flag_bits & _ENCRYPTED:\n", new="    if False:\n",
+            tests=(BAD_ARCHIVES,), why="encrypted entries accepted"),
+    Removal("zip: duplicates and file/folder clashes refused", "workspace/zipcheck.py",
+            old="        if key in files or (not entry.is_dir and key in folders):\n", new="        if False:\n",
+            tests=(BAD_ARCHIVES,), why="a name twice accepted"),
+    Removal("zip: entry count from the central directory", "workspace/zipcheck.py",
+            old="        if count > max_entries:\n", new="        if False:\n",
+            tests=(BAD_ARCHIVES,), why="records not counted before zipfile parses them"),
+    Removal("zip: declared sizes capped", "workspace/zipcheck.py",
+            old="    if declared > limits.max_unpacked_bytes:\n", new="    if False:\n",
+            tests=(BAD_ARCHIVES,), why="declared size not checked before unpacking"),
+    # Not listed: counting the real unpacked bytes (workspace/stage.py `_Budget`). zipfile stops
+    # every entry at its declared size (and fails its CRC), and the declared sizes are capped
+    # above, so no archive can get past the declared-size check and then unpack more: the count
+    # is defence in depth that no test can tell apart while the check above is in place.
+    # --- the sandbox (sandbox/layout.py, env.py, supervise.py, rlimits.py) --------------------------
+    Removal("sandbox: own namespaces (--unshare-all)", "sandbox/layout.py",
+            old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-user", ',
+            tests=(f"{SANDBOX}::test_other_processes_are_invisible", f"{SANDBOX}::test_no_network_not_even_loopback"),
+            why="host PID, network, IPC namespaces shared"),
+    Removal("sandbox: no network", "sandbox/layout.py",
+            old="        if self.network:\n", new="        if True:\n",
+            tests=(f"{SANDBOX}::test_no_network_not_even_loopback",), why="`--share-net` always"),
+    Removal("sandbox: no capabilities", "sandbox/layout.py",
+            old='"--new-session", "--cap-drop", "ALL", ', new='"--new-session", ',
+            tests=(f"{SANDBOX}::test_no_capabilities_and_no_new_user_namespaces",), why="capabilities kept"),
+    Removal("sandbox: system mounted read-only", "sandbox/layout.py",
+            old='            args += ["--ro-bind", str(source), target]\n',
+            new='            args += ["--bind", str(source), target]\n',
+            tests=(f"{SANDBOX}::test_writing_outside_the_sandbox_fails",), why="system folders writable"),
+    Removal("sandbox: its root read-only", "sandbox/layout.py",
+            old='"--remount-ro", "/", "--clearenv"]', new='"--clearenv"]',
+            tests=(f"{SANDBOX}::test_writing_outside_the_sandbox_fails",), why="`/` of the sandbox writable"),
+    Removal("sandbox: environment cleared", "sandbox/layout.py",
+            old='"--remount-ro", "/", "--clearenv"]', new='"--remount-ro", "/"]',
+            tests=(f"{SANDBOX}::test_ghost_key_and_settings_do_not_reach_the_environment",),
+            why="Ghost's environment inherited"),
+    Removal("sandbox: Ghost's home masked", "sandbox/layout.py",
+            old='        return [*self._if_known("--size", "4096"), "--tmpfs", str(hidden)] if mounted_over else []\n',
+            new="        return []\n",
+            tests=(f"{SANDBOX}::test_ghost_home_under_a_mounted_directory_is_masked",),
+            why="a home under a mounted folder visible"),
+    Removal("sandbox: Ghost's home never mounted", "sandbox/layout.py",
+            old='        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            tests=(f"{SANDBOX}::test_ghosts_database_is_not_visible",
+                   "tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox"),
+            why="the home mounted read-only at its host path"),
+    Removal("sandbox: dies with Ghost", "sandbox/layout.py",
+            old='"--disable-userns"), "--die-with-parent",', new='"--disable-userns"),',
+            tests=("tests/test_sandbox_server.py::test_sandboxes_die_with_ghost",),
+            why="`--die-with-parent` left out"),
+    Removal("sandbox: output cut", "sandbox/supervise.py",
+            old="        self.stdout = CappedBuffer(self.limits.output_bytes)\n",
+            new="        self.stdout = CappedBuffer(1 << 40)\n",
+            tests=(f"{SANDBOX}::test_long_output_keeps_head_and_tail",), why="stdout kept whole"),
+    Removal("sandbox: output flood killed", "sandbox/supervise.py",
+            old="        if self.stdout.total + self.stderr.total >= self.limits.output_kill_bytes:\n",
+            new="        if False:\n",
+            tests=(f"{SANDBOX}::test_100_mb_of_stdout_is_cut_and_the_flood_killed",), why="a flood runs on"),
+    Removal("sandbox: wall-clock limit", "sandbox/supervise.py",
+            old="    done, _ = await asyncio.wait({exited, flooded}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)\n",
+            new="    done, _ = await asyncio.wait({exited, flooded}, timeout=None, return_when=asyncio.FIRST_COMPLETED)\n",
+            tests=(f"{SANDBOX}::test_infinite_loop_is_killed_at_the_timeout",), why="no timeout"),
+    Removal("sandbox: memory limit", "sandbox/rlimits.py",
+            old="        (resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes)),\n", new="",
+            tests=(f"{SANDBOX}::test_memory_hog_gets_memory_error",), why="RLIMIT_AS not set"),
+    Removal("sandbox: file size limit", "sandbox/rlimits.py",
+            old="        (resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)),\n", new="",
+            tests=(f"{SANDBOX}::test_file_size_limit",), why="RLIMIT_FSIZE not set"),
+    Removal("sandbox: CPU limit", "sandbox/rlimits.py",
+            old="        (resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1)),\n", new="",
+            tests=(f"{SANDBOX}::test_cpu_limit",), why="RLIMIT_CPU not set"),
+    Removal("sandbox: open-files limit", "sandbox/rlimits.py",
+            old="        (resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files)),\n", new="",
+            tests=("tests/test_settings_e2e.py::test_sandbox_max_open_files_bounds_a_run",), why="RLIMIT_NOFILE not set"),
+    # --- HTTP boundary (api/middleware.py, api/proxy.py) --------------------------------------------
+    Removal("body limit: declared length", "api/middleware.py",
+            old="        if declared is not None and declared > limit:\n", new="        if False:\n",
+            tests=("tests/test_body_limits.py::test_declared_length_over_the_limit_is_413_before_the_body",),
+            why="a declared over-long body is read until the count trips"),
+    Removal("body limit: streamed bytes", "api/middleware.py",
+            old="            if seen > limit:\n", new="            if False:\n",
+            tests=("tests/test_errors.py::test_json_body_over_the_limit_is_413_declared_or_chunked",
+                   "tests/test_proxy.py::test_chunked_body_far_over_the_limit_is_413"),
+            why="a chunked body is read whole"),
+    Removal("body limit: uploads", "workspace/receive.py",
+            old="        if self.size > self.cap:\n", new="        if False:\n",
+            tests=("tests/test_upload.py::test_upload_at_the_cap_passes_and_one_byte_more_is_413_leaving_nothing",),
+            why="uploads not capped"),
+    Removal("size limit: workspace save", "workspace/build.py",
+            old="        if self.raw.tell() + len(data) > self.cap:\n", new="        if False:\n",
+            tests=(f"{ARCHIVE}::test_save_over_the_cap_is_413_and_leaves_no_temp_file",), why="archives not capped"),
+    Removal("proxy: the client's key never forwarded", "api/proxy.py",
+            old='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}',
+            new='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-request-id", b"expect"}',
+            tests=("tests/test_proxy.py::test_ghost_key_is_never_forwarded",), why="X-Ghost-Key and Authorization forwarded"),
+    Removal("proxy: only ever the upstream", "api/proxy.py",
+            old='        return URL(self.base + target.decode("latin-1"), encoded=True)\n',
+            new='        return URL(__import__("urllib.parse").parse.urljoin(self.base + "/", target.decode("latin-1")), '
+                'encoded=True)\n',
+            tests=("tests/test_proxy_target.py::test_nothing_reaches_another_host",),
+            why="the target joined to the base as urljoin does (`//host/x` names another host)"),
+    # --- a misbehaving model (tools/registry.py, agent/turn.py) -------------------------------------
+    Removal("model: tool results bounded", "tools/registry.py",
+            old="        if len(result.content) <= limit:\n", new="        if True:\n",
+            tests=("tests/test_tools.py::test_results_are_bounded",), why="results passed whole"),
+    Removal("model: tool rounds bounded", "agent/turn.py",
+            old="        limit = self.options.max_tool_rounds\n", new="        limit = self.options.max_tool_rounds + 5\n",
+            tests=("tests/test_agent_turn.py::test_round_limit_stops_a_model_that_never_stops",),
+            why="five rounds more than allowed"),
+]
+
+
+PROOFS: list[Removal] = [
+    Removal("sandbox probe: Ghost's home visible", "sandbox/layout.py",
+            old='        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
+            why="the home mounted read-only at its host path"),
+    Removal("sandbox probe: other processes visible", "sandbox/layout.py",
+            old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-user", "--unshare-net", ',
+            tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
+            why="the host's PID namespace shared: Ghost's command line (with its key) readable"),
+    Removal("disconnect: execute never starts the process", "tools/execute.py",
+            old='        result = await self.executor.run([interpreter, "-c", code])\n',
+            new='        result = await self.executor.run([interpreter, "-c", "true"])\n',
+            tests=("tests/test_agent_turn.py::test_disconnect_kills_a_long_execute",),
+            why="the process the test waits to see killed is never started"),
+    Removal("disconnect: the turn runs on after the client left", "agent/service.py",
+            old="        turn = await _cancel_on_disconnect(request, _collect(first, events, info.show_activity))\n",
+            new="        turn = await _collect(first, events, info.show_activity)\n",
+            tests=("tests/test_agent_turn.py::test_disconnect_kills_a_long_execute",),
+            why="a non-streamed turn is not cancelled when its client hangs up"),
+    Removal("load: the sandbox swapped file by file", "workspace/archive.py",
+            old="        journal.exchange(live, staged.sandbox)\n",
+            new="        shutil.rmtree(live); os.rename(staged.sandbox, live)\n",
+            tests=("tests/test_faults.py::test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace[swapping]",),
+            why="old sandbox deleted, then the new one renamed in"),
+    Removal("load: unpacked straight into the live sandbox", "workspace/archive.py",
+            old='    stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=scratch))\n',
+            new='    stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=runtime.sandbox_root))\n',
+            tests=("tests/test_faults.py::test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace[unpacking]",),
+            why="staging inside the live sandbox"),
+    Removal("chat: turns serialised", "agent/service.py",
+            old="        async with self.limiter.slot(), self._workspace_turn():\n",
+            new='        async with self.runtime.extras.setdefault("serial", __import__("asyncio").Lock()), '
+                "self.limiter.slot(), self._workspace_turn():\n",
+            tests=("tests/test_chat.py::test_concurrent_turns_are_independent",), why="one turn at a time"),
+    Removal("chat: the stream held back until the turn ends", "agent/service.py",
+            old="    try:\n        if data := b\"\".join(map(encode, first)):\n",
+            new="    try:\n        first = first + [event async for batch in batches for event in batch]\n"
+                "        if data := b\"\".join(map(encode, first)):\n",
+            tests=("tests/test_chat.py::test_first_chunk_arrives_before_upstream_finishes",),
+            why="all events collected before the first byte"),
+    Removal("shutdown: no grace for running turns", "cli.py",
+            old="timeout_graceful_shutdown=settings.shutdown_grace_seconds)",
+            new="timeout_graceful_shutdown=0.01)",
+            tests=("tests/test_shutdown.py::test_sigterm_lets_a_running_turn_finish",), why="turns cut at SIGTERM"),
+    Removal("load: does not wait for running turns", "workspace/gate.py",
+            old="                    await self._no_readers.wait()\n", new="                    pass\n",
+            tests=("tests/test_workspace_turns.py::test_load_waits_for_a_running_turn_then_swaps",),
+            why="the load swaps under a running turn"),
+    Removal("save: the archive built on the event loop", "workspace/tasks.py",
+            old="        return await asyncio.to_thread(fn, stop)\n", new="        return fn(stop)\n",
+            tests=(f"{ARCHIVE}::test_the_event_loop_stays_free_while_a_large_save_runs",),
+            why="blocking work on the loop"),
+]
