@@ -25,6 +25,8 @@ from ghost.config import Settings
 from ghost.keyfile import with_resolved_key
 from ghost.llm.client import make_http_client
 from ghost.llm.embedded import start_embedded_model
+from ghost.mcp import endpoint as mcp_endpoint
+from ghost.mcp.setup import start_mcp
 from ghost.runtime import Runtime
 from ghost.sandbox import fspool
 from ghost.store.db import Database
@@ -62,9 +64,10 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     stack.callback(fspool.stop_pool)
     await fspool.run(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
     # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    await start_tools(runtime, stack)
+    registry = await start_tools(runtime, stack)
     if not runtime.upstream_url:  # after the tools: its self-test sends their schemas
         await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
+    await start_mcp(runtime, stack, registry)  # waits at most --mcp-start-timeout for the servers
     upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
     if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
         runtime.extras[proxy.POOL_KEY] = pool
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
     for router in ROUTERS:
         app.include_router(router)
     app.state.own_paths = own_paths()
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
     app.state.body_limit_overrides.update(workspace.body_limits(settings))
     app.state.body_limit_overrides.update(unauthenticated_body_limits(settings))
+    app.state.body_limit_overrides[mcp_endpoint.PATH] = settings.max_request_bytes
     app.add_middleware(
         CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),

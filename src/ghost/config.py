@@ -277,6 +277,33 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds the skill scan after a start or workspace load may take; "
         "past it the load still stands and the skills found so far are kept.")
 
+    # --- MCP servers (ghost.mcp; see docs/mcp.md) -----------------------------------------
+    mcp_config: Path | None = Field(
+        None, description="JSON file of MCP servers ({\"mcpServers\": {...}}), re-read when it changes "
+        "or on SIGHUP. Default: <home>/mcp.json.")
+    mcp_start_timeout: float = Field(
+        30.0, gt=0, description="Seconds an MCP server may take to start, initialise and list its "
+        "tools; Ghost's start waits at most this long for all of them together.")
+    mcp_call_timeout: float = Field(
+        60.0, gt=0, description="Seconds one MCP tool call may take; then it is cancelled on the server.")
+    mcp_max_concurrent_calls: int = Field(
+        4, ge=1, description="Calls to one MCP server at once; more wait their turn (within the call timeout).")
+    mcp_restart_backoff: float = Field(
+        1.0, gt=0, description="Seconds before restarting an MCP server that died or failed to start; "
+        "doubles after each quick failure.")
+    mcp_restart_backoff_max: float = Field(
+        60.0, gt=0, description="Longest wait between restarts of an MCP server.")
+    mcp_ping_interval: float = Field(
+        30.0, gt=0, description="Seconds between liveness checks of an HTTP MCP server (a tools/list, which also picks up changed tools).")
+    mcp_reload_interval: float = Field(
+        2.0, gt=0, description="Seconds between checks of the MCP config file for changes.")
+    mcp_message_max_bytes: int = Field(
+        4 * MB, ge=64 * 1024, description="Largest message an MCP server may send; a stdio server "
+        "that sends a larger one is restarted.")
+    mcp_max_tools: int = Field(128, ge=1, description="Tools taken from one MCP server at most.")
+    mcp_tool_schema_max_chars: int = Field(
+        16_000, ge=256, description="Largest input schema (as JSON) of an MCP tool; larger tools are skipped.")
+
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
         None, description="The agent's working directory. Default: <home>/sandbox."
@@ -306,6 +333,10 @@ class Settings(BaseSettings):
     @property
     def sandbox_path(self) -> Path:
         return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
+
+    @property
+    def mcp_config_path(self) -> Path:
+        return (self.mcp_config or self.home / "mcp.json").expanduser().resolve()
 
     @property
     def database_path(self) -> Path:

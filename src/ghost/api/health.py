@@ -13,6 +13,7 @@ from ghost.agent.context_services import context_info
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
+from ghost.mcp.setup import MCP_KEY
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -54,4 +55,5 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
         "workspace_load_waiting": runtime.gate.load_waiting,
         "event_loop_lag": runtime.loop_lag.report(),
         "context_window": context_info(runtime),
+        "mcp": mcp.info() if (mcp := runtime.extras.get(MCP_KEY)) is not None else None,
     }

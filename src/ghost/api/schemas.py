@@ -410,6 +410,23 @@ class UpstreamProbe(BaseModel):
     error: str | None = None
 
 
+class McpServerHealth(BaseModel):
+    name: str
+    transport: Literal["stdio", "http"]
+    state: Literal["starting", "ready", "down", "stopped"]
+    tools: int
+    tool_names: list[str]
+    restarts: int
+    error: str = Field(description="Why it is down, or why it went down last.")
+
+
+class McpHealth(BaseModel):
+    config: str = Field(description="The MCP config file in use.")
+    config_error: str
+    skipped: dict[str, str] = Field(description="Entries not used, and why.")
+    servers: list[McpServerHealth]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
@@ -428,6 +445,7 @@ class Health(BaseModel):
         description="True while a workspace load waits for running turns to end.")
     event_loop_lag: dict[str, float]
     context_window: dict[str, Any] | None = None  # tokens, where the number came from, how tokens are counted
+    mcp: McpHealth | None = Field(None, description="The configured MCP servers (null until started).")
 
 
 # --- sessions and workspace -----------------------------------------------------------------------------
