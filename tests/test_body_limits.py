@@ -37,4 +37,5 @@ def headers_only(ghost: GhostServer, path: str) -> bytes:
 def test_declared_length_over_the_limit_is_413_before_the_body(path: str, small_proxy_limit: GhostServer) -> None:
     reply = headers_only(small_proxy_limit, path)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert b"request_too_large" in reply
+    # Ollama's routes answer in Ollama's shape, without a type; the message names the limit.
+    assert b"request_too_large" in reply or (path.startswith("/api/") and b"request body larger than" in reply)

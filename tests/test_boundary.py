@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
@@ -49,8 +50,13 @@ ROUTES = [
 
 
 def assert_error(response: httpx.Response, status: int, error_type: str | None = None) -> dict:
+    """The error in the shape the route's clients read: Ollama's `{"error": "..."}` on Ollama
+    routes (which carries no type), Ghost's `{"error": {"message", "type"}}` everywhere else."""
     assert response.status_code == status, (response.status_code, response.text[:500])
     error = response.json()["error"]
+    if is_ollama_path(response.request.url.path):
+        assert isinstance(error, str) and error, error
+        return {"message": error}
     assert isinstance(error["message"], str) and error["message"]
     if error_type:
         assert error["type"] == error_type, error
@@ -592,7 +598,8 @@ def fill(path: Path) -> None:
 
 
 def test_turn_on_a_full_disk_still_delivers_its_reply(small_disk: Path, rogue: FakeUpstream, tmp_path: Path) -> None:
-    server = GhostServer("--upstream-url", rogue.url, home=small_disk / "home")
+    # A window wide enough for the 3 MB question: this test is about the disk, not the window.
+    server = GhostServer("--upstream-url", rogue.url, "--context-window", str(10**8), home=small_disk / "home")
     server.log_path = tmp_path / "server.log"  # the log must not live on the disk we fill
     with server:
         rogue.reset()
@@ -634,11 +641,12 @@ def test_sqlite_disk_full_is_insufficient_storage(small_disk: Path) -> None:
     fill(small_disk / "filler")
     with pytest.raises(InsufficientStorage):
         with transaction(conn) as c:
-            c.execute("INSERT INTO history VALUES ('x', ?, 0)", ("z" * (4 * 2**20),))
+            c.execute("INSERT INTO history (session_id, messages, updated_at) VALUES ('x', ?, 0)",
+                      ("z" * (4 * 2**20),))
     assert not conn.in_transaction  # nothing left open for the next writer
     (small_disk / "filler").unlink()
     with transaction(conn) as c:
-        c.execute("INSERT INTO history VALUES ('y', '[]', 0)")
+        c.execute("INSERT INTO history (session_id, messages, updated_at) VALUES ('y', '[]', 0)")
     conn.close()
 
 
