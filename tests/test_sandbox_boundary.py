@@ -330,6 +330,10 @@ def test_bad_sidecars_written_by_the_model_are_skipped_not_fatal(server: GhostSe
     # A workspace load (of an archive with nothing new) re-scans the live skills folder.
     assert load(server, workspace_zip({"sandbox/x.txt": "x"})).status_code == 200
     assert skipped_names(server) == {f"{name}.json" for name in BAD_SIDECARS} | {"fifo.json"}
+    reasons = {entry["name"]: entry["reason"] for entry in health(server)["skills"]["skipped"]}
+    # Refused by the checks made before parsing (a clear reason), not by what parsing ran into.
+    assert "nested deeper than" in reasons["deep.json"] and "nested deeper than" in reasons["deepobj.json"]
+    assert "larger than" in reasons["huge.json"], reasons
     assert health(server)["skills"]["loaded"] == 1
     assert "good" in tool(server, upstream, "good")
 
