@@ -31,6 +31,11 @@ class Removal:
     new: str  # what replaces it
     tests: tuple[str, ...]  # pytest node ids that must fail without the guard
     why: str = ""  # what the edit does, for the report
+    # Further edits (file, old, new) made together with this one, for a guard kept in two places
+    also: tuple[tuple[str, str, str], ...] = ()
+
+    def edits(self) -> list[tuple[str, str, str]]:
+        return [(self.file, self.old, self.new), *self.also]
 
 
 PATHS = "tests/test_paths.py"
@@ -175,10 +180,15 @@ GUARDS: list[Removal] = [
     Removal("sandbox: its root read-only", "sandbox/layout.py",
             old='"--remount-ro", "/", "--clearenv"]', new='"--clearenv"]',
             tests=(f"{SANDBOX}::test_writing_outside_the_sandbox_fails",), why="`/` of the sandbox writable"),
-    Removal("sandbox: environment cleared", "sandbox/layout.py",
+    # One guard kept in two places: bubblewrap is started with an environment of PATH alone
+    # (launch.py), and clears even that for the sandbox (--clearenv). Either alone keeps Ghost's
+    # environment out, so the entry removes both.
+    Removal("sandbox: the sandbox gets no environment of Ghost's", "sandbox/layout.py",
             old='"--remount-ro", "/", "--clearenv"]', new='"--remount-ro", "/"]',
+            also=(("sandbox/launch.py", 'start_new_session=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")',
+                   'start_new_session=True, cwd="/")'),),
             tests=(f"{SANDBOX}::test_ghost_key_and_settings_do_not_reach_the_environment",),
-            why="Ghost's environment inherited"),
+            why="`--clearenv` left out and bubblewrap started with Ghost's environment"),
     Removal("sandbox: Ghost's home masked", "sandbox/layout.py",
             old='        return [*self._if_known("--size", "4096"), "--tmpfs", str(hidden)] if mounted_over else []\n',
             new="        return []\n",

@@ -128,8 +128,13 @@ def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits
 
 
 async def _checked(executor: Executor) -> Executor:
-    result = await executor.run([executor.python, "-c", "print('ok')"])
+    try:
+        result = await executor.run([executor.python, "-c", "print('ok')"])
+    except BaseException:
+        await executor.aclose()  # nothing of a backend that cannot run is left behind
+        raise
     if result.exit_code != 0 or result.stdout.strip() != "ok":
+        await executor.aclose()
         raise SandboxError(f"the {executor.name} backend cannot run Python: exit {result.exit_code}, "
                            f"{(result.stderr or result.stdout).strip()[:500]}")
     if not executor.isolated:
