@@ -68,7 +68,7 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
     the bubblewrap backend's sandbox started ahead of time (for measuring a cold start)."""
     limits = Limits.from_settings(settings)
     python = await find_python(settings.sandbox_python)
-    cgroups = await asyncio.to_thread(_cgroups)
+    cgroups = await asyncio.to_thread(_cgroups) if not settings.sandbox_no_pids_cgroup else None
     if settings.sandbox_backend in ("auto", "bwrap"):
         try:
             return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
