@@ -14,7 +14,7 @@ test: install
 
 # Every benchmark, one after another; each prints its own table and a VERDICT line per target
 # (see docs/benchmarks.md). All run; the exit status is non-zero if any missed a target.
-BENCHES := proxy stream sandbox workspace embedded load
+BENCHES := proxy stream sandbox workspace embedded load context mcp
 bench: install
 	@status=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || status=1; done; exit $$status
 
@@ -43,3 +43,15 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
+
+# The browser suite (docs/open-webui.md): Open WebUI + Playwright in their own venv, Chromium from
+# Debian. Not part of `make test` or CI: Open WebUI's install is ~7.5 GB and took 45 minutes here.
+E2E_VENV ?= .e2e/venv
+.PHONY: e2e
+e2e: install
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(E2E_VENV)/bin/python || $(PYTHON) -m venv $(E2E_VENV)
+	$(E2E_VENV)/bin/python -m pip install -q -r e2e/requirements.txt
+	cd e2e && GHOST_PYTHON=$(abspath $(BIN))/python $(abspath $(E2E_VENV))/bin/python -m pytest -x -q -p no:cacheprovider $(E2E_ARGS)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
@@ -24,6 +25,9 @@ AUTHED_ROUTES = [
     ("POST", "/api/chat", CHAT),
     ("POST", "/api/generate", {"model": "fake-model", "prompt": "hi", "stream": False}),
     ("GET", "/api/sessions", None),
+    ("POST", "/api/embed", {"model": "fake-model", "input": "hi"}),
+    ("POST", "/api/embeddings", {"model": "fake-model", "prompt": "hi"}),
+    ("POST", "/api/pull", {"model": "fake-model"}),
     ("POST", "/echo/proxied", {"via": "catch-all proxy"}),
     ("PUT", "/echo/any/method?q=1", None),
 ]
@@ -34,6 +38,7 @@ OPEN_ROUTES = [
     ("GET", "/api/version", None),
     ("POST", "/api/show", {}),
     ("GET", "/api/tags", None),
+    ("GET", "/api/ps", None),
 ]
 
 BAD_CREDENTIALS = {
@@ -62,6 +67,9 @@ def assert_error(response: httpx.Response, status: int, error_type: str) -> None
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
+    if is_ollama_path(response.request.url.path):  # Ollama's routes: Ollama's `{"error": "..."}`
+        assert isinstance(error, str) and error
+        return
     assert error["type"] == error_type
     assert isinstance(error["message"], str) and error["message"]
 
@@ -112,7 +120,7 @@ def keyless(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.mark.parametrize("method,path,body", AUTHED_ROUTES)
-def test_empty_key_disables_auth(keyless: GhostServer, method: str, path: str, body: object) -> None:
+def test_no_auth_flag_disables_auth(keyless: GhostServer, method: str, path: str, body: object) -> None:
     with httpx.Client(base_url=keyless.url, timeout=30) as http:
         assert call(http, method, path, body, {}).status_code == 200
         assert call(http, method, path, body, {"X-Ghost-Key": "anything"}).status_code == 200
@@ -136,8 +144,8 @@ def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("key_args", [[], ["--api-key", ""], ["--api-key", "ghost-secret-123"]],
-                         ids=["default key", "empty key", "default key spelled out"])
+@pytest.mark.parametrize("key_args", [["--no-auth"], ["--api-key", "short-key"], ["--api-key", "ghost-secret-123"]],
+                         ids=["no auth", "short key", "the seed's public key"])
 def test_refuses_public_bind_with_weak_key(tmp_path: Path, key_args: list[str]) -> None:
     result = serve(tmp_path, "--host", "0.0.0.0", *key_args)
     assert result.returncode != 0
@@ -147,14 +155,14 @@ def test_refuses_public_bind_with_weak_key(tmp_path: Path, key_args: list[str]) 
 
 def test_weak_key_from_environment_is_refused_too(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "ghost", "serve", "--port", str(free_port()), "--home", str(tmp_path)]
-    env = clean_env({"GHOST_HOST": "0.0.0.0", "GHOST_API_KEY": ""})
+    env = clean_env({"GHOST_HOST": "0.0.0.0", "GHOST_API_KEY": "ghost-secret-123"})
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "refusing to bind 0.0.0.0 with empty API key" in result.stderr
+    assert "refusing to bind 0.0.0.0 with the public default API key" in result.stderr
 
 
 def test_insecure_public_bind_starts_and_warns(tmp_path: Path) -> None:
-    with GhostServer("--host", "0.0.0.0", "--insecure", api_key=None, home=tmp_path) as server:
+    with GhostServer("--host", "0.0.0.0", "--insecure", api_key="ghost-secret-123", home=tmp_path) as server:
         assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": "ghost-secret-123"}).status_code == 200
         assert httpx.get(server.url + "/v1/models").status_code == 401
         assert "WARNING" in server.log() and "INSECURE" in server.log()
@@ -166,7 +174,10 @@ def test_public_bind_with_strong_key_starts_quietly(tmp_path: Path) -> None:
         assert "INSECURE" not in server.log()
 
 
-def test_loopback_bind_with_default_key_is_allowed(tmp_path: Path) -> None:
+def test_loopback_bind_without_a_key_uses_the_generated_one(tmp_path: Path) -> None:
     with GhostServer(api_key=None, home=tmp_path) as server:
-        assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": "ghost-secret-123"}).status_code == 200
+        key = server.generated_key()
+        assert key and len(key) >= 32
+        assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": key}).status_code == 200
+        assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": "ghost-secret-123"}).status_code == 401
         assert "INSECURE" not in server.log()

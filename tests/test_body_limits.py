@@ -22,7 +22,7 @@ def small_proxy_limit(upstream, tmp_path_factory: pytest.TempPathFactory):  # ty
 def headers_only(ghost: GhostServer, path: str) -> bytes:
     """Send a request's headers declaring TOO_LONG bytes, none of the body; what comes back."""
     with socket.create_connection(("127.0.0.1", ghost.port), timeout=20) as conn:
-        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: ghost\r\nX-Ghost-Key: {ghost.api_key}\r\n"
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {ghost.api_key}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {TOO_LONG}\r\n\r\n".encode())
         reply = b""
         try:  # the timeout is a hang guard only: without the check Ghost waits for the body

@@ -44,7 +44,8 @@ def test_help_shows_the_real_defaults(help_text: str) -> None:
     assert "default: 127.0.0.1" in help_text or "default: '127.0.0.1'" in help_text
     assert "default: 11435" in help_text
     assert "default: 300.0" in help_text
-    assert "ghost-secret-123" in help_text
+    assert "ghost-secret-123" in help_text  # named as a weak key, no longer the default
+    assert "generated at first start" in help_text
     assert "'None'" not in help_text  # an unset default reads as such, not as a Python repr
 
 

@@ -40,7 +40,7 @@ def content(server: GhostServer) -> bytes:
 
 def raw_get(server: GhostServer, target: str) -> int:
     """Status of a GET sent byte for byte, with no client-side path clean-up."""
-    request = f"GET {target} HTTP/1.1\r\nHost: x\r\nX-Ghost-Key: {server.api_key}\r\nConnection: close\r\n\r\n"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {server.api_key}\r\nConnection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request.encode())
         return int(sock.recv(100).split()[1])

@@ -152,12 +152,12 @@ def test_the_model_server_loaded_the_model_without_extra_buffers(ghost: GhostSer
 
 def test_model_lists_name_the_served_model(ghost: GhostServer) -> None:
     tags = httpx.get(f"{ghost.url}/api/tags", timeout=10).json()["models"]
-    assert [t["name"] for t in tags] == [MODEL]
+    assert [t["name"] for t in tags] == [MODEL, f"{MODEL}-plain"]
     assert tags[0]["size"] == bundled_model_file().stat().st_size
     assert tags[0]["details"]["parameter_size"] == "134.52M"
     assert tags[0]["details"]["quantization_level"] == "Q4_1"
     models = httpx.get(f"{ghost.url}/v1/models", headers=ghost.headers, timeout=10).json()["data"]
-    assert [m["id"] for m in models] == [MODEL]
+    assert [m["id"] for m in models] == [MODEL, f"{MODEL}-plain"]
     show = httpx.post(f"{ghost.url}/api/show", json={"model": MODEL}, timeout=10).json()
     assert show["details"]["family"] == "llama"
     assert show["model_info"]["general.basename"] == MODEL

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.app import create_app
 from ghost.config import Settings
@@ -28,6 +29,11 @@ def assert_error(response: httpx.Response, status: int, error_type: str | None =
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json"), response.headers
     assert "Traceback" not in response.text and "<html" not in response.text.lower()
+    assert FRESH_ID.fullmatch(response.headers["x-request-id"])
+    if is_ollama_path(response.request.url.path):  # Ollama's routes answer Ollama's shape, same status
+        body = response.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+        return {"message": body["error"]}
     error = response.json()["error"]
     assert set(error) == {"message", "type"}
     assert isinstance(error["message"], str) and error["message"]
@@ -216,11 +222,11 @@ def test_wrong_method_on_a_ghost_route_is_405_even_without_a_key(anon: httpx.Cli
 
 
 def test_unexpected_exception_is_500_without_details(inproc: httpx.Client) -> None:
-    response = inproc.get("/_test/boom", headers={"Origin": "http://ui.example"})
+    response = inproc.get("/_test/boom", headers={"Origin": LOCAL_ORIGIN})
     error = assert_error(response, 500, "internal_error")
     assert "secret internal detail" not in response.text
     assert response.headers["x-request-id"] in error["message"]  # so a user can quote it
-    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["access-control-allow-origin"] == LOCAL_ORIGIN
 
 
 def test_failure_after_the_response_started_aborts_the_connection(inproc: httpx.Client) -> None:
@@ -233,14 +239,18 @@ def test_failure_after_the_response_started_aborts_the_connection(inproc: httpx.
 # --- CORS ------------------------------------------------------------------------------------------
 
 
+LOCAL_ORIGIN = "http://localhost:3000"  # a page on this machine: allowed by default
+FOREIGN_ORIGIN = "http://ui.example"  # any other page: refused (see tests/test_boundary.py)
+
+
 def test_cors_preflight(anon: httpx.Client) -> None:
     response = anon.options("/v1/chat/completions", headers={
-        "Origin": "http://ui.example",
+        "Origin": LOCAL_ORIGIN,
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, x-ghost-key, content-type",
     })
     assert response.status_code == 200
-    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["access-control-allow-origin"] == LOCAL_ORIGIN
     allowed = response.headers["access-control-allow-headers"].lower()
     assert "x-ghost-key" in allowed and "authorization" in allowed
     assert "POST" in response.headers["access-control-allow-methods"]
@@ -250,16 +260,25 @@ def test_cors_preflight(anon: httpx.Client) -> None:
 
 @pytest.mark.parametrize("path,status", [("/api/version", 200), ("/v1/models", 401), ("/echo/cors", 401)])
 def test_cors_headers_and_exposed_request_id(anon: httpx.Client, path: str, status: int) -> None:
-    response = anon.get(path, headers={"Origin": "http://ui.example"})
+    response = anon.get(path, headers={"Origin": LOCAL_ORIGIN})
     assert response.status_code == status
-    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["access-control-allow-origin"] == LOCAL_ORIGIN
     assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
 
 
 def test_cors_on_proxied_reply(client: httpx.Client) -> None:
-    response = client.get("/echo/cors", headers={"Origin": "http://ui.example"})
+    response = client.get("/echo/cors", headers={"Origin": LOCAL_ORIGIN})
     assert response.status_code == 200
-    assert response.headers.get_list("access-control-allow-origin") == ["*"]
+    assert response.headers.get_list("access-control-allow-origin") == [LOCAL_ORIGIN]
+
+
+@pytest.mark.parametrize("path", ["/api/version", "/v1/models", "/echo/cors"])
+def test_cors_refuses_a_foreign_origin(client: httpx.Client, upstream: FakeUpstream, path: str) -> None:
+    upstream.reset()
+    response = client.get(path, headers={"Origin": FOREIGN_ORIGIN})
+    assert_error(response, 403, "forbidden")
+    assert "access-control-allow-origin" not in response.headers
+    assert upstream.requests == []  # refused before the proxy
 
 
 # --- never HTML, never a traceback ---------------------------------------------------------------

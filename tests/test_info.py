@@ -50,7 +50,8 @@ def test_version(anon: httpx.Client) -> None:
 
 def test_tags_shape(anon: httpx.Client) -> None:
     models = anon.get("/api/tags").json()["models"]
-    assert [m["name"] for m in models] == [DEFAULT_MODEL]  # the upstream's model when --model is unset
+    # the upstream's model when --model is unset, and its plain variant (no agent, for title tasks)
+    assert [m["name"] for m in models] == [DEFAULT_MODEL, f"{DEFAULT_MODEL}-plain"]
     entry = models[0]
     assert entry["model"] == DEFAULT_MODEL
     assert re.fullmatch(r"[0-9a-f]{64}", entry["digest"])
@@ -85,20 +86,20 @@ def test_show_accepts_latest_tag(anon: httpx.Client) -> None:
 def test_show_unknown_model_is_404(anon: httpx.Client) -> None:
     response = anon.post("/api/show", json={"model": "no-such-model"})
     assert response.status_code == 404
-    assert response.json()["error"]["type"] == "not_found_error"
+    assert response.json() == {"error": "model 'no-such-model' not found"}  # Ollama's error shape
 
 
 def test_show_rejects_non_object_body(anon: httpx.Client) -> None:
     response = anon.post("/api/show", json=["a"])
     assert response.status_code == 422
-    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json() == {"error": "request body must be a JSON object"}
 
 
 def test_openai_models_shape(client: httpx.Client) -> None:
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
-    [model] = body["data"]
-    assert model["id"] == DEFAULT_MODEL
+    model, plain = body["data"]
+    assert (model["id"], plain["id"]) == (DEFAULT_MODEL, f"{DEFAULT_MODEL}-plain")
     assert model["object"] == "model"
     assert isinstance(model["created"], int)
     assert isinstance(model["owned_by"], str)
@@ -106,9 +107,11 @@ def test_openai_models_shape(client: httpx.Client) -> None:
 
 def test_configured_model_list(two_models: GhostServer) -> None:
     with httpx.Client(base_url=two_models.url, headers=two_models.headers, timeout=30) as http:
-        assert [m["name"] for m in http.get("/api/tags").json()["models"]] == ["alpha", "beta:7b"]
-        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["alpha", "beta:7b"]
+        listed = ["alpha", "alpha-plain", "beta:7b", "beta:7b-plain"]
+        assert [m["name"] for m in http.get("/api/tags").json()["models"]] == listed
+        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == listed
         assert http.post("/api/show", json={"model": "beta:7b"}).status_code == 200
+        assert http.post("/api/show", json={"model": "beta:7b-plain"}).json()["details"]["family"] == "qwen3"
         assert http.post("/api/show", json={"model": "beta"}).status_code == 404
         assert http.post("/api/show", json={"model": DEFAULT_MODEL}).status_code == 404
         assert http.get("/api/health").json()["model"] == "alpha"
@@ -120,7 +123,7 @@ def test_configured_model_list(two_models: GhostServer) -> None:
 def test_ollama_client_list_and_show(ghost: GhostServer) -> None:
     client = ollama.Client(host=ghost.url)
     listed = client.list()
-    assert [m.model for m in listed.models] == [DEFAULT_MODEL]
+    assert [m.model for m in listed.models] == [DEFAULT_MODEL, f"{DEFAULT_MODEL}-plain"]
     assert listed.models[0].details.family == "qwen3"
     shown = client.show(DEFAULT_MODEL)
     assert shown.capabilities == ["completion", "tools"]
@@ -133,7 +136,7 @@ def test_ollama_client_list_and_show(ghost: GhostServer) -> None:
 
 def test_openai_client_models_list(ghost: GhostServer) -> None:
     client = openai.OpenAI(base_url=ghost.url + "/v1", api_key=TEST_KEY, max_retries=0)
-    assert [m.id for m in client.models.list()] == [DEFAULT_MODEL]
+    assert [m.id for m in client.models.list()] == [DEFAULT_MODEL, f"{DEFAULT_MODEL}-plain"]
     wrong = openai.OpenAI(base_url=ghost.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.models.list()

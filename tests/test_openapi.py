@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from fastapi import routing
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.app import create_app
 from ghost.config import Settings
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
-OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("post", "/api/show")}
+OLLAMA_ERROR_REF = "#/components/schemas/OllamaError"
+OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("get", "/api/ps"),
+                   ("post", "/api/show")}
 # Each route that reads a body, and the media types it takes.
 BODIES = {
     ("post", "/v1/chat/completions"): {"application/json"},
@@ -22,6 +25,9 @@ BODIES = {
     ("post", "/api/chat"): {"application/json"},
     ("post", "/api/generate"): {"application/json"},
     ("post", "/api/show"): {"application/json"},
+    ("post", "/api/embed"): {"application/json"},
+    ("post", "/api/embeddings"): {"application/json"},
+    ("post", "/api/pull"): {"application/json"},
     ("post", "/api/workspace/save"): {"application/json"},
     ("post", "/api/workspace/load"): {"multipart/form-data", "application/zip", "application/octet-stream"},
     ("post", "/api/upload"): {"multipart/form-data"},
@@ -67,7 +73,8 @@ def test_security_matches_the_key_check(document: dict[str, Any]) -> None:
             assert op["security"] == [] and "401" not in op["responses"], path
         else:
             assert op["security"] == [{"ghostKey": []}, {"bearer": []}], path
-            assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF
+            expected = OLLAMA_ERROR_REF if is_ollama_path(path) else ERROR_REF
+            assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"] == expected, path
 
 
 def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
@@ -82,8 +89,9 @@ def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
             if (path, status) in plain_text:
                 assert "text/plain" in content, (path, status)
                 content = {k: v for k, v in content.items() if k != "text/plain"}
-            if content:
-                assert content == {"application/json": {"schema": {"$ref": ERROR_REF}}}, (path, status)
+            if content:  # Ollama's routes answer Ollama's shape
+                shape = OLLAMA_ERROR_REF if is_ollama_path(path) else ERROR_REF
+                assert content == {"application/json": {"schema": {"$ref": shape}}}, (path, status)
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 

@@ -15,7 +15,8 @@ def parse(**body: object):
 
 def test_defaults() -> None:
     request = parse()
-    assert (request.model, request.stream, request.session_id, request.client_tools) == ("m", True, "default", [])
+    # No session id asked for: the chat service picks one (the conversation this continues, or a new one)
+    assert (request.model, request.stream, request.session_id, request.client_tools) == ("m", True, None, [])
 
 
 def test_ollama_num_predict_minus_one_means_no_limit() -> None:

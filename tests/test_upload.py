@@ -140,7 +140,7 @@ def test_upload_at_the_cap_passes_and_one_byte_more_is_413_leaving_nothing(http:
 def test_truncated_upload_leaves_nothing(server: GhostServer, sandbox: Path) -> None:
     body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.bin\"\r\n\r\n"
             + b"A" * 20000)  # no closing boundary, and the connection ends early
-    head = (f"POST /api/upload HTTP/1.1\r\nHost: x\r\nX-Ghost-Key: {server.api_key}\r\n"
+    head = (f"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {server.api_key}\r\n"
             f"Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(body) + 5000}\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head.encode() + body)

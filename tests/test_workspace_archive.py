@@ -65,7 +65,7 @@ def set_state(server: GhostServer, scratchpad: dict, history: dict[str, list]) -
         for key, value in scratchpad.items():
             conn.execute("INSERT OR REPLACE INTO scratchpad VALUES (?, ?, ?)", (key, json.dumps(value), time.time()))
         for session, messages in history.items():
-            conn.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO history (session_id, messages, updated_at) VALUES (?, ?, ?)",
                          (session, json.dumps(messages), time.time()))
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ghost.client.commands import add_client_commands
 from ghost.config import Settings
+from ghost.keyfile import KeyFileError, read_key, with_resolved_key
 
 
 def _flag(name: str) -> str:
@@ -46,6 +47,7 @@ def configure_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ghost.api.slowclients import server_limits
     from ghost.app import create_app
 
     try:
@@ -57,13 +59,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if reason := settings.refuse_reason():
         print(f"ghost: {reason}", file=sys.stderr)
         return 2
-    if settings.insecure and settings.api_key in ("", "ghost-secret-123"):
-        logging.getLogger("ghost").warning(
-            "!!! INSECURE: serving %s with a public or empty API key; anyone who can reach it can "
-            "run code in the sandbox !!!", settings.host)
+    try:
+        settings = with_resolved_key(settings)
+    except (KeyFileError, OSError) as exc:
+        print(f"ghost: {exc}", file=sys.stderr)
+        return 2
+    warn_about_weak_auth(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                **server_limits(settings))
+    return 0
+
+
+def warn_about_weak_auth(settings: Settings) -> None:
+    weak = settings.weak_key()
+    if weak is None:
+        return
+    log = logging.getLogger("ghost")
+    if settings.no_auth:
+        log.warning("!!! NO AUTH: --no-auth is set: any program on this machine%s can run code in "
+                    "the sandbox; only the Host and CORS checks stand in the way !!!",
+                    "" if settings.bind_is_loopback() else " and anyone who can reach " + settings.host)
+    if not settings.bind_is_loopback():
+        log.warning("!!! INSECURE: serving %s with %s; anyone who can reach it can run code in the "
+                    "sandbox !!!", settings.host, weak)
+    elif not settings.no_auth:
+        log.warning("the API key is weak (%s): any local program can guess it", weak)
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """`ghost key`: print the generated key kept in GHOST_HOME (for a client on this machine)."""
+    try:
+        settings = Settings(**({"home": args.home} if args.home else {}))
+        key = read_key(settings.key_path)
+    except (ValidationError, KeyFileError) as exc:
+        print(f"ghost: {exc}", file=sys.stderr)
+        return 1
+    if key is None:
+        print(f"ghost: no generated key in {settings.home} yet: start `ghost serve` once", file=sys.stderr)
+        return 1
+    print(key)
     return 0
 
 
@@ -73,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Run the Ghost server.")
     add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+    key = commands.add_parser("key", help="Print the API key Ghost generated (kept in GHOST_HOME).")
+    key.add_argument("--home", help="Ghost's home directory [env GHOST_HOME; default: ~/.ghost]")
+    key.set_defaults(handler=cmd_key)
     add_client_commands(commands)  # chat, workspace, upload, download: ghost.client
     return parser
 

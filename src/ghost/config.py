@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_API_KEY = "ghost-secret-123"
+DEFAULT_API_KEY = "ghost-secret-123"  # the seed's public key: accepted only when set explicitly
+KEY_FILE_NAME = "api_key"  # in GHOST_HOME: the generated key
+MIN_STRONG_KEY_CHARS = 16
 MB = 1024 * 1024
 
 
@@ -24,17 +26,50 @@ class Settings(BaseSettings):
     # --- serving -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(11435, ge=0, le=65535, description="Port to bind (0 picks a free one).")
-    api_key: str = Field(
-        DEFAULT_API_KEY,
-        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Empty disables auth.",
+    api_key: str | None = Field(
+        None,
+        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Unset: a random key "
+        "generated at first start and kept in <home>/api_key (mode 0600; `ghost key` prints it).",
     )
     insecure: bool = Field(
-        False, description="Allow a non-loopback bind with the default or an empty key."
+        False, description="Allow a non-loopback bind with a weak key (ghost-secret-123, short) "
+        "or with auth turned off.",
     )
     home: Path = Field(
         Path("~/.ghost"), description="Directory holding everything Ghost owns (database, sandbox, logs)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    # --- HTTP boundary: auth, browsers, hosts, slow clients (ghost.api.boundary) -----------
+    no_auth: bool = Field(
+        False, description="Serve without any API key (loudly logged; the Host and CORS checks "
+        "still apply).",
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated browser origins allowed to call Ghost (CORS). Empty: "
+        "local origins only (http or https on localhost, 127.0.0.1 or ::1, any port). '*': any origin "
+        "(refused with a weak key or --no-auth).",
+    )
+    allowed_hosts: str = Field(
+        "", description="Comma-separated extra names the Host header may carry (besides loopback "
+        "names and addresses and the bound address); anything else is 403 (DNS rebinding).",
+    )
+    unauth_max_body_bytes: int = Field(
+        8 * 1024, ge=256, description="Largest request body the routes without auth (/, "
+        "/api/show, /api/tags, /api/version) accept (413 past it).",
+    )
+    max_json_depth: int = Field(
+        64, ge=4, le=1000, description="Deepest nesting of arrays/objects a JSON request body may "
+        "have (400 past it).",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's line and headers "
+        "(the connection is closed past it).",
+    )
+    max_connections: int = Field(
+        512, ge=8, description="Open client connections (and requests) at once; more are "
+        "answered 503.",
+    )
 
     # --- upstream ------------------------------------------------------------------------
     upstream_url: str = Field(
@@ -60,6 +95,22 @@ class Settings(BaseSettings):
         "", description="Model name sent to the upstream. Empty: the name the client asked for."
     )
 
+    # --- bounds on what the upstream sends (ghost.llm.bounds) -------------------------------
+    upstream_max_reply_chars: int = Field(
+        2_000_000, ge=1000, description="Text (answer plus reasoning) one upstream reply may "
+        "stream in one tool round; past it the turn ends with an error.",
+    )
+    upstream_max_tool_call_chars: int = Field(
+        1_000_000, ge=1000, description="Arguments text one tool call from the upstream may have.",
+    )
+    upstream_max_tool_calls: int = Field(
+        32, ge=1, description="Tool calls one upstream reply may make in one round.",
+    )
+    upstream_max_json_depth: int = Field(
+        64, ge=8, le=1000, description="Deepest nesting of anything Ghost parses from the "
+        "upstream (stream chunks, tool-call arguments).",
+    )
+
     # --- agent turns ---------------------------------------------------------------------
     max_tool_rounds: int = Field(10, ge=0, le=100, description="Tool rounds one chat turn may take.")
     tool_activity: Literal["full", "none"] = Field(
@@ -82,6 +133,31 @@ class Settings(BaseSettings):
         "together (from the upstream's usage, or estimated from characters); the turn then ends with "
         "a note. 0: no limit.",
     )
+
+    # --- context window (ghost.agent.context, ghost.llm.window) ----------------------------
+    context_window: int = Field(
+        0, ge=0, description="The model's context window in tokens. 0: ask the upstream at start "
+        "(llama.cpp /props, Ollama /api/show, vLLM /v1/models, the bundled model's size).")
+    context_window_default: int = Field(
+        8192, ge=256, description="Context window assumed when the upstream does not tell (logged).")
+    context_reply_reserve: int = Field(
+        1024, ge=16, description="Tokens kept free for the answer when the request sets no max_tokens "
+        "(at most an eighth of the window).")
+    context_safety_margin: float = Field(
+        0.05, ge=0, le=0.5, description="Share of the window left unused, for token counts that are estimates.")
+    context_tool_result_keep_chars: int = Field(
+        2000, ge=200, description="Characters (head and tail) an older tool result keeps when it is "
+        "shortened to fit the window; the full text is saved under .ghost/outputs/ in the sandbox.")
+    context_summary_max_tokens: int = Field(
+        512, ge=32, description="Longest summary of earlier messages the model is asked to write "
+        "(at most a sixth of the room the system prompt and tools leave).")
+    context_fold_target: float = Field(
+        0.5, gt=0.1, le=0.9, description="When earlier messages must be summarised, enough are folded "
+        "that the history left fills at most this share of the free room: a summary then lasts many turns.")
+    context_tokenizer: Literal["auto", "estimate"] = Field(
+        "auto", description="'auto': count tokens with the upstream's tokenizer endpoint when it has one "
+        "(llama.cpp /tokenize, the bundled model's); 'estimate': characters per token, calibrated from "
+        "the prompt tokens the upstream reports.")
 
     # --- bundled model (started when upstream_url is empty) --------------------------------
     embedded_model: Literal["auto", "off"] = Field(
@@ -163,6 +239,9 @@ class Settings(BaseSettings):
         1024 * MB, ge=32 * MB, description="Address space per sandboxed process.")
     sandbox_file_size_bytes: int = Field(
         256 * MB, ge=1024, description="Largest file sandboxed code or the file tools may write.")
+    sandbox_run_memory_bytes: int = Field(
+        1024 * MB, ge=32 * MB, description="Memory (RAM, no swap) all processes of one sandbox run "
+        "may use together, enforced by a memory cgroup where Ghost can create one.")
     sandbox_max_processes: int = Field(
         64, ge=4, description="Processes and threads one sandbox run may have at once.")
     sandbox_max_open_files: int = Field(256, ge=16, description="Open files per sandboxed process.")
@@ -202,6 +281,33 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds the skill scan after a start or workspace load may take; "
         "past it the load still stands and the skills found so far are kept.")
 
+    # --- MCP servers (ghost.mcp; see docs/mcp.md) -----------------------------------------
+    mcp_config: Path | None = Field(
+        None, description="JSON file of MCP servers ({\"mcpServers\": {...}}), re-read when it changes "
+        "or on SIGHUP. Default: <home>/mcp.json.")
+    mcp_start_timeout: float = Field(
+        30.0, gt=0, description="Seconds an MCP server may take to start, initialise and list its "
+        "tools; Ghost's start waits at most this long for all of them together.")
+    mcp_call_timeout: float = Field(
+        60.0, gt=0, description="Seconds one MCP tool call may take; then it is cancelled on the server.")
+    mcp_max_concurrent_calls: int = Field(
+        4, ge=1, description="Calls to one MCP server at once; more wait their turn (within the call timeout).")
+    mcp_restart_backoff: float = Field(
+        1.0, gt=0, description="Seconds before restarting an MCP server that died or failed to start; "
+        "doubles after each quick failure.")
+    mcp_restart_backoff_max: float = Field(
+        60.0, gt=0, description="Longest wait between restarts of an MCP server.")
+    mcp_ping_interval: float = Field(
+        30.0, gt=0, description="Seconds between liveness checks of an HTTP MCP server (a tools/list, which also picks up changed tools).")
+    mcp_reload_interval: float = Field(
+        2.0, gt=0, description="Seconds between checks of the MCP config file for changes.")
+    mcp_message_max_bytes: int = Field(
+        4 * MB, ge=64 * 1024, description="Largest message an MCP server may send; a stdio server "
+        "that sends a larger one is restarted.")
+    mcp_max_tools: int = Field(128, ge=1, description="Tools taken from one MCP server at most.")
+    mcp_tool_schema_max_chars: int = Field(
+        16_000, ge=256, description="Largest input schema (as JSON) of an MCP tool; larger tools are skipped.")
+
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
         None, description="The agent's working directory. Default: <home>/sandbox."
@@ -233,6 +339,10 @@ class Settings(BaseSettings):
         return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
 
     @property
+    def mcp_config_path(self) -> Path:
+        return (self.mcp_config or self.home / "mcp.json").expanduser().resolve()
+
+    @property
     def database_path(self) -> Path:
         return self.home / "ghost.db"
 
@@ -254,7 +364,11 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return self.api_key != ""
+        return not self.no_auth
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / KEY_FILE_NAME
 
     def bind_is_loopback(self) -> bool:
         if self.host in ("localhost", ""):
@@ -264,13 +378,35 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
+    def weak_key(self) -> str | None:
+        """What makes the configured key weak ("no auth", "the public default"...), or None."""
+        if self.no_auth:
+            return "no auth"
+        if self.api_key is None:
+            return None  # generated: strong
+        if self.api_key == DEFAULT_API_KEY:
+            return "the public default API key"
+        if len(self.api_key) < MIN_STRONG_KEY_CHARS:
+            return f"an API key shorter than {MIN_STRONG_KEY_CHARS} characters"
+        return None
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
     def refuse_reason(self) -> str | None:
         """Why this configuration must not start, or None."""
-        weak_key = self.api_key in ("", DEFAULT_API_KEY)
-        if weak_key and not self.bind_is_loopback() and not self.insecure:
-            which = "empty" if self.api_key == "" else "the public default"
-            return (
-                f"refusing to bind {self.host} with {which} API key: set --api-key / GHOST_API_KEY, "
-                "bind 127.0.0.1, or pass --insecure"
-            )
+        if self.api_key == "" and not self.no_auth:
+            return ("an empty API key no longer turns auth off: pass --no-auth to serve without a key, "
+                    "or leave the key unset to use the generated one")
+        if self.no_auth and self.api_key:
+            return "--no-auth and --api-key contradict each other: pass one of them"
+        weak = self.weak_key()
+        if weak and not self.bind_is_loopback() and not self.insecure:
+            return (f"refusing to bind {self.host} with {weak}: set a strong --api-key / GHOST_API_KEY "
+                    "(or leave it unset for the generated one), bind 127.0.0.1, or pass --insecure")
+        if "*" in self.cors_origin_list() and weak:
+            return f"refusing --cors-origins '*' with {weak}: any web page could drive Ghost"
         return None

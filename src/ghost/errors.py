@@ -2,7 +2,9 @@
 
     GhostError                      500 internal_error
     ├── BadRequest                  400 invalid_request_error
+    │   └── ContextLengthExceeded   400 context_length_exceeded
     ├── AuthenticationFailed        401 authentication_error
+    ├── Forbidden                   403 permission_error
     ├── NotFound                    404 not_found_error
     ├── Conflict                    409 conflict_error
     ├── LimitExceeded               413 request_too_large
@@ -42,9 +44,29 @@ class BadRequest(GhostError):
     error_type = "invalid_request_error"
 
 
+class ContextLengthExceeded(BadRequest):
+    """The prompt cannot fit the model's context window, even after Ghost compacted it.
+
+    `needed` and `allowed` are token counts when known (0: not known)."""
+
+    error_type = "context_length_exceeded"
+
+    def __init__(self, message: str, *, needed: int = 0, allowed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.allowed = allowed
+
+
 class AuthenticationFailed(GhostError):
     status_code = 401
     error_type = "authentication_error"
+
+
+class Forbidden(GhostError):
+    """A well-formed request for something Ghost does not allow (e.g. deleting a served model)."""
+
+    status_code = 403
+    error_type = "permission_error"
 
 
 class NotFound(GhostError):
@@ -133,3 +155,16 @@ class ArchiveRejected(WorkspaceError):
 def error_body(message: str, error_type: str) -> dict[str, dict[str, str]]:
     """The one error shape every response and stream uses."""
     return {"error": {"message": message, "type": error_type}}
+
+
+ECHO_CHARS = 80
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A client-supplied value as an error message may repeat it: cut short, marked as cut.
+
+    Error messages never carry large input back (a 45 MB `model` field must not become a 45 MB 404).
+    """
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, (list, dict)) else \
+        f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -36,6 +36,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # raw JSON string, as the model produced it
+    problem: str = ""  # set when the upstream sent a malformed call: the model is told, nothing runs
 
     def arguments_object(self) -> Any:
         import json
@@ -87,8 +88,17 @@ class TurnStats:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the client should know about the turn that is not part of the answer (the
+    history could not be saved): an X-Ghost-Warning header, or a note in the stream."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Nothing happened for a while; lets encoders keep idle connections alive."""
 
 
-Event = TextDelta | ReasoningDelta | ToolActivity | ClientToolCall | Usage | TurnStats | Done | Error | Heartbeat
+Event = (TextDelta | ReasoningDelta | ToolActivity | ClientToolCall | Usage | TurnStats | Done | Error | Heartbeat
+         | Notice)

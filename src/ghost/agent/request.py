@@ -33,15 +33,11 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     model: str
     stream: bool
-    session_id: str = "default"
+    session_id: str | None = None  # asked for by the client; the service decides where it is stored
     client_tools: list[dict[str, Any]] = field(default_factory=list)
     sampling: dict[str, Any] = field(default_factory=dict)
     include_usage: bool = False
     tool_choice: Any = None
-
-    @property
-    def client_tool_names(self) -> set[str]:
-        return {t["function"]["name"] for t in self.client_tools}
 
 
 def parse_chat_request(body: dict[str, Any], *, default_stream: bool, default_model: str,
@@ -53,7 +49,7 @@ def parse_chat_request(body: dict[str, Any], *, default_stream: bool, default_mo
         messages=normalise_messages(raw_messages),
         model=_model(body, default_model),
         stream=_flag(body, "stream", default_stream),
-        session_id=session_id(body.get("session_id") or session_header),
+        session_id=optional_session_id(body.get("session_id") or session_header),
         client_tools=normalise_tools(body.get("tools")),
         sampling=sampling_params(body),
         include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
@@ -80,9 +76,14 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
+def optional_session_id(value: Any) -> str | None:
+    """A valid session id, or None when none is given."""
+    return None if value in (None, "") else session_id(value)
+
+
 def session_id(value: Any) -> str:
     if value in (None, ""):
-        return "default"
+        return "default"  # workspace routes: the session of an archive saved or loaded without an id
     if not isinstance(value, str) or not _SESSION_ID.fullmatch(value):
         raise Unprocessable("session_id: 1-128 characters of letters, digits and . _ : -")
     return value

@@ -19,21 +19,26 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from ghost.agent.catalog import ModelChoice, listed_models, resolve_model
+from ghost.agent.continuation import session_for
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
 from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
-from ghost.agent.events import ClientToolCall, Done, Error, Event, TextDelta
+from ghost.agent.events import ClientToolCall, Done, Error, Event, Notice, TextDelta
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest, parse_chat_request
 from ghost.agent.turn import AgentTurn, TurnOptions
 from ghost.api.streaming import WatchedStreamingResponse
-from ghost.errors import GhostError, NotFound, Unprocessable
+from ghost.errors import GhostError, InsufficientStorage, NotFound, Unprocessable, echo
 from ghost.runtime import Runtime
 from ghost.store.history import History
 
 log = logging.getLogger("ghost.agent")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SESSION_HEADER = "X-Ghost-Session"  # on a reply: the session the turn is stored under
+# The plain variant of a model: one upstream call, nothing of the agent's added, nothing stored.
+PLAIN = TurnOptions(max_tool_rounds=0, use_tools=False, system_prompt=False, session_summary=False)
 
 
 class Wire(Enum):
@@ -54,26 +59,28 @@ class ChatService:
         chat = parse_chat_request(body, default_stream=wire is not Wire.OPENAI,
                                   default_model=self.runtime.default_model,
                                   session_header=request.headers.get("x-ghost-session"))
-        options = TurnOptions(max_tool_rounds=self.runtime.settings.max_tool_rounds)
         sse = wire is Wire.OPENAI or "text/event-stream" in request.headers.get("accept", "")
-        return await self._respond(chat, options, request, request_id, wire, sse, record=True)
+        if self._model(chat.model).plain:
+            return await self._respond(chat, PLAIN, request, request_id, wire, sse)
+        chat.session_id = await session_for(self.history, chat.messages, chat.session_id)
+        options = TurnOptions(max_tool_rounds=self.runtime.settings.max_tool_rounds)
+        return await self._respond(chat, options, request, request_id, wire, sse, record=chat.session_id is not None)
 
     async def handle_generate(self, body: dict[str, Any], *, request: Request, request_id: str) -> Response:
         chat = parse_chat_request({**body, "messages": generate_messages(body)}, default_stream=True,
                                   default_model=self.runtime.default_model)
         chat.client_tools = []
-        options = TurnOptions(max_tool_rounds=0, use_tools=False, system_prompt=False)
-        return await self._respond(chat, options, request, request_id, Wire.OLLAMA_GENERATE, False, record=False)
+        return await self._respond(chat, PLAIN, request, request_id, Wire.OLLAMA_GENERATE, False)
 
     # --- the turn ------------------------------------------------------------------------------
     async def _respond(self, chat: ChatRequest, options: TurnOptions, request: Request, request_id: str,
-                       wire: Wire, sse: bool, *, record: bool) -> Response:
-        self._check_model(chat.model)
+                       wire: Wire, sse: bool, *, record: bool = False) -> Response:
         info = ReplyInfo(request_id=request_id, model=chat.model, include_usage=chat.include_usage,
                          show_activity=self.runtime.settings.tool_activity != "none")
         upstream_chat = self._for_upstream(chat)
         events = pumped(self._guarded(upstream_chat, chat, options, request_id, record),
                         self.runtime.settings.keepalive_seconds)
+        session = {SESSION_HEADER: chat.session_id} if record and chat.session_id else {}
         try:
             first = await anext(events)
         except BaseException:
@@ -84,24 +91,28 @@ class ChatService:
                 info, "generate" if wire is Wire.OLLAMA_GENERATE else "chat")
             media = "text/event-stream" if sse else "application/x-ndjson"
             return WatchedStreamingResponse(_encoded(first, events, encoder.encode, request_id),
-                                            media_type=media, headers=SSE_HEADERS)
+                                            media_type=media, headers={**SSE_HEADERS, **session})
         turn = await _cancel_on_disconnect(request, _collect(first, events, info.show_activity))
         if turn is None:
             return Response(status_code=499)
         total = time.perf_counter() - info.started
         if turn.stats is not None:
             request.scope["ghost.upstream_ms"] = round(turn.stats.upstream_seconds * 1000, 2)
-        return JSONResponse(_single_object(wire, turn, info), headers={"Server-Timing": turn.server_timing(total)})
+        headers = {"Server-Timing": turn.server_timing(total), **session}
+        if turn.notices:
+            headers["X-Ghost-Warning"] = "; ".join(turn.notices)
+        return JSONResponse(_single_object(wire, turn, info), headers=headers)
 
-    def _check_model(self, model: str) -> None:
-        if model not in self.runtime.models:
-            raise NotFound(f"model '{model}' not found; this server serves: {', '.join(self.runtime.models)}")
+    def _model(self, asked: str) -> ModelChoice:
+        choice = resolve_model(asked, self.runtime.models)
+        if choice is None:
+            served = ", ".join(c.listed_name for c in listed_models(self.runtime.models))
+            raise NotFound(f"model '{echo(asked)}' not found; this server serves: {served}")
+        return choice
 
     def _for_upstream(self, chat: ChatRequest) -> ChatRequest:
-        upstream_model = self.runtime.settings.upstream_model
-        if not upstream_model:
-            return chat
-        return dataclasses.replace(chat, model=upstream_model)
+        """The request as the upstream gets it: the model under the name the upstream knows."""
+        return dataclasses.replace(chat, model=self.runtime.settings.upstream_model or self._model(chat.model).name)
 
     async def _guarded(self, upstream_chat: ChatRequest, chat: ChatRequest, options: TurnOptions,
                        request_id: str, record: bool) -> AsyncIterator[Event]:
@@ -143,12 +154,24 @@ async def _recording(events: AsyncIterator[Event], chat: ChatRequest, history: H
         elif isinstance(event, ClientToolCall):
             calls += [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                       for c in event.calls]
-        elif isinstance(event, Done) and history is not None:
+        elif isinstance(event, Done) and history is not None and chat.session_id is not None:
             reply: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
             if calls:
                 reply["tool_calls"] = calls
-            await history.save(chat.session_id, [*chat.messages, reply])
+            if notice := await _saved_or_notice(history, chat.session_id, [*chat.messages, reply]):
+                yield notice
         yield event
+
+
+async def _saved_or_notice(history: History, session_id: str, messages: list[dict[str, Any]]) -> Notice | None:
+    """Store the conversation; if the disk is full, say so instead of losing the reply with it."""
+    try:
+        await history.save(session_id, messages)
+    except InsufficientStorage as exc:
+        log.warning("the reply of session %s was delivered but not saved to the history: %s",
+                    session_id, exc.message)
+        return Notice(f"this reply was not saved to the chat history: {exc.message}")
+    return None
 
 
 async def _encoded(first: list[Event], batches: AsyncIterator[list[Event]], encode: Callable[[Event], bytes],

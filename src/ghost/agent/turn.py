@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.agent.budget import OutputBudget, budget_note
+from ghost.agent.context import ContextFitter, ExtraCall
+from ghost.agent.context_services import context_services
+from ghost.agent.client_tools import ClientTools
 from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
@@ -27,6 +30,7 @@ class TurnOptions:
     max_tool_rounds: int
     use_tools: bool = True  # False for /api/generate: one plain completion
     system_prompt: bool = True
+    session_summary: bool = True  # a summary made to fit the window is shown with the session
 
 
 def round_limit_message(rounds: int) -> str:
@@ -53,6 +57,13 @@ def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
 
 
+def malformed_call_result(call: ToolCall) -> ToolResult:
+    """What the model is told about a call it sent malformed (Ghost runs nothing for it)."""
+    return ToolResult(json.dumps({"error": f"malformed tool call: {call.problem}; nothing was run. "
+                                  "Call a tool by its name with a JSON object of arguments."}),
+                      ok=False, summary="malformed call")
+
+
 class AgentTurn:
     def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
         self.runtime = runtime
@@ -60,11 +71,17 @@ class AgentTurn:
         self.request_id = request_id
         self.options = options
         self.registry: ToolRegistry | None = getattr(runtime, "tools", None) if options.use_tools else None
+        self.client_tools = ClientTools(request.client_tools, {s["function"]["name"] for s in self._ghost_schemas()})
         self.usage: Usage | None = None
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(runtime.settings.max_turn_output_tokens)
+        self.calls = 0  # upstream calls made, summaries included
+        services = context_services(runtime)
+        self.context = ContextFitter(runtime, services, model=request.model, request_id=request_id,
+                                     session_id=request.session_id if options.session_summary else None) \
+            if services is not None else None
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -72,11 +89,17 @@ class AgentTurn:
         for round_index in range(limit + 1):
             tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
             completion, text = None, []
-            async with aclosing(stream_chat(self.runtime, self._payload(messages, tools), self.request_id)) as items:
+            async with aclosing(self._upstream(messages, tools)) as items:
                 async for item in items:
                     if isinstance(item, Completion):
                         completion = item
                         break
+                    if isinstance(item, ToolActivity):
+                        yield item
+                        continue
+                    if isinstance(item, ExtraCall):
+                        self._count_usage(item.usage)
+                        continue
                     self.budget.add(item.text)
                     if item.kind == "content":
                         text.append(item.text)
@@ -92,13 +115,14 @@ class AgentTurn:
                     yield event
                 return
             self.upstream_seconds += completion.upstream_seconds
-            self.usage = sum_usage(self.usage, completion.usage, first=round_index == 0)
+            self._count_usage(completion.usage)
             self.budget.end_round(completion)
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
                 return
-            client_calls = [c for c in completion.tool_calls if c.name in self.request.client_tool_names]
+            client_calls = [self.client_tools.for_client(c) for c in completion.tool_calls
+                            if self.client_tools.owns(c.name) and not c.problem]
             if client_calls:
                 for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
                     yield event
@@ -120,6 +144,17 @@ class AgentTurn:
         note = TextDelta(budget_note(self.budget.limit))
         return self._ending(note, Done("length", stop_reason="max_turn_output_tokens"))
 
+    def _upstream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+                  ) -> AsyncIterator[Delta | Completion | ToolActivity | ExtraCall]:
+        """One upstream call; fitted into the context window (ghost.agent.context) when it is known."""
+        if self.context is None:
+            return stream_chat(self.runtime, self._payload(messages, tools), self.request_id)
+        return self.context.stream(messages, tools, self._payload)
+
+    def _count_usage(self, usage: Usage | None) -> None:
+        self.usage = sum_usage(self.usage, usage, first=self.calls == 0)
+        self.calls += 1
+
     def _ending(self, *events: Event) -> list[Event]:
         """The closing events, with the turn's usage just before Done when it is known."""
         usage = [self.usage] if self.usage is not None else []
@@ -127,21 +162,20 @@ class AgentTurn:
         return [*events[:-1], *usage, stats, events[-1]]
 
     async def _opening_messages(self) -> list[dict[str, Any]]:
+        messages = self.client_tools.history_for_model(self.request.messages)
         if not self.options.system_prompt:
-            return list(self.request.messages)
+            return list(messages)
         summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
         names = [s["function"]["name"] for s in self._ghost_schemas()]
         network = bool(self.runtime.extras.get("sandbox_info", {}).get("network"))
-        return with_system_prompt(system_message(summary, names, network=network), self.request.messages)
+        return with_system_prompt(system_message(summary, names, network=network), messages)
 
     def _ghost_schemas(self) -> list[dict[str, Any]]:
-        if self.registry is None:
-            return []
-        # A client tool with the same name as one of Ghost's wins: the client asked for it.
-        return [s for s in self.registry.schemas() if s["function"]["name"] not in self.request.client_tool_names]
+        return self.registry.schemas() if self.registry is not None else []
 
     def _tool_schemas(self) -> list[dict[str, Any]]:
-        return self._ghost_schemas() + self.request.client_tools
+        # Both stay reachable on a name clash: the client's tool is renamed (see ClientTools).
+        return self._ghost_schemas() + self.client_tools.schemas
 
     def _payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.request.model, "messages": messages, "stream": True,
@@ -149,7 +183,7 @@ class AgentTurn:
         if tools:
             payload["tools"] = tools
             if self.request.tool_choice is not None:
-                payload["tool_choice"] = self.request.tool_choice
+                payload["tool_choice"] = self.client_tools.tool_choice_for_model(self.request.tool_choice)
         return payload
 
     async def _run_tool(self, call: ToolCall, messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
@@ -162,9 +196,11 @@ class AgentTurn:
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
 
     async def _call(self, call: ToolCall) -> ToolResult:
+        if call.problem:
+            return malformed_call_result(call)
         if self.registry is None or not self.registry.has(call.name):
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),
                               ok=False, summary="unknown tool")
-        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id)
+        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id or "")
         return await self.registry.call(call.name, call.arguments, context)

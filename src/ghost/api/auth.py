@@ -39,10 +39,13 @@ async def require_key(request: Request) -> None:
 
 def check_key(request: Request) -> None:
     """Raise AuthenticationFailed unless the request carries the key (or auth is off)."""
-    expected = request.app.state.runtime.settings.api_key
-    if expected == "":
+    settings = request.app.state.runtime.settings
+    if settings.no_auth:
         return
+    expected = settings.api_key or ""  # resolved at start (create_app); empty only if misbuilt
     keys = supplied_keys(request)
+    if not expected:  # an empty key would match an empty header: refuse rather than open up
+        raise AuthenticationFailed("no API key is configured on this server")
     # Check every supplied key (no short-circuit) so timing does not reveal which header matched.
     matched = [key_matches(key, expected) for key in keys]
     if any(matched):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import Request
 
 from ghost.errors import BadRequest, Unprocessable
+from ghost.jsondepth import too_deep
 
 from ghost.runtime import Runtime
 
@@ -27,10 +29,23 @@ async def read_json_object(request: Request, *, allow_empty: bool = False) -> di
         if allow_empty:
             return {}
         raise BadRequest("request body is empty; expected a JSON object")
+    await check_json_depth(raw, request.app.state.settings.max_json_depth)
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # only if the depth check above was configured very high
+        raise BadRequest("request body nests too deeply") from exc
     if not isinstance(payload, dict):
         raise Unprocessable("request body must be a JSON object")
     return payload
+
+
+OFF_LOOP_BYTES = 64 * 1024  # larger bodies are measured in a worker thread
+
+
+async def check_json_depth(raw: bytes, limit: int) -> None:
+    """400 if the JSON text nests deeper than `limit` (before the recursive parser sees it)."""
+    deep = too_deep(raw, limit) if len(raw) <= OFF_LOOP_BYTES else await asyncio.to_thread(too_deep, raw, limit)
+    if deep:
+        raise BadRequest(f"request body nests deeper than {limit} levels (--max-json-depth)")

@@ -9,9 +9,11 @@ import httpx
 from fastapi import APIRouter, Depends
 
 from ghost import __version__
+from ghost.agent.context_services import context_info
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime
+from ghost.mcp.setup import MCP_KEY
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -52,4 +54,6 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
         "in_flight_turns": runtime.in_flight_turns,
         "workspace_load_waiting": runtime.gate.load_waiting,
         "event_loop_lag": runtime.loop_lag.report(),
+        "context_window": context_info(runtime),
+        "mcp": mcp.info() if (mcp := runtime.extras.get(MCP_KEY)) is not None else None,
     }

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from ghost import OLLAMA_COMPAT_VERSION
+from ghost.agent.catalog import listed_models, resolve_model
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import get_runtime, read_json_object
-from ghost.errors import NotFound
+from ghost.errors import NotFound, echo
 from ghost.runtime import Runtime
 
 router = APIRouter()
@@ -32,7 +33,7 @@ async def version() -> dict[str, str]:
     return {"version": OLLAMA_COMPAT_VERSION}
 
 
-def _details(runtime: Runtime) -> dict[str, Any]:
+def model_details(runtime: Runtime) -> dict[str, Any]:
     meta = runtime.extras.get("model_meta", {})
     family = meta.get("family", "qwen3")
     return {
@@ -45,25 +46,21 @@ def _details(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def _digest(name: str) -> str:
+def model_digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def served_name(asked: str, models: list[str]) -> str | None:
-    """The served model `asked` names, or None. As in Ollama, "name" and "name:latest" are one model."""
-    if asked in models:
-        return asked
-    bare = asked.removesuffix(":latest")
-    return bare if bare in models else None
+def model_size(runtime: Runtime) -> int:
+    return runtime.extras.get("model_meta", {}).get("size", 0)
 
 
 @router.get("/api/tags", summary="Models Ghost serves, Ollama style", **openapi.TAGS)
 async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    size = runtime.extras.get("model_meta", {}).get("size", 0)
     return {"models": [
-        {"name": name, "model": name, "modified_at": _STARTED, "size": size,
-         "digest": _digest(name), "details": _details(runtime)}
-        for name in runtime.models
+        {"name": choice.listed_name, "model": choice.listed_name, "modified_at": _STARTED,
+         "size": model_size(runtime), "digest": model_digest(choice.listed_name),
+         "details": model_details(runtime)}
+        for choice in listed_models(runtime.models)
     ]}
 
 
@@ -71,17 +68,18 @@ async def tags(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     body = await read_json_object(request, allow_empty=True)
     asked = body.get("model") or body.get("name") or runtime.default_model
-    name = served_name(str(asked), runtime.models)
-    if name is None:
-        raise NotFound(f"model '{asked}' not found")
+    choice = resolve_model(asked, runtime.models) if isinstance(asked, str) else None
+    if choice is None:
+        raise NotFound(f"model '{echo(asked)}' not found")
+    name = choice.listed_name
     return {
         "license": "",
         "modelfile": f"# Modelfile served by Ghost\nFROM {name}\n",
         "parameters": "",
         "template": "{{ .Prompt }}",
-        "details": (details := _details(runtime)),
+        "details": (details := model_details(runtime)),
         "model_info": {"general.architecture": details["family"], "general.basename": name},
-        "capabilities": ["completion", "tools"],
+        "capabilities": ["completion", "tools"],  # the plain variant relays client tools too
         "modified_at": _STARTED,
     }
 
@@ -90,6 +88,6 @@ async def show(request: Request, runtime: Runtime = Depends(get_runtime)) -> dic
 async def openai_models(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     created = int(time.time())
     return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": created, "owned_by": "ghost"}
-        for name in runtime.models
+        {"id": choice.listed_name, "object": "model", "created": created, "owned_by": "ghost"}
+        for choice in listed_models(runtime.models)
     ]}

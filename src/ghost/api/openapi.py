@@ -28,6 +28,7 @@ from pydantic.json_schema import models_json_schema
 
 from ghost.api import schemas as s
 from ghost.api.auth import require_key
+from ghost.api.error_shape import is_ollama_path
 
 REF = "#/components/schemas/{model}"
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -89,21 +90,23 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": json_content(model)}}
 
 
-def error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": json_content(s.ErrorResponse)}
+def error(description: str, *, ollama: bool = False) -> dict[str, Any]:
+    """An error reply: Ghost's shape, or on an Ollama route Ollama's `{"error": "..."}`."""
+    return {"description": description, "content": json_content(s.OllamaError if ollama else s.ErrorResponse)}
 
 
 def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = "",
               extra: dict[str, Any] | None = None, more: dict[int, dict[str, Any]] | None = None,
-              raw: bool = False) -> dict[str, Any]:
+              raw: bool = False, ollama: bool = False) -> dict[str, Any]:
     """Keyword arguments for a route decorator: its replies, and anything else for the operation.
 
     `raw`: the route returns a non-JSON Response itself; its `response_class` then only keeps FastAPI
     from documenting a JSON reply (a Response a route returns is sent as it is).
+    `ollama`: an Ollama route, whose errors are in Ollama's shape.
     """
     responses: dict[int | str, dict[str, Any]] = {200: {"description": description or "Success", **ok}}
     responses.update(more or {})
-    responses.update({status: error(text) for status, text in errors.items()})
+    responses.update({status: error(text, ollama=ollama) for status, text in errors.items()})
     kwargs = {"response_model": None, "responses": responses, "openapi_extra": extra or {}}
     return {**kwargs, "response_class": Response} if raw else kwargs
 
@@ -111,7 +114,13 @@ def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = 
 BAD_JSON = "The body is not JSON (or is empty)."
 BAD_FIELD = "A field has the wrong type or value (the message names it)."
 TOO_LARGE = "The body is larger than the limit for this route."
-UPSTREAM_BROKEN = "The upstream is unreachable, or answered with an error or nonsense."
+UPSTREAM_BROKEN = ("The upstream is unreachable, answered with an error or nonsense, or sent more than "
+                   "Ghost's bounds allow (type `upstream_reply_too_large`).")
+FORBIDDEN = ("The Host header names neither a loopback address, the bound address nor one of "
+             "--allowed-hosts (DNS rebinding), or a browser Origin outside --cors-origins. Checked "
+             "before routing, on every path.")
+# (Past --max-connections uvicorn itself answers a plain-text 503, before Ghost sees the request,
+# so without a request id or the error shape: docs/security.md says so rather than this document.)
 UPSTREAM_SLOW = "The upstream took longer than the read timeout."
 MODEL_FAILED = "The bundled model server kept failing and was given up on (`model_unavailable`; the reason is in the message and in /api/health)."
 SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
@@ -119,37 +128,67 @@ SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
                   "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}
 
 CHAT_ERRORS = {
-    400: BAD_JSON, 404: "The model is not one this server serves.", 409: "A workspace load held the "
+    400: BAD_JSON + " Or it nests deeper than --max-json-depth.", 404: "The model is not one this server serves.", 409: "A workspace load held the "
     "workspace past the wait.", 413: TOO_LARGE, 422: BAD_FIELD, 429: "Every turn slot stayed busy "
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
+SESSION_REPLY_HEADER = {"X-Ghost-Session": {
+    "description": "The session the turn is stored under (absent when it is stored nowhere: a plain "
+    "model, or a request with a session id that does not continue that session).",
+    "required": False, "schema": {"type": "string"}}}
 
 # --- the routes ---------------------------------------------------------------------------------------
 
-ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}}, {})
-VERSION = route_doc({"content": json_content(s.VersionInfo)}, {})
-TAGS = route_doc({"content": json_content(s.TagList)}, {})
+SMALL_BODY = "Routes without auth take only small bodies (--unauth-max-body-bytes)."
+ROOT = route_doc({"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}},
+                 {413: SMALL_BODY})
+VERSION = route_doc({"content": json_content(s.VersionInfo)}, {413: SMALL_BODY}, ollama=True)
+TAGS = route_doc({"content": json_content(s.TagList)}, {413: SMALL_BODY}, ollama=True,
+                 description="Each served model, then its plain variant `<name>-plain` (no agent: "
+                 "for clients' title and tag tasks).")
+PS = route_doc({"content": json_content(s.RunningList)}, {413: SMALL_BODY}, ollama=True,
+               description="The served models (always loaded while Ghost runs).")
 SHOW = route_doc({"content": json_content(s.ModelInfo)},
-                 {400: "The body is not JSON.", 404: "No such model.", 413: TOO_LARGE,
+                 {400: "The body is not JSON, or nests deeper than --max-json-depth.", 404: "No such model.",
+                  413: SMALL_BODY,
                   422: "The body is not a JSON object."},
-                 extra=json_body(s.ShowRequest, required=False))
+                 extra=json_body(s.ShowRequest, required=False), ollama=True)
+_EMBED_ERRORS = {400: BAD_JSON, 413: "The body is larger than the limit for this route.", 422: BAD_FIELD,
+                 502: "The upstream is unreachable, failed, or has no /v1/embeddings.",
+                 504: "The upstream took longer than the read timeout."}
+EMBED = route_doc({"content": json_content(s.EmbedResponse)}, _EMBED_ERRORS, ollama=True,
+                  extra=json_body(s.EmbedRequest, required=True))
+EMBEDDINGS = route_doc({"content": json_content(s.EmbeddingResponse)}, _EMBED_ERRORS, ollama=True,
+                       extra=json_body(s.EmbeddingsRequest, required=True))
+PULL = route_doc(
+    {"content": {**json_content(s.PullStatus), "application/x-ndjson": {"schema": {
+        "description": "One status object per line, the last `{\"status\": \"success\"}`.",
+        "type": "array", "items": ref(s.PullStatus)}}}},
+    {400: BAD_JSON, 404: "The model is not one this server serves.", 413: TOO_LARGE, 422: BAD_FIELD},
+    ollama=True, description="A served model is always present: succeeds at once (NDJSON status "
+    "lines unless `stream: false`).", extra=json_body(s.ModelNameRequest, required=True))
+MANAGE = route_doc({}, {400: BAD_JSON, 403: "Ghost serves a fixed set of models (`--model`).",
+                        404: "No such model (delete).", 413: TOO_LARGE, 422: BAD_FIELD}, ollama=True,
+                   description="Never: Ghost serves a fixed set of models.",
+                   extra=json_body(s.ModelNameRequest, required=False))
 MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
 OPENAI_CHAT = route_doc(
-    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+    {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
+     "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
 OLLAMA_CHAT = route_doc(
     {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),
-                 **sse_content(s.ChatCompletionChunk)}}, CHAT_ERRORS,
+                 **sse_content(s.ChatCompletionChunk)}, "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="Streams NDJSON by default (SSE if the client sends `Accept: text/event-stream`); "
-    "with `stream: false` one object in both Ollama's and OpenAI's shape.",
+    "with `stream: false` one object in both Ollama's and OpenAI's shape.", ollama=True,
     extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
 GENERATE = route_doc(
     {"content": {**json_content(s.GenerateResponse), **ndjson_content(s.GenerateChunk)}},
-    CHAT_ERRORS,
+    CHAT_ERRORS, ollama=True,
     description="Streams NDJSON by default; with `stream: false` one object.",
     extra=json_body(s.GenerateRequest, required=True))
 SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
@@ -158,14 +197,16 @@ _SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required":
 SESSION = route_doc({"content": json_content(s.Session)},
                     {404: "No history is stored for this session.", 422: "Not a valid session id."},
                     extra=_SESSION_PATH)
+DISK_FULL = "The disk holding Ghost's home is full."
 SESSION_DELETE = route_doc({"content": json_content(s.SessionDeleted)},
-                           {404: "No history is stored for this session.", 422: "Not a valid session id."},
+                           {404: "No history is stored for this session.", 422: "Not a valid session id.",
+                            507: DISK_FULL},
                            extra=_SESSION_PATH)
 SAVE = route_doc(
     {"content": binary_content("application/zip"), "headers": {"Content-Disposition": {
         "description": "`attachment; filename=workspace_<UTC timestamp>.zip`", "schema": {"type": "string"}}}},
     {400: BAD_JSON, 409: "A workspace load held the workspace past the wait.",
-     413: "The body, or the archive, is larger than its limit.", 422: BAD_FIELD},
+     413: "The body, or the archive, is larger than its limit.", 422: BAD_FIELD, 507: DISK_FULL},
     description="The workspace as a zip: `session.json`, `sandbox/**`, `acquired_skills/**`.",
     extra={**json_body(s.SaveRequest, required=False), "parameters": [SESSION_HEADER]}, raw=True)
 _ZIP_FILE = {"type": "object", "required": ["file"], "additionalProperties": False,
@@ -174,7 +215,7 @@ LOAD = route_doc(
     {"content": json_content(s.WorkspaceLoaded)},
     {400: "Not a usable zip: malformed, unsafe names, links or special files.", 409: "Agent turns kept "
      "running past the wait.", 413: "The upload, or the unpacked archive, is larger than its limit.",
-     422: "Not a valid session id (X-Ghost-Session)."},
+     422: "Not a valid session id (X-Ghost-Session).", 507: DISK_FULL},
     description="The workspace was replaced (acquired skills kept, the archive's new ones added).",
     extra={"parameters": [SESSION_HEADER], "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": _ZIP_FILE},
@@ -183,7 +224,7 @@ UPLOAD = route_doc(
     {"content": json_content(s.Uploaded)},
     {400: "Not multipart, no `file` part or no filename, or an unsafe or blocked path.",
      404: "The folder leads outside the sandbox (through a link).", 409: "A workspace load held the "
-     "workspace past the wait.", 413: "The file is larger than the upload limit."},
+     "workspace past the wait.", 413: "The file is larger than the upload limit.", 507: DISK_FULL},
     extra={
         "parameters": [{"name": "path", "in": "query", "required": False, "schema": {"type": "string"},
                         "description": "Folder in the sandbox (the form field `path` wins)."}],
@@ -232,24 +273,26 @@ def _keyed(route_context: Any) -> bool:
     return require_key in set(calls(route_context.dependant))
 
 
-def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, dict[str, Any]]]:
-    """(needs the key, method, operation) for every documented route and method."""
+def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, str, dict[str, Any]]]:
+    """(needs the key, path, method, operation) for every documented route and method."""
     for context in routing.iter_route_contexts(app.routes):
         if not isinstance(context.original_route, routing.APIRoute) or not context.include_in_schema:
             continue
         for method in context.methods or ():
             operation = doc["paths"].get(context.path_format, {}).get(method.lower())
             if operation is not None:
-                yield _keyed(context), method.lower(), operation
+                yield _keyed(context), context.path_format, method.lower(), operation
 
 
-def _finish_operation(keyed: bool, method: str, operation: dict[str, Any]) -> None:
+def _finish_operation(keyed: bool, path: str, method: str, operation: dict[str, Any]) -> None:
     operation["security"] = KEYED if keyed else []
+    ollama = is_ollama_path(path)
     if "HTTPValidationError" in str(operation["responses"].get("422")):
         # FastAPI's own entry for its parameter checks; Ghost's handler answers those in its own shape.
-        operation["responses"]["422"] = error("A parameter is invalid.")
+        operation["responses"]["422"] = error("A parameter is invalid.", ollama=ollama)
     if keyed:
-        operation["responses"].setdefault("401", error("Missing or wrong key."))
+        operation["responses"].setdefault("401", error("Missing or wrong key.", ollama=ollama))
+    operation["responses"].setdefault("403", error(FORBIDDEN, ollama=ollama))
     for response in operation["responses"].values():
         response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
     if "parameters" in operation:  # one given in `openapi_extra` replaces FastAPI's of that name
@@ -276,8 +319,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Duplicate Operation ID proxy")
             doc = get_openapi(title=app.title, version=app.version, description=app.description,
                               routes=app.routes)
-        for keyed, method, operation in _operations(app, doc):
-            _finish_operation(keyed, method, operation)
+        for keyed, path, method, operation in _operations(app, doc):
+            _finish_operation(keyed, path, method, operation)
         _add_components(doc)
         app.openapi_schema = doc
     return app.openapi_schema

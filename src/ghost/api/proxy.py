@@ -47,7 +47,7 @@ from ghost.api.auth import check_key, require_key
 from ghost.api.errors import error_response
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
-from ghost.errors import GhostError, UpstreamError, UpstreamTimeout, UpstreamUnavailable, error_body
+from ghost.errors import BadRequest, GhostError, echo, UpstreamError, UpstreamTimeout, UpstreamUnavailable, error_body
 from ghost.llm.availability import check_model_available
 from ghost.runtime import Runtime
 
@@ -73,6 +73,7 @@ _RESPONSE_DROP = _HOP_BY_HOP_RAW | {b"x-request-id", b"date", b"server"}
 _STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
 _STREAMING_TYPES = (b"text/event-stream", b"application/x-ndjson")
 _NO_BUFFERING = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+_FORBIDDEN_TARGET_CHARS = ("#", "\\", " ", "\t", "\r", "\n", "\0")  # never in a valid origin-form target
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs
 POOL_KEY = "proxy_pool"  # where the upstream session lives in Runtime.extras
@@ -158,6 +159,7 @@ class UpstreamSession:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) upstream URL: {base_url!r}")
         self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.origin = URL(self.base)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.session = aiohttp.ClientSession(
             connector=_Connector(limit=max_connections, limit_per_host=0),
@@ -168,8 +170,22 @@ class UpstreamSession:
             skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False)
 
     def url(self, target: bytes) -> URL:
-        """The upstream URL for the client's path and query, percent-encoding untouched."""
-        return URL(self.base + target.decode("latin-1"), encoded=True)
+        """The upstream URL for the client's path and query, percent-encoding untouched.
+
+        Only an origin-form target (`/path?query`) is joined onto the base, and the result must
+        still name the upstream's own scheme, host and port: a request line such as
+        `GET *@127.0.0.1:9/admin` or `GET //other.host/x` must never reach another server.
+        """
+        text = target.decode("latin-1")
+        if not is_origin_form(text):
+            raise BadRequest(f"request target must be a path starting with '/': '{echo(text)}'")
+        try:
+            url = URL(self.base + text, encoded=True)
+        except ValueError as exc:
+            raise BadRequest(f"request target is not a valid path: '{echo(text)}'") from exc
+        if (url.scheme, url.host, url.port) != (self.origin.scheme, self.origin.host, self.origin.port):
+            raise BadRequest(f"request target leaves the upstream: '{echo(text)}'")
+        return url
 
     async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
                       body: AsyncIterator[bytes] | None, content_length: int | None) -> UpstreamResponse:
@@ -177,8 +193,8 @@ class UpstreamSession:
 
         `body` None means no body; with a body, `content_length` None sends it chunked.
         """
+        url = self.url(target)  # first: a refused target costs nothing
         pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        url = self.url(target)
         try:
             if body is None or (content_length is not None and content_length <= SMALL_BODY):
                 data = None if body is None else b"".join([chunk async for chunk in body])  # one write with the head
@@ -348,6 +364,12 @@ def _body_length(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
     if length is not None and length.strip().isdigit():
         return int(length) > 0, int(length)
     return _header(headers, b"transfer-encoding") is not None, None
+
+
+def is_origin_form(target: str) -> bool:
+    """`/path` or `/path?query`: not `*`, not an absolute URI, not `//authority/...`."""
+    return target.startswith("/") and not target.startswith("//") and not any(
+        ch in target for ch in _FORBIDDEN_TARGET_CHARS)
 
 
 def upstream_target(request: Request) -> bytes:

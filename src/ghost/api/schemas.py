@@ -38,6 +38,12 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class OllamaError(BaseModel):
+    """The error shape of the Ollama routes (`/api/chat`, `/api/tags`, ...): Ollama's own."""
+
+    error: str = Field(description="What went wrong, for a human.")
+
+
 class StreamError(BaseModel):
     """The last line of an NDJSON stream that failed after it started (Ollama's in-band error)."""
 
@@ -337,6 +343,53 @@ class ModelInfo(BaseModel):
     modified_at: str
 
 
+class RunningModel(BaseModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int
+
+
+class RunningList(BaseModel):
+    models: list[RunningModel]
+
+
+class EmbedRequest(BaseModel):
+    model: str | None = Field(None, description="A served model (its upstream name is used), or any "
+                              "embedding model the upstream serves; default: the served model.")
+    input: str | list[str] = Field(description="One text or a non-empty list of texts.")
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    model: str | None = None
+    prompt: str
+
+
+class EmbeddingResponse(BaseModel):
+    embedding: list[float]
+
+
+class ModelNameRequest(BaseModel):
+    model: str | None = Field(None, description="The model (`name` is the older field).")
+    name: str | None = None
+    stream: bool | None = Field(None, description="Pull: stream status lines (default true).")
+
+
+class PullStatus(BaseModel):
+    status: str
+
+
 class OpenAIModel(BaseModel):
     id: str
     object: Literal["model"]
@@ -357,6 +410,23 @@ class UpstreamProbe(BaseModel):
     error: str | None = None
 
 
+class McpServerHealth(BaseModel):
+    name: str
+    transport: Literal["stdio", "http"]
+    state: Literal["starting", "ready", "down", "stopped"]
+    tools: int
+    tool_names: list[str]
+    restarts: int
+    error: str = Field(description="Why it is down, or why it went down last.")
+
+
+class McpHealth(BaseModel):
+    config: str = Field(description="The MCP config file in use.")
+    config_error: str
+    skipped: dict[str, str] = Field(description="Entries not used, and why.")
+    servers: list[McpServerHealth]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
@@ -374,6 +444,8 @@ class Health(BaseModel):
     workspace_load_waiting: bool = Field(
         description="True while a workspace load waits for running turns to end.")
     event_loop_lag: dict[str, float]
+    context_window: dict[str, Any] | None = None  # tokens, where the number came from, how tokens are counted
+    mcp: McpHealth | None = Field(None, description="The configured MCP servers (null until started).")
 
 
 # --- sessions and workspace -----------------------------------------------------------------------------
@@ -389,10 +461,19 @@ class SessionList(BaseModel):
     sessions: list[SessionSummary]
 
 
+class ContextSummary(BaseModel):
+    """What the model sees in place of the session's earliest messages (see docs/agent.md)."""
+
+    messages: int  # how many earliest messages it stands for
+    text: str
+    updated_at: float
+
+
 class Session(BaseModel):
     id: str
     messages: list[dict[str, Any]]
     updated_at: float
+    summary: ContextSummary | None = None
 
 
 class SessionDeleted(BaseModel):

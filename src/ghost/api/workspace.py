@@ -50,13 +50,20 @@ def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
     return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 
+async def _session_to_save(request: Request, body: dict[str, Any], runtime: Runtime) -> str:
+    """The asked session; without one, the conversation stored last (chats without an id get fresh ids)."""
+    if (body or {}).get("session_id") or request.headers.get(SESSION_HEADER):
+        return session_id_of(request, body)
+    return await runtime.agent.history.latest() or "default"
+
+
 @router.post("/api/workspace/save", summary="Download the workspace as a zip", **openapi.SAVE)
 async def save(request: Request, runtime: Runtime = Depends(get_runtime)) -> WatchedStreamingResponse:
     body = await read_json_object(request, allow_empty=True)
     history = body.get("chat_history")
     if history is not None and not isinstance(history, list):
         raise Unprocessable("chat_history must be a list of messages")
-    saved = await save_workspace(runtime, session_id_of(request, body), history)
+    saved = await save_workspace(runtime, await _session_to_save(request, body, runtime), history)
     return WatchedStreamingResponse(
         archive_chunks(saved.archive),
         media_type="application/zip",

@@ -1,4 +1,4 @@
-"""The client subcommands of `ghost`: chat, workspace save|load, upload, download.
+"""The client subcommands of `ghost`: chat, workspace save|load, upload, download, mcp list.
 
 Each handler gets a connection and two consoles (stdout for results, stderr for progress and
 notes) and may raise ClientError; `run` turns that into `ghost: <message>` and exit status 1.
@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ghost.client import transfer
+from ghost.client.mcp import print_mcp_servers
 from ghost.client.chat import ChatSession, repl
 from ghost.client.connection import ClientError, GhostConnection
 from ghost.client.settings import ClientSettings
 
 Handler = Callable[[argparse.Namespace, GhostConnection, Console, Console], int]
-_SETTING_FLAGS = ("url", "api_key", "session")
+_SETTING_FLAGS = ("url", "api_key", "session", "home")
 
 
 def consoles() -> tuple[Console, Console]:
@@ -93,6 +94,11 @@ def download(args: argparse.Namespace, conn: GhostConnection, out: Console, err:
     return 0
 
 
+def mcp_list(args: argparse.Namespace, conn: GhostConnection, out: Console, err: Console) -> int:
+    health = conn.request("GET", "/api/health")
+    return print_mcp_servers(health.get("mcp"), out, err)
+
+
 def _destination(name: str) -> Path | str:
     return name if name == transfer.STDOUT else Path(name)
 
@@ -102,7 +108,10 @@ def _destination(name: str) -> Path | str:
 def _connection_flags() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="Ghost's address [env GHOST_URL; default: http://127.0.0.1:11435]")
-    common.add_argument("--api-key", dest="api_key", help="Ghost's API key [env GHOST_API_KEY]")
+    common.add_argument("--api-key", dest="api_key",
+                        help="Ghost's API key [env GHOST_API_KEY; default: the generated one in --home]")
+    common.add_argument("--home", help="Ghost's home, where its generated key is kept "
+                        "[env GHOST_HOME; default: ~/.ghost]")
     common.add_argument("--session", help="session id for history and workspace [env GHOST_SESSION; default: default]")
     return common
 
@@ -132,3 +141,7 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     down = _add(commands, "download", download, "Download PATH from the sandbox to FILE.", common)
     down.add_argument("path", help="file path inside the sandbox")
     down.add_argument("file", nargs="?", help="where to write it (default: its name, here; '-': stdout)")
+
+    mcp = commands.add_parser("mcp", help="The MCP servers a running Ghost uses.")
+    mcp_actions = mcp.add_subparsers(dest="mcp_command", required=True)
+    _add(mcp_actions, "list", mcp_list, "List the MCP servers, their state and their tools.", common)

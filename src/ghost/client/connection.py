@@ -22,8 +22,8 @@ class GhostConnection:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         headers = {SESSION_HEADER: settings.session}
-        if settings.api_key:
-            headers["X-Ghost-Key"] = settings.api_key
+        if key := settings.resolved_key():
+            headers["X-Ghost-Key"] = key
         timeout = httpx.Timeout(settings.client_timeout, connect=settings.client_connect_timeout)
         # Ghost is addressed directly; an HTTP(S)_PROXY meant for the internet must not capture it.
         self.http = httpx.Client(base_url=settings.base_url, headers=headers, timeout=timeout,
@@ -84,7 +84,8 @@ def error_message(response: httpx.Response) -> str:
 def describe_refusal(response: httpx.Response, url: str) -> str:
     message = error_message(response)
     if response.status_code == 401:
-        return f"Ghost at {url} refused the API key (set --api-key or GHOST_API_KEY)"
+        return (f"Ghost at {url} refused the API key (set --api-key or GHOST_API_KEY; `ghost key` on "
+                "Ghost's machine prints the generated one)")
     if response.status_code == 413:
         return f"too large for Ghost: {message}"
     if response.status_code == 404:

@@ -19,8 +19,11 @@ import httpx
 from ghost.agent.events import ToolCall, Usage
 from ghost.agent.think import ThinkSplitter
 from ghost.errors import UpstreamError
+from ghost.jsondepth import too_deep
 from ghost.llm.availability import check_model_available
+from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, bounded_lines, read_bounded
 from ghost.llm.client import upstream_errors
+from ghost.llm.overflow import context_overflow
 from ghost.runtime import Runtime
 
 MAX_ERROR_BODY = 4096
@@ -41,25 +44,36 @@ class Completion:
     upstream_seconds: float = 0.0
 
 
+MAX_TOOL_NAME_CHARS = 256
+MAX_TOOL_ID_CHARS = 128
+INVALID_TOOL_NAME = "invalid_tool_name"  # stands in for a name that was not a string
+
+
 @dataclass
 class _ToolCallParts:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    argument_chars: int = 0
+    problem: str = ""  # why the call is malformed; the model is told instead of the tool running
 
 
 class _Accumulator:
     """Collects what arrives across chunks: tool-call fragments, finish reason, usage."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: ReplyBounds) -> None:
+        self.bounds = bounds
         self.splitter = ThinkSplitter()
         self.calls: dict[int, _ToolCallParts] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.done = False
+        self.text_chars = 0
 
     def chunk(self, data: dict[str, Any]) -> list[Delta]:
         if isinstance(data.get("error"), (dict, str)):
+            if (overflow := context_overflow(400, data)) is not None:
+                raise overflow
             raise UpstreamError(f"upstream error: {_error_text(data['error'])}")
         if isinstance(data.get("usage"), dict):
             self.usage = _usage(data["usage"]) or self.usage
@@ -75,25 +89,80 @@ class _Accumulator:
         out = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
+            self._count_text(reasoning)
             out.append(Delta("reasoning", reasoning))
         if isinstance(delta.get("content"), str) and delta["content"]:
+            self._count_text(delta["content"])
             out += [Delta(kind, text) for kind, text in self.splitter.feed(delta["content"])]
         for call in delta.get("tool_calls") or []:
             self._tool_call(call)
         return out
 
+    def _count_text(self, text: str) -> None:
+        self.text_chars += len(text)
+        if self.text_chars > self.bounds.reply_chars:
+            raise UpstreamTooLarge(f"upstream reply longer than {self.bounds.reply_chars} characters "
+                                   "(--upstream-max-reply-chars)")
+
     def _tool_call(self, call: dict[str, Any]) -> None:
-        parts = self.calls.setdefault(int(call.get("index", len(self.calls))), _ToolCallParts())
-        parts.id = call.get("id") or parts.id
+        index = int(call.get("index", len(self.calls)))
+        if index not in self.calls and len(self.calls) >= self.bounds.tool_calls:
+            raise UpstreamTooLarge(f"upstream made more than {self.bounds.tool_calls} tool calls in one "
+                                   "reply (--upstream-max-tool-calls)")
+        parts = self.calls.setdefault(index, _ToolCallParts())
+        if isinstance(call.get("id"), (str, int)) and call["id"] != "":
+            parts.id = str(call["id"])[:MAX_TOOL_ID_CHARS]
         function = call.get("function") or {}
-        parts.name = function.get("name") or parts.name
-        arguments = function.get("arguments")
-        if arguments:
-            parts.arguments.append(arguments if isinstance(arguments, str) else json.dumps(arguments))
+        _take_name(parts, function.get("name"))
+        _take_arguments(parts, function.get("arguments"), self.bounds.tool_call_chars)
 
     def tool_calls(self) -> list[ToolCall]:
-        return [ToolCall(id=p.id or f"call_{index}", name=p.name, arguments="".join(p.arguments))
-                for index, p in sorted(self.calls.items()) if p.name]
+        return [_finished_call(index, p, self.bounds) for index, p in sorted(self.calls.items()) if p.name]
+
+
+def _take_name(parts: _ToolCallParts, name: Any) -> None:
+    """The call's name (servers send it once or repeat it); one that is not a short string marks
+    the call malformed, never a crash further on."""
+    if name is None or name == "":
+        return
+    if not isinstance(name, str):
+        parts.problem = parts.problem or f"the tool name must be a string, not {type(name).__name__}"
+        parts.name = INVALID_TOOL_NAME
+    elif len(name) > MAX_TOOL_NAME_CHARS:
+        parts.problem = parts.problem or f"the tool name is longer than {MAX_TOOL_NAME_CHARS} characters"
+        parts.name = name[:MAX_TOOL_NAME_CHARS]
+    elif not parts.problem:
+        parts.name = name
+
+
+def _take_arguments(parts: _ToolCallParts, arguments: Any, max_chars: int) -> None:
+    if arguments is None or arguments == "":
+        return
+    if isinstance(arguments, dict):  # some servers send the object itself
+        arguments = json.dumps(arguments)
+    elif not isinstance(arguments, str):
+        parts.problem = parts.problem or f"the arguments must be a JSON object, not {type(arguments).__name__}"
+        return
+    parts.argument_chars += len(arguments)
+    if parts.argument_chars > max_chars:
+        raise UpstreamTooLarge(f"upstream sent tool-call arguments longer than {max_chars} characters "
+                               "(--upstream-max-tool-call-chars)")
+    parts.arguments.append(arguments)
+
+
+def _finished_call(index: int, parts: _ToolCallParts, bounds: ReplyBounds) -> ToolCall:
+    arguments = "".join(parts.arguments)
+    problem = parts.problem or _arguments_problem(arguments, bounds.json_depth)
+    return ToolCall(id=parts.id or f"call_{index}", name=parts.name, arguments="" if problem else arguments,
+                    problem=problem)
+
+
+def _arguments_problem(arguments: str, max_depth: int) -> str:
+    """Why these arguments must not be parsed at all, or "". (Arguments that are not JSON, or not
+    an object, are the tool registry's to report, as they always were.)"""
+    if too_deep(arguments.encode("utf-8", "surrogatepass"), max_depth):
+        return f"the arguments nest deeper than {max_depth} levels"
+    return ""
 
 
 def _usage(raw: dict[str, Any]) -> Usage | None:
@@ -118,65 +187,71 @@ async def _raise_for_status(response: httpx.Response) -> None:
         if len(body) > MAX_ERROR_BODY:
             break
     try:
-        detail = _error_text(json.loads(body).get("error") or body[:300].decode(errors="replace"))
-    except (ValueError, AttributeError):
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if (overflow := context_overflow(response.status_code, parsed)) is not None:
+        raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
+    try:
+        detail = _error_text(parsed.get("error") or body[:300].decode(errors="replace"))
+    except AttributeError:
         detail = body[:300].decode(errors="replace").strip() or response.reason_phrase
     raise UpstreamError(f"upstream answered {response.status_code}: {detail}")
 
 
-def _sse_data(line: str) -> str | None:
-    if not line.startswith("data:"):
+def _sse_data(line: bytes) -> bytes | None:
+    if not line.startswith(b"data:"):
         return None
     return line[5:].strip()
 
 
-async def _sse_chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any] | None]:
+async def _sse_chunks(response: httpx.Response, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
     """Each parsed `data:` JSON object; None for the `[DONE]` marker.
 
     After [DONE] the rest of the body (normally just the chunked terminator) is still read, so
     the pooled connection can be reused: httpx closes a connection whose response was left unread.
     """
-    lines = response.aiter_lines()
+    lines = bounded_lines(response.aiter_bytes(), bounds.line_bytes)
     async for line in lines:
         data = _sse_data(line)
-        if data is None or data == "":
+        if data is None or data == b"":
             continue
-        if data == "[DONE]":
+        if data == b"[DONE]":
             yield None
             with anyio.move_on_after(DRAIN_SECONDS):  # never wait long on a server that lingers
                 async for _ in lines:
                     pass
             return
-        try:
-            parsed = json.loads(data)
-        except ValueError as exc:
-            raise UpstreamError(f"upstream sent malformed stream data: {data[:120]!r}") from exc
-        if not isinstance(parsed, dict):
-            raise UpstreamError("upstream sent a stream chunk that is not a JSON object")
-        yield parsed
+        yield _parse_object(data, bounds, "stream chunk")
 
 
-async def _read_json(response: httpx.Response) -> dict[str, Any]:
-    body = await response.aread()
+def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]:
+    bounds.check_depth(data)
     try:
-        parsed = json.loads(body)
-    except ValueError as exc:
-        raise UpstreamError("upstream sent a reply that is neither SSE nor JSON") from exc
+        parsed = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        shown = data[:120].decode("utf-8", "replace")
+        raise UpstreamError(f"upstream sent a malformed {what}: {shown!r}") from exc
     if not isinstance(parsed, dict):
-        raise UpstreamError("upstream sent a JSON reply that is not an object")
+        raise UpstreamError(f"upstream sent a {what} that is not a JSON object")
     return parsed
+
+
+async def _read_json(response: httpx.Response, bounds: ReplyBounds) -> dict[str, Any]:
+    body = await read_bounded(response.aiter_bytes(), bounds.line_bytes)
+    return _parse_object(body, bounds, "reply (neither SSE nor a JSON object)")
 
 
 async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[Delta]:
     content_type = response.headers.get("content-type", "")
     if content_type.startswith("application/json"):  # an upstream that ignored stream=true
-        for delta in _checked_chunk(acc, await _read_json(response)):
+        for delta in _checked_chunk(acc, await _read_json(response, acc.bounds)):
             yield delta
         acc.done = True
         return
     if not content_type.startswith("text/event-stream"):
         raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
-    async for chunk in _sse_chunks(response):
+    async for chunk in _sse_chunks(response, acc.bounds):
         if chunk is None:
             acc.done = True
             return
@@ -196,7 +271,7 @@ def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
 async def stream_chat(runtime: Runtime, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]:
     url = f"{runtime.upstream_url}/v1/chat/completions"
     headers = {**runtime.upstream_headers(), "x-request-id": request_id}
-    acc = _Accumulator()
+    acc = _Accumulator(ReplyBounds.from_settings(runtime.settings))
     started = time.perf_counter()
     if not runtime.upstream_url:
         raise UpstreamError("no upstream is configured")

@@ -40,6 +40,7 @@ class Limits:
     max_open_files: int  # RLIMIT_NOFILE
     output_bytes: int  # kept per stream; the middle of longer output is cut out
     output_kill_bytes: int  # both streams together; past it the run is killed as a flood
+    run_memory_bytes: int = 1 << 30  # all processes of one run together (memory cgroup, if any)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Limits":
@@ -48,6 +49,7 @@ class Limits:
             memory_bytes=settings.sandbox_memory_bytes, file_size_bytes=settings.sandbox_file_size_bytes,
             max_processes=settings.sandbox_max_processes, max_open_files=settings.sandbox_max_open_files,
             output_bytes=settings.sandbox_output_bytes, output_kill_bytes=settings.sandbox_output_kill_bytes,
+            run_memory_bytes=settings.sandbox_run_memory_bytes,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,10 +115,16 @@ class Executor(ABC):
             return "cgroup"
         return "rlimit" if os.getuid() != 0 else "none"
 
+    @property
+    def run_memory_limit(self) -> str:
+        """How one run's memory is bounded: a memory cgroup for the whole run, or per process only."""
+        return "cgroup" if self._cgroups is not None and self._cgroups.limits_memory else "per-process"
+
     async def aclose(self) -> None:
         """Release what the backend keeps between runs (called at shutdown)."""
 
     def info(self) -> dict[str, Any]:
         """What /api/health shows about the sandbox."""
         return {"backend": self.name, "isolated": self.isolated, "process_limit": self.process_limit,
-                "python": self._python, "limits": self.limits.as_dict()}
+                "run_memory_limit": self.run_memory_limit, "python": self._python,
+                "limits": self.limits.as_dict()}

@@ -12,8 +12,10 @@ replaced since it was started (a bind mount would still show the old one).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+from typing import Any
 
 from ghost.errors import SandboxError
 from ghost.sandbox.base import ExecResult, Executor, Limits
@@ -78,6 +80,18 @@ class BwrapExecutor(Executor):
             # the two would compete for the CPU. A call right after this one waits for it
             # (still no slower than a fresh start).
             self._prepare_warm()
+
+    # --- long-running commands (MCP servers) -----------------------------------------------------
+    def layout_with(self, **changes: Any) -> Layout:
+        """This executor's layout with some fields changed (another directory, network, mounts)."""
+        return dataclasses.replace(self._layout, **changes)
+
+    async def start_detached(self, layout: Layout, command: list[str]) -> Sandbox:
+        """Start `command` in a sandbox of its own with `layout`, confined like a run (rlimits,
+        pids cgroup) but not supervised and without the wall-clock timeout: the caller owns its
+        stdin and output pipes and must `discard` it."""
+        return await start_sandbox(self._bwrap, layout.args(), layout.sandbox_root, command, self.limits,
+                                   self._cgroups)
 
     async def _start(self, command: list[str], limits: Limits, *, warm: bool = False) -> Sandbox:
         return await start_sandbox(self._bwrap, self._layout_args, self._layout.sandbox_root, command,

@@ -145,6 +145,10 @@ async def _checked(executor: Executor) -> Executor:
         log.warning("!!! the sandbox's process limit is NOT enforced: Ghost runs as root and cannot "
                     "create a pids cgroup, so a fork bomb in the sandbox can exhaust the host's "
                     "process table. Run Ghost as an ordinary user. !!!")
+    if executor.info().get("run_memory_limit") != "cgroup":
+        log.warning("no memory cgroup for sandbox runs here: only the per-process limits apply "
+                    "(--sandbox-memory-bytes per process, --sandbox-max-processes processes), so one "
+                    "run may use up to their product")
     log.info("sandbox backend %s (isolated: %s), working directory %s", executor.name,
              executor.isolated, SANDBOX_MOUNT if executor.isolated else "the sandbox directory")
     return executor

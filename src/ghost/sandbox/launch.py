@@ -139,7 +139,7 @@ async def _confine(sandbox: Sandbox, handshake: "_Handshake", limits: Limits, cg
         child = await _read_child_pid(handshake.info_r)
         rlimits.apply_to(child, rlimits.rlimits(limits, nproc=limits.max_processes))
         if cgroups is not None:
-            sandbox.cgroup = cgroups.create(limits.max_processes)
+            sandbox.cgroup = cgroups.create(limits.max_processes, limits.run_memory_bytes)
             sandbox.cgroup.add(child)
         handshake.release()
     except (SandboxError, OSError) as exc:

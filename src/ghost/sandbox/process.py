@@ -47,7 +47,7 @@ class ProcessExecutor(Executor):
         return {**super().info(), "network": True}
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
-        cgroup = self._cgroups.create(limits.max_processes) if self._cgroups else None
+        cgroup = self._cgroups.create(limits.max_processes, limits.run_memory_bytes) if self._cgroups else None
         try:
             return await self._run_in(argv, stdin, limits, cgroup)
         finally:

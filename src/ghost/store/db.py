@@ -9,6 +9,8 @@ WAL mode lets other processes (a second Ghost reading, the `sqlite3` shell) read
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from ghost.errors import InsufficientStorage
+from ghost.store.conversation import conversation_digest, opening_digest
+
+SQLITE_FULL = 13
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -37,8 +43,41 @@ def _m001_initial(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _m002_context_summaries(conn: sqlite3.Connection) -> None:
+    # Summaries of a conversation's earliest messages, by the hash of the messages they cover, and
+    # the one each session uses now (see ghost.agent.context).
+    conn.execute("""
+        CREATE TABLE context_summaries (
+            prefix_hash TEXT PRIMARY KEY,      -- hash chain of the covered messages
+            covers      INTEGER NOT NULL,      -- how many messages it covers
+            text        TEXT NOT NULL,
+            created_at  REAL NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE session_summaries (
+            session_id  TEXT PRIMARY KEY,
+            prefix_hash TEXT NOT NULL,
+            covers      INTEGER NOT NULL,
+            text        TEXT NOT NULL,
+            updated_at  REAL NOT NULL
+        )""")
+
+
+
+def _m003_history_digests(conn: sqlite3.Connection) -> None:
+    # Which stored conversation a request continues (ghost.store.conversation).
+    conn.execute("ALTER TABLE history ADD COLUMN digest TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN opening TEXT")
+    conn.execute("CREATE INDEX history_digest ON history (digest)")
+    for session_id, messages in conn.execute("SELECT session_id, messages FROM history").fetchall():
+        stored = json.loads(messages)
+        conn.execute("UPDATE history SET digest = ?, opening = ? WHERE session_id = ?",
+                     (conversation_digest(stored), opening_digest(stored), session_id))
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries,
+                                                         _m003_history_digests]
 
 
 class Database:
@@ -96,13 +135,29 @@ class Database:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction; a full disk becomes InsufficientStorage (507), with nothing left open.
+
+    COMMIT is inside the guard: on a full disk it is the COMMIT that fails (the WAL cannot grow),
+    and a transaction left open then would make every later BEGIN fail too. SQLite may already
+    have rolled back by itself, so ROLLBACK is sent only while a transaction is still open.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if is_disk_full(exc):
+            raise InsufficientStorage("the disk holding Ghost's database is full") from exc
         raise
-    conn.execute("COMMIT")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL), or the OS saying the same."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

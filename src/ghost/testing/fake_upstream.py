@@ -8,8 +8,15 @@ In-process:    fake = FakeUpstream().start(); fake.script(Reply(content="hi")); 
 Out-of-process: python -m ghost.testing.fake_upstream --port 9000
                 then POST /_fake/script with a JSON list of Reply fields, GET /_fake/requests.
 
-Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
+`/v1/embeddings` answers stable vectors made from each input's hash (`serves_embeddings = False`
+turns it into a 404). Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
+A `ContextWindow` (`fake.context = ContextWindow(...)`) makes it count every chat request's tokens
+(characters / `chars_per_token`, recorded as `tokens`) and refuse one that does not fit the way the
+server `kind` does: llama.cpp's 400 `exceed_context_size_error`, vLLM's 400 "maximum context length",
+or Ollama's silent cut of the oldest messages. It also answers that server's window probe
+(`/props`, `/api/show`, `/v1/models` `max_model_len`) and llama.cpp's `/tokenize`. A `responder`
+function, when set, picks each reply from the request instead of the script.
 `/hold/{name}` sends one SSE event, then waits for `release(name)` before the last one (with
 `?before=headers` it waits before answering at all); `hold_state(name)` tells whether that stream is
 "open", "finished" or "closed_early" (the client went away). A chat `Reply(hold=name)` is held the
@@ -29,10 +36,12 @@ import json
 import socket
 import threading
 import time
+import math
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -66,8 +75,13 @@ class Reply:
     finish_reason: str | None = None
     raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
+    # A misbehaving upstream, generated as it is sent (never held whole): {"kind": "content" |
+    # "arguments" | "calls" | "line", "size": n}: n bytes of answer text, n bytes of one tool call's
+    # arguments, n tool calls, or one n-byte line that never ends.
+    flood: dict[str, Any] | None = None
     hold: str | None = None  # wait for release(hold) after `hold_after` streamed chunks (see below)
     hold_after: int = 0  # chunks sent before the hold; a non-streamed reply is held before it is sent
+    when: str | None = None  # only for a request whose last user message is this text
 
     def pieces(self) -> list[str]:
         return self.chunks if self.chunks is not None else _words(self.content)
@@ -79,14 +93,46 @@ def _words(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
 
 
+@dataclass
+class ContextWindow:
+    """A simulated context window (see the module docstring)."""
+
+    tokens: int = 4096
+    kind: Literal["llama.cpp", "vllm", "ollama", "silent"] = "llama.cpp"  # silent: no probe, no check
+    chars_per_token: float = 4.0  # a little under: the client must calibrate its estimate
+    tokenize: bool = True  # llama.cpp: serve /tokenize
+    advertise: bool = True  # answer the window probe of `kind`
+    ollama_num_ctx_parameter: bool = True  # Ollama /api/show: num_ctx in parameters, else model_info only
+    ollama_default_ctx: int = 2048  # Ollama's window when a request sends no options.num_ctx
+
+    def count_text(self, text: str) -> int:
+        return math.ceil(len(text) / self.chars_per_token)
+
+    def count_message(self, message: dict[str, Any]) -> int:
+        content = message.get("content")
+        parts = [content] if isinstance(content, str) else [
+            p.get("text", "") for p in content or [] if isinstance(p, dict)]
+        for call in message.get("tool_calls") or []:
+            parts += [call["function"]["name"], str(call["function"].get("arguments", ""))]
+        return self.count_text("\n".join(str(p) for p in parts)) + 4
+
+    def count(self, body: dict[str, Any]) -> int:
+        tools = self.count_text(json.dumps(body["tools"])) if body.get("tools") else 0
+        return sum(self.count_message(m) for m in body.get("messages") or []) + tools
+
+
 class FakeUpstream:
     def __init__(self, model: str = DEFAULT_MODEL, keep_alive: float = 5.0) -> None:
         self.model = model
+        self.context: ContextWindow | None = None
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.cut_requests = 0  # Ollama-style silent cuts made
         self.keep_alive = keep_alive  # seconds an idle client connection is kept open
         self.replies: deque[Reply] = deque()
         self.replies_for: dict[str, deque[Reply]] = {}  # by text in the last user message
         self.requests: list[dict[str, Any]] = []
         self.default_reply = Reply()
+        self.serves_embeddings = True  # False: /v1/embeddings answers 404, as many chat-only servers do
         self.open_streams = 0  # chat streams currently being sent
         self.closed_early = 0  # chat streams whose client went away before the end
         self.holds: dict[str, dict[str, Any]] = {}  # /hold/{name}: {"state", "released": Event}
@@ -103,19 +149,15 @@ class FakeUpstream:
         """Queue replies for requests whose last user message contains `text` (before `script`'s)."""
         self.replies_for.setdefault(text, deque()).extend(replies)
 
-    def _next_reply(self, body: Any) -> Reply:
-        last_user = next((m.get("content") for m in reversed(body.get("messages") or [])
-                          if isinstance(m, dict) and m.get("role") == "user"), None)
-        for text, queued in self.replies_for.items():
-            if queued and isinstance(last_user, str) and text in last_user:
-                return queued.popleft()
-        return self.replies.popleft() if self.replies else self.default_reply
-
     def reset(self) -> None:
         self.replies.clear()
         self.replies_for.clear()
         self.requests.clear()
         self.closed_early = 0
+        self.context = None
+        self.responder = None
+        self.cut_requests = 0
+        self.serves_embeddings = True
         self.release_all()
 
     # --- held streams (/hold/{name}) ---------------------------------------------------------
@@ -179,6 +221,10 @@ class FakeUpstream:
         return Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/props", self._props, methods=["GET"]),
+            Route("/tokenize", self._tokenize, methods=["POST"]),
+            Route("/api/show", self._show, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/_fake/script", self._script, methods=["POST"]),
             Route("/_fake/reset", self._reset, methods=["POST"]),
             Route("/_fake/requests", self._requests, methods=["GET"]),
@@ -203,8 +249,91 @@ class FakeUpstream:
 
     async def _models(self, request: Request) -> Response:
         self._record(request, None)
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+        entry: dict[str, Any] = {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}
+        if self._advertises("vllm"):
+            entry["max_model_len"] = self.context.tokens
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    def _advertises(self, kind: str) -> bool:
+        return self.context is not None and self.context.kind == kind and self.context.advertise
+
+    async def _props(self, request: Request) -> Response:
+        self._record(request, None)
+        if not self._advertises("llama.cpp"):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return JSONResponse({"default_generation_settings": {"n_ctx": self.context.tokens}, "total_slots": 1})
+
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, None)
+        if self.context is None or self.context.kind != "llama.cpp" or not self.context.tokenize:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return JSONResponse({"tokens": list(range(self.context.count_text(str(body.get("content", "")))))})
+
+    async def _show(self, request: Request) -> Response:
+        self._record(request, await request.json())
+        if not self._advertises("ollama"):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        window = self.context
+        parameters = f"num_ctx {window.tokens}\nstop <|im_end|>" if window.ollama_num_ctx_parameter else "stop <|im_end|>"
+        length = window.tokens if not window.ollama_num_ctx_parameter else 131072
+        return JSONResponse({"parameters": parameters, "model_info": {
+            "general.architecture": "llama", "llama.context_length": length}})
+
+    def _over_window(self, body: dict[str, Any]) -> tuple[Response | None, int]:
+        """The refusal a real server of this kind gives to a prompt too long (or None), and the count."""
+        window = self.context
+        assert window is not None
+        if window.kind == "ollama":
+            return None, self._ollama_cut(body, window)
+        prompt = window.count(body)
+        if window.kind == "llama.cpp" and prompt > window.tokens:
+            return JSONResponse({"error": {
+                "code": 400, "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error", "n_prompt_tokens": prompt, "n_ctx": window.tokens}},
+                status_code=400), prompt
+        reply = int(body.get("max_tokens") or 0)
+        if window.kind == "vllm" and prompt + reply > window.tokens:
+            return JSONResponse({"object": "error", "message": (
+                f"This model's maximum context length is {window.tokens} tokens. However, you requested "
+                f"{prompt + reply} tokens ({prompt} in the messages, {reply} in the completion). Please "
+                f"reduce the length of the messages or completion."), "type": "BadRequestError",
+                "param": None, "code": 400}, status_code=400), prompt
+        return None, prompt
+
+    def _ollama_cut(self, body: dict[str, Any], window: ContextWindow) -> int:
+        """Ollama's way: drop the oldest messages (the system prompt first) until the rest fits."""
+        num_ctx = (body.get("options") or {}).get("num_ctx") or window.ollama_default_ctx
+        messages = body.get("messages") or []
+        while messages and window.count({**body, "messages": messages}) > num_ctx:
+            messages = messages[1:]
+        if len(messages) < len(body.get("messages") or []):
+            self.cut_requests += 1
+            body["messages_seen"] = messages
+        return window.count({**body, "messages": messages})
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        """The first scripted reply meant for this request (a client's parallel background
+        requests cannot take a reply scripted for what the user said), else the default."""
+        said = _last_user_text(body).strip()
+        for text, queued in self.replies_for.items():
+            if queued and text in said:
+                return queued.popleft()
+        for reply in self.replies:
+            if reply.when is None or reply.when == said:
+                self.replies.remove(reply)
+                return reply
+        return self.default_reply
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, body)
+        if not self.serves_embeddings:
+            return JSONResponse({"error": {"message": "Not Found", "type": "not_found"}}, status_code=404)
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return JSONResponse({"object": "list", "model": body.get("model", self.model), "data": [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(text)} for i, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
 
     async def _script(self, request: Request) -> Response:
         items = await request.json()
@@ -221,7 +350,14 @@ class FakeUpstream:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self._record(request, body)
-        reply = self._next_reply(body)
+        if self.context is not None:
+            refusal, tokens = self._over_window(body)
+            self.requests[-1]["tokens"] = tokens
+            if refusal is not None:
+                return refusal
+        reply = self._reply_for(body)
+        if self.context is not None and reply.usage is not None:
+            reply = Reply(**{**asdict(reply), "usage": {**reply.usage, "prompt_tokens": self.requests[-1]["tokens"]}})
         if reply.first_delay:
             await asyncio.sleep(reply.first_delay)
         if reply.hold and not (body.get("stream") and reply.hold_after):
@@ -234,11 +370,19 @@ class FakeUpstream:
         model = body.get("model", self.model)
         if reply.raw_stream is not None:
             return WatchedStreamingResponse(self._raw(reply), media_type="text/event-stream")
+        if reply.flood is not None:
+            return WatchedStreamingResponse(flood_stream(reply.flood["kind"], int(reply.flood["size"]), model),
+                                            media_type="text/event-stream")
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
             return WatchedStreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
         return JSONResponse(completion(reply, model))
+
+    def _reply_for(self, body: dict[str, Any]) -> Reply:
+        if self.responder is not None:
+            return self.responder(body)
+        return self._next_reply(body)
 
     async def _stream(self, reply: Reply, model: str, include_usage: bool):
         self.open_streams += 1
@@ -374,6 +518,17 @@ class FakeUpstream:
         return response
 
 
+def _last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1].get("content")) if users else ""
+
+
+def fake_embedding(text: str, dimensions: int = 8) -> list[float]:
+    """A stable vector for `text`: the same text always gets the same one."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(byte / 255, 6) for byte in digest[:dimensions]]
+
+
 def _tool_call_entries(reply: Reply) -> list[dict[str, Any]]:
     entries = []
     for index, call in enumerate(reply.tool_calls or []):
@@ -422,6 +577,38 @@ def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[st
     if include_usage and reply.usage is not None:
         chunks.append({**base, "choices": [], "usage": reply.usage})
     return chunks
+
+
+FLOOD_PIECE = 64 * 1024
+
+
+async def flood_stream(kind: str, size: int, model: str):
+    """A stream that never stops growing where a well-behaved upstream would stop."""
+    def event(delta: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps({"object": "chat.completion.chunk", "model": model,
+                                        "choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+    if kind == "line":
+        yield b"data: {\"choices\": [{\"delta\": {\"content\": \""
+        for _ in range(size // FLOOD_PIECE):
+            yield b"x" * FLOOD_PIECE
+            await asyncio.sleep(0)
+        return
+    if kind == "calls":
+        for index in range(size):
+            yield event({"tool_calls": [{"index": index, "id": f"call_{index}", "type": "function",
+                                         "function": {"name": "scratchpad_list", "arguments": "{}"}}]})
+    elif kind == "arguments":
+        yield event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                     "function": {"name": "scratchpad_set", "arguments": '{"key": "k", "value": "'}}]})
+        for _ in range(size // FLOOD_PIECE):
+            yield event({"tool_calls": [{"index": 0, "function": {"arguments": "a" * FLOOD_PIECE}}]})
+            await asyncio.sleep(0)
+    else:
+        for _ in range(size // FLOOD_PIECE):
+            yield event({"content": "y" * FLOOD_PIECE})
+            await asyncio.sleep(0)
+    yield b"data: [DONE]\n\n"
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from ghost.config import KEY_FILE_NAME
+from ghost.keyfile import read_key
+
 TEST_KEY = "test-key-123"
 # Settings every test Ghost gets unless its test passes its own (a flag or `env` wins): a Ghost
 # that falls back to the bundled model only because a test gave no upstream should not spend
@@ -51,11 +54,19 @@ class GhostServer:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"X-Ghost-Key": self.api_key} if self.api_key else {}
+        key = self.api_key if self.api_key is not None else self.generated_key()
+        return {"X-Ghost-Key": key} if key else {}
+
+    def generated_key(self) -> str | None:
+        """The key Ghost generated in its home (when started without --api-key)."""
+        return read_key(self.home / KEY_FILE_NAME)
 
     def command(self) -> list[str]:
+        """`api_key` None: no key flag (Ghost uses its generated key); "": --no-auth."""
         cmd = [sys.executable, "-m", "ghost", "serve", "--port", str(self.port), "--home", str(self.home)]
-        if self.api_key is not None:
+        if self.api_key == "":
+            cmd += ["--no-auth"]
+        elif self.api_key is not None:
             cmd += ["--api-key", self.api_key]
         return cmd + self.args
 

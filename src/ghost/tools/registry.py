@@ -29,6 +29,9 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     handler: Handler  # called with the validated arguments as keywords
+    # False for tools whose source checks the arguments itself (an MCP server, against a schema
+    # that may use more of JSON Schema than Ghost's validator understands).
+    check_arguments: bool = True
 
     def schema(self) -> dict[str, Any]:
         return {"type": "function",
@@ -97,7 +100,7 @@ class Registry:
         parsed = _parse_arguments(arguments)
         if isinstance(parsed, str):
             return ToolResult(f"{name}: {parsed}", ok=False, summary=f"{name}: bad arguments")
-        errors = validate(tool.parameters, parsed)
+        errors = validate(tool.parameters, parsed) if tool.check_arguments else []
         if errors:
             return ToolResult(f"{name}: invalid arguments: {'; '.join(errors[:10])}. Parameters: "
                               f"{json.dumps(tool.parameters)[:2000]}", ok=False, summary=f"{name}: bad arguments")

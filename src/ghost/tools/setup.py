@@ -16,6 +16,7 @@ from ghost.tools.skill_store import SkillStore
 from ghost.tools.skills import SkillTools
 
 log = logging.getLogger("ghost.tools")
+EXECUTOR_KEY = "executor"
 
 
 async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
@@ -42,5 +43,6 @@ async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
     runtime.extras["skills"] = store  # /api/health shows what its scans loaded and skipped
     runtime.tools = registry
     runtime.extras["sandbox_info"] = executor.info()
+    runtime.extras[EXECUTOR_KEY] = executor  # MCP servers start in sandboxes like its runs
     runtime.extras["scratchpad"] = pad.pad  # for the workspace archive (all() / replace_all())
     return registry

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.errors import ArchiveRejected
+from ghost.store.history import write as write_history
 from ghost.workspace.layout import ARCHIVE_FORMAT, ARCHIVE_VERSION
 
 
@@ -40,11 +41,7 @@ def restore(conn: sqlite3.Connection, session_id: str, state: SessionState) -> N
         "INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?)",
         [(key, json.dumps(value), now) for key, value in state.scratchpad.items()],
     )
-    conn.execute(
-        "INSERT INTO history (session_id, messages, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(session_id) DO UPDATE SET messages = excluded.messages, updated_at = excluded.updated_at",
-        (session_id, json.dumps(state.chat_history), now),
-    )
+    write_history(conn, session_id, state.chat_history, now)
 
 
 def encode_session(state: SessionState, session_id: str, saved_at: str) -> bytes:

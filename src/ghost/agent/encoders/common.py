@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, ReasoningDelta, TextDelta, ToolActivity,
-                                ToolCall, TurnStats, Usage)
+from ghost.agent.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta,
+                                ToolActivity, ToolCall, TurnStats, Usage)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ def activity_text(event: ToolActivity) -> str:
     return event.text + "\n"
 
 
+def notice_text(event: Notice) -> str:
+    return f"\n[Ghost: {event.text}]\n"
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -53,6 +57,7 @@ class CollectedTurn:
     done: Done | None = None
     error: Error | None = None
     stats: TurnStats | None = None
+    notices: list[str] = field(default_factory=list)
 
     def add(self, event: Event, show_activity: bool) -> None:
         if isinstance(event, TextDelta):
@@ -69,6 +74,8 @@ class CollectedTurn:
             self.done = event
         elif isinstance(event, Error):
             self.error = event
+        elif isinstance(event, Notice):
+            self.notices.append(event.text)
         elif isinstance(event, TurnStats):  # (heartbeats and anything else: nothing to keep)
             self.stats = event
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
+from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps, notice_text
 from ghost.agent.encoders.openai_sse import completion_object
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, ReasoningDelta, TextDelta, ToolActivity,
+from ghost.agent.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, Usage)
 
 
@@ -67,6 +67,8 @@ class OllamaStreamEncoder:
             return self._final(event)
         if isinstance(event, Error):
             return dumps({"error": event.message}).encode() + b"\n"
+        if isinstance(event, Notice):  # NDJSON has no comments: shown as thinking text
+            return self._piece(thinking=notice_text(event))
         return b""  # heartbeats: NDJSON has no comment lines, and idle NDJSON is fine for clients
 
     def _final(self, done: Done) -> bytes:

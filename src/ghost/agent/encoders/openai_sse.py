@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, Heartbeat, ReasoningDelta, TextDelta,
+from ghost.agent.events import (ClientToolCall, Done, Error, Event, Heartbeat, Notice, ReasoningDelta, TextDelta,
                                 ToolActivity, ToolCall, Usage)
 
 DONE_LINE = b"data: [DONE]\n\n"
@@ -53,6 +53,8 @@ class OpenAIStreamEncoder:
             return KEEPALIVE
         if isinstance(event, Error):
             return sse_error(event.message, event.type)
+        if isinstance(event, Notice):  # a comment line: seen in logs and by curl, ignored by clients
+            return f": ghost warning: {event.text}\n\n".encode()
         if isinstance(event, Usage):
             self._usage = event
             return b""

@@ -1,0 +1,106 @@
+"""What every turn's context fitter shares, built once at start: the learned window, the token
+counter, the summary store and the small in-process memos that keep a turn from touching SQLite or
+the disk when nothing changed (see ghost.agent.context)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ghost.agent.outputs import output_name, save_output
+from ghost.agent.tokens import TokenCounter
+from ghost.config import Settings
+from ghost.llm.window import UpstreamWindow, learn_window
+from ghost.runtime import Runtime
+from ghost.store.summaries import StoredSummary, Summaries
+
+SERVICES_KEY = "context"
+SAVED_MEMO = 1024
+TOOLS_MEMO = 64
+
+
+@dataclass
+class ContextServices:
+    """What every turn's fitter shares: built once at start (`start_context`)."""
+
+    window: UpstreamWindow
+    counter: TokenCounter
+    summaries: Summaries
+    sandbox_root: Path
+    settings: Settings
+    recent: "RecentSummaries" = field(default_factory=lambda: RecentSummaries())
+    summary_calls: int = 0  # for the benchmark and the logs
+    # Tool results saved by this process (file name -> path): the same result shortened again on a
+    # later turn is not written (or read back to compare) again. Cleared by a workspace load.
+    saved: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    in_use: dict[str, str] = field(default_factory=dict)  # session -> hash of the summary it shows
+    tools_counted: dict[tuple[tuple[int, ...], ...], tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    async def saved_path(self, text: str) -> str | None:
+        name = output_name(text)
+        if (path := self.saved.get(name)) is not None:
+            return path
+        path = await asyncio.to_thread(save_output, self.sandbox_root, text)
+        if path is not None:
+            self.saved[name] = path
+            if len(self.saved) > SAVED_MEMO:
+                self.saved.popitem(last=False)
+        return path
+
+    async def forget_saved(self) -> None:
+        self.saved.clear()
+
+
+class RecentSummaries:
+    """The summaries this process made or found lately, so a turn seldom has to ask SQLite."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._by_hash: OrderedDict[str, StoredSummary] = OrderedDict()
+
+    def remember(self, stored: StoredSummary) -> None:
+        self._by_hash[stored.prefix_hash] = stored
+        self._by_hash.move_to_end(stored.prefix_hash)
+        if len(self._by_hash) > self.size:
+            self._by_hash.popitem(last=False)
+
+    async def longest(self, by_hash: dict[str, int], store: Summaries) -> StoredSummary | None:
+        """The summary covering the most of these prefixes: from memory, else from the store."""
+        known = [self._by_hash[h] for h in by_hash if h in self._by_hash]
+        if known:
+            return max(known, key=lambda s: s.covers)
+        stored = await store.longest(list(by_hash))
+        if stored is not None:
+            self.remember(stored)
+        return stored
+
+
+def context_services(runtime: Runtime) -> ContextServices | None:
+    return runtime.extras.get(SERVICES_KEY)
+
+
+def context_info(runtime: Runtime) -> dict[str, Any] | None:
+    services = context_services(runtime)
+    if services is None:
+        return None
+    return {**services.window.as_info(), "summaries_made": services.summary_calls,
+            "calibration": round(services.counter.factor, 3)}
+
+
+async def start_context(runtime: Runtime) -> ContextServices:
+    """Learn the window and set up counting; call once the upstream and its models are known."""
+    settings = runtime.settings
+    embedded = runtime.extras.get("embedded_info") or {}
+    bundled = embedded.get("context_size") if embedded.get("url") == runtime.upstream_url else None
+    model = settings.upstream_model or runtime.default_model
+    window = await learn_window(runtime.http, runtime.upstream_url, runtime.upstream_headers(), model,
+                                settings, bundled)
+    tokenize_url = f"{runtime.upstream_url}{window.tokenize_path}" if window.tokenize_path else ""
+    counter = TokenCounter(runtime.http, tokenize_url, runtime.upstream_headers())
+    services = ContextServices(window, counter, Summaries(runtime.db), runtime.sandbox_root, settings)
+    runtime.extras[SERVICES_KEY] = services
+    runtime.after_workspace_load.append(services.forget_saved)
+    return services

@@ -1,0 +1,138 @@
+"""Who may talk to Ghost at all: the Host header (DNS rebinding) and the browser Origin (CORS).
+
+Both checks run before routing, on every path (Ghost's own routes, `/`, and the proxy), and
+answer 403 in the error shape. A key does not help a web page here: with `--no-auth`, or a weak
+key a page could guess, these two checks are what keep a page from driving the agent.
+
+- Host: a page served from `rebind.evil.example` whose name the attacker re-points at 127.0.0.1
+  reaches Ghost with `Host: rebind.evil.example`. Ghost answers only names that cannot be
+  re-pointed by a stranger: loopback names and addresses, the bound address, and the operator's
+  `--allowed-hosts`. An IP literal cannot be used for rebinding (the page would have to be served
+  from that very address), so on a wildcard bind (0.0.0.0, ::) any IP literal is accepted.
+- Origin: a browser sends it on every cross-origin request and on every POST. A request whose
+  Origin is not allowed is refused outright, not merely left without CORS headers: a "simple"
+  request (a text/plain POST) would otherwise still run, even though the page cannot read the
+  answer. Programs that are not browsers send no Origin and are not affected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ghost.config import Settings
+from ghost.errors import echo, error_body
+
+# Origins a page on this machine has: http(s) on localhost, 127.0.0.1 or [::1], any port.
+LOCAL_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+
+
+def split_host(header: str) -> str:
+    """The host part of a Host header value ('[::1]:8080' -> '::1'), lower-case, no final dot."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    if value.count(":") == 1:  # name:port or v4:port (a bare v6 address has several colons)
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+class HostRule:
+    """The names and addresses a Host header may carry for this server."""
+
+    def __init__(self, settings: Settings) -> None:
+        bound = split_host(settings.host) if settings.host else ""
+        self.bound_ip = _ip(bound)
+        self.wildcard_bind = self.bound_ip is not None and self.bound_ip.is_unspecified
+        self.names = {"localhost", *settings.allowed_host_list()}
+        if bound and self.bound_ip is None:
+            self.names.add(bound)  # bound by name (e.g. --host myhost.lan)
+        self.suffixes = tuple(name for name in self.names if name.startswith("."))
+
+    def allows(self, host: str) -> bool:
+        if host == "":
+            return True  # HTTP/1.0 without Host: not a browser, nothing to rebind
+        ip = _ip(host)
+        if ip is not None:
+            return ip.is_loopback or ip == self.bound_ip or self.wildcard_bind
+        if host in self.names or host.endswith(".localhost"):  # *.localhost is loopback (RFC 6761)
+            return True
+        return any(host.endswith(suffix) for suffix in self.suffixes)
+
+
+class OriginRule:
+    """The browser origins allowed to call Ghost (the same list the CORS headers announce)."""
+
+    def __init__(self, settings: Settings) -> None:
+        listed = settings.cors_origin_list()
+        self.any = "*" in listed
+        self.listed = frozenset(origin.lower() for origin in listed)
+        self.regex = None if listed else re.compile(LOCAL_ORIGIN_REGEX)
+
+    def allows(self, origin: str) -> bool:
+        origin = origin.strip().lower()
+        if self.any:
+            return True
+        if self.regex is not None:
+            return self.regex.fullmatch(origin) is not None
+        return origin in self.listed
+
+    def cors_options(self) -> dict[str, object]:
+        """Keyword arguments for Starlette's CORSMiddleware announcing the same rule."""
+        if self.any:
+            return {"allow_origins": ["*"]}
+        if self.regex is not None:
+            return {"allow_origins": [], "allow_origin_regex": LOCAL_ORIGIN_REGEX}
+        return {"allow_origins": sorted(self.listed)}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class BoundaryMiddleware:
+    """403 for a foreign Host or a disallowed Origin, before anything else looks at the request."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.hosts = HostRule(settings)
+        self.origins = OriginRule(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (refusal := self.refusal(scope)):
+            await _send_403(send, refusal)
+            return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> str | None:
+        """Why this request is refused, or None."""
+        host = _header(scope, b"host")
+        if host is not None and not self.hosts.allows(split_host(host)):
+            return (f"Host '{echo(host)}' is not allowed: Ghost answers loopback names, its bound "
+                    "address and --allowed-hosts (a guard against DNS rebinding)")
+        origin = _header(scope, b"origin")
+        if origin is not None and not self.origins.allows(origin):
+            return (f"Origin '{echo(origin)}' is not allowed: add it to --cors-origins to let "
+                    "that web page call Ghost")
+        return None
+
+
+async def _send_403(send: Send, message: str) -> None:
+    body = json.dumps(error_body(message, "forbidden")).encode()
+    await send({"type": "http.response.start", "status": 403, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

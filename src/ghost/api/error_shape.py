@@ -1,0 +1,97 @@
+"""Which error shape a path answers in, and the middleware that makes every error reply follow it.
+
+Ghost's error shape is OpenAI's `{"error": {"message", "type"}}`. Ollama clients — and Open WebUI
+on an Ollama connection — read `{"error": "<message>"}` and show anything else as a dead server,
+so the Ollama routes answer in that shape, with the same statuses. Errors are raised in many
+places (route handlers, the auth dependency, the body limit, the Host check, the last-resort 500),
+so instead of teaching each of them about paths, one middleware outside all of them reshapes the
+error replies of Ollama paths. Success replies and streams (status < 400) pass through untouched;
+an error inside a stream is already in-band in the wire format's own shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Ollama's API (and /api/blobs/<digest>); Ghost's own /api/* routes keep Ghost's shape.
+OLLAMA_PATHS = frozenset({
+    "/api/chat", "/api/generate", "/api/show", "/api/tags", "/api/ps", "/api/embed", "/api/embeddings",
+    "/api/pull", "/api/push", "/api/delete", "/api/create", "/api/copy", "/api/version",
+})
+OLLAMA_PREFIXES = ("/api/blobs/",)
+MAX_ERROR_BODY = 64 * 1024  # larger "error" bodies are not Ghost's own; they pass unchanged
+
+
+def is_ollama_path(path: str) -> bool:
+    """The one rule deciding the error shape: Ollama's on Ollama's routes, Ghost's elsewhere."""
+    return path in OLLAMA_PATHS or path.startswith(OLLAMA_PREFIXES)
+
+
+def ollama_error(payload: Any) -> Any:
+    """`{"error": {"message": m, ...}}` -> `{"error": m}`; anything else as it is."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return {"error": error["message"]}
+    return payload
+
+
+class OllamaErrorShape:
+    """Reshape JSON error replies (status >= 400) on Ollama paths. Install it outermost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_ollama_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _ReshapingSend(send).send)
+
+
+class _ReshapingSend:
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._start: Message | None = None  # held back while an error body is collected
+        self._body = bytearray()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if message["status"] >= 400 and _is_json(message):
+                self._start = message
+                return
+        elif message["type"] == "http.response.body" and self._start is not None:
+            self._body += message.get("body", b"")
+            if message.get("more_body", False) and len(self._body) <= MAX_ERROR_BODY:
+                return
+            await self._flush(more_body=message.get("more_body", False))
+            return
+        await self._send(message)
+
+    async def _flush(self, *, more_body: bool) -> None:
+        start, original = self._start, bytes(self._body)
+        assert start is not None
+        self._start = None
+        body = original if more_body else _reshaped(original)
+        if body != original:  # (an empty HEAD body, say, keeps its headers as they were)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self._send(start)
+        await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
+
+
+def _is_json(start: Message) -> bool:
+    for name, value in start.get("headers", []):
+        if name.lower() == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
+
+
+def _reshaped(body: bytes) -> bytes:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    return json.dumps(ollama_error(payload)).encode()

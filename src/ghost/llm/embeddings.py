@@ -1,0 +1,49 @@
+"""Embeddings from the upstream's OpenAI `/v1/embeddings`, for Ollama's `/api/embed` routes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ghost.errors import UpstreamError
+from ghost.llm.chat import MAX_ERROR_BODY
+from ghost.llm.client import upstream_errors
+from ghost.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int | None
+
+
+async def embed(runtime: Runtime, model: str, inputs: list[str], request_id: str) -> Embeddings:
+    """One upstream call for all `inputs`; UpstreamError (502/504) when it fails or has no such route."""
+    if not runtime.upstream_url:
+        raise UpstreamError("no upstream is configured")
+    headers = {**runtime.upstream_headers(), "x-request-id": request_id}
+    with upstream_errors():
+        response = await runtime.http.post(f"{runtime.upstream_url}/v1/embeddings", headers=headers,
+                                           json={"model": model, "input": inputs})
+    if response.status_code in (404, 405, 501):
+        raise UpstreamError(f"the upstream has no embeddings endpoint (/v1/embeddings answered "
+                            f"{response.status_code}); use an upstream that serves embeddings")
+    if response.status_code != 200:
+        raise UpstreamError(f"upstream embeddings answered {response.status_code}: "
+                            f"{response.text[:MAX_ERROR_BODY // 16]}")
+    return _parsed(response.content, len(inputs))
+
+
+def _parsed(body: bytes, expected: int) -> Embeddings:
+    try:
+        reply = json.loads(body)
+        rows = sorted(reply["data"], key=lambda row: row.get("index", 0))
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError("the upstream's embeddings reply is not OpenAI-shaped") from exc
+    if len(vectors) != expected:
+        raise UpstreamError(f"the upstream returned {len(vectors)} embeddings for {expected} inputs")
+    usage: Any = reply.get("usage") if isinstance(reply, dict) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return Embeddings(vectors, tokens if isinstance(tokens, int) else None)
