@@ -66,7 +66,8 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "10",
                      "--scratchpad-max-entries", "50", "--scratchpad-max-value-bytes", "4096",
-                     "--max-tool-rounds", "3", home=tmp_path_factory.mktemp("boundary-home")) as ghost:
+                     "--max-tool-rounds", "3", "--upstream-max-tool-calls", "100",  # 60-call rounds below
+                     home=tmp_path_factory.mktemp("boundary-home")) as ghost:
         yield ghost
 
 
