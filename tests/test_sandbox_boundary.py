@@ -67,6 +67,7 @@ def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> 
     with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "10",
                      "--scratchpad-max-entries", "50", "--scratchpad-max-value-bytes", "4096",
                      "--max-tool-rounds", "3", "--upstream-max-tool-calls", "100",  # 60-call rounds below
+                     "--context-window", "1000000",  # 100 KB sidecars go through write_file
                      home=tmp_path_factory.mktemp("boundary-home")) as ghost:
         yield ghost
 
