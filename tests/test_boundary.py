@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
@@ -50,6 +51,10 @@ ROUTES = [
 
 def assert_error(response: httpx.Response, status: int, error_type: str | None = None) -> dict:
     assert response.status_code == status, (response.status_code, response.text[:500])
+    if is_ollama_path(response.request.url.path):  # Ollama's routes answer Ollama's shape (issue 15)
+        body = response.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+        return {"message": body["error"]}
     error = response.json()["error"]
     assert isinstance(error["message"], str) and error["message"]
     if error_type:
