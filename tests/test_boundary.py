@@ -53,10 +53,11 @@ def assert_error(response: httpx.Response, status: int, error_type: str | None =
     """The error in the shape the route's clients read: Ollama's `{"error": "..."}` on Ollama
     routes (which carries no type), Ghost's `{"error": {"message", "type"}}` everywhere else."""
     assert response.status_code == status, (response.status_code, response.text[:500])
+    if is_ollama_path(response.request.url.path):  # Ollama's routes answer Ollama's shape (issue 15)
+        body = response.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+        return {"message": body["error"]}
     error = response.json()["error"]
-    if is_ollama_path(response.request.url.path):
-        assert isinstance(error, str) and error, error
-        return {"message": error}
     assert isinstance(error["message"], str) and error["message"]
     if error_type:
         assert error["type"] == error_type, error

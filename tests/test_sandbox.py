@@ -448,3 +448,22 @@ def test_an_older_bwrap_gets_only_the_options_it_knows(tmp_path: Path) -> None:
     old = Layout(sandbox_root=tmp_path, hidden=tmp_path / "home", features=frozenset({"--tmpfs"})).args()
     assert "--disable-userns" not in old and "--size" not in old
     assert old.count("--tmpfs") == 2 and "--unshare-all" in old
+
+
+def _other_tasks() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task is not asyncio.current_task() and not task.done()]
+
+
+async def test_a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing_running(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe sees a task left running.
+    planted = asyncio.ensure_future(asyncio.sleep(60))
+    assert planted in _other_tasks()
+    planted.cancel()
+    await asyncio.wait({planted})
+    # Options bubblewrap refuses (--hostname without its own UTS namespace): it exits at once.
+    refused = Layout.args
+    monkeypatch.setattr(Layout, "args", lambda self: [a for a in refused(self) if a != "--unshare-all"])
+    with pytest.raises(SandboxError, match="requires --unshare-uts"):
+        await asyncio.wait_for(executor_for(settings_for(home)), 120)  # a hang guard only
+    assert _other_tasks() == []  # no warm sandbox retried in the background, nothing to hang on

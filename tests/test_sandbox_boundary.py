@@ -66,7 +66,9 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     with GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "10",
                      "--scratchpad-max-entries", "50", "--scratchpad-max-value-bytes", "4096",
-                     "--max-tool-rounds", "3", home=tmp_path_factory.mktemp("boundary-home")) as ghost:
+                     "--max-tool-rounds", "3", "--upstream-max-tool-calls", "100",  # 60-call rounds below
+                     "--context-window", "1000000",  # 100 KB sidecars go through write_file
+                     home=tmp_path_factory.mktemp("boundary-home")) as ghost:
         yield ghost
 
 
@@ -330,6 +332,10 @@ def test_bad_sidecars_written_by_the_model_are_skipped_not_fatal(server: GhostSe
     # A workspace load (of an archive with nothing new) re-scans the live skills folder.
     assert load(server, workspace_zip({"sandbox/x.txt": "x"})).status_code == 200
     assert skipped_names(server) == {f"{name}.json" for name in BAD_SIDECARS} | {"fifo.json"}
+    reasons = {entry["name"]: entry["reason"] for entry in health(server)["skills"]["skipped"]}
+    # Refused by the checks made before parsing (a clear reason), not by what parsing ran into.
+    assert "nested deeper than" in reasons["deep.json"] and "nested deeper than" in reasons["deepobj.json"]
+    assert "larger than" in reasons["huge.json"], reasons
     assert health(server)["skills"]["loaded"] == 1
     assert "good" in tool(server, upstream, "good")
 

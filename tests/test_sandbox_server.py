@@ -177,11 +177,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
+# Silent, reads nothing, closes the pipes Ghost gave it, and ignores every signal Ghost's death
+# could bring about indirectly (a closed pipe's SIGPIPE, a hang-up, a polite TERM): only a SIGKILL
+# from the kernel (bubblewrap's --die-with-parent) ends it before its 300 s are up. Without the
+# flag, it survived Ghost's SIGKILL until some other Ghost start swept its stale pids cgroup.
+SURVIVOR = """import os, signal, time  # {marker}
+for sig in (signal.SIGPIPE, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, signal.SIG_IGN)
+for fd in (0, 1, 2):
+    os.close(fd)
+time.sleep(300)
+"""
+
+
 def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> None:
     marker = f"orphan-{uuid.uuid4().hex}"
     upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {
-        "code": f"import time  # {marker}\ntime.sleep(300)"}}]), Reply(content="never sent"))
-    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "600", home=tmp_path / "home").start()
+        "code": SURVIVOR.format(marker=marker)}}]), Reply(content="never sent"))
+    # No pids cgroup: the next Ghost start anywhere on the machine kills what a dead Ghost left in
+    # one (a second safety net), which would hide a missing --die-with-parent.
+    ghost = GhostServer("--upstream-url", upstream.url, "--sandbox-timeout", "600", "--sandbox-no-pids-cgroup",
+                        home=tmp_path / "home").start()
     try:
         threading.Thread(target=lambda: _quietly(chat, ghost), daemon=True).start()
         deadline = time.monotonic() + 15

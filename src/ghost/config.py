@@ -224,6 +224,11 @@ class Settings(BaseSettings):
         "auto", description="How code runs: bwrap (isolated), process (NOT isolated), or auto "
         "(bwrap when it works, else process with a loud warning).")
     sandbox_network: bool = Field(False, description="Give sandboxed code network access.")
+    sandbox_no_pids_cgroup: bool = Field(
+        False, description="Do not put each sandbox run in cgroups of its own (by default done where "
+        "Ghost may create them: a pids group, the only process limit the kernel holds root to, and a "
+        "memory group for all the run's processes; a later start kills what a dead Ghost left in "
+        "one). Then only the per-process rlimits apply.")
     sandbox_python: str = Field(
         "", description="Python interpreter for sandboxed code. Empty: /usr/bin/python3 if present, "
         "else the interpreter Ghost's own Python is based on.")

@@ -56,17 +56,18 @@ class Outcome:
     seconds: float
 
 
-def edited(removal: Removal, text: str) -> str:
-    count = text.count(removal.old)
+def edited(removal: Removal, text: str, old: str, new: str) -> str:
+    count = text.count(old)
     if count != 1:
         where = "not found" if count == 0 else f"found {count} times"
-        raise ListRotted(f"{removal.name}: the snippet is {where} in src/ghost/{removal.file}:\n{removal.old}")
-    return text.replace(removal.old, removal.new)
+        raise ListRotted(f"{removal.name}: the snippet is {where} in its file:\n{old}")
+    return text.replace(old, new)
 
 
 def check_list(removals: list[Removal]) -> None:
     for removal in removals:
-        edited(removal, (SOURCE / "ghost" / removal.file).read_text())
+        for file, old, new in removal.edits():
+            edited(removal, (SOURCE / "ghost" / file).read_text(), old, new)
         if not removal.tests:
             raise ListRotted(f"{removal.name}: no tests named")
 
@@ -75,9 +76,9 @@ def copy_with(removal: Removal | None, into: Path) -> Path:
     """A copy of src/ with `removal` applied; returns the folder to put on PYTHONPATH."""
     target = into / "src"
     shutil.copytree(SOURCE, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    if removal is not None:
-        path = target / "ghost" / removal.file
-        path.write_text(edited(removal, path.read_text()))
+    for file, old, new in removal.edits() if removal is not None else []:
+        path = target / "ghost" / file
+        path.write_text(edited(removal, path.read_text(), old, new))
     return target
 
 
@@ -155,8 +156,12 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check that every snippet is found")
     parser.add_argument("--no-baseline", action="store_true", help="skip the run on the untouched source")
     parser.add_argument("--report", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument("--shard", default="1/1", help="I/N: only every N-th entry from the I-th (to run "
+                        "N processes side by side)")
     args = parser.parse_args()
+    index, count = (int(n) for n in args.shard.split("/"))
     removals = [r for r in (PROOFS if args.proofs else GUARDS) if args.match.lower() in r.name.lower()]
+    removals = removals[index - 1::count]
     try:
         check_list(removals)
     except ListRotted as exc:

@@ -29,6 +29,7 @@ log = logging.getLogger("ghost.sandbox")
 LAUNCHER = ('fd=$1; args=(); while IFS= read -r -d "" arg <&"$fd"; do args+=("$arg"); done; '
             'eval "exec $fd<&-"; exec "${args[@]}"')
 WARM_ARGV_MAX_BYTES = 16 * 1024
+CLOSE_TIMEOUT_S = 15.0  # how long closing waits for a warm sandbox still starting
 
 
 class BwrapExecutor(Executor):
@@ -66,11 +67,13 @@ class BwrapExecutor(Executor):
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         sandbox = await self._take_warm(argv, limits)
+        if sandbox is not None and not await _handed_over(sandbox, argv):
+            sandbox = None
+        if sandbox is None:
+            # A sandbox that cannot start fails here, with bubblewrap's words, and no warm one is
+            # started after it: it would fail the same way, unwatched, in the background.
+            sandbox = await self._start(argv, limits)
         try:
-            if sandbox is not None and not await _handed_over(sandbox, argv):
-                sandbox = None
-            if sandbox is None:
-                sandbox = await self._start(argv, limits)
             return await sandbox.finish(stdin, limits)
         finally:
             # The next one starts once this run is over, not alongside it: on a small machine
@@ -123,8 +126,10 @@ class BwrapExecutor(Executor):
         task, self._warm = self._warm, None
         if task is not None:
             task.cancel()
-            await asyncio.wait({task})  # unlike awaiting it, never raises its cancellation here
-            if not task.cancelled() and task.exception() is None:
+            # Unlike awaiting it, never raises its cancellation here; bounded, because a start
+            # cancelled inside asyncio's subprocess creation may never finish.
+            await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
+            if task.done() and not task.cancelled() and task.exception() is None:
                 await task.result().discard()
         await finish_cleanups()
 

@@ -68,7 +68,7 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
     the bubblewrap backend's sandbox started ahead of time (for measuring a cold start)."""
     limits = Limits.from_settings(settings)
     python = await find_python(settings.sandbox_python)
-    cgroups = await asyncio.to_thread(_cgroups)
+    cgroups = await asyncio.to_thread(_cgroups) if not settings.sandbox_no_pids_cgroup else None
     if settings.sandbox_backend in ("auto", "bwrap"):
         try:
             return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
@@ -128,8 +128,13 @@ def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits
 
 
 async def _checked(executor: Executor) -> Executor:
-    result = await executor.run([executor.python, "-c", "print('ok')"])
+    try:
+        result = await executor.run([executor.python, "-c", "print('ok')"])
+    except BaseException:
+        await executor.aclose()  # nothing of a backend that cannot run is left behind
+        raise
     if result.exit_code != 0 or result.stdout.strip() != "ok":
+        await executor.aclose()
         raise SandboxError(f"the {executor.name} backend cannot run Python: exit {result.exit_code}, "
                            f"{(result.stderr or result.stdout).strip()[:500]}")
     if not executor.isolated:
