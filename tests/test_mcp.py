@@ -183,8 +183,8 @@ def ghost(upstream: FakeUpstream, http_toy: HttpToy, tmp_path_factory: pytest.Te
         "broken": {"command": "x", "sandbox": "sometimes"},
     })
     # A long call timeout: in these tests a call ends only because its server answered or the
-    # client went away.
-    server = GhostServer("--upstream-url", upstream.url, "--mcp-call-timeout", "600",
+    # client went away. A wide window: a whole capped tool result reaches the model unshortened.
+    server = GhostServer("--upstream-url", upstream.url, "--context-window", "131072", "--mcp-call-timeout", "600",
                          "--mcp-start-timeout", "90", "--mcp-ping-interval", "1", "--sandbox-backend", "bwrap", home=home)
     with server:
         wait_ready(server, "time", "git", "toy", "toynet", "toyhost", "web")
