@@ -23,3 +23,13 @@ def test_calibration_follows_the_largest_recent_ratio_and_ignores_nonsense() -> 
     counter.learn(1000, 10)  # a fake or silently cut prompt: not a counting error
     counter.learn(1000, 90_000)
     assert counter.factor == 1.3
+
+
+def test_a_summary_prompt_takes_an_assistant_message_of_parts_with_tool_calls() -> None:
+    # Found by the schema fuzzer: content as a list of parts beside tool calls gave a 500.
+    from ghost.agent.summary import render
+
+    message = {"role": "assistant", "content": [{"type": "text", "text": "let me look"}],
+               "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}]}
+    line = render(None, [message], 10_000)
+    assert "let me look [called read_file({})]" in line

@@ -58,7 +58,8 @@ def _line(message: dict[str, Any]) -> str:
     role = message.get("role", "?")
     if message.get("tool_calls"):
         calls = ", ".join(f"{c['function']['name']}({c['function'].get('arguments', '')})" for c in message["tool_calls"])
-        text = (message.get("content") or "") + f" [called {calls}]"
+        spoken, _ = message_text({"content": message.get("content")})  # a string or a list of parts
+        text = f"{spoken} [called {calls}]"
     return f"{role}: {' '.join(str(text).split())}"
 
 
