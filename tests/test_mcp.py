@@ -92,7 +92,11 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -
 
 
 def wait_ready(ghost: GhostServer, *names: str) -> None:
-    wait_for(lambda: all(server_info(ghost, n)["state"] == "ready" for n in names), f"{names} ready")
+    def ready(name: str) -> bool:  # a server the reload has not picked up yet is not listed at all
+        listed = {s["name"]: s for s in health_mcp(ghost)["servers"]}
+        return name in listed and listed[name]["state"] == "ready"
+
+    wait_for(lambda: all(ready(n) for n in names), f"{names} ready")
 
 
 class TcpListener:
