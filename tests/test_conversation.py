@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ghost.agent.client_tools import ClientTools
 from ghost.agent.catalog import ModelChoice, listed_models, resolve_model
-from ghost.agent.events import ToolCall
+from ghost.events import ToolCall
 from ghost.store.conversation import conversation_digest, opening_digest, prefix_digests
 
 USER = {"role": "user", "content": "hi"}

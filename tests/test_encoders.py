@@ -7,7 +7,7 @@ import json
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
 from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
-from ghost.agent.events import (ClientToolCall, Done, Error, Heartbeat, ReasoningDelta, TextDelta, ToolActivity,
+from ghost.events import (ClientToolCall, Done, Error, Heartbeat, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, Usage)
 
 INFO = ReplyInfo(request_id="r1", model="m", include_usage=True)

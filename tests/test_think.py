@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ghost.agent.think import ThinkSplitter, strip_think
+from ghost.llm.think import ThinkSplitter, strip_think
 
 TEXT = "Intro <think>plan A, then B</think>Answer <b>bold</b> done"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ghost.agent.events import ToolCall
+from ghost.events import ToolCall
 
 CLIENT_PREFIX = "client__"
 

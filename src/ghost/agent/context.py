@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ghost.agent.context_services import TOOLS_MEMO, ContextServices
-from ghost.agent.events import ToolActivity, Usage
+from ghost.events import ToolActivity, Usage
 from ghost.agent.summary import INSTRUCTION_TOKENS, Summary, excerpt, render, summarise, summary_message
 from ghost.agent.tokens import CHARS_PER_TOKEN, message_key
 from ghost.errors import ContextLengthExceeded

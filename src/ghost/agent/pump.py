@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from ghost.agent.events import Event, Heartbeat
+from ghost.events import Event, Heartbeat
 
 CAPACITY = 256
 CLEANUP_SECONDS = 10.0

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ghost.agent.think import strip_think
+from ghost.llm.think import strip_think
 from ghost.errors import Unprocessable
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from ghost.agent.events import Done, TextDelta, Usage
+from ghost.events import Done, TextDelta, Usage
 from ghost.agent.request import ChatRequest
 from ghost.agent.turn import AgentTurn, TurnOptions
 from ghost.errors import GhostError

@@ -24,7 +24,7 @@ from ghost.agent.continuation import session_for
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
 from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
-from ghost.agent.events import ClientToolCall, Done, Error, Event, Notice, TextDelta
+from ghost.events import ClientToolCall, Done, Error, Event, Notice, TextDelta
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest, parse_chat_request

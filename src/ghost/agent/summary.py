@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ghost.agent.events import Usage
+from ghost.events import Usage
 from ghost.agent.tokens import message_text
 from ghost.errors import GhostError
 from ghost.llm.chat import Completion, stream_chat

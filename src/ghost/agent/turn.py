@@ -14,7 +14,7 @@ from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.context import ContextFitter, ExtraCall
 from ghost.agent.context_services import context_services
 from ghost.agent.client_tools import ClientTools
-from ghost.agent.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
+from ghost.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
 from ghost.agent.request import ChatRequest

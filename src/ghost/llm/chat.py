@@ -16,8 +16,8 @@ from typing import Any, Literal
 import anyio
 import httpx
 
-from ghost.agent.events import ToolCall, Usage
-from ghost.agent.think import ThinkSplitter
+from ghost.events import ToolCall, Usage
+from ghost.llm.think import ThinkSplitter
 from ghost.errors import UpstreamError
 from ghost.jsondepth import too_deep
 from ghost.llm.availability import check_model_available

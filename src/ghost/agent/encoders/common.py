@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta,
+from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta,
                                 ToolActivity, ToolCall, TurnStats, Usage)
 
 

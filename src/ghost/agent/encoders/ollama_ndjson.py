@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps, notice_text
 from ghost.agent.encoders.openai_sse import completion_object
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta, ToolActivity,
+from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, Usage)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
-from ghost.agent.events import (ClientToolCall, Done, Error, Event, Heartbeat, Notice, ReasoningDelta, TextDelta,
+from ghost.events import (ClientToolCall, Done, Error, Event, Heartbeat, Notice, ReasoningDelta, TextDelta,
                                 ToolActivity, ToolCall, Usage)
 
 DONE_LINE = b"data: [DONE]\n\n"
