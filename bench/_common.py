@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ghost.testing.server import GhostServer, clean_env, free_port  # noqa: E402
+from ghost.config import Settings  # noqa: E402
+from ghost.tools.setup import Toolbox, start_tools  # noqa: E402
+from ghost.workspace.service import Workspace, open_workspace  # noqa: E402
 
 
 class FakeUpstreamProcess:
@@ -117,3 +121,10 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
 
 
 __all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "Targets", "percentile", "median", "rss_kb", "table", "json", "os", "time"]
+
+
+async def start_toolbox(settings: Settings, stack: AsyncExitStack) -> tuple[Workspace, Toolbox]:
+    """Ghost's workspace and tools in this process, as the app builds them, closed with `stack`."""
+    workspace = await open_workspace(settings)
+    stack.push_async_callback(workspace.db.close)
+    return workspace, await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)

@@ -29,19 +29,19 @@ from typing import Any
 
 import httpx
 
+from _common import start_toolbox
 from ghost.agent.context import ContextFitter
 from ghost.agent.context_services import ContextServices
 from ghost.agent.prompt import system_message
 from ghost.agent.summary import INSTRUCTIONS, Summary
 from ghost.agent.tokens import TokenCounter
 from ghost.config import Settings
+from ghost.llm.bounds import ReplyBounds
+from ghost.llm.upstream import HttpUpstream
 from ghost.llm.window import UpstreamWindow
-from ghost.runtime import Runtime
-from ghost.store.db import Database
 from ghost.store.summaries import Summaries
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer
-from ghost.tools.setup import start_tools
 
 TARGET_MS = 5.0
 BIG = "\n".join(f"line {n:04d}: " + "abcdefghij" * 5 for n in range(400)) + "\n"
@@ -71,27 +71,23 @@ async def fit_run(turns: int, home: Path, fake: FakeUpstream) -> dict[str, float
     settings = Settings(home=home, upstream_url=fake.url, sandbox_backend="process")
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient())
-        db = await Database(home / "ghost.db").open()
-        stack.push_async_callback(db.close)
-        (home / "sandbox").mkdir(parents=True, exist_ok=True)
-        runtime = Runtime(settings=settings, http=http, upstream_url=fake.url, models=["fake-model"], db=db,
-                          sandbox_root=home / "sandbox")
-        registry = await start_tools(runtime, stack)
-        services = ContextServices(UpstreamWindow(4096, "bench"), TokenCounter(), Summaries(db),
-                                   runtime.sandbox_root, settings)
-        tools = registry.schemas()
+        workspace, toolbox = await start_toolbox(settings, stack)
+        upstream = HttpUpstream(http, fake.url, "", ReplyBounds.from_settings(settings), ["fake-model"])
+        services = ContextServices(UpstreamWindow(4096, "bench"), TokenCounter(), Summaries(workspace.db),
+                                   workspace.sandbox_root, settings)
+        tools = toolbox.registry.schemas()
         system = system_message("", [t["function"]["name"] for t in tools])
-        return await _turns(runtime, services, system, tools, turns)
+        return await _turns(upstream, services, system, tools, turns)
 
 
-async def _turns(runtime: Runtime, services: ContextServices, system: dict[str, Any], tools: list[dict[str, Any]],
+async def _turns(upstream: HttpUpstream, services: ContextServices, system: dict[str, Any], tools: list[dict[str, Any]],
                  turns: int) -> dict[str, float]:
     history: list[dict[str, Any]] = []
     fit_ms, json_ms, cpu_ms = [], [], []
     for turn in range(turns):
         history.append({"role": "user", "content": f"question {turn}: what is on line {turn % 400}?"})
         messages = [system, *json.loads(json.dumps(history))]  # as parsed from a client's request
-        fitter = TimedFitter(runtime, services, model="fake-model", session_id="bench", request_id=f"b{turn}")
+        fitter = TimedFitter(upstream, services, model="fake-model", session_id="bench", request_id=f"b{turn}")
         spent, serialise, cpu_spent = 0.0, 0.0, 0.0
         for round_index in range(2):
             if round_index:

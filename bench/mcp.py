@@ -32,20 +32,17 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "src"))
 
-import httpx  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
 sys.path.append(str(HERE))  # the SDK is imported now; the bench's helpers can be found again
-from _common import Targets  # noqa: E402
+from _common import Targets, start_toolbox  # noqa: E402
 
 from ghost.config import Settings  # noqa: E402
 from ghost.mcp.config import parse_config  # noqa: E402
 from ghost.mcp.provider import McpTools  # noqa: E402
 from ghost.mcp.setup import limits_from  # noqa: E402
-from ghost.runtime import Runtime  # noqa: E402
-from ghost.store.db import Database  # noqa: E402
 from ghost.tools.base import ToolContext  # noqa: E402
-from ghost.tools.setup import EXECUTOR_KEY, start_tools  # noqa: E402
+from ghost.tools.registry import Registry  # noqa: E402
 
 TOY = Path(__file__).resolve().parents[1] / "tests" / "mcp_toy_server.py"
 TARGET_ADDED_MS = 5.0
@@ -64,27 +61,20 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def build(home: Path, stack: AsyncExitStack) -> tuple[Runtime, McpTools]:
+async def build(home: Path, stack: AsyncExitStack) -> tuple[Registry, McpTools]:
     settings = Settings(home=home, sandbox_backend="bwrap", mcp_start_timeout=120)
-    settings.sandbox_path.mkdir(parents=True, exist_ok=True)
-    db = await Database(settings.database_path).open()
-    stack.push_async_callback(db.close)
-    http = await stack.enter_async_context(httpx.AsyncClient())
-    runtime = Runtime(settings=settings, http=http, upstream_url="", models=["m"], db=db,
-                      sandbox_root=settings.sandbox_path)
-    registry = await start_tools(runtime, stack)
-    mcp = McpTools(limits_from(settings), runtime.extras[EXECUTOR_KEY], home / "mcp", runtime.sandbox_root,
+    workspace, toolbox = await start_toolbox(settings, stack)
+    mcp = McpTools(limits_from(settings), toolbox.executor, home / "mcp", workspace.sandbox_root,
                    settings.mcp_message_max_bytes, home / "mcp.json")
     stack.push_async_callback(mcp.aclose)
-    registry.add_provider(mcp)
-    return runtime, mcp
+    toolbox.registry.add_provider(mcp)
+    return toolbox.registry, mcp
 
 
-async def bench_calls(home: Path, runtime: Runtime, mcp: McpTools, calls: int) -> dict[str, list[float]]:
+async def bench_calls(home: Path, registry: Registry, mcp: McpTools, calls: int) -> dict[str, list[float]]:
     await mcp.apply(parse_config(json.dumps({"mcpServers": {"toy": entry(home, "toy", True)}}).encode()))
     assert mcp.servers["toy"].state == "ready", mcp.servers["toy"].error
-    registry, context = runtime.tools, ToolContext("bench", "bench")
-    assert registry is not None
+    context = ToolContext("bench", "bench")
     direct_entry = entry(home, "direct", False)
     samples: dict[str, list[float]] = {"direct SDK client": [], "through Ghost": []}
     params = StdioServerParameters(command=sys.executable, args=[str(direct_entry["args"][0])])  # type: ignore[index]
@@ -126,8 +116,8 @@ async def main(calls: int, starts: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="ghost-bench-mcp-"))
     try:
         async with AsyncExitStack() as stack:
-            runtime, mcp = await build(home, stack)
-            call_samples = await bench_calls(home, runtime, mcp, calls)
+            registry, mcp = await build(home, stack)
+            call_samples = await bench_calls(home, registry, mcp, calls)
             await mcp.apply(parse_config(b'{"mcpServers": {}}'))
             start_samples = await bench_starts(home, mcp, starts)
     finally:

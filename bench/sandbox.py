@@ -27,16 +27,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
-
-from _common import Targets
+from _common import Targets, start_toolbox
 
 from ghost.config import Settings
-from ghost.runtime import Runtime
 from ghost.sandbox.factory import make_executor
-from ghost.store.db import Database
 from ghost.tools.base import ToolContext
-from ghost.tools.setup import start_tools
 
 TARGET_RATIO = 1.3
 TARGET_OVERHEAD_MS = 15.0
@@ -65,14 +60,10 @@ async def main(runs: int) -> int:
     settings = Settings(home=home, sandbox_backend="bwrap")
     settings.sandbox_path.mkdir(parents=True)
     async with AsyncExitStack() as stack:
-        db = await Database(settings.database_path).open()
-        stack.push_async_callback(db.close)
-        http = await stack.enter_async_context(httpx.AsyncClient())
-        runtime = Runtime(settings=settings, http=http, upstream_url="", models=["m"], db=db,
-                          sandbox_root=settings.sandbox_path)
-        registry = await start_tools(runtime, stack)
+        _, toolbox = await start_toolbox(settings, stack)
+        registry = toolbox.registry
         cold = await make_executor(settings, settings.sandbox_path, warm=False)
-        info = runtime.extras["sandbox_info"]
+        info = toolbox.sandbox_info
         context, arguments = ToolContext("bench", "bench"), json.dumps({"code": "print(1)"})
 
         async def execute() -> None:

@@ -389,7 +389,7 @@ def test_gguf_reader_reads_architecture_quantization_and_parameters(tmp_path: Pa
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs + tensors))
     meta = read_model_meta(path)
     assert (meta.architecture, meta.quantization, meta.parameters) == ("llama", "Q4_K_M", 2_000_500)
-    assert meta.as_extras()["parameter_size"] == "2.00M"
+    assert meta.for_model_routes()["parameter_size"] == "2.00M"
 
 
 def test_gguf_reader_rejects_a_truncated_file(tmp_path: Path) -> None:

@@ -13,13 +13,12 @@ import httpx
 import pytest
 
 from ghost.config import Settings
-from ghost.runtime import Runtime
-from ghost.store.db import Database
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer
 from ghost.tools.base import ToolContext, ToolResult
 from ghost.tools.registry import Registry
-from ghost.tools.setup import start_tools
+from ghost.tools.setup import Toolbox, start_tools
+from ghost.workspace.service import open_workspace
 
 CTX = ToolContext(request_id="test", session_id="test")
 ADD_CODE = "import json, sys\nargs = json.load(sys.stdin)\nprint(args['a'] + args['b'])\n"
@@ -28,11 +27,10 @@ ADD_PARAMS = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"t
 
 
 class Ghost:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        assert runtime.tools is not None
-        self.registry: Registry = runtime.tools  # type: ignore[assignment]
-        self.skills_dir = runtime.sandbox_root / "acquired_skills"
+    def __init__(self, toolbox: Toolbox, sandbox_root: Path) -> None:
+        self.toolbox = toolbox
+        self.registry: Registry = toolbox.registry
+        self.skills_dir = sandbox_root / "acquired_skills"
 
     async def call(self, name: str, arguments: dict[str, Any] | str) -> ToolResult:
         raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
@@ -50,14 +48,10 @@ class Ghost:
 
 async def start(home: Path, stack: AsyncExitStack, **overrides: Any) -> Ghost:
     settings = Settings(**{"home": home, "sandbox_backend": "bwrap", "sandbox_timeout": 10, **overrides})
-    db = await Database(settings.database_path).open()
-    stack.push_async_callback(db.close)
-    http = await stack.enter_async_context(httpx.AsyncClient())
-    settings.sandbox_path.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(settings=settings, http=http, upstream_url="", models=["m"], db=db,
-                      sandbox_root=settings.sandbox_path)
-    await start_tools(runtime, stack)
-    return Ghost(runtime)
+    workspace = await open_workspace(settings)
+    stack.push_async_callback(workspace.db.close)
+    toolbox = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
+    return Ghost(toolbox, workspace.sandbox_root)
 
 
 @pytest.fixture()
@@ -208,8 +202,7 @@ async def test_a_workspace_load_rescans(ghost: Ghost) -> None:
     os.symlink("real.py", folder / "linked.py")
     (folder / "linked.json").write_text(json.dumps({"name": "linked", "description": "x"}))
     assert "shout" not in ghost.names()
-    for hook in ghost.runtime.after_workspace_load:
-        await hook()
+    await ghost.toolbox.skills.scan()  # what a workspace load runs after the swap
     skill_names = ghost.names() - {"list_files", "read_file", "write_file", "append_file", "delete_file",
                                    "move_file", "search_files", "execute", "scratchpad_set", "scratchpad_get",
                                    "scratchpad_list", "scratchpad_delete", "create_skill", "list_skills",

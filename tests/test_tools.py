@@ -14,16 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from ghost.config import Settings
-from ghost.runtime import Runtime
-from ghost.store.db import Database
 from ghost.tools.base import ToolContext, ToolResult
 from ghost.tools.registry import Registry, Tool
 from ghost.tools.schema import SchemaError, function_schema
-from ghost.tools.setup import start_tools
+from ghost.tools.setup import Toolbox, start_tools
+from ghost.workspace.service import open_workspace
 
 CTX = ToolContext(request_id="test", session_id="test")
 BUILTIN = {"list_files", "read_file", "write_file", "append_file", "delete_file", "move_file", "search_files",
@@ -34,7 +32,7 @@ BUILTIN = {"list_files", "read_file", "write_file", "append_file", "delete_file"
 @dataclass
 class Env:
     registry: Registry
-    runtime: Runtime
+    toolbox: Toolbox
     root: Path
     outside: Path
 
@@ -43,17 +41,12 @@ class Env:
         return await self.registry.call(name, raw, CTX)
 
 
-async def start(home: Path, **overrides: Any) -> tuple[Runtime, AsyncExitStack]:
+async def start(home: Path, **overrides: Any) -> tuple[Toolbox, AsyncExitStack]:
     settings = Settings(**{"home": home, "sandbox_backend": "bwrap", "sandbox_timeout": 10, **overrides})
     stack = AsyncExitStack()
-    db = await Database(settings.database_path).open()
-    stack.push_async_callback(db.close)
-    http = await stack.enter_async_context(httpx.AsyncClient())
-    settings.sandbox_path.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(settings=settings, http=http, upstream_url="", models=["m"], db=db,
-                      sandbox_root=settings.sandbox_path)
-    await start_tools(runtime, stack)
-    return runtime, stack
+    workspace = await open_workspace(settings)
+    stack.push_async_callback(workspace.db.close)
+    return await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack), stack
 
 
 @pytest.fixture()
@@ -61,11 +54,10 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("outside-secret-77\n")
-    runtime, stack = await start(tmp_path / "home", tool_result_max_chars=4000, tool_list_max_entries=20,
+    toolbox, stack = await start(tmp_path / "home", tool_result_max_chars=4000, tool_list_max_entries=20,
                                  sandbox_file_size_bytes=100_000)
     async with stack:
-        assert runtime.tools is not None
-        yield Env(runtime.tools, runtime, runtime.sandbox_root, outside)
+        yield Env(toolbox.registry, toolbox, Settings(home=tmp_path / "home").sandbox_path, outside)
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -82,7 +74,7 @@ async def test_every_builtin_tool_has_a_complete_schema(env: Env) -> None:
             assert prop["description"]
     assert schemas["read_file"]["function"]["parameters"]["required"] == ["path"]
     assert schemas["execute"]["function"]["parameters"]["properties"]["language"]["enum"] == ["python", "bash"]
-    assert env.runtime.extras["sandbox_info"]["backend"] == "bubblewrap"
+    assert env.toolbox.sandbox_info["backend"] == "bubblewrap"
 
 
 @pytest.mark.parametrize("arguments, expected", [
@@ -344,17 +336,17 @@ async def test_execute_and_the_file_tools_share_the_folder(env: Env) -> None:
 
 
 async def test_execute_limit_is_reported(tmp_path: Path) -> None:
-    runtime, stack = await start(tmp_path / "home", sandbox_timeout=1)
+    toolbox, stack = await start(tmp_path / "home", sandbox_timeout=1)
     async with stack:
-        result = await runtime.tools.call("execute", json.dumps({"code": "while True: pass"}), CTX)
+        result = await toolbox.registry.call("execute", json.dumps({"code": "while True: pass"}), CTX)
     assert not result.ok and result.content.startswith("stopped: it ran past the time limit of 1 s")
     assert "stopped (timeout)" in result.summary
 
 
 async def test_execute_refuses_oversized_code(tmp_path: Path) -> None:
-    runtime, stack = await start(tmp_path / "home", tool_code_max_chars=100)
+    toolbox, stack = await start(tmp_path / "home", tool_code_max_chars=100)
     async with stack:
-        result = await runtime.tools.call("execute", json.dumps({"code": "x = 1\n" * 50}), CTX)
+        result = await toolbox.registry.call("execute", json.dumps({"code": "x = 1\n" * 50}), CTX)
     assert not result.ok and "write it to a file" in result.content
 
 

@@ -11,16 +11,15 @@ import sqlite3
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ghost.config import Settings
 from ghost.errors import Conflict, LimitExceeded
-from ghost.runtime import Runtime
-from ghost.store.db import Database
+from ghost.workspace.service import Workspace, open_workspace
 from ghost.workspace import archive, stage, swap
-from ghost.workspace.gate import WorkspaceGate
 from ghost.sandbox import fs
 from ghost.workspace.layout import reset_tmp_dir, tmp_dir
 from ghost.workspace.stage import Staged
@@ -130,25 +129,28 @@ def test_rename_noreplace_never_overwrites(tmp_path: Path) -> None:
 
 
 # --- the whole load, in-process, with a real database ------------------------------------------------
+@dataclass
+class Opened:
+    workspace: Workspace
+    loop: asyncio.AbstractEventLoop
+
+
 @pytest.fixture()
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
+def opened(tmp_path: Path) -> Iterator[Opened]:
     settings = Settings(home=tmp_path / "home", workspace_wait_s=0.1)
     root = settings.sandbox_path
     root.mkdir(parents=True)
     reset_tmp_dir(root)
     write(root, {"old.txt": "old", "acquired_skills/web.py": "mine"})
     loop = asyncio.new_event_loop()
-    db = loop.run_until_complete(Database(settings.database_path).open())
-    rt = Runtime(settings=settings, http=None, upstream_url="", models=["m"], db=db,  # type: ignore[arg-type]
-                 sandbox_root=root, gate=WorkspaceGate(settings.workspace_wait_s))
-    rt.extras["loop"] = loop
-    yield rt
-    loop.run_until_complete(db.close())
+    workspace = loop.run_until_complete(open_workspace(settings))
+    yield Opened(workspace, loop)
+    loop.run_until_complete(workspace.db.close())
     loop.close()
 
 
-def run(rt: Runtime, coro):  # type: ignore[no-untyped-def]
-    return rt.extras["loop"].run_until_complete(asyncio.wait_for(coro, 30))
+def run(opened: Opened, coro):  # type: ignore[no-untyped-def]
+    return opened.loop.run_until_complete(asyncio.wait_for(coro, 30))
 
 
 def archive_file(tmp_path: Path) -> Path:
@@ -163,32 +165,32 @@ def archive_file(tmp_path: Path) -> Path:
     return path
 
 
-def db_state(rt: Runtime) -> tuple[list, list]:
+def db_state(opened: Opened) -> tuple[list, list]:
     def read(conn: sqlite3.Connection) -> tuple[list, list]:
         return (conn.execute("SELECT key, value FROM scratchpad").fetchall(),
                 conn.execute("SELECT session_id, messages FROM history").fetchall())
-    return run(rt, rt.db.run(read))
+    return run(opened, opened.workspace.db.run(read))
 
 
-def test_load_commits_files_and_database_then_runs_hooks(runtime: Runtime, tmp_path: Path) -> None:
+def test_load_commits_files_and_database_then_runs_hooks(opened: Opened, tmp_path: Path) -> None:
     calls: list[str] = []
 
     async def rescan() -> None:
         calls.append("rescan")
-    runtime.after_workspace_load.append(rescan)
+    opened.workspace.after_load.append(rescan)
 
-    result = run(runtime, archive._load_from(runtime, archive_file(tmp_path), "s1"))
+    result = run(opened, archive._load_from(opened.workspace, archive_file(tmp_path), "s1"))
     assert result.files == 2 and result.chat_history == [{"role": "user", "content": "restored"}]
-    assert sorted(tree(runtime.sandbox_root)) == ["acquired_skills", "acquired_skills/calc.py",
+    assert sorted(tree(opened.workspace.sandbox_root)) == ["acquired_skills", "acquired_skills/calc.py",
                                                   "acquired_skills/web.py", "new.txt"]
-    assert db_state(runtime) == ([("k", "1")], [("s1", '[{"role": "user", "content": "restored"}]')])
+    assert db_state(opened) == ([("k", "1")], [("s1", '[{"role": "user", "content": "restored"}]')])
     assert calls == ["rescan"]
-    assert list(tmp_dir(runtime.sandbox_root).iterdir()) == []
+    assert list(tmp_dir(opened.workspace.sandbox_root).iterdir()) == []
 
 
-def test_a_failed_database_restore_puts_the_old_files_back(runtime: Runtime, tmp_path: Path,
+def test_a_failed_database_restore_puts_the_old_files_back(opened: Opened, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    before = tree(runtime.sandbox_root)
+    before = tree(opened.workspace.sandbox_root)
 
     def broken_restore(conn: sqlite3.Connection, *args: object) -> None:
         conn.execute("DELETE FROM scratchpad")
@@ -198,50 +200,50 @@ def test_a_failed_database_restore_puts_the_old_files_back(runtime: Runtime, tmp
 
     async def rescan() -> None:
         calls.append("rescan")
-    runtime.after_workspace_load.append(rescan)
+    opened.workspace.after_load.append(rescan)
 
-    run(runtime, runtime.db.run(lambda c: c.execute("INSERT INTO scratchpad VALUES ('keep', '1', 0)")))
+    run(opened, opened.workspace.db.run(lambda c: c.execute("INSERT INTO scratchpad VALUES ('keep', '1', 0)")))
     with pytest.raises(sqlite3.OperationalError):
-        run(runtime, archive._load_from(runtime, archive_file(tmp_path), "s1"))
-    assert tree(runtime.sandbox_root) == before
-    assert db_state(runtime) == ([("keep", "1")], []), "the transaction must roll back"
+        run(opened, archive._load_from(opened.workspace, archive_file(tmp_path), "s1"))
+    assert tree(opened.workspace.sandbox_root) == before
+    assert db_state(opened) == ([("keep", "1")], []), "the transaction must roll back"
     assert calls == []
-    assert list(tmp_dir(runtime.sandbox_root).iterdir()) == []
+    assert list(tmp_dir(opened.workspace.sandbox_root).iterdir()) == []
 
 
-def test_load_while_a_turn_runs_too_long_is_conflict_and_changes_nothing(runtime: Runtime, tmp_path: Path) -> None:
-    before = tree(runtime.sandbox_root)
+def test_load_while_a_turn_runs_too_long_is_conflict_and_changes_nothing(opened: Opened, tmp_path: Path) -> None:
+    before = tree(opened.workspace.sandbox_root)
 
     async def scenario() -> None:
-        async with runtime.gate.turn():
-            await archive._load_from(runtime, archive_file(tmp_path), "s1")
+        async with opened.workspace.gate.turn():
+            await archive._load_from(opened.workspace, archive_file(tmp_path), "s1")
 
     with pytest.raises(Conflict):
-        run(runtime, scenario())
-    assert tree(runtime.sandbox_root) == before
-    assert db_state(runtime) == ([], [])
-    assert list(tmp_dir(runtime.sandbox_root).iterdir()) == []
+        run(opened, scenario())
+    assert tree(opened.workspace.sandbox_root) == before
+    assert db_state(opened) == ([], [])
+    assert list(tmp_dir(opened.workspace.sandbox_root).iterdir()) == []
 
 
-def test_load_waits_for_a_turn_that_finishes_in_time(runtime: Runtime, tmp_path: Path) -> None:
-    runtime.gate.wait_s = 5
+def test_load_waits_for_a_turn_that_finishes_in_time(opened: Opened, tmp_path: Path) -> None:
+    opened.workspace.gate.wait_s = 5
     order: list[str] = []
 
     async def turn() -> None:
-        async with runtime.gate.turn():
+        async with opened.workspace.gate.turn():
             await asyncio.sleep(0.1)
             order.append("turn done")
 
     async def scenario() -> None:
         task = asyncio.create_task(turn())
         await asyncio.sleep(0)
-        await archive._load_from(runtime, archive_file(tmp_path), "s1")
+        await archive._load_from(opened.workspace, archive_file(tmp_path), "s1")
         order.append("loaded")
         await task
 
-    run(runtime, scenario())
+    run(opened, scenario())
     assert order == ["turn done", "loaded"]
-    assert (runtime.sandbox_root / "new.txt").exists()
+    assert (opened.workspace.sandbox_root / "new.txt").exists()
 
 
 def test_unpacking_counts_real_bytes_even_if_the_declared_sizes_pass(tmp_path: Path,

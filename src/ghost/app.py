@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -16,23 +15,27 @@ from starlette.middleware import Middleware
 from ghost import __version__
 from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, workspace
 from ghost.agent.context_services import start_context
+from ghost.agent.selftest import self_test
 from ghost.agent.service import ChatService
+from ghost.agent.turn import TurnServices
+from ghost.api import mcp as mcp_endpoint
 from ghost.api.error_shape import OllamaErrorShape
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.services import Services
 from ghost.config import Settings
 from ghost.keyfile import with_resolved_key
+from ghost.llm.bounds import ReplyBounds
 from ghost.llm.client import make_http_client
-from ghost.llm.embedded import start_embedded_model
-from ghost.mcp import endpoint as mcp_endpoint
+from ghost.llm.embedded import open_embedded_model
+from ghost.llm.upstream import HttpUpstream
+from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import start_mcp
-from ghost.runtime import Runtime
 from ghost.sandbox import fspool
-from ghost.store.db import Database
 from ghost.tools.setup import start_tools
-from ghost.workspace.gate import WorkspaceGate
 from ghost.workspace.layout import reset_tmp_dir
+from ghost.workspace.service import open_workspace
 
 log = logging.getLogger("ghost")
 
@@ -41,45 +44,39 @@ ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router,
            proxy.router]
 
 
-async def discover_models(http: httpx.AsyncClient, upstream_url: str, headers: dict[str, str]) -> list[str]:
-    """The upstream's model ids, or [] if it cannot tell us right now."""
-    if not upstream_url:
-        return []
-    try:
-        response = await http.get(f"{upstream_url}/v1/models", headers=headers, timeout=3.0)
-        return [str(m["id"]) for m in response.json().get("data", []) if "id" in m]
-    except (httpx.HTTPError, ValueError, AttributeError, TypeError, KeyError):
-        return []
-
-
-async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
+async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Start every service in dependency order; each pushes its own cleanup onto `stack`."""
     http = await stack.enter_async_context(make_http_client(settings))
-    db = await Database(settings.database_path).open()
-    stack.push_async_callback(db.close)
-    sandbox_root = settings.sandbox_path
-    sandbox_root.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(settings=settings, http=http, upstream_url=settings.upstream_url, models=[],
-                      db=db, sandbox_root=sandbox_root, gate=WorkspaceGate(settings.workspace_wait_s))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
-    await fspool.run(reset_tmp_dir, sandbox_root)  # left-overs of a killed save/load/upload
-    # Subsystems start here in dependency order; each pushes its own cleanup onto `stack`.
-    registry = await start_tools(runtime, stack)
-    if not runtime.upstream_url:  # after the tools: its self-test sends their schemas
-        await start_embedded_model(runtime, stack)  # the bundled model becomes the upstream
-    await start_mcp(runtime, stack, registry)  # waits at most --mcp-start-timeout for the servers
-    upstream = settings.model_copy(update={"upstream_url": runtime.upstream_url})  # bundled model's too
-    if pool := proxy.make_pool(upstream):  # the catch-all proxy's own upstream session
-        runtime.extras[proxy.POOL_KEY] = pool
-        stack.push_async_callback(pool.aclose)
-    discovered = await discover_models(http, runtime.upstream_url, runtime.upstream_headers())
-    embedded = runtime.extras.get("embedded_info") or {}  # a failed bundled model lists no models
-    runtime.models = settings.models or discovered[:1] or [embedded.get("model") or "ghost"]
-    await start_context(runtime)  # the model's context window, asked of the upstream once
-    runtime.agent = ChatService(runtime)
-    runtime.loop_lag.start()
-    stack.push_async_callback(runtime.loop_lag.stop)
-    return runtime
+    workspace = await open_workspace(settings)
+    stack.push_async_callback(workspace.db.close)
+    await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload
+    tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
+    workspace.after_load.append(tools.skills.scan)
+    bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
+    upstream = HttpUpstream(http, bundled.url if bundled else settings.upstream_url, settings.upstream_api_key,
+                            ReplyBounds.from_settings(settings), model_override=settings.upstream_model,
+                            check_available=bundled.check_available if bundled else lambda: None)
+    if bundled is not None:  # the bundled model becomes the upstream; its self-test sends Ghost's tools
+        upstream.models = [bundled.name]
+        turns = TurnServices(settings, upstream, tools.registry, None, tools.sandbox_network)
+        test = (lambda: self_test(turns, bundled.name, settings.embedded_self_test_timeout)) \
+            if settings.embedded_self_test == "on" else None
+        await bundled.start(stack, test)
+    mcp = await start_mcp(settings, tools.executor, workspace.sandbox_root, workspace.gate, tools.registry, stack)
+    workspace.after_load.append(mcp.tools.restart_in_sandbox_dir)
+    discovered = await upstream.discover_models()
+    upstream.models = settings.models or discovered[:1] or [bundled.name if bundled else "ghost"]
+    bundled_size = bundled.server.spec.context_size if bundled else None
+    context = await start_context(settings, upstream, workspace.db, workspace.sandbox_root, bundled_size)
+    workspace.after_load.append(context.forget_saved)
+    turns = TurnServices(settings, upstream, tools.registry, context, tools.sandbox_network)
+    chat = ChatService(settings, upstream, turns, workspace.history, workspace.gate)
+    loop_lag = LoopLagMonitor()
+    loop_lag.start()
+    stack.push_async_callback(loop_lag.stop)
+    return Services(settings, upstream, chat, workspace, tools, context, mcp, bundled, loop_lag)
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
@@ -88,10 +85,17 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
         settings.home.mkdir(parents=True, exist_ok=True)
         resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
-            app.state.runtime = await build_runtime(resolved, stack)
+            services = await build_services(resolved, stack)
+            if pool := proxy.make_pool(resolved, services.upstream.url):  # the catch-all proxy's own session
+                app.state.proxy_pool = pool
+                stack.push_async_callback(pool.aclose)
+            app.state.services = services
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
-                     app.state.runtime.upstream_url or "(none)", app.state.runtime.models)
-            yield
+                     services.upstream.url or "(none)", services.upstream.models)
+            try:
+                yield
+            finally:
+                del app.state.services
 
     return lifespan
 

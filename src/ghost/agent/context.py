@@ -36,10 +36,10 @@ from ghost.events import ToolActivity, Usage
 from ghost.agent.summary import INSTRUCTION_TOKENS, Summary, excerpt, render, summarise, summary_message
 from ghost.agent.tokens import CHARS_PER_TOKEN, message_key
 from ghost.errors import ContextLengthExceeded
-from ghost.llm.chat import Completion, Delta, stream_chat
+from ghost.llm.chat import Completion, Delta
 from ghost.llm.overflow import overflow_message
 from ghost.llm.toolcalls import INSTRUCTIONS as TOOLS_PROMPT, tool_line
-from ghost.runtime import Runtime
+from ghost.llm.upstream import Upstream
 from ghost.store.summaries import StoredSummary
 
 log = logging.getLogger("ghost.context")
@@ -72,9 +72,9 @@ def _chain(previous: bytes, key: bytes) -> bytes:
 class ContextFitter:
     """One turn's view of the conversation as sent upstream; lives as long as the turn."""
 
-    def __init__(self, runtime: Runtime, services: ContextServices, *, model: str, session_id: str | None,
+    def __init__(self, upstream: Upstream, services: ContextServices, *, model: str, session_id: str | None,
                  request_id: str) -> None:
-        self.runtime, self.services, self.model = runtime, services, model
+        self.upstream, self.services, self.model = upstream, services, model
         self.session_id, self.request_id = session_id, request_id
         self.counter = services.counter
         self.shortened: dict[bytes, dict[str, Any]] = {}  # original tool message's key -> its short copy
@@ -98,7 +98,7 @@ class ContextFitter:
             payload = {**self.services.window.chat_extra, **payload_for(sent, tools)}
             started = False
             try:
-                async for item in stream_chat(self.runtime, payload, self.request_id):
+                async for item in self.upstream.stream_chat(payload, self.request_id):
                     started = True
                     if isinstance(item, Completion) and item.usage is not None:
                         self.counter.learn(self.raw_sent, item.usage.prompt_tokens)
@@ -343,7 +343,7 @@ class ContextFitter:
         previous = self.folded.stored.text if self.folded else None
         prompt = await self._summary_prompt(previous, messages, budget - max_tokens - INSTRUCTION_TOKENS)
         fallback = excerpt(previous, messages, int(max_tokens * CHARS_PER_TOKEN))
-        return await summarise(self.runtime, model=self.model, prompt=prompt, fallback=fallback,
+        return await summarise(self.upstream, model=self.model, prompt=prompt, fallback=fallback,
                                max_tokens=max_tokens, extra=self.services.window.chat_extra,
                                request_id=self.request_id)
 

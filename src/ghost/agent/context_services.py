@@ -14,10 +14,10 @@ from ghost.agent.outputs import output_name, save_output
 from ghost.agent.tokens import TokenCounter
 from ghost.config import Settings
 from ghost.llm.window import UpstreamWindow, learn_window
-from ghost.runtime import Runtime
+from ghost.llm.upstream import HttpUpstream
+from ghost.store.db import Database
 from ghost.store.summaries import StoredSummary, Summaries
 
-SERVICES_KEY = "context"
 SAVED_MEMO = 1024
 TOOLS_MEMO = 64
 
@@ -53,6 +53,11 @@ class ContextServices:
     async def forget_saved(self) -> None:
         self.saved.clear()
 
+    def info(self) -> dict[str, Any]:
+        """For /api/health: the window, where it came from, and how counting is going."""
+        return {**self.window.as_info(), "summaries_made": self.summary_calls,
+                "calibration": round(self.counter.factor, 3)}
+
 
 class RecentSummaries:
     """The summaries this process made or found lately, so a turn seldom has to ask SQLite."""
@@ -78,29 +83,12 @@ class RecentSummaries:
         return stored
 
 
-def context_services(runtime: Runtime) -> ContextServices | None:
-    return runtime.extras.get(SERVICES_KEY)
-
-
-def context_info(runtime: Runtime) -> dict[str, Any] | None:
-    services = context_services(runtime)
-    if services is None:
-        return None
-    return {**services.window.as_info(), "summaries_made": services.summary_calls,
-            "calibration": round(services.counter.factor, 3)}
-
-
-async def start_context(runtime: Runtime) -> ContextServices:
-    """Learn the window and set up counting; call once the upstream and its models are known."""
-    settings = runtime.settings
-    embedded = runtime.extras.get("embedded_info") or {}
-    bundled = embedded.get("context_size") if embedded.get("url") == runtime.upstream_url else None
-    model = settings.upstream_model or runtime.default_model
-    window = await learn_window(runtime.http, runtime.upstream_url, runtime.upstream_headers(), model,
-                                settings, bundled)
-    tokenize_url = f"{runtime.upstream_url}{window.tokenize_path}" if window.tokenize_path else ""
-    counter = TokenCounter(runtime.http, tokenize_url, runtime.upstream_headers())
-    services = ContextServices(window, counter, Summaries(runtime.db), runtime.sandbox_root, settings)
-    runtime.extras[SERVICES_KEY] = services
-    runtime.after_workspace_load.append(services.forget_saved)
-    return services
+async def start_context(settings: Settings, upstream: HttpUpstream, db: Database, sandbox_root: Path,
+                        bundled_size: int | None) -> ContextServices:
+    """Learn the window and set up counting; call once the upstream and its models are known.
+    `bundled_size`: the bundled model's context size when it is the upstream (nothing to ask)."""
+    model = upstream.upstream_model(upstream.default_model)
+    window = await learn_window(upstream.http, upstream.url, upstream.headers(), model, settings, bundled_size)
+    tokenize_url = f"{upstream.url}{window.tokenize_path}" if window.tokenize_path else ""
+    counter = TokenCounter(upstream.http, tokenize_url, upstream.headers())
+    return ContextServices(window, counter, Summaries(db), sandbox_root, settings)

@@ -19,20 +19,19 @@ from typing import Any
 
 from ghost.events import Done, TextDelta, Usage
 from ghost.agent.request import ChatRequest
-from ghost.agent.turn import AgentTurn, TurnOptions
+from ghost.agent.turn import AgentTurn, TurnOptions, TurnServices
 from ghost.errors import GhostError
-from ghost.runtime import Runtime
 
 QUESTION = "Reply with one word: ready."
 MAX_TOKENS = 8
 
 
-async def self_test(runtime: Runtime, model: str, timeout: float) -> dict[str, Any]:
+async def self_test(services: TurnServices, model: str, timeout: float) -> dict[str, Any]:
     """{ok, seconds, error, prompt_tokens}: did the model answer one chat with Ghost's prompt."""
     request = ChatRequest(messages=[{"role": "user", "content": QUESTION}], model=model, stream=True,
                           sampling={"max_tokens": MAX_TOKENS, "temperature": 0})
     # A request id like any other: the model server refuses one that is not a UUID.
-    turn = AgentTurn(runtime, request, uuid.uuid4().hex, TurnOptions(max_tool_rounds=0))
+    turn = AgentTurn(services, request, uuid.uuid4().hex, TurnOptions(max_tool_rounds=0))
     started = time.perf_counter()
     events: list[Any] = []
     try:

@@ -28,11 +28,13 @@ from ghost.events import ClientToolCall, Done, Error, Event, Notice, TextDelta
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest, parse_chat_request
-from ghost.agent.turn import AgentTurn, TurnOptions
+from ghost.agent.turn import AgentTurn, TurnOptions, TurnServices
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.errors import GhostError, InsufficientStorage, NotFound, Unprocessable, echo
-from ghost.runtime import Runtime
+from ghost.config import Settings
+from ghost.llm.upstream import Upstream
 from ghost.store.history import History
+from ghost.workspace.gate import WorkspaceGate
 
 log = logging.getLogger("ghost.agent")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -48,27 +50,28 @@ class Wire(Enum):
 
 
 class ChatService:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        settings = runtime.settings
+    def __init__(self, settings: Settings, upstream: Upstream, turns: TurnServices, history: History,
+                 gate: WorkspaceGate) -> None:
+        self.settings, self.upstream, self.turns = settings, upstream, turns
+        self.history, self.gate = history, gate
         self.limiter = TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout)
-        self.history = History(runtime.db)
+        self.in_flight_turns = 0
 
     # --- entry points ------------------------------------------------------------------------
     async def handle_chat(self, body: dict[str, Any], *, request: Request, request_id: str, wire: Wire) -> Response:
         chat = parse_chat_request(body, default_stream=wire is not Wire.OPENAI,
-                                  default_model=self.runtime.default_model,
+                                  default_model=self.upstream.models[0],
                                   session_header=request.headers.get("x-ghost-session"))
         sse = wire is Wire.OPENAI or "text/event-stream" in request.headers.get("accept", "")
         if self._model(chat.model).plain:
             return await self._respond(chat, PLAIN, request, request_id, wire, sse)
         chat.session_id = await session_for(self.history, chat.messages, chat.session_id)
-        options = TurnOptions(max_tool_rounds=self.runtime.settings.max_tool_rounds)
+        options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
         return await self._respond(chat, options, request, request_id, wire, sse, record=chat.session_id is not None)
 
     async def handle_generate(self, body: dict[str, Any], *, request: Request, request_id: str) -> Response:
         chat = parse_chat_request({**body, "messages": generate_messages(body)}, default_stream=True,
-                                  default_model=self.runtime.default_model)
+                                  default_model=self.upstream.models[0])
         chat.client_tools = []
         return await self._respond(chat, PLAIN, request, request_id, Wire.OLLAMA_GENERATE, False)
 
@@ -76,10 +79,10 @@ class ChatService:
     async def _respond(self, chat: ChatRequest, options: TurnOptions, request: Request, request_id: str,
                        wire: Wire, sse: bool, *, record: bool = False) -> Response:
         info = ReplyInfo(request_id=request_id, model=chat.model, include_usage=chat.include_usage,
-                         show_activity=self.runtime.settings.tool_activity != "none")
+                         show_activity=self.settings.tool_activity != "none")
         upstream_chat = self._for_upstream(chat)
         events = pumped(self._guarded(upstream_chat, chat, options, request_id, record),
-                        self.runtime.settings.keepalive_seconds)
+                        self.settings.keepalive_seconds)
         session = {SESSION_HEADER: chat.session_id} if record and chat.session_id else {}
         try:
             first = await anext(events)
@@ -104,31 +107,26 @@ class ChatService:
         return JSONResponse(_single_object(wire, turn, info), headers=headers)
 
     def _model(self, asked: str) -> ModelChoice:
-        choice = resolve_model(asked, self.runtime.models)
+        choice = resolve_model(asked, self.upstream.models)
         if choice is None:
-            served = ", ".join(c.listed_name for c in listed_models(self.runtime.models))
+            served = ", ".join(c.listed_name for c in listed_models(self.upstream.models))
             raise NotFound(f"model '{echo(asked)}' not found; this server serves: {served}")
         return choice
 
     def _for_upstream(self, chat: ChatRequest) -> ChatRequest:
         """The request as the upstream gets it: the model under the name the upstream knows."""
-        return dataclasses.replace(chat, model=self.runtime.settings.upstream_model or self._model(chat.model).name)
+        return dataclasses.replace(chat, model=self.upstream.upstream_model(self._model(chat.model).name))
 
     async def _guarded(self, upstream_chat: ChatRequest, chat: ChatRequest, options: TurnOptions,
                        request_id: str, record: bool) -> AsyncIterator[Event]:
-        async with self.limiter.slot(), self._workspace_turn():
-            self.runtime.in_flight_turns += 1
+        async with self.limiter.slot(), self.gate.turn():
+            self.in_flight_turns += 1
             try:
-                turn = AgentTurn(self.runtime, upstream_chat, request_id, options)
+                turn = AgentTurn(self.turns, upstream_chat, request_id, options)
                 async for event in _recording(turn.run(), chat, self.history if record else None):
                     yield event
             finally:
-                self.runtime.in_flight_turns -= 1
-
-    def _workspace_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Hold a workspace load back while this turn runs (when the workspace gate exists)."""
-        gate = getattr(self.runtime, "gate", None)
-        return gate.turn() if gate is not None else contextlib.nullcontext()
+                self.in_flight_turns -= 1
 
 
 def generate_messages(body: dict[str, Any]) -> list[dict[str, Any]]:

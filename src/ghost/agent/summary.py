@@ -15,8 +15,8 @@ from typing import Any
 from ghost.events import Usage
 from ghost.agent.tokens import message_text
 from ghost.errors import GhostError
-from ghost.llm.chat import Completion, stream_chat
-from ghost.runtime import Runtime
+from ghost.llm.chat import Completion
+from ghost.llm.upstream import Upstream
 
 log = logging.getLogger("ghost.context")
 INSTRUCTIONS = (
@@ -77,7 +77,7 @@ def excerpt(previous: str | None, messages: list[dict[str, Any]], max_chars: int
     return _middle_cut(f"{previous}\n{text}" if previous else text, max_chars)
 
 
-async def summarise(runtime: Runtime, *, model: str, prompt: str, fallback: str, max_tokens: int,
+async def summarise(upstream: Upstream, *, model: str, prompt: str, fallback: str, max_tokens: int,
                     extra: dict[str, Any], request_id: str) -> Summary:
     """The model's summary of `prompt` (made by `render`) in at most `max_tokens` tokens."""
     payload = {**extra, "model": model, "stream": False, "max_tokens": max_tokens, "temperature": 0,
@@ -87,7 +87,7 @@ async def summarise(runtime: Runtime, *, model: str, prompt: str, fallback: str,
     try:
         # A request id of its own, in the same form (llama-cpp-python's server answers an empty 400
         # to an x-request-id that is not a UUID).
-        async for item in stream_chat(runtime, payload, uuid.uuid4().hex):
+        async for item in upstream.stream_chat(payload, uuid.uuid4().hex):
             if isinstance(item, Completion):
                 usage = item.usage
             elif item.kind == "content":

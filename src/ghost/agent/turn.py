@@ -1,5 +1,6 @@
 """One agent turn: call the upstream, run Ghost's tools while the model asks for them, and yield
-events. A short loop with a limit; no wire formats, no persistence, no HTTP here."""
+events. A short loop with a limit. No client wire formats (the events are encoded by the routes),
+no persistence, no HTTP here; the body of each upstream call is OpenAI's, the upstream's language."""
 
 from __future__ import annotations
 
@@ -12,17 +13,29 @@ from typing import Any
 
 from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.context import ContextFitter, ExtraCall
-from ghost.agent.context_services import context_services
+from ghost.agent.context_services import ContextServices
 from ghost.agent.client_tools import ClientTools
 from ghost.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
 from ghost.agent.request import ChatRequest
-from ghost.llm.chat import Completion, Delta, stream_chat
-from ghost.runtime import Runtime
+from ghost.config import Settings
+from ghost.llm.chat import Completion, Delta
+from ghost.llm.upstream import Upstream
 from ghost.tools.base import ToolContext, ToolRegistry, ToolResult
 
 ACTIVITY_PREVIEW_CHARS = 120
+
+
+@dataclass(frozen=True)
+class TurnServices:
+    """What a turn uses, built once at start and shared by every turn."""
+
+    settings: Settings
+    upstream: Upstream
+    tools: ToolRegistry | None  # Ghost's own tools, skills and MCP servers
+    context: ContextServices | None  # None: calls are sent as they are (the start-up self-test)
+    sandbox_network: bool  # told to the model in the system prompt
 
 
 @dataclass(frozen=True)
@@ -65,23 +78,23 @@ def malformed_call_result(call: ToolCall) -> ToolResult:
 
 
 class AgentTurn:
-    def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
-        self.runtime = runtime
+    def __init__(self, services: TurnServices, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
+        self.services = services
         self.request = request
         self.request_id = request_id
         self.options = options
-        self.registry: ToolRegistry | None = getattr(runtime, "tools", None) if options.use_tools else None
+        self.registry: ToolRegistry | None = services.tools if options.use_tools else None
         self.client_tools = ClientTools(request.client_tools, {s["function"]["name"] for s in self._ghost_schemas()})
         self.usage: Usage | None = None
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
-        self.budget = OutputBudget(runtime.settings.max_turn_output_tokens)
+        self.budget = OutputBudget(services.settings.max_turn_output_tokens)
         self.calls = 0  # upstream calls made, summaries included
-        services = context_services(runtime)
-        self.context = ContextFitter(runtime, services, model=request.model, request_id=request_id,
+        self.context = ContextFitter(services.upstream, services.context, model=request.model,
+                                     request_id=request_id,
                                      session_id=request.session_id if options.session_summary else None) \
-            if services is not None else None
+            if services.context is not None else None
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
@@ -148,7 +161,7 @@ class AgentTurn:
                   ) -> AsyncIterator[Delta | Completion | ToolActivity | ExtraCall]:
         """One upstream call; fitted into the context window (ghost.agent.context) when it is known."""
         if self.context is None:
-            return stream_chat(self.runtime, self._payload(messages, tools), self.request_id)
+            return self.services.upstream.stream_chat(self._payload(messages, tools), self.request_id)
         return self.context.stream(messages, tools, self._payload)
 
     def _count_usage(self, usage: Usage | None) -> None:
@@ -167,7 +180,7 @@ class AgentTurn:
             return list(messages)
         summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
         names = [s["function"]["name"] for s in self._ghost_schemas()]
-        network = bool(self.runtime.extras.get("sandbox_info", {}).get("network"))
+        network = self.services.sandbox_network
         return with_system_prompt(system_message(summary, names, network=network), messages)
 
     def _ghost_schemas(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import logging
 
 from fastapi import Request
 
+from ghost.api.services import services_of
 from ghost.errors import AuthenticationFailed
 
 log = logging.getLogger("ghost.auth")
@@ -39,7 +40,7 @@ async def require_key(request: Request) -> None:
 
 def check_key(request: Request) -> None:
     """Raise AuthenticationFailed unless the request carries the key (or auth is off)."""
-    settings = request.app.state.runtime.settings
+    settings = services_of(request).settings
     if settings.no_auth:
         return
     expected = settings.api_key or ""  # resolved at start (create_app); empty only if misbuilt

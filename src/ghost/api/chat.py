@@ -9,12 +9,13 @@ from ghost.agent.service import ChatService, Wire
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import read_json_object, request_id
+from ghost.api.services import services_of
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
 async def chat_service(request: Request) -> ChatService:
-    return request.app.state.runtime.agent
+    return services_of(request).chat
 
 
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:

@@ -10,13 +10,6 @@ from fastapi import Request
 from ghost.errors import BadRequest, Unprocessable
 from ghost.jsondepth import too_deep
 
-from ghost.runtime import Runtime
-
-
-async def get_runtime(request: Request) -> Runtime:
-    # async: FastAPI would run a plain function in its thread pool, on every request
-    return request.app.state.runtime
-
 
 def request_id(request: Request) -> str:
     return request.scope.get("ghost.request_id", "")

@@ -19,11 +19,10 @@ from fastapi.responses import Response, StreamingResponse
 from ghost.agent.catalog import resolve_model
 from ghost.api import openapi
 from ghost.api.auth import require_key
-from ghost.api.deps import get_runtime, read_json_object, request_id
+from ghost.api.deps import read_json_object, request_id
 from ghost.api.info import model_details, model_digest, model_size
 from ghost.errors import Forbidden, NotFound, Unprocessable
-from ghost.llm.embeddings import embed
-from ghost.runtime import Runtime
+from ghost.api.services import Services, get_services
 
 router = APIRouter()
 keyed = APIRouter(dependencies=[Depends(require_key)])
@@ -31,27 +30,27 @@ PULL_STEPS = ("pulling manifest", "verifying sha256 digest", "writing manifest",
 
 
 @router.get("/api/ps", summary="Models Ghost is serving now, Ollama style", **openapi.PS)
-async def running(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def running(services: Services = Depends(get_services)) -> dict[str, Any]:
     # Ghost serves its models for as long as it runs: "expires" a day ahead, refreshed on each call.
     expires = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
     return {"models": [
-        {"name": name, "model": name, "size": model_size(runtime), "digest": model_digest(name),
-         "details": model_details(runtime), "expires_at": expires, "size_vram": 0}
-        for name in runtime.models
+        {"name": name, "model": name, "size": model_size(services), "digest": model_digest(name),
+         "details": model_details(services), "expires_at": expires, "size_vram": 0}
+        for name in services.upstream.models
     ]}
 
 
 # --- embeddings ------------------------------------------------------------------------------
 
 
-def _upstream_model(body: dict[str, Any], runtime: Runtime) -> str:
-    asked = body.get("model") or runtime.default_model
+def _upstream_model(body: dict[str, Any], services: Services) -> str:
+    asked = body.get("model") or services.upstream.default_model
     if not isinstance(asked, str):
         raise Unprocessable("model: must be a string")
-    choice = resolve_model(asked, runtime.models)
+    choice = resolve_model(asked, services.upstream.models)
     if choice is None:
         return asked  # an embedding model only the upstream knows
-    return runtime.settings.upstream_model or choice.name  # one of Ghost's: the upstream's name for it
+    return services.upstream.upstream_model(choice.name)  # one of Ghost's: the upstream's name for it
 
 
 def _inputs(value: Any, field: str) -> list[str]:
@@ -63,12 +62,12 @@ def _inputs(value: Any, field: str) -> list[str]:
 
 @keyed.post("/api/embed", summary="Embeddings, Ollama style (via the upstream's /v1/embeddings)",
             **openapi.EMBED)
-async def embed_many(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def embed_many(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body = await read_json_object(request)
-    model = _upstream_model(body, runtime)
+    model = _upstream_model(body, services)
     started = time.perf_counter_ns()
-    result = await embed(runtime, model, _inputs(body.get("input"), "input"), request_id(request))
-    reply: dict[str, Any] = {"model": body.get("model") or runtime.default_model, "embeddings": result.vectors,
+    result = await services.upstream.embed(model, _inputs(body.get("input"), "input"), request_id(request))
+    reply: dict[str, Any] = {"model": body.get("model") or services.upstream.default_model, "embeddings": result.vectors,
                              "total_duration": time.perf_counter_ns() - started, "load_duration": 0}
     if result.prompt_tokens is not None:
         reply["prompt_eval_count"] = result.prompt_tokens
@@ -76,12 +75,12 @@ async def embed_many(request: Request, runtime: Runtime = Depends(get_runtime)) 
 
 
 @keyed.post("/api/embeddings", summary="One embedding, Ollama's older route", **openapi.EMBEDDINGS)
-async def embed_one(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def embed_one(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body = await read_json_object(request)
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise Unprocessable("prompt: must be a string")
-    result = await embed(runtime, _upstream_model(body, runtime), [prompt], request_id(request))
+    result = await services.upstream.embed(_upstream_model(body, services), [prompt], request_id(request))
     return {"embedding": result.vectors[0]}
 
 
@@ -95,17 +94,17 @@ def _named(body: dict[str, Any], *fields: str) -> str:
     raise Unprocessable(f"{fields[0]}: the model name is missing")
 
 
-def _fixed_set(runtime: Runtime, action: str) -> Forbidden:
-    return Forbidden(f"Ghost serves a fixed set of models ({', '.join(runtime.models)}); it cannot {action} "
+def _fixed_set(services: Services, action: str) -> Forbidden:
+    return Forbidden(f"Ghost serves a fixed set of models ({', '.join(services.upstream.models)}); it cannot {action} "
                      "models. Change the set with --model.")
 
 
 @keyed.post("/api/pull", summary="Pull a model: succeeds at once for a served model", **openapi.PULL)
-async def pull(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+async def pull(request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
     name = _named(body, "model", "name")
-    if resolve_model(name, runtime.models) is None:
-        raise NotFound(f"model '{name}' is not served here: {_fixed_set(runtime, 'pull other').message}")
+    if resolve_model(name, services.upstream.models) is None:
+        raise NotFound(f"model '{name}' is not served here: {_fixed_set(services, 'pull other').message}")
     if body.get("stream", True) is False:
         return Response(json.dumps({"status": "success"}), media_type="application/json")
     return StreamingResponse(_status_lines(), media_type="application/x-ndjson")
@@ -117,23 +116,23 @@ def _status_lines() -> Iterator[bytes]:
 
 
 @keyed.delete("/api/delete", summary="Refused: Ghost serves a fixed set of models", **openapi.MANAGE)
-async def delete(request: Request, runtime: Runtime = Depends(get_runtime)) -> None:
+async def delete(request: Request, services: Services = Depends(get_services)) -> None:
     name = _named(await read_json_object(request), "model", "name")
-    if resolve_model(name, runtime.models) is None:
+    if resolve_model(name, services.upstream.models) is None:
         raise NotFound(f"model '{name}' not found")
-    raise _fixed_set(runtime, "delete")
+    raise _fixed_set(services, "delete")
 
 
 @keyed.post("/api/push", summary="Refused: Ghost serves a fixed set of models", **openapi.MANAGE)
-async def push(runtime: Runtime = Depends(get_runtime)) -> None:
-    raise _fixed_set(runtime, "push")
+async def push(services: Services = Depends(get_services)) -> None:
+    raise _fixed_set(services, "push")
 
 
 @keyed.post("/api/create", summary="Refused: Ghost serves a fixed set of models", **openapi.MANAGE)
-async def create(runtime: Runtime = Depends(get_runtime)) -> None:
-    raise _fixed_set(runtime, "create")
+async def create(services: Services = Depends(get_services)) -> None:
+    raise _fixed_set(services, "create")
 
 
 @keyed.post("/api/copy", summary="Refused: Ghost serves a fixed set of models", **openapi.MANAGE)
-async def copy(runtime: Runtime = Depends(get_runtime)) -> None:
-    raise _fixed_set(runtime, "copy")
+async def copy(services: Services = Depends(get_services)) -> None:
+    raise _fixed_set(services, "copy")

@@ -36,6 +36,7 @@ import aiohttp
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -48,8 +49,8 @@ from ghost.api.errors import error_response
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
 from ghost.errors import BadRequest, GhostError, echo, UpstreamError, UpstreamTimeout, UpstreamUnavailable, error_body
-from ghost.llm.availability import check_model_available
-from ghost.runtime import Runtime
+from ghost.api.services import services_of
+from ghost.llm.upstream import HttpUpstream
 
 router = APIRouter()
 log = logging.getLogger("ghost.proxy")
@@ -76,7 +77,6 @@ _NO_BUFFERING = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 _FORBIDDEN_TARGET_CHARS = ("#", "\\", " ", "\t", "\r", "\n", "\0")  # never in a valid origin-form target
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs
-POOL_KEY = "proxy_pool"  # where the upstream session lives in Runtime.extras
 
 
 # --- the upstream session ---------------------------------------------------------------------------
@@ -277,21 +277,19 @@ class WriteWatch:
         self._watching = False
 
 
-def make_pool(settings: Settings) -> UpstreamSession | None:
+def make_pool(settings: Settings, upstream_url: str) -> UpstreamSession | None:
     """The proxy's upstream session (None without an upstream). Close it at shutdown."""
-    if not settings.upstream_url:
+    if not upstream_url:
         return None
-    return UpstreamSession(settings.upstream_url, max_connections=settings.upstream_max_connections,
+    return UpstreamSession(upstream_url, max_connections=settings.upstream_max_connections,
                            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
 
 
-def _pool(runtime: Runtime) -> UpstreamSession:
-    pool = runtime.extras.get(POOL_KEY)
-    if pool is None:  # an app whose lifespan did not make one (or an upstream that came later)
-        if not runtime.upstream_url:
-            raise UpstreamUnavailable("no upstream is configured")
-        settings = runtime.settings.model_copy(update={"upstream_url": runtime.upstream_url})
-        pool = runtime.extras[POOL_KEY] = make_pool(settings)
+def _pool(state: State) -> UpstreamSession:
+    """The session the app's lifespan made (`app.state.proxy_pool`); 502 without an upstream."""
+    pool: UpstreamSession | None = getattr(state, "proxy_pool", None)
+    if pool is None:
+        raise UpstreamUnavailable("no upstream is configured")
     return pool
 
 
@@ -307,12 +305,12 @@ def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return listed
 
 
-def forward_request_headers(request: Request, runtime: Runtime) -> list[tuple[bytes, bytes]]:
+def forward_request_headers(request: Request, upstream: HttpUpstream) -> list[tuple[bytes, bytes]]:
     """The client's headers as the upstream should see them (repeats kept, nothing invented)."""
     raw = request.scope["headers"]
     drop = _REQUEST_DROP | listed if (listed := _connection_listed(raw)) else _REQUEST_DROP
     headers = [(name, value) for name, value in raw if name not in drop]
-    headers += [(k.encode(), v.encode()) for k, v in runtime.upstream_headers().items()]
+    headers += [(k.encode(), v.encode()) for k, v in upstream.headers().items()]
     headers.append((b"x-request-id", request.scope.get("ghost.request_id", "").encode()))
     return headers
 
@@ -477,11 +475,12 @@ def _client_response(request: Request, upstream: UpstreamResponse, streaming_bod
     return response
 
 
-async def forward(request: Request, runtime: Runtime) -> Response:
+async def forward(request: Request) -> Response:
     """Proxy one request to the upstream; the response streams the upstream's reply back."""
-    check_model_available(runtime)
-    pool = _pool(runtime)
-    headers = forward_request_headers(request, runtime)
+    upstream = services_of(request).upstream
+    upstream.check_available()
+    pool = _pool(request.app.state)
+    headers = forward_request_headers(request, upstream)
     has_body, length = _body_length(request.scope["headers"])
     scanner = StreamFlagScanner(request.stream()) if has_body else None
     started = time.perf_counter()
@@ -526,7 +525,7 @@ async def _method_not_allowed(request: Request) -> None:
                   dependencies=[Depends(_method_not_allowed), Depends(require_key)],
                   summary="Forward any other request to the upstream", **openapi.PROXY)
 async def proxy(request: Request) -> Response:
-    return await forward(request, request.app.state.runtime)
+    return await forward(request)
 
 
 # --- the fast path ------------------------------------------------------------------------------------------
@@ -555,7 +554,7 @@ class ProxyFastPath:
         request = Request(scope, receive, send)
         try:
             check_key(request)
-            response = await forward(request, scope["app"].state.runtime)
+            response = await forward(request)
         except GhostError as exc:
             response = error_response(exc.status_code, exc.message, exc.error_type, exc.headers or None)
         await response(scope, receive, send)

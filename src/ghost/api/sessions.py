@@ -10,13 +10,14 @@ from ghost.agent.request import session_id as valid_session_id
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.errors import NotFound
+from ghost.api.services import services_of
 from ghost.store.history import History
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
 async def history(request: Request) -> History:
-    return request.app.state.runtime.agent.history
+    return services_of(request).workspace.history
 
 
 @router.get("/api/sessions", summary="List sessions with stored history", **openapi.SESSIONS)

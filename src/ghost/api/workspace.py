@@ -14,13 +14,18 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from ghost.agent.request import session_id as valid_session_id
 from ghost.api import openapi
 from ghost.api.auth import require_key
-from ghost.api.deps import get_runtime, read_json_object
+from ghost.api.deps import read_json_object
+from ghost.api.file_response import OpenFileResponse
+from ghost.api.receive import Received, content_type, receive_multipart, receive_raw
+from ghost.api.services import get_workspace
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
-from ghost.errors import Unprocessable
-from ghost.runtime import Runtime
+from ghost.errors import BadRequest, Unprocessable
+from ghost.sandbox.paths import split_relative
 from ghost.workspace.archive import archive_chunks, load_workspace, save_workspace
-from ghost.workspace.transfer import download_response, upload_file
+from ghost.workspace.layout import require_tmp_dir
+from ghost.workspace.service import Workspace
+from ghost.workspace.transfer import open_download, place_upload, target_name
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
@@ -38,6 +43,7 @@ SESSION_HEADER = "x-ghost-session"
 # Room for the multipart framing around a file of exactly the upload cap.
 MULTIPART_SLACK = 1024 * 1024
 UPLOAD_PATHS = ("/api/upload", "/api/workspace/load")
+RAW_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
@@ -50,20 +56,20 @@ def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
     return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 
-async def _session_to_save(request: Request, body: dict[str, Any], runtime: Runtime) -> str:
+async def _session_to_save(request: Request, body: dict[str, Any], workspace: Workspace) -> str:
     """The asked session; without one, the conversation stored last (chats without an id get fresh ids)."""
     if (body or {}).get("session_id") or request.headers.get(SESSION_HEADER):
         return session_id_of(request, body)
-    return await runtime.agent.history.latest() or "default"
+    return await workspace.history.latest() or "default"
 
 
 @router.post("/api/workspace/save", summary="Download the workspace as a zip", **openapi.SAVE)
-async def save(request: Request, runtime: Runtime = Depends(get_runtime)) -> WatchedStreamingResponse:
+async def save(request: Request, workspace: Workspace = Depends(get_workspace)) -> WatchedStreamingResponse:
     body = await read_json_object(request, allow_empty=True)
     history = body.get("chat_history")
     if history is not None and not isinstance(history, list):
         raise Unprocessable("chat_history must be a list of messages")
-    saved = await save_workspace(runtime, await _session_to_save(request, body, runtime), history)
+    saved = await save_workspace(workspace, await _session_to_save(request, body, workspace), history)
     return WatchedStreamingResponse(
         archive_chunks(saved.archive),
         media_type="application/zip",
@@ -75,17 +81,42 @@ async def save(request: Request, runtime: Runtime = Depends(get_runtime)) -> Wat
 
 
 @router.post("/api/workspace/load", summary="Replace the workspace with an uploaded zip", **openapi.LOAD)
-async def load(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    result = await load_workspace(runtime, request, session_id_of(request))
+async def load(request: Request, workspace: Workspace = Depends(get_workspace)) -> dict[str, Any]:
+    session_id = session_id_of(request)
+    archive = await _receive_archive(request, workspace)
+    result = await load_workspace(workspace, archive.path, session_id)
     return {"status": "success", "chat_history": result.chat_history, "files": result.files}
 
 
+async def _receive_archive(request: Request, workspace: Workspace) -> Received:
+    """The uploaded zip, from a multipart `file` field or a raw zip body, streamed to disk."""
+    kind, _ = content_type(request)
+    tmp, cap = require_tmp_dir(workspace.sandbox_root), workspace.settings.upload_max_bytes
+    if kind == "multipart/form-data":
+        return await receive_multipart(request, tmp, cap, prefix="load-")
+    if kind in RAW_ZIP_TYPES:
+        return await receive_raw(request, tmp, cap, prefix="load-")
+    raise BadRequest("send the archive as multipart field 'file' or as an application/zip body")
+
+
 @router.post("/api/upload", summary="Upload a file into the sandbox", **openapi.UPLOAD)
-async def upload(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    uploaded = await upload_file(runtime, request)
-    return {"status": "success", "filename": uploaded.filename, "size": uploaded.size}
+async def upload(request: Request, workspace: Workspace = Depends(get_workspace)) -> dict[str, Any]:
+    kind, _ = content_type(request)
+    if kind != "multipart/form-data":
+        raise BadRequest("send the file as multipart/form-data, field 'file'")
+    received = await receive_multipart(request, require_tmp_dir(workspace.sandbox_root),
+                                       workspace.settings.upload_max_bytes, prefix="upload-")
+    folder = received.fields.get("path") or request.query_params.get("path") or ""
+    try:
+        name = target_name(folder, received.filename)
+    except BadRequest:
+        received.path.unlink(missing_ok=True)
+        raise
+    placed = await place_upload(workspace, received.path, name)
+    return {"status": "success", "filename": placed, "size": received.size}
 
 
 @router.get("/api/download/{filename:anypath}", summary="Download a file from the sandbox", **openapi.DOWNLOAD)
-async def download(filename: str, runtime: Runtime = Depends(get_runtime)) -> FileResponse:
-    return await download_response(runtime, filename)
+async def download(filename: str, workspace: Workspace = Depends(get_workspace)) -> FileResponse:
+    fd, info = await open_download(workspace, filename)
+    return OpenFileResponse(fd, info, split_relative(filename)[-1])

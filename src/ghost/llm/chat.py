@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import httpx
@@ -20,11 +20,12 @@ from ghost.events import ToolCall, Usage
 from ghost.llm.think import ThinkSplitter
 from ghost.errors import UpstreamError
 from ghost.jsondepth import too_deep
-from ghost.llm.availability import check_model_available
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, bounded_lines, read_bounded
 from ghost.llm.client import upstream_errors
 from ghost.llm.overflow import context_overflow
-from ghost.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ghost.llm.upstream import HttpUpstream
 
 MAX_ERROR_BODY = 4096
 DRAIN_SECONDS = 1.0
@@ -268,16 +269,17 @@ def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
         raise UpstreamError(f"upstream sent a stream chunk of the wrong shape: {str(chunk)[:120]}") from exc
 
 
-async def stream_chat(runtime: Runtime, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]:
-    url = f"{runtime.upstream_url}/v1/chat/completions"
-    headers = {**runtime.upstream_headers(), "x-request-id": request_id}
-    acc = _Accumulator(ReplyBounds.from_settings(runtime.settings))
+async def stream_chat(upstream: HttpUpstream, payload: dict[str, Any], request_id: str
+                      ) -> AsyncIterator[Delta | Completion]:
+    url = f"{upstream.url}/v1/chat/completions"
+    headers = {**upstream.headers(), "x-request-id": request_id}
+    acc = _Accumulator(upstream.bounds)
     started = time.perf_counter()
-    if not runtime.upstream_url:
+    if not upstream.url:
         raise UpstreamError("no upstream is configured")
-    check_model_available(runtime)
+    upstream.check_available()
     with upstream_errors():
-        async with runtime.http.stream("POST", url, json=payload, headers=headers) as response:
+        async with upstream.http.stream("POST", url, json=payload, headers=headers) as response:
             await _raise_for_status(response)
             async for delta in _deltas(response, acc):
                 yield delta

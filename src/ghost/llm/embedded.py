@@ -42,12 +42,10 @@ from typing import Any
 
 import httpx
 
-from ghost.agent.selftest import self_test
 from ghost.config import Settings
 from ghost.errors import GhostError
-from ghost.llm.availability import EMBEDDED_INFO
+from ghost.llm.availability import check_model_available
 from ghost.llm.gguf import GGUFError, read_model_meta
-from ghost.runtime import Runtime
 
 log = logging.getLogger("ghost.embedded")
 
@@ -377,37 +375,59 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 # --- the entry point ----------------------------------------------------------------------------
 
-async def start_embedded_model(runtime: Runtime, stack: AsyncExitStack) -> None:
-    """Start the bundled model server, make it the upstream, and stop it when `stack` closes.
+@dataclass
+class BundledModel:
+    """The bundled model as the rest of Ghost sees it: a server it started, and what it serves."""
 
-    Call it after the tools have started: its self-test sends Ghost's own system prompt and tools.
-    Not installed (Ghost without its `embedded` extra): log how to fix it and leave the upstream
-    empty, so Ghost still serves its own routes. No model file, or not a GGUF file: raise, Ghost
-    does not start (a setting to fix). A model server that fails to start or keeps crashing:
+    server: EmbeddedServer
+    meta: dict[str, Any]  # GGUF facts for the model routes (family, size, quantization...)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """Live: its state, restarts, self-test result, log path (shown by /api/health)."""
+        return self.server.status
+
+    @property
+    def name(self) -> str:
+        return self.server.spec.alias
+
+    def check_available(self) -> None:
+        check_model_available(self.server.status)
+
+    async def start(self, stack: AsyncExitStack, self_test: SelfTest | None) -> None:
+        """Start it (waiting for it to answer, and for `self_test` if given); stopped when `stack` closes."""
+        self.server.self_test = self_test
+        stack.push_async_callback(self.server.stop)
+        await self.server.start()
+
+
+async def open_embedded_model(settings: Settings, http: httpx.AsyncClient) -> BundledModel | None:
+    """The bundled model, ready to start, when there is no upstream to use instead.
+
+    Not installed (Ghost without its `embedded` extra), or turned off: log how to fix it and
+    return None, so Ghost still serves its own routes. No model file, or not a GGUF file: raise,
+    Ghost does not start (a setting to fix). A model server that fails to start or keeps crashing:
     Ghost starts anyway, and says why in its log, in /api/health and in 503s.
     """
-    settings = runtime.settings
     if settings.embedded_model == "off":
         log.warning("no upstream configured and the bundled model is off; chat and proxy will answer 502")
-        return
+        return None
     if not server_installed():
         log.error("no upstream configured and the bundled model server is not installed: "
                   "pip install 'ghost[embedded]', or set GHOST_UPSTREAM_URL; chat will answer 502")
-        return
+        return None
     try:
         path = model_file(settings)
         meta = await asyncio.to_thread(read_model_meta, path)
     except (EmbeddedModelError, GGUFError) as exc:
         log.error("no upstream configured, and cannot serve the bundled model: %s", exc)
         raise
-    server = EmbeddedServer(launch_spec(settings, path), settings, runtime.http, _log_path(settings))
-    runtime.extras[EMBEDDED_INFO] = server.status
-    runtime.extras["model_meta"] = meta.as_extras()
-    runtime.upstream_url = server.url  # also while it is down: requests then get 502, or 503 once failed
-    if settings.embedded_self_test == "on":
-        server.self_test = lambda: self_test(runtime, server.spec.alias, settings.embedded_self_test_timeout)
-    stack.push_async_callback(server.stop)
-    await server.start()
+    server = EmbeddedServer(launch_spec(settings, path), settings, http, _log_path(settings))
+    return BundledModel(server, meta.for_model_routes())
 
 
 def launch_spec(settings: Settings, path: Path) -> LaunchSpec:

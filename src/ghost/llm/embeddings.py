@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghost.errors import UpstreamError
 from ghost.llm.chat import MAX_ERROR_BODY
 from ghost.llm.client import upstream_errors
-from ghost.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ghost.llm.upstream import HttpUpstream
 
 
 @dataclass(frozen=True)
@@ -18,14 +20,14 @@ class Embeddings:
     prompt_tokens: int | None
 
 
-async def embed(runtime: Runtime, model: str, inputs: list[str], request_id: str) -> Embeddings:
+async def embed(upstream: HttpUpstream, model: str, inputs: list[str], request_id: str) -> Embeddings:
     """One upstream call for all `inputs`; UpstreamError (502/504) when it fails or has no such route."""
-    if not runtime.upstream_url:
+    if not upstream.url:
         raise UpstreamError("no upstream is configured")
-    headers = {**runtime.upstream_headers(), "x-request-id": request_id}
+    headers = {**upstream.headers(), "x-request-id": request_id}
     with upstream_errors():
-        response = await runtime.http.post(f"{runtime.upstream_url}/v1/embeddings", headers=headers,
-                                           json={"model": model, "input": inputs})
+        response = await upstream.http.post(f"{upstream.url}/v1/embeddings", headers=headers,
+                                            json={"model": model, "input": inputs})
     if response.status_code in (404, 405, 501):
         raise UpstreamError(f"the upstream has no embeddings endpoint (/v1/embeddings answered "
                             f"{response.status_code}); use an upstream that serves embeddings")

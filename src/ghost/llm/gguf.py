@@ -40,8 +40,8 @@ class ModelMeta:
     quantization: str
     size: int
 
-    def as_extras(self) -> dict[str, Any]:
-        """The shape `runtime.extras["model_meta"]` has (read by the info routes)."""
+    def for_model_routes(self) -> dict[str, Any]:
+        """What the model routes (/api/tags, /api/show, /api/ps) say about the model file."""
         return {"size": self.size, "parameter_size": human_count(self.parameters),
                 "quantization_level": self.quantization, "family": self.architecture,
                 "basename": self.name}

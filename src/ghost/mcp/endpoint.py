@@ -5,11 +5,11 @@ skills, built from the same registry the agent uses, run through the same dispat
 checks, limits, result cap). Not offered: tools Ghost itself takes from MCP servers — Ghost is
 not a relay to them.
 
-The route sits in Ghost's app like any other, behind the same middleware (request id, body
-limit, CORS and Host rules), and the same key: `X-Ghost-Key` or `Authorization: Bearer`. The
-SDK's own DNS-rebinding check is off because Ghost's middleware owns those rules app-wide. The
-SDK's session manager runs stateless (each POST is a complete exchange), so nothing is kept per
-client between requests; its task group lives in Ghost's lifespan.
+The route (`ghost.api.mcp`) sits in Ghost's app like any other, behind the same middleware
+(request id, body limit, CORS and Host rules), and the same key: `X-Ghost-Key` or
+`Authorization: Bearer`. The SDK's own DNS-rebinding check is off because Ghost's middleware owns
+those rules app-wide. The SDK's session manager runs stateless (each POST is a complete exchange),
+so nothing is kept per client between requests; its task group lives in Ghost's lifespan.
 """
 
 from __future__ import annotations
@@ -23,30 +23,18 @@ import mcp_types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.requests import Request
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from ghost import __version__
-from ghost.api.auth import check_key
-from ghost.errors import GhostError
+from ghost.config import Settings
 from ghost.mcp.provider import McpTools
-from ghost.runtime import Runtime
 from ghost.tools.base import ToolContext
 from ghost.tools.registry import Registry
+from ghost.workspace.gate import WorkspaceGate
 
-PATH = "/mcp"
-METHODS = ["GET", "POST", "DELETE"]
-MANAGER_KEY = "mcp_endpoint"
 SESSION_ID = "mcp"  # the ToolContext session of calls made through /mcp
 
 
-class EndpointUnavailable(GhostError):
-    status_code = 503
-    error_type = "unavailable"
-
-
-def build_server(runtime: Runtime, registry: Registry, mcp: McpTools) -> Server[Any]:
+def build_server(gate: WorkspaceGate, registry: Registry, mcp: McpTools) -> Server[Any]:
     def offered(name: str) -> bool:
         return registry.has(name) and not mcp.owns(name)
 
@@ -59,7 +47,7 @@ def build_server(runtime: Runtime, registry: Registry, mcp: McpTools) -> Server[
         if not offered(params.name):
             return _text_result(f"There is no tool named {params.name!r}.", error=True)
         context = ToolContext(request_id=f"mcp-{uuid.uuid4().hex[:12]}", session_id=SESSION_ID)
-        async with runtime.gate.turn():  # a workspace load does not swap files under a running tool
+        async with gate.turn():  # a workspace load does not swap files under a running tool
             result = await registry.call(params.name, json.dumps(params.arguments or {}), context)
         return _text_result(result.content, error=not result.ok)
 
@@ -72,25 +60,12 @@ def _text_result(text: str, *, error: bool) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], is_error=error)
 
 
-async def start_endpoint(runtime: Runtime, stack: AsyncExitStack, registry: Registry, mcp: McpTools) -> None:
+async def start_endpoint(settings: Settings, gate: WorkspaceGate, registry: Registry, mcp: McpTools,
+                         stack: AsyncExitStack) -> StreamableHTTPSessionManager:
+    """The SDK's session manager behind /mcp, running until `stack` closes."""
     manager = StreamableHTTPSessionManager(
-        app=build_server(runtime, registry, mcp), stateless=True, json_response=True,
+        app=build_server(gate, registry, mcp), stateless=True, json_response=True,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        max_request_body_size=runtime.settings.max_request_bytes)
+        max_request_body_size=settings.max_request_bytes)
     await stack.enter_async_context(manager.run())
-    runtime.extras[MANAGER_KEY] = manager
-
-
-class McpEndpoint:
-    """The ASGI app of the /mcp route: the key check, then the SDK's handler."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        check_key(Request(scope))  # AuthenticationFailed: Ghost's error handler answers 401
-        manager = scope["app"].state.runtime.extras.get(MANAGER_KEY)
-        if manager is None:
-            raise EndpointUnavailable("the MCP endpoint is not running")
-        await manager.handle_request(scope, receive, send)
-
-
-def route() -> Route:
-    return Route(PATH, endpoint=McpEndpoint(), methods=METHODS, include_in_schema=False)
+    return manager

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from ghost.config import Settings
 from ghost.mcp.connection import McpLimits
 from ghost.mcp.endpoint import start_endpoint
 from ghost.mcp.provider import McpTools
 from ghost.mcp.watch import ConfigWatcher
-from ghost.runtime import Runtime
+from ghost.sandbox.base import Executor
 from ghost.tools.registry import Registry
-from ghost.tools.setup import EXECUTOR_KEY
+from ghost.workspace.gate import WorkspaceGate
 
-MCP_KEY = "mcp"
+
+@dataclass(frozen=True)
+class McpServices:
+    tools: McpTools  # the configured servers, a source of the tool registry
+    endpoint: StreamableHTTPSessionManager  # Ghost's own /mcp endpoint (routed by ghost.api.mcp)
 
 
 def limits_from(settings: Settings) -> McpLimits:
@@ -24,10 +32,11 @@ def limits_from(settings: Settings) -> McpLimits:
         max_tools=settings.mcp_max_tools, schema_max_chars=settings.mcp_tool_schema_max_chars)
 
 
-async def start_mcp(runtime: Runtime, stack: AsyncExitStack, registry: Registry) -> McpTools:
-    """Start the configured servers (waiting at most the start timeout) and Ghost's /mcp endpoint."""
-    settings = runtime.settings
-    mcp = McpTools(limits_from(settings), runtime.extras[EXECUTOR_KEY], settings.home / "mcp", runtime.sandbox_root,
+async def start_mcp(settings: Settings, executor: Executor, sandbox_root: Path, gate: WorkspaceGate,
+                    registry: Registry, stack: AsyncExitStack) -> McpServices:
+    """Start the configured servers (waiting at most the start timeout) and Ghost's /mcp endpoint.
+    A workspace load should call `tools.restart_in_sandbox_dir` (the sandbox folder was swapped)."""
+    mcp = McpTools(limits_from(settings), executor, settings.home / "mcp", sandbox_root,
                    settings.mcp_message_max_bytes, settings.mcp_config_path)
     stack.push_async_callback(mcp.aclose)
     registry.add_provider(mcp)
@@ -35,7 +44,5 @@ async def start_mcp(runtime: Runtime, stack: AsyncExitStack, registry: Registry)
     await watcher.load_now()
     watcher.start()
     stack.push_async_callback(watcher.aclose)
-    runtime.after_workspace_load.append(mcp.restart_in_sandbox_dir)
-    runtime.extras[MCP_KEY] = mcp
-    await start_endpoint(runtime, stack, registry, mcp)
-    return mcp
+    endpoint = await start_endpoint(settings, gate, registry, mcp, stack)
+    return McpServices(mcp, endpoint)

@@ -1,11 +1,14 @@
-"""Wiring: build the sandbox backend, the scratchpad, the skills and the tool registry at start."""
+"""Wiring: build the sandbox backend, the skills and Ghost's own tools at start."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ghost.runtime import Runtime
+from ghost.config import Settings
+from ghost.sandbox.base import Executor
 from ghost.sandbox.factory import make_executor
 from ghost.store.scratchpad import Scratchpad
 from ghost.tools.execute import ExecuteTool
@@ -15,23 +18,34 @@ from ghost.tools.scratchpad import ScratchpadTools
 from ghost.tools.skill_store import SkillStore
 from ghost.tools.skills import SkillTools
 
-log = logging.getLogger("ghost.tools")
-EXECUTOR_KEY = "executor"
 
 
-async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
-    """Set `runtime.tools` and `runtime.extras["sandbox_info"]`; the backend is closed with `stack`."""
-    settings = runtime.settings
-    executor = await make_executor(settings, runtime.sandbox_root)
+@dataclass(frozen=True)
+class Toolbox:
+    """The tool registry and what it was built on, for the parts that need more than the registry."""
+
+    registry: Registry
+    executor: Executor  # MCP servers start in sandboxes like `execute`'s runs
+    skills: SkillStore  # /api/health shows what its scans loaded and skipped; a load re-scans
+    sandbox_info: dict[str, Any]  # the backend, its isolation and limits (/api/health, the prompt)
+
+    @property
+    def sandbox_network(self) -> bool:
+        return bool(self.sandbox_info.get("network"))
+
+
+async def start_tools(settings: Settings, sandbox_root: Path, scratchpad: Scratchpad,
+                      stack: AsyncExitStack) -> Toolbox:
+    """Start the sandbox backend (closed with `stack`), scan the skills, and register every tool."""
+    executor = await make_executor(settings, sandbox_root)
     stack.push_async_callback(executor.aclose)
     registry = Registry(result_max_chars=settings.tool_result_max_chars)
-    files = FileTools(runtime.sandbox_root, FileLimits(
+    files = FileTools(sandbox_root, FileLimits(
         file_size_bytes=settings.sandbox_file_size_bytes, max_entries=settings.tool_list_max_entries,
         search_max_file_bytes=settings.tool_search_max_file_bytes,
         read_max_chars=settings.tool_result_max_chars - 200, max_depth=settings.sandbox_walk_max_depth))
-    pad = ScratchpadTools(Scratchpad(runtime.db, max_entries=settings.scratchpad_max_entries,
-                                     max_value_bytes=settings.scratchpad_max_value_bytes))
-    store = SkillStore(runtime.sandbox_root, executor, lambda: registry.builtin_names,
+    pad = ScratchpadTools(scratchpad)
+    store = SkillStore(sandbox_root, executor, lambda: registry.builtin_names,
                        max_count=settings.skills_max_count, failure_threshold=settings.skill_failure_threshold)
     skills = SkillTools(store, settings.tool_code_max_chars)
     registry.add_functions(*files.functions(), *ExecuteTool(executor, settings.tool_code_max_chars).functions(),
@@ -39,10 +53,4 @@ async def start_tools(runtime: Runtime, stack: AsyncExitStack) -> Registry:
     registry.add_summary(pad.prompt_summary)
     registry.add_provider(skills)
     await store.scan_bounded(settings.skill_load_timeout_s)  # never fails or hangs the start
-    runtime.after_workspace_load.append(store.scan)
-    runtime.extras["skills"] = store  # /api/health shows what its scans loaded and skipped
-    runtime.tools = registry
-    runtime.extras["sandbox_info"] = executor.info()
-    runtime.extras[EXECUTOR_KEY] = executor  # MCP servers start in sandboxes like its runs
-    runtime.extras["scratchpad"] = pad.pad  # for the workspace archive (all() / replace_all())
-    return registry
+    return Toolbox(registry, executor, store, executor.info())

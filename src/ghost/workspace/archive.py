@@ -8,7 +8,7 @@ Load: stream the upload to a temp file; check and unpack it into a staging folde
 sandbox (nothing live is touched, so a bad archive changes nothing); then, holding the gate
 exclusively, move the live skills into the staged sandbox, add the archive's new skills, swap the
 staged sandbox with the live one (one atomic exchange), and restore scratchpad and history in one
-transaction. If the restore fails the renames are played back. Finally the `after_workspace_load`
+transaction. If the restore fails the renames are played back. Finally the `Workspace.after_load`
 hooks run (the skills subsystem re-scans), each with a timeout and none able to turn the committed
 load into an error, and the staging folder, now holding the old sandbox, is removed (iteratively:
 the old sandbox may be a tree thousands of levels deep).
@@ -32,24 +32,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
-
-from ghost.errors import BadRequest, GhostError
-from ghost.runtime import Runtime
+from ghost.errors import GhostError
 from ghost.sandbox import fswalk, fspool
 from ghost.workspace import state
 from ghost.workspace.build import BuiltArchive, build_archive
 from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
-from ghost.workspace.receive import Received, content_type, receive_multipart, receive_raw
 from ghost.workspace.stage import Staged, stage_archive
 from ghost.workspace.swap import RenameJournal
 from ghost.workspace.tasks import in_thread_to_completion, stoppable, to_completion
+from ghost.workspace.service import Workspace
 from ghost.workspace.zipcheck import Limits
 
 log = logging.getLogger("ghost.workspace")
 
 MB = 1024 * 1024
-RAW_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
 
 
 # --- save -------------------------------------------------------------------------------------------
@@ -59,17 +55,17 @@ class SavedWorkspace:
     filename: str
 
 
-async def save_workspace(runtime: Runtime, session_id: str, chat_history: list[Any] | None) -> SavedWorkspace:
+async def save_workspace(workspace: Workspace, session_id: str, chat_history: list[Any] | None) -> SavedWorkspace:
     """Build the archive; `chat_history` from the client replaces the stored one when given."""
-    settings = runtime.settings
+    settings = workspace.settings
     now = datetime.now(timezone.utc)
-    async with runtime.gate.turn():
-        snapshot = await runtime.db.run(state.snapshot, session_id, chat_history is None)
+    async with workspace.gate.turn():
+        snapshot = await workspace.db.run(state.snapshot, session_id, chat_history is None)
         if chat_history is not None:
             snapshot = replace(snapshot, chat_history=chat_history)
         session_json = state.encode_session(snapshot, session_id, now.isoformat())
         built = await stoppable(lambda stop: build_archive(
-            runtime.sandbox_root, require_tmp_dir(runtime.sandbox_root), session_json,
+            workspace.sandbox_root, require_tmp_dir(workspace.sandbox_root), session_json,
             settings.workspace_save_max_bytes, stop, settings.sandbox_walk_max_depth))
     return SavedWorkspace(archive=built, filename=f"workspace_{now:%Y%m%d_%H%M%S}.zip")
 
@@ -81,58 +77,43 @@ class LoadResult:
     files: int
 
 
-async def load_workspace(runtime: Runtime, request: Request, session_id: str) -> LoadResult:
+async def load_workspace(workspace: Workspace, upload: Path, session_id: str) -> LoadResult:
+    """Load the received archive at `upload` (a temp file under the sandbox's tmp dir; removed here)."""
     started = time.perf_counter()
-    upload = await receive_archive(runtime, request)
-    received = time.perf_counter()
     try:
-        result = await _load_from(runtime, upload.path, session_id)
+        result = await _load_from(workspace, upload, session_id)
     finally:
-        await in_thread_to_completion(_remove_file, upload.path)
-    log.info("workspace load: %d files from a %.1f MB archive; received in %.2f s, loaded in %.2f s",
-             result.files, upload.size / MB, received - started, time.perf_counter() - received)
+        await in_thread_to_completion(_remove_file, upload)
+    log.info("workspace load: %d files loaded in %.2f s", result.files, time.perf_counter() - started)
     return result
 
 
-async def receive_archive(runtime: Runtime, request: Request) -> Received:
-    """The uploaded zip, from a multipart `file` field or a raw zip body, streamed to disk."""
-    kind, _ = content_type(request)
-    tmp, cap = require_tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes
-    if kind == "multipart/form-data":
-        return await receive_multipart(request, tmp, cap, prefix="load-")
-    if kind in RAW_ZIP_TYPES:
-        return await receive_raw(request, tmp, cap, prefix="load-")
-    raise BadRequest("send the archive as multipart field 'file' or as an application/zip body")
-
-
-async def _load_from(runtime: Runtime, upload: Path, session_id: str) -> LoadResult:
-    settings = runtime.settings
+async def _load_from(workspace: Workspace, upload: Path, session_id: str) -> LoadResult:
+    settings = workspace.settings
     limits = Limits(settings.workspace_load_max_entries, settings.workspace_load_max_bytes)
-    scratch = require_tmp_dir(runtime.sandbox_root)
+    scratch = require_tmp_dir(workspace.sandbox_root)
     stage_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stage-", dir=scratch))
     try:
         staged = await stoppable(lambda stop: stage_archive(
             upload, stage_root, limits, settings.max_request_bytes, stop))
-        _check_scratchpad(runtime, staged)
-        async with runtime.gate.exclusive():
-            files = await to_completion(_commit(runtime, staged, session_id))
-            await _after_load(runtime)
+        _check_scratchpad(workspace, staged)
+        async with workspace.gate.exclusive():
+            files = await to_completion(_commit(workspace, staged, session_id))
+            await _after_load(workspace)
     finally:
         await in_thread_to_completion(remove_staging, stage_root)
     return LoadResult(chat_history=staged.state.chat_history, files=files)
 
 
-def _check_scratchpad(runtime: Runtime, staged: Staged) -> None:
+def _check_scratchpad(workspace: Workspace, staged: Staged) -> None:
     """The archive's scratchpad within the scratchpad's own limits (the tools' limits), or 413/400."""
-    pad = runtime.extras.get("scratchpad")
-    if pad is not None:
-        pad.checked_entries(staged.state.scratchpad)
+    workspace.scratchpad.checked_entries(staged.state.scratchpad)
 
 
-async def _after_load(runtime: Runtime) -> None:
+async def _after_load(workspace: Workspace) -> None:
     """Run the after-load hooks; the load is committed, so a failing or slow hook is only logged."""
-    timeout = runtime.settings.skill_load_timeout_s
-    for hook in runtime.after_workspace_load:
+    timeout = workspace.settings.skill_load_timeout_s
+    for hook in workspace.after_load:
         try:
             await asyncio.wait_for(hook(), timeout)
         except Exception as exc:  # noqa: BLE001 - nothing may undo a committed load (TimeoutError included)
@@ -147,18 +128,18 @@ def remove_staging(stage_root: Path) -> None:
         log.warning("workspace load: could not remove the staging folder: %s", exc.strerror)
 
 
-async def _commit(runtime: Runtime, staged: Staged, session_id: str) -> int:
+async def _commit(workspace: Workspace, staged: Staged, session_id: str) -> int:
     """Swap the staged workspace in and restore the database; all or nothing."""
     journal = RenameJournal()
     try:
-        added = await fspool.run(swap_in, runtime.sandbox_root, staged, journal)
+        added = await fspool.run(swap_in, workspace.sandbox_root, staged, journal)
     except OSError as exc:
         # Nothing changed (swap_in undid its steps); this is the server's layout, not the archive.
         log.error("workspace load: could not swap the sandbox in: %s", exc)
         raise GhostError(
             f"could not swap the loaded workspace in ({exc.strerror}); nothing was changed") from exc
     try:
-        await runtime.db.run(state.restore, session_id, staged.state)
+        await workspace.db.run(state.restore, session_id, staged.state)
     except BaseException:
         await fspool.run(journal.undo)
         raise

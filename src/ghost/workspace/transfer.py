@@ -1,13 +1,12 @@
 """Single files in and out of the sandbox: the services behind /api/upload and /api/download.
 
-Upload: the multipart body streams into a temp file next to the sandbox (capped, never whole in
-memory); only a complete upload is renamed into place, so a failed, refused or oversized upload
-leaves nothing in the sandbox. Both go through the fd-based file layer (`ghost.sandbox.fs`): the
-target folder is opened beneath the sandbox root without following links, and the upload is
-renamed into that folder's fd (or, across filesystems, copied into a random `O_EXCL` temp name
-there first). Download: the file is opened the same way, checked with `fstat` to be a regular
-file, and served from that open file (`OpenFileResponse`): Starlette's FileResponse, which
-streams in a worker thread and answers range requests, reading `/proc/self/fd/N` — the very
+Upload: the route streams the multipart body into a temp file next to the sandbox (capped, never
+whole in memory, `ghost.api.receive`); only a complete upload is renamed into place, so a failed,
+refused or oversized upload leaves nothing in the sandbox. Both go through the fd-based file layer
+(`ghost.sandbox.fs`): the target folder is opened beneath the sandbox root without following
+links, and the upload is renamed into that folder's fd (or, across filesystems, copied into a
+random `O_EXCL` temp name there first). Download: the file is opened the same way and checked with
+`fstat` to be a regular file; the route serves that open file (`ghost.api.file_response`), the very
 file Ghost opened, whatever the sandbox renames meanwhile.
 """
 
@@ -15,47 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mimetypes
 import os
 import shutil
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from fastapi.responses import FileResponse
-from starlette.requests import Request
 
 from ghost.errors import BadRequest, NotFound, UnsafePath
-from ghost.runtime import Runtime
 from ghost.sandbox import fs, fspool
 from ghost.sandbox.paths import split_relative
-from ghost.workspace.layout import require_tmp_dir
-from ghost.workspace.receive import content_type, receive_multipart
+from ghost.workspace.service import Workspace
 from ghost.workspace.tasks import in_thread_to_completion
 
 
-@dataclass(frozen=True)
-class Uploaded:
-    filename: str  # where it landed, relative to the sandbox
-    size: int
-
-
-async def upload_file(runtime: Runtime, request: Request) -> Uploaded:
-    kind, _ = content_type(request)
-    if kind != "multipart/form-data":
-        raise BadRequest("send the file as multipart/form-data, field 'file'")
-    received = await receive_multipart(
-        request, require_tmp_dir(runtime.sandbox_root), runtime.settings.upload_max_bytes, prefix="upload-")
+async def place_upload(workspace: Workspace, temp: Path, name: str) -> str:
+    """Move a received upload (a temp file outside the sandbox, removed here) to `name` in it."""
     try:
-        folder = received.fields.get("path") or request.query_params.get("path") or ""
-        name = target_name(folder, received.filename)
         # Shared hold: a workspace load must not swap the sandbox between the check and the rename.
-        async with runtime.gate.turn():
-            placed = await in_thread_to_completion(place_file, runtime.sandbox_root, name, received.path)
+        async with workspace.gate.turn():
+            return await in_thread_to_completion(place_file, workspace.sandbox_root, name, temp)
     finally:
-        await in_thread_to_completion(_remove_quietly, received.path)
-    return Uploaded(filename=placed, size=received.size)
+        await in_thread_to_completion(_remove_quietly, temp)
 
 
 def target_name(folder: str, filename: str | None) -> str:
@@ -103,25 +81,9 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-class OpenFileResponse(FileResponse):
-    """FileResponse for a file Ghost already opened: reads it as /proc/self/fd/N, closes it after."""
-
-    def __init__(self, fd: int, info: os.stat_result, filename: str) -> None:
-        super().__init__(f"/proc/self/fd/{fd}", stat_result=info, filename=filename,
-                         media_type=_media_type(filename))
-        self.fd = fd
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            os.close(self.fd)
-
-
-async def download_response(runtime: Runtime, filename: str) -> OpenFileResponse:
-    """A streaming response for a sandbox file; 404 if it is not there (or not allowed), 400 for a folder."""
-    fd, info = await fspool.run(open_for_download, runtime.sandbox_root, filename)
-    return OpenFileResponse(fd, info, split_relative(filename)[-1])
+async def open_download(workspace: Workspace, filename: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of a sandbox file; 404 if it is not there (or not allowed), 400 for a folder."""
+    return await fspool.run(open_for_download, workspace.sandbox_root, filename)
 
 
 def open_for_download(root: Path, filename: str) -> tuple[int, os.stat_result]:
@@ -136,7 +98,3 @@ def open_for_download(root: Path, filename: str) -> tuple[int, os.stat_result]:
         # Malformed names, links, FIFOs get the same answer as missing files: nothing to probe.
         raise NotFound(f"file '{filename}' not found") from exc
     return fd, os.fstat(fd)
-
-
-def _media_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"

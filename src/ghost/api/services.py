@@ -1,0 +1,69 @@
+"""The services the routes use, built once by `ghost.app` at start, and one FastAPI dependency each.
+
+A route asks for the one service it needs (`Depends(get_workspace)`); nothing below `api/` sees
+this container: each service was handed only its own parts when it was built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from ghost.agent.context_services import ContextServices
+from ghost.agent.service import ChatService
+from ghost.config import Settings
+from ghost.errors import GhostError
+from ghost.llm.embedded import BundledModel
+from ghost.llm.upstream import HttpUpstream
+from ghost.looplag import LoopLagMonitor
+from ghost.mcp.setup import McpServices
+from ghost.tools.setup import Toolbox
+from ghost.workspace.service import Workspace
+
+
+@dataclass
+class Services:
+    settings: Settings  # the settings in force (the generated key resolved)
+    upstream: HttpUpstream
+    chat: ChatService
+    workspace: Workspace
+    tools: Toolbox
+    context: ContextServices
+    mcp: McpServices
+    bundled: BundledModel | None  # the bundled model, when it is the upstream
+    loop_lag: LoopLagMonitor
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class NotReady(GhostError):
+    status_code = 503
+    error_type = "unavailable"
+
+
+def services_of(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if services is None:  # a request that raced the start or the shutdown
+        raise NotReady("Ghost is starting or stopping; try again")
+    return services
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
+
+
+async def get_upstream(request: Request) -> HttpUpstream:
+    return services_of(request).upstream
+
+
+async def get_chat(request: Request) -> ChatService:
+    return services_of(request).chat
+
+
+async def get_workspace(request: Request) -> Workspace:
+    return services_of(request).workspace

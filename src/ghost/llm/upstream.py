@@ -1,0 +1,95 @@
+"""The upstream LLM server as one object: where it is, what it serves, and the calls Ghost makes.
+
+`Upstream` is the interface the agent and the routes use; `HttpUpstream` is the real one (any
+OpenAI-compatible server, the bundled model's included). Tests that need no network use the
+in-process `ghost.testing.scripted_upstream.ScriptedUpstream`. The catch-all proxy does not go
+through here: it relays bytes on its own transport (`ghost.api.proxy`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from ghost.llm.bounds import ReplyBounds
+from ghost.llm.chat import Completion, Delta, stream_chat
+from ghost.llm.embeddings import Embeddings, embed
+
+PROBE_TIMEOUT_S = 3.0
+
+
+class Upstream(Protocol):
+    """What the agent and the routes need of the model server."""
+
+    url: str  # "" when there is none
+    models: list[str]  # the models Ghost serves, the default first
+
+    def stream_chat(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]: ...
+
+    async def embed(self, model: str, inputs: list[str], request_id: str) -> Embeddings: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+    def upstream_model(self, served_name: str) -> str: ...
+
+
+def _always_available() -> None:
+    return None
+
+
+@dataclass
+class HttpUpstream:
+    """An OpenAI-compatible server at `url`, reached with the shared `http` client."""
+
+    http: httpx.AsyncClient
+    url: str
+    api_key: str
+    bounds: ReplyBounds
+    models: list[str] = field(default_factory=list)
+    # The one name every request is sent under (`--upstream-model`), whatever the client asked for.
+    model_override: str = ""
+    # Raises ModelUnavailable when the server is known to be gone for good (a failed bundled model).
+    check_available: Callable[[], None] = _always_available
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def upstream_model(self, served_name: str) -> str:
+        """The name the upstream knows a model by that Ghost serves as `served_name`."""
+        return self.model_override or served_name
+
+    def stream_chat(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]:
+        return stream_chat(self, payload, request_id)
+
+    async def embed(self, model: str, inputs: list[str], request_id: str) -> Embeddings:
+        return await embed(self, model, inputs, request_id)
+
+    async def discover_models(self) -> list[str]:
+        """The upstream's model ids, or [] if it cannot tell us right now."""
+        if not self.url:
+            return []
+        try:
+            response = await self.http.get(f"{self.url}/v1/models", headers=self.headers(), timeout=PROBE_TIMEOUT_S)
+            return [str(m["id"]) for m in response.json().get("data", []) if "id" in m]
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError, KeyError):
+            return []
+
+    async def health(self) -> dict[str, Any]:
+        """{url, reachable, status, latency_ms | error}: one quick call to the upstream's model list."""
+        if not self.url:
+            return {"url": "", "reachable": False, "error": "no upstream configured"}
+        started = time.perf_counter()
+        try:
+            response = await self.http.get(f"{self.url}/v1/models", headers=self.headers(), timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return {"url": self.url, "reachable": False, "error": type(exc).__name__}
+        return {"url": self.url, "reachable": response.status_code < 500, "status": response.status_code,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
