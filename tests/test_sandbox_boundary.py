@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path

@@ -35,6 +35,10 @@ def pad(db: Database) -> Scratchpad:
     return Scratchpad(db, max_entries=5, max_value_bytes=1000)
 
 
+async def keys(pad: Scratchpad) -> list[str]:
+    return [entry.key for entry in await pad.list()]
+
+
 @pytest.mark.parametrize("value", ["text", "ünïcödé ✓", 42, -1.5, True, None, [1, "two", [3]],
                                    {"nested": {"list": [1, 2], "flag": False}}, "", []])
 async def test_any_json_value_round_trips(pad: Scratchpad, value: Any) -> None:
@@ -46,7 +50,7 @@ async def test_set_replaces_and_list_all_delete(pad: Scratchpad) -> None:
     await pad.set("b", 1)
     await pad.set("a", "x")
     await pad.set("b", {"v": 2})
-    assert await pad.all() == {"a": "x", "b": {"v": 2}}
+    assert (await pad.get("a"), await pad.get("b")) == ("x", {"v": 2})
     assert [(e.key, e.size) for e in await pad.list()] == [("a", 3), ("b", 7)]
     assert await pad.delete("a") is True
     assert await pad.delete("a") is False
@@ -60,15 +64,15 @@ async def test_value_size_is_bounded(pad: Scratchpad) -> None:
         await pad.set("too-big", "x" * 1000)
     with pytest.raises(LimitExceeded):
         await pad.set("fits", "é" * 600)  # 1,202 bytes of UTF-8: bytes count, not characters
-    assert await pad.get("fits") == "x" * 990 and "too-big" not in await pad.all()
+    assert await pad.get("fits") == "x" * 990 and "too-big" not in await keys(pad)
 
 
 async def test_entry_count_is_bounded_even_under_concurrent_writes(pad: Scratchpad) -> None:
     results = await asyncio.gather(*(pad.set(f"k{i}", i) for i in range(20)), return_exceptions=True)
     assert sum(r is None for r in results) == 5
     assert all(isinstance(r, LimitExceeded) for r in results if r is not None)
-    assert len(await pad.all()) == 5
-    kept = next(iter(await pad.all()))
+    assert len(await keys(pad)) == 5
+    kept = (await keys(pad))[0]
     await pad.set(kept, "updating an existing key still works when full")
 
 
@@ -95,15 +99,13 @@ async def test_survives_a_restart(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_replace_all_swaps_everything_or_nothing(pad: Scratchpad) -> None:
-    await pad.set("old", 1)
-    await pad.replace_all({"new": [1], "other": "x"})
-    assert await pad.all() == {"new": [1], "other": "x"}
+async def test_an_archives_entries_are_checked_against_the_same_limits(pad: Scratchpad) -> None:
+    # What a workspace load asks before it changes anything (the load itself: test_workspace_swap).
+    assert pad.checked_entries({"new": [1], "other": "x"}) == {"new": "[1]", "other": '"x"'}
     with pytest.raises(LimitExceeded):
-        await pad.replace_all({f"k{i}": i for i in range(6)})
+        pad.checked_entries({f"k{i}": i for i in range(6)})
     with pytest.raises(LimitExceeded):
-        await pad.replace_all({"a": 1, "b": "x" * 2000})
-    assert await pad.all() == {"new": [1], "other": "x"}
+        pad.checked_entries({"a": 1, "b": "x" * 2000})
 
 
 # --- the tools ------------------------------------------------------------------------------------

