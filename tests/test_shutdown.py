@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -88,3 +89,21 @@ def test_grace_period_bounds_a_turn_that_does_not_finish(upstream: FakeUpstream,
     while upstream.open_streams and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream.open_streams == 0  # the cut turn closed its upstream stream
+
+
+def test_a_test_server_not_ready_in_time_is_stopped_not_left_running(
+        upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def group_alive(pid: int) -> bool:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    with GhostServer("--upstream-url", upstream.url, home=tmp_path_factory.mktemp("ready")) as ready:
+        assert ready.process is not None and group_alive(ready.process.pid)  # the probe sees a live one
+    late = GhostServer("--upstream-url", upstream.url, home=tmp_path_factory.mktemp("late"))
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        late.start(timeout=0.0)  # no time at all: it cannot have answered yet
+    assert late.process is not None and late.process.returncode is not None
+    assert not group_alive(late.process.pid)

@@ -75,7 +75,11 @@ class GhostServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                         env=clean_env(self.env), start_new_session=True)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:  # never leave a half-started Ghost (and its sandboxes) behind
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:

@@ -158,8 +158,7 @@ class FileTools:
                           summary=f"wrote {shown(path)} ({len(data):,} bytes)")
 
     def _write(self, user_path: str, data: bytes) -> None:
-        with _plain_errors(user_path), fs.parent_of(self.root, user_path, create=True) as (folder, name):
-            _not_a_folder_or_link(folder, name, user_path)
+        with self._write_target(user_path) as (folder, name):
             fs.replace_file(folder, name, data)
 
     async def append_file(self, path: str, content: str) -> ToolResult:
@@ -175,12 +174,18 @@ class FileTools:
                           summary=f"appended to {shown(path)}")
 
     def _append(self, user_path: str, data: bytes) -> None:
-        with _plain_errors(user_path), fs.parent_of(self.root, user_path, create=True) as (folder, name):
-            _not_a_folder_or_link(folder, name, user_path)
+        with self._write_target(user_path) as (folder, name):
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
             with fs.closing(fs.open_regular(folder, name, flags, user_path=user_path)) as fd:
                 self._sized(data, os.fstat(fd).st_size)
                 fs.write_all(fd, data)
+
+    @contextmanager
+    def _write_target(self, user_path: str) -> Iterator[tuple[int, str]]:
+        """(folder fd, name) a write lands on: missing folders made; never a folder or a link."""
+        with _plain_errors(user_path), fs.parent_of(self.root, user_path, create=True) as (folder, name):
+            _not_a_folder_or_link(folder, name, user_path)
+            yield folder, name
 
     def _sized(self, data: bytes, existing: int) -> bytes:
         if existing + len(data) > self.limits.file_size_bytes:
