@@ -22,7 +22,7 @@ from ghost.errors import UpstreamError
 from ghost.jsondepth import too_deep
 from ghost.llm.availability import check_model_available
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, bounded_lines, read_bounded
-from ghost.llm.client import upstream_errors
+from ghost.llm.transport_errors import upstream_errors
 from ghost.llm.overflow import context_overflow
 from ghost.runtime import Runtime
 
