@@ -16,14 +16,14 @@ from typing import Any, Literal
 import anyio
 import httpx
 
-from ghost.events import ToolCall, Usage
-from ghost.llm.think import ThinkSplitter
 from ghost.errors import UpstreamError, error_text
+from ghost.events import ToolCall, Usage
 from ghost.jsondepth import too_deep
 from ghost.llm.availability import check_model_available
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, read_bounded
-from ghost.llm.transport_errors import upstream_errors
 from ghost.llm.overflow import context_overflow
+from ghost.llm.think import ThinkSplitter
+from ghost.llm.transport_errors import upstream_errors
 from ghost.runtime import Runtime
 from ghost.sse import ServerSentEvent, aiter_sse
 

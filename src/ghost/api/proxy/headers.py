@@ -14,17 +14,16 @@ from starlette.requests import Request
 
 from ghost.runtime import Runtime
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
 })
-_HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
 # Never forwarded upstream: the client's Ghost credentials, what aiohttp sets itself (host, chunked
 # framing), and `expect` (Ghost's own server already answered the client's 100-continue). The
 # client's Content-Length is kept: aiohttp then sends the body with that length, not chunked.
-_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}
+_REQUEST_DROP = _HOP_BY_HOP | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}
 # Ghost's server sets its own date, server and request id.
-_RESPONSE_DROP = _HOP_BY_HOP_RAW | {b"x-request-id", b"date", b"server"}
+_RESPONSE_DROP = _HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
 # A reverse proxy in front (nginx) must pass a stream on as it comes.
 _NO_BUFFERING = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 
