@@ -373,6 +373,7 @@ FLOODS = [
     ({"kind": "content", "size": 150 * 2**20}, "--upstream-max-reply-chars"),
     ({"kind": "arguments", "size": 200 * 2**20}, "--upstream-max-tool-call-chars"),
     ({"kind": "line", "size": 150 * 2**20}, "longer than"),
+    ({"kind": "data_lines", "size": 150 * 2**20}, "one event's data longer than"),
     ({"kind": "calls", "size": 300}, "--upstream-max-tool-calls"),
 ]
 

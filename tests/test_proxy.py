@@ -296,6 +296,19 @@ def test_upstream_down_is_502(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert "unreachable" in response.json()["error"]["message"]
 
 
+def test_an_unreachable_upstream_reads_the_same_on_the_chat_and_the_proxy_path(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Chat goes through httpx, the proxy through aiohttp: one translation gives both the same error.
+    unused = f"http://127.0.0.1:{free_port()}"
+    with GhostServer("--upstream-url", unused, "--model", "m", home=tmp_path_factory.mktemp("down2")) as server:
+        proxied = httpx.post(server.url + "/v1/completions", headers=server.headers, json={"prompt": "hi"})
+        chatted = httpx.post(server.url + "/v1/chat/completions", headers=server.headers,
+                             json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    for response in (proxied, chatted):
+        assert_error(response, 502, "upstream_unavailable")
+        assert response.json()["error"]["message"].startswith("upstream unreachable: ")
+
+
 def test_no_upstream_configured_is_502(tmp_path_factory: pytest.TempPathFactory) -> None:
     with GhostServer("--embedded-model", "off", home=tmp_path_factory.mktemp("none")) as server:
         assert_error(httpx.get(server.url + "/anything", headers=server.headers), 502, "upstream_unavailable")

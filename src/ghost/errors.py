@@ -157,6 +157,15 @@ def error_body(message: str, error_type: str) -> dict[str, dict[str, str]]:
     return {"error": {"message": message, "type": error_type}}
 
 
+def error_text(error: object) -> str:
+    """The text of an `error` value another server sent: its `message` if it has one, else itself.
+
+    Servers send either Ghost's (and OpenAI's) `{"message": ..., "type": ...}` or a plain string."""
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
 ECHO_CHARS = 80
 
 

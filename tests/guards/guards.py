@@ -6,7 +6,7 @@ so), its replacement, and the pytest node ids that must fail without the guard.
 
 To add a guard: append a `Removal` to `GUARDS` next to its neighbours, e.g.
 
-    Removal("proxy: target check", "api/proxy.py",
+    Removal("proxy: target check", "api/proxy/target.py",
             old="<the exact lines that refuse a foreign target>", new="<the same lines, disarmed>",
             tests=("tests/test_proxy.py::test_...",), why="forwards to any host the client names"),
 
@@ -228,7 +228,7 @@ GUARDS: list[Removal] = [
     Removal("sandbox: open-files limit", "sandbox/rlimits.py",
             old="        (resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files)),\n", new="",
             tests=("tests/test_settings_e2e.py::test_sandbox_max_open_files_bounds_a_run",), why="RLIMIT_NOFILE not set"),
-    # --- HTTP boundary (api/middleware.py, api/proxy.py) --------------------------------------------
+    # --- HTTP boundary (api/middleware.py, api/proxy/) ----------------------------------------------
     Removal("body limit: declared length", "api/middleware.py",
             old="        if declared is not None and declared > limit:\n", new="        if False:\n",
             tests=("tests/test_body_limits.py::test_declared_length_over_the_limit_is_413_before_the_body",),
@@ -245,12 +245,12 @@ GUARDS: list[Removal] = [
     Removal("size limit: workspace save", "workspace/build.py",
             old="        if self.raw.tell() + len(data) > self.cap:\n", new="        if False:\n",
             tests=(f"{ARCHIVE}::test_save_over_the_cap_is_413_and_leaves_no_temp_file",), why="archives not capped"),
-    Removal("proxy: the client's key never forwarded", "api/proxy.py",
-            old='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}',
-            new='_REQUEST_DROP = _HOP_BY_HOP_RAW | {b"host", b"x-request-id", b"expect"}',
+    Removal("proxy: the client's key never forwarded", "api/proxy/headers.py",
+            old='_REQUEST_DROP = _HOP_BY_HOP | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}',
+            new='_REQUEST_DROP = _HOP_BY_HOP | {b"host", b"x-request-id", b"expect"}',
             tests=("tests/test_proxy.py::test_ghost_key_is_never_forwarded",), why="X-Ghost-Key and Authorization forwarded"),
-    Removal("proxy: origin-form targets only", "api/proxy.py",
-            old="        if not is_origin_form(text):\n", new="        if False:\n",
+    Removal("proxy: origin-form targets only", "api/proxy/target.py",
+            old="    if not is_origin_form(text):\n", new="    if False:\n",
             tests=("tests/test_boundary.py::test_odd_request_targets_never_reach_another_host",),
             why="`*`, `//host/x` and other target forms go on (the host/port check behind it is a second "
                 "line, not listed: it cannot be reached while this one stands)"),
@@ -268,6 +268,11 @@ GUARDS: list[Removal] = [
             old="        if self.text_chars > self.bounds.reply_chars:\n", new="        if False:\n",
             tests=("tests/test_boundary.py::test_upstream_floods_are_cut_off_with_memory_bounded",),
             why="150 MB of content relayed and held"),
+    Removal("upstream: one SSE event's data bounded", "sse.py",
+            old="        if self.max_data is not None and self._data_bytes > self.max_data:\n", new="        if False:\n",
+            tests=("tests/test_boundary.py::test_upstream_floods_are_cut_off_with_memory_bounded",
+                   "tests/test_sse.py::test_one_events_data_is_bounded_across_its_lines"),
+            why="150 MB of short `data:` lines collected into one event"),
     Removal("boundary: unauthenticated routes take small bodies", "app.py",
             old="    return {path: limit for path in UNAUTHENTICATED_PATHS}\n",
             new="    return {}\n",

@@ -76,7 +76,7 @@ class ChatSession:
         try:
             with self.conn.stream("POST", "/v1/chat/completions", json=body,
                                   headers={"accept": "text/event-stream"}) as response:
-                for event in chat_events(response.iter_lines()):
+                for event in chat_events(response.iter_bytes()):
                     renderer.show(event)
         finally:
             answer = renderer.finish()

@@ -1,8 +1,8 @@
 """Ghost's OpenAI chat stream, read as the three things a terminal shows.
 
-The stream is Server-Sent Events: `data: {chat.completion.chunk}` blocks, comment lines (`: ...`,
-keep-alives and tool markers) to ignore, an in-band `event: error` if the turn fails after the
-first byte, and `data: [DONE]` at the end. In a chunk, `delta.content` is the answer and
+The stream is Server-Sent Events (read by `ghost.sse`): `data: {chat.completion.chunk}` blocks,
+comment lines (`: ...`, keep-alives and tool markers) to ignore, an in-band `event: error` if the
+turn fails after the first byte, and `data: [DONE]` at the end. In a chunk, `delta.content` is the answer and
 `delta.reasoning_content` is what Ghost did on the way (tool activity, the model's reasoning).
 """
 
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.client.connection import ClientError
+from ghost.errors import error_text
+from ghost.sse import iter_sse
 
 DONE = "[DONE]"
 
@@ -36,34 +38,15 @@ class Finished:
 ChatEvent = Answer | Activity | Finished
 
 
-def sse_messages(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(event name, data) for each complete SSE message; comments skipped."""
-    name, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-    if data:
-        yield name, "\n".join(data)
-
-
-def chat_events(lines: Iterable[str]) -> Iterator[ChatEvent]:
-    for name, data in sse_messages(lines):
+def chat_events(chunks: Iterable[bytes]) -> Iterator[ChatEvent]:
+    """What Ghost's stream says, from its body's bytes as they arrive."""
+    for event in iter_sse(chunks):
+        data = event.text
         if data == DONE:
             return
         payload = _json(data)
-        if name == "error" or "error" in payload:
-            raise ClientError(f"the answer failed: {_error_text(payload.get('error'))}")
+        if event.event == "error" or "error" in payload:
+            raise ClientError(f"the answer failed: {error_text(payload.get('error'))}")
         yield from chunk_events(payload)
 
 
@@ -86,9 +69,3 @@ def _json(data: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ClientError(f"Ghost sent an unexpected stream event: {data[:80]!r}")
     return value
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ghost.config import Settings
 from ghost.errors import UpstreamError
 from ghost.jsondepth import too_deep
+from ghost.sse import SSEParser
 
 # JSON escaping can make one character of text up to 6 bytes on the wire (\uXXXX); a line may
 # also carry some envelope around the text.
@@ -40,8 +41,12 @@ class ReplyBounds:
 
     @property
     def line_bytes(self) -> int:
-        """Longest single line (one SSE event's data, or a whole JSON reply) Ghost will hold."""
+        """Longest line, one SSE event's data, or whole JSON reply Ghost will hold."""
         return max(self.reply_chars, self.tool_call_chars) * WIRE_BYTES_PER_CHAR + LINE_ENVELOPE_BYTES
+
+    def sse_parser(self) -> SSEParser:
+        """A parser for the upstream's event stream holding no line, nor event, past `line_bytes`."""
+        return SSEParser(max_line=self.line_bytes, max_data=self.line_bytes, too_large=too_large)
 
     def check_depth(self, data: bytes) -> None:
         if too_deep(data, self.json_depth):
@@ -49,32 +54,9 @@ class ReplyBounds:
                                    "(--upstream-max-json-depth)")
 
 
-async def bounded_lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
-    """The lines of a byte stream (without line ends), refusing any line longer than `max_line`.
-
-    httpx's own line reader keeps an endless line in memory whole; this one gives up at the bound.
-    """
-    parts: list[bytes] = []
-    held = 0
-    async for chunk in chunks:
-        *complete, rest = chunk.split(b"\n")
-        for piece in complete:
-            line = b"".join([*parts, piece]) if parts else piece
-            parts, held = [], 0
-            if len(line) > max_line:
-                raise _line_too_long(max_line)
-            yield line.rstrip(b"\r")
-        if rest:
-            parts.append(rest)
-            held += len(rest)
-            if held > max_line:
-                raise _line_too_long(max_line)
-    if parts:
-        yield b"".join(parts).rstrip(b"\r")
-
-
-def _line_too_long(max_line: int) -> UpstreamTooLarge:
-    return UpstreamTooLarge(f"upstream sent one line longer than {max_line} bytes (bounded by "
+def too_large(what: str, limit: int) -> UpstreamTooLarge:
+    """The error for an SSE line, or one event's data, past `ReplyBounds.line_bytes`."""
+    return UpstreamTooLarge(f"upstream sent {what} longer than {limit} bytes (bounded by "
                             "--upstream-max-reply-chars and --upstream-max-tool-call-chars)")
 
 

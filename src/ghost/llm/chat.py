@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import httpx
 
+from ghost.errors import UpstreamError, error_text
 from ghost.events import ToolCall, Usage
-from ghost.llm.think import ThinkSplitter
-from ghost.errors import UpstreamError
 from ghost.jsondepth import too_deep
-from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, bounded_lines, read_bounded
-from ghost.llm.client import upstream_errors
+from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, read_bounded
 from ghost.llm.overflow import context_overflow
+from ghost.llm.think import ThinkSplitter
+from ghost.llm.transport_errors import upstream_errors
+from ghost.sse import ServerSentEvent, aiter_sse
 
 if TYPE_CHECKING:
     from ghost.llm.upstream import HttpUpstream
@@ -75,7 +76,7 @@ class _Accumulator:
         if isinstance(data.get("error"), (dict, str)):
             if (overflow := context_overflow(400, data)) is not None:
                 raise overflow
-            raise UpstreamError(f"upstream error: {_error_text(data['error'])}")
+            raise UpstreamError(f"upstream error: {error_text(data['error'])}")
         if isinstance(data.get("usage"), dict):
             self.usage = _usage(data["usage"]) or self.usage
         out: list[Delta] = []
@@ -173,12 +174,6 @@ def _usage(raw: dict[str, Any]) -> Usage | None:
     return None
 
 
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)
-
-
 async def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code == 200:
         return
@@ -194,36 +189,44 @@ async def _raise_for_status(response: httpx.Response) -> None:
     if (overflow := context_overflow(response.status_code, parsed)) is not None:
         raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
     try:
-        detail = _error_text(parsed.get("error") or body[:300].decode(errors="replace"))
+        detail = error_text(parsed.get("error") or body[:300].decode(errors="replace"))
     except AttributeError:
         detail = body[:300].decode(errors="replace").strip() or response.reason_phrase
     raise UpstreamError(f"upstream answered {response.status_code}: {detail}")
 
 
-def _sse_data(line: bytes) -> bytes | None:
-    if not line.startswith(b"data:"):
-        return None
-    return line[5:].strip()
-
-
 async def _sse_chunks(response: httpx.Response, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
-    """Each parsed `data:` JSON object; None for the `[DONE]` marker.
+    """Each parsed chunk of the upstream's event stream; None for the `[DONE]` marker.
 
-    After [DONE] the rest of the body (normally just the chunked terminator) is still read, so
-    the pooled connection can be reused: httpx closes a connection whose response was left unread.
+    Only unnamed (`message`) events carry chunks; an `error` event is the upstream's failure; an
+    event of any other name is not part of the chat stream and is skipped. After [DONE] the rest
+    of the body (normally just the chunked terminator) is still read, so the pooled connection can
+    be reused: httpx closes a connection whose response was left unread.
     """
-    lines = bounded_lines(response.aiter_bytes(), bounds.line_bytes)
-    async for line in lines:
-        data = _sse_data(line)
-        if data is None or data == b"":
+    events = aiter_sse(response.aiter_bytes(), bounds.sse_parser())
+    async for event in events:
+        data = event.data.strip()
+        if event.event == "error":
+            yield _error_chunk(event, bounds)
+        elif event.event != "message" or not data:
             continue
-        if data == b"[DONE]":
+        elif data == b"[DONE]":
             yield None
             with anyio.move_on_after(DRAIN_SECONDS):  # never wait long on a server that lingers
-                async for _ in lines:
+                async for _ in events:
                     pass
             return
-        yield _parse_object(data, bounds, "stream chunk")
+        else:
+            yield _parse_object(data, bounds, "stream chunk")
+
+
+def _error_chunk(event: ServerSentEvent, bounds: ReplyBounds) -> dict[str, Any]:
+    """An `event: error` as the `{"error": ...}` chunk the rest of the reading already refuses."""
+    try:
+        payload = _parse_object(event.data, bounds, "error event")
+    except UpstreamError:
+        return {"error": event.text[:300].strip() or "an error event without a message"}
+    return payload if isinstance(payload.get("error"), (dict, str)) else {"error": payload}
 
 
 def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ghost.errors import UpstreamError
 from ghost.llm.chat import MAX_ERROR_BODY
-from ghost.llm.client import upstream_errors
+from ghost.llm.transport_errors import upstream_errors
 
 if TYPE_CHECKING:
     from ghost.llm.upstream import HttpUpstream

@@ -76,8 +76,9 @@ class Reply:
     raw_stream: str | None = None  # sent verbatim as the event-stream body instead of the chunks
     raw_then_break: bool = False  # after raw_stream, break the connection instead of ending cleanly
     # A misbehaving upstream, generated as it is sent (never held whole): {"kind": "content" |
-    # "arguments" | "calls" | "line", "size": n}: n bytes of answer text, n bytes of one tool call's
-    # arguments, n tool calls, or one n-byte line that never ends.
+    # "arguments" | "calls" | "line" | "data_lines", "size": n}: n bytes of answer text, n bytes of
+    # one tool call's arguments, n tool calls, one n-byte line that never ends, or one event whose
+    # `data:` lines (short ones) add up to n bytes and never end.
     flood: dict[str, Any] | None = None
     hold: str | None = None  # wait for release(hold) after `hold_after` streamed chunks (see below)
     hold_after: int = 0  # chunks sent before the hold; a non-streamed reply is held before it is sent
@@ -592,6 +593,12 @@ async def flood_stream(kind: str, size: int, model: str):
         yield b"data: {\"choices\": [{\"delta\": {\"content\": \""
         for _ in range(size // FLOOD_PIECE):
             yield b"x" * FLOOD_PIECE
+            await asyncio.sleep(0)
+        return
+    if kind == "data_lines":
+        piece = b"data: " + b"z" * 1000 + b"\n"
+        for _ in range(size // FLOOD_PIECE):
+            yield piece * (FLOOD_PIECE // len(piece))
             await asyncio.sleep(0)
         return
     if kind == "calls":

@@ -1,0 +1,18 @@
+"""Catch-all proxy: any request Ghost does not handle goes to the upstream, streamed both ways.
+
+One module per concern (docs/proxy.md describes the behaviour):
+
+- `route`: where requests enter, the FastAPI catch-all route and the `ProxyFastPath` middleware;
+- `forward`: one request end to end, and who notices a client that goes away in each phase;
+- `target`: which request targets may be forwarded, and the upstream URL each becomes;
+- `headers`: which headers cross in each direction;
+- `sniff`: telling a streamed exchange from a plain one;
+- `relay`: the upstream's reply as the client's response, with in-band errors mid-stream;
+- `transport`: the aiohttp session to the upstream, its stale-connection retry and write deadline.
+"""
+
+from ghost.api.proxy.forward import forward
+from ghost.api.proxy.route import ProxyFastPath, router
+from ghost.api.proxy.transport import UpstreamSession, make_pool
+
+__all__ = ["ProxyFastPath", "UpstreamSession", "forward", "make_pool", "router"]

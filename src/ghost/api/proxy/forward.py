@@ -1,0 +1,89 @@
+"""One proxied request, from the client's body going up to the upstream's headers coming back.
+
+The request body is handed to the upstream as an async iterator over the client's ASGI messages
+and the upstream body is handed back the same way (`relay`), so neither is ever held whole in
+memory. The phases of one request, and who notices a client that goes away in each:
+
+1. body upload: Starlette's `request.stream()` raises ClientDisconnect;
+2. waiting for the upstream's headers: `_cancel_on_disconnect` watches the client;
+3. relaying the upstream body: `WatchedStreamingResponse` watches the client.
+
+In every case the upstream request or response is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import anyio
+from starlette.datastructures import State
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from ghost.api.proxy.headers import body_length, forward_request_headers
+from ghost.api.proxy.relay import client_response
+from ghost.api.proxy.sniff import StreamFlagScanner
+from ghost.api.proxy.target import upstream_target
+from ghost.api.proxy.transport import UpstreamResponse, UpstreamSession
+from ghost.api.services import services_of
+from ghost.errors import UpstreamUnavailable
+
+log = logging.getLogger("ghost.proxy")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs
+
+
+def _pool(state: State) -> UpstreamSession:
+    """The session the app's lifespan made (`app.state.proxy_pool`); 502 without an upstream."""
+    pool: UpstreamSession | None = getattr(state, "proxy_pool", None)
+    if pool is None:
+        raise UpstreamUnavailable("no upstream is configured")
+    return pool
+
+
+async def _cancel_on_disconnect(receive: Receive, body_done: asyncio.Event | None,
+                                scope: anyio.CancelScope) -> None:
+    """Cancel `scope` if the client hangs up; starts listening once its body has been read."""
+    if body_done is not None:
+        await body_done.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def send_upstream(pool: UpstreamSession, request: Request, headers: list[tuple[bytes, bytes]],
+                        scanner: StreamFlagScanner | None, length: int | None) -> UpstreamResponse | None:
+    """Send the request; the upstream's response once its headers are in, or None if the client left."""
+    # A cancel scope, not a bare task.cancel(): a hang-up that races the upstream's answer must
+    # not leave a pending cancellation behind to hit the response later.
+    with anyio.CancelScope() as scope:
+        watcher = asyncio.ensure_future(
+            _cancel_on_disconnect(request.receive, scanner.done if scanner else None, scope))
+        try:
+            return await pool.request(request.method, upstream_target(request), headers,
+                                      scanner.__aiter__() if scanner else None, length)
+        except ClientDisconnect:
+            return None
+        finally:
+            watcher.cancel()
+    return None  # cancelled by the watcher; aiohttp closed the half-done exchange on its way out
+
+
+async def forward(request: Request) -> Response:
+    """Proxy one request to the upstream; the response streams the upstream's reply back."""
+    upstream = services_of(request).upstream
+    upstream.check_available()
+    pool = _pool(request.app.state)
+    headers = forward_request_headers(request, upstream)
+    has_body, length = body_length(request.scope["headers"])
+    scanner = StreamFlagScanner(request.stream()) if has_body else None
+    started = time.perf_counter()
+    upstream = await send_upstream(pool, request, headers, scanner, length)
+    if upstream is None:
+        log.info("client went away before the upstream answered %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    request.scope["ghost.upstream_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return client_response(request, upstream, scanner is not None and scanner.streaming)
