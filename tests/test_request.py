@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from ghost.agent.request import normalise_messages, parse_chat_request, session_id
+from ghost.api import bodies
+from ghost.api.openai_request import chat_request, openai_messages
+from ghost.api.session_id import session_id
 from ghost.errors import Unprocessable
 
 
+def parse_chat_request(body: dict, *, default_stream: bool, session_header: str | None = None):
+    return chat_request(bodies.parsed(bodies.ChatRequest, body), default_stream=default_stream,
+                        session_header=session_header)
+
+
+def normalise_messages(messages: list) -> list[dict]:
+    return openai_messages(bodies.parsed(bodies.ChatRequest, {"messages": messages}).messages)
+
+
 def parse(**body: object):
-    return parse_chat_request({"messages": [{"role": "user", "content": "x"}], **body},
-                              default_stream=True, default_model="m")
+    return parse_chat_request({"messages": [{"role": "user", "content": "x"}], **body}, default_stream=True)
 
 
 def test_defaults() -> None:
     request = parse()
-    # No session id asked for: the chat service picks one (the conversation this continues, or a new one)
-    assert (request.model, request.stream, request.session_id, request.client_tools) == ("m", True, None, [])
+    # No session id asked for: the chat service picks one (the conversation this continues, or a new one);
+    # no model named (""): the chat service answers with the default one.
+    assert (request.model, request.stream, request.session_id, request.client_tools) == ("", True, None, [])
 
 
 def test_ollama_num_predict_minus_one_means_no_limit() -> None:
@@ -29,7 +40,7 @@ def test_openai_field_wins_over_ollama_option() -> None:
 
 def test_session_header_used_when_body_has_none() -> None:
     request = parse_chat_request({"messages": [{"role": "user", "content": "x"}]}, default_stream=False,
-                                 default_model="m", session_header="from-header")
+                                 session_header="from-header")
     assert request.session_id == "from-header"
 
 

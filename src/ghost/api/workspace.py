@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ghost.agent.request import session_id as valid_session_id
 from ghost.api import openapi
 from ghost.api.auth import require_key
+from ghost.api.session_id import session_id as valid_session_id
 from ghost.api.deps import get_runtime, read_json_object
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
