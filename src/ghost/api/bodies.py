@@ -1,8 +1,9 @@
-"""The chat routes' request bodies: pydantic models that parse them and document them (OpenAPI).
+"""Request bodies: pydantic models that parse them and document them (OpenAPI).
 
-One description of what `/v1/chat/completions`, `/chat`, `/api/chat` and `/api/generate` accept:
-the routes validate every body with these models (`parsed`), and `ghost.api.openapi` publishes
-the same models as the request schemas, so the parser and the document cannot disagree.
+One description of what the chat routes (`/v1/chat/completions`, `/chat`, `/api/chat`,
+`/api/generate`) and Ollama's embedding and model routes accept: the routes validate every body
+with these models (`parsed`), and `ghost.api.openapi` publishes the same models as the request
+schemas, so the parser and the document cannot disagree.
 
 Validation is strict (no "yes" for true, no "0.5" for a number) and reports the first problem in
 Ghost's error shape, naming the field: `messages: must be a non-empty list`. Unknown fields are
@@ -164,6 +165,28 @@ class GenerateRequest(Sampling):
     system: str | None = None
     images: list[Image] | None = Field(None, description="Base64 images (or data: URLs).")
     stream: bool | None = Field(None, description="Stream NDJSON lines (default: true).")
+
+
+# --- Ollama's other routes -------------------------------------------------------------------------
+
+
+class EmbedRequest(Body):
+    model: str | None = Field(None, description="A served model (its upstream name is used), or any "
+                              "embedding model the upstream serves; default: the served model.")
+    input: Annotated[str | Annotated[list[str], Field(min_length=1)],
+                     _says("must be a string or a non-empty list of strings")] = Field(
+        description="One text or a non-empty list of texts.")
+
+
+class EmbeddingsRequest(Body):
+    model: str | None = None
+    prompt: str
+
+
+class ModelNameRequest(Body):
+    model: str | None = Field(None, description="The model (`name` is the older field).")
+    name: str | None = None
+    stream: bool | None = Field(None, description="Pull: stream status lines (default true).")
 
 
 # --- validation errors in Ghost's words -----------------------------------------------------------

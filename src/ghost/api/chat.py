@@ -20,6 +20,7 @@ from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.encoders.common import ReplyInfo
 from ghost.api.openai_request import chat_request, generate_request
+from ghost.api.session_id import SESSION_HEADER
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
@@ -31,7 +32,7 @@ async def chat_service(request: Request) -> ChatService:
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
     body = bodies.parsed(bodies.ChatRequest, await read_json_object(request))
     chat = chat_request(body, default_stream=wire is not Wire.OPENAI,
-                        session_header=request.headers.get("x-ghost-session"))
+                        session_header=request.headers.get(SESSION_HEADER))
     return await _run(request, chat, wire, service)
 
 

@@ -23,13 +23,13 @@ from ghost.api.disconnect import unless_disconnected
 from ghost.api.encoders.common import CollectedTurn, ReplyInfo
 from ghost.api.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
 from ghost.api.encoders.openai_sse import OpenAIStreamEncoder, completion_object
+from ghost.api.session_id import SESSION_HEADER
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.errors import GhostError
 from ghost.events import Error, Event
 
 log = logging.getLogger("ghost.chat")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SESSION_HEADER = "X-Ghost-Session"  # on a reply: the session the turn is stored under
 CLIENT_CLOSED = 499  # nginx's status for a client that hung up before the reply: logged, never sent
 
 

@@ -30,7 +30,7 @@ from pydantic.json_schema import models_json_schema
 from ghost.api import bodies, schemas as s
 from ghost.api.auth import require_key
 from ghost.api.error_shape import is_ollama_path
-from ghost.api.session_id import SESSION_ID_PATTERN
+from ghost.api import session_id
 
 REF = "#/components/schemas/{model}"
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -125,9 +125,9 @@ FORBIDDEN = ("The Host header names neither a loopback address, the bound addres
 # so without a request id or the error shape: docs/security.md says so rather than this document.)
 UPSTREAM_SLOW = "The upstream took longer than the read timeout."
 MODEL_FAILED = "The bundled model server kept failing and was given up on (`model_unavailable`; the reason is in the message and in /api/health)."
-SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
+SESSION_HEADER = {"name": session_id.SESSION_HEADER, "in": "header", "required": False,
                   "description": "Session id, when the body has no `session_id`.",
-                  "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}}
+                  "schema": {"type": "string", "pattern": session_id.SESSION_ID_PATTERN}}
 
 CHAT_ERRORS = {
     400: BAD_JSON + " Or it nests deeper than --max-json-depth.", 404: "The model is not one this server serves.", 409: "A workspace load held the "
@@ -135,7 +135,7 @@ CHAT_ERRORS = {
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
-SESSION_REPLY_HEADER = {"X-Ghost-Session": {
+SESSION_REPLY_HEADER = {session_id.SESSION_HEADER: {
     "description": "The session the turn is stored under (absent when it is stored nowhere: a plain "
     "model, or a request with a session id that does not continue that session).",
     "required": False, "schema": {"type": "string"}}}
@@ -160,20 +160,20 @@ _EMBED_ERRORS = {400: BAD_JSON, 413: "The body is larger than the limit for this
                  502: "The upstream is unreachable, failed, or has no /v1/embeddings.",
                  504: "The upstream took longer than the read timeout."}
 EMBED = route_doc({"content": json_content(s.EmbedResponse)}, _EMBED_ERRORS, ollama=True,
-                  extra=json_body(s.EmbedRequest, required=True))
+                  extra=json_body(bodies.EmbedRequest, required=True))
 EMBEDDINGS = route_doc({"content": json_content(s.EmbeddingResponse)}, _EMBED_ERRORS, ollama=True,
-                       extra=json_body(s.EmbeddingsRequest, required=True))
+                       extra=json_body(bodies.EmbeddingsRequest, required=True))
 PULL = route_doc(
     {"content": {**json_content(s.PullStatus), "application/x-ndjson": {"schema": {
         "description": "One status object per line, the last `{\"status\": \"success\"}`.",
         "type": "array", "items": ref(s.PullStatus)}}}},
     {400: BAD_JSON, 404: "The model is not one this server serves.", 413: TOO_LARGE, 422: BAD_FIELD},
     ollama=True, description="A served model is always present: succeeds at once (NDJSON status "
-    "lines unless `stream: false`).", extra=json_body(s.ModelNameRequest, required=True))
+    "lines unless `stream: false`).", extra=json_body(bodies.ModelNameRequest, required=True))
 MANAGE = route_doc({}, {400: BAD_JSON, 403: "Ghost serves a fixed set of models (`--model`).",
                         404: "No such model (delete).", 413: TOO_LARGE, 422: BAD_FIELD}, ollama=True,
                    description="Never: Ghost serves a fixed set of models.",
-                   extra=json_body(s.ModelNameRequest, required=False))
+                   extra=json_body(bodies.ModelNameRequest, required=False))
 MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
@@ -195,7 +195,7 @@ GENERATE = route_doc(
     extra=json_body(bodies.GenerateRequest, required=True))
 SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
 _SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required": True,
-                                 "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}}]}
+                                 "schema": {"type": "string", "pattern": session_id.SESSION_ID_PATTERN}}]}
 SESSION = route_doc({"content": json_content(s.Session)},
                     {404: "No history is stored for this session.", 422: "Not a valid session id."},
                     extra=_SESSION_PATH)

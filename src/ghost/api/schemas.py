@@ -58,7 +58,7 @@ class SaveRequest(BaseModel):
     chat_history: list[dict[str, Any]] | None = Field(
         None, description="History to put in the archive instead of the stored one.")
     session_id: SessionId | None = Field(None, description="Whose stored history (else the "
-                                         "X-Ghost-Session header, else `default`).")
+                                         "X-Ghost-Session header, else the conversation stored last).")
 
 
 # --- chat replies: OpenAI ---------------------------------------------------------------------------
@@ -250,12 +250,6 @@ class RunningList(BaseModel):
     models: list[RunningModel]
 
 
-class EmbedRequest(BaseModel):
-    model: str | None = Field(None, description="A served model (its upstream name is used), or any "
-                              "embedding model the upstream serves; default: the served model.")
-    input: str | list[str] = Field(description="One text or a non-empty list of texts.")
-
-
 class EmbedResponse(BaseModel):
     model: str
     embeddings: list[list[float]]
@@ -264,19 +258,8 @@ class EmbedResponse(BaseModel):
     prompt_eval_count: int | None = None
 
 
-class EmbeddingsRequest(BaseModel):
-    model: str | None = None
-    prompt: str
-
-
 class EmbeddingResponse(BaseModel):
     embedding: list[float]
-
-
-class ModelNameRequest(BaseModel):
-    model: str | None = Field(None, description="The model (`name` is the older field).")
-    name: str | None = None
-    stream: bool | None = Field(None, description="Pull: stream status lines (default true).")
 
 
 class PullStatus(BaseModel):

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ghost.errors import Unprocessable
 
+SESSION_HEADER = "X-Ghost-Session"  # asks for a session (requests), names the one used (chat replies)
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 SESSION_ID_RULE = "1-128 characters of letters, digits and . _ : -"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, description=f"Conversation id: {SESSION_ID_RULE}.")]

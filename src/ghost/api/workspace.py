@@ -13,7 +13,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 
 from ghost.api import openapi
 from ghost.api.auth import require_key
-from ghost.api.session_id import session_id as valid_session_id
+from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.deps import get_runtime, read_json_object
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
@@ -34,7 +34,6 @@ class AnyPathConvertor(PathConvertor):
 
 register_url_convertor("anypath", AnyPathConvertor())
 
-SESSION_HEADER = "x-ghost-session"
 # Room for the multipart framing around a file of exactly the upload cap.
 MULTIPART_SLACK = 1024 * 1024
 UPLOAD_PATHS = ("/api/upload", "/api/workspace/load")
@@ -46,7 +45,7 @@ def body_limits(settings: Settings) -> dict[str, int]:
 
 
 def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
-    """The JSON body's `session_id`, else the X-Ghost-Session header, else "default" (as for chat)."""
+    """The JSON body's `session_id`, else the X-Ghost-Session header, else "default"."""
     return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 
