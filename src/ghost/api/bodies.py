@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WithJsonSchema,
+                      WrapValidator)
 from pydantic_core import PydanticCustomError
 
 from ghost.api.session_id import SESSION_ID_PATTERN, SESSION_ID_RULE, SessionId
@@ -37,7 +38,8 @@ def _says(message: str) -> WrapValidator:
     return WrapValidator(check)
 
 
-Number = Annotated[int | float, _says("must be a number")]  # an int stays an int on its way upstream
+# An int stays an int on its way upstream; JSON Schema's `number` covers both.
+Number = Annotated[int | float, _says("must be a number"), WithJsonSchema({"type": "number"})]
 Stop = Annotated[str | list[str], _says("must be a string or a list of strings")]
 Image = Annotated[str, Field(pattern=IMAGE_PATTERN)]
 

@@ -42,21 +42,34 @@ class Wire(Enum):
 async def reply(request: Request, turn: StartedTurn, info: ReplyInfo, wire: Wire, *, stream: bool) -> Response:
     session = {SESSION_HEADER: turn.session_id} if turn.session_id else {}
     if stream:
-        sse = wire is Wire.OPENAI or "text/event-stream" in request.headers.get("accept", "")
-        encoder = OpenAIStreamEncoder(info) if sse else OllamaStreamEncoder(
-            info, "generate" if wire is Wire.OLLAMA_GENERATE else "chat")
-        return WatchedStreamingResponse(_encoded(turn.events, encoder.encode, info.request_id),
-                                        media_type="text/event-stream" if sse else "application/x-ndjson",
-                                        headers={**SSE_HEADERS, **session})
-    collected = await unless_disconnected(request.receive, _collect(turn.events, info.show_activity))
-    if collected is None:
+        return _streamed(turn.events, info, _encoder(request, info, wire), session)
+    return await _collected(request, turn.events, info, wire, session)
+
+
+def _encoder(request: Request, info: ReplyInfo, wire: Wire) -> OpenAIStreamEncoder | OllamaStreamEncoder:
+    if wire is Wire.OPENAI or (wire is Wire.OLLAMA_CHAT and "text/event-stream" in request.headers.get("accept", "")):
+        return OpenAIStreamEncoder(info)
+    return OllamaStreamEncoder(info, "generate" if wire is Wire.OLLAMA_GENERATE else "chat")
+
+
+def _streamed(events: TurnEvents, info: ReplyInfo, encoder: OpenAIStreamEncoder | OllamaStreamEncoder,
+              session: dict[str, str]) -> Response:
+    media = "text/event-stream" if isinstance(encoder, OpenAIStreamEncoder) else "application/x-ndjson"
+    return WatchedStreamingResponse(_encoded(events, encoder.encode, info.request_id), media_type=media,
+                                    headers={**SSE_HEADERS, **session})
+
+
+async def _collected(request: Request, events: TurnEvents, info: ReplyInfo, wire: Wire,
+                     session: dict[str, str]) -> Response:
+    turn = await unless_disconnected(request.receive, _collect(events, info.show_activity))
+    if turn is None:
         return Response(status_code=CLIENT_CLOSED)
-    if collected.stats is not None:
-        request.scope["ghost.upstream_ms"] = round(collected.stats.upstream_seconds * 1000, 2)
-    headers = {"Server-Timing": collected.server_timing(time.perf_counter() - info.started), **session}
-    if collected.notices:
-        headers["X-Ghost-Warning"] = "; ".join(collected.notices)
-    return JSONResponse(_single_object(wire, collected, info), headers=headers)
+    if turn.stats is not None:
+        request.scope["ghost.upstream_ms"] = round(turn.stats.upstream_seconds * 1000, 2)
+    headers = {"Server-Timing": turn.server_timing(time.perf_counter() - info.started), **session}
+    if turn.notices:
+        headers["X-Ghost-Warning"] = "; ".join(turn.notices)
+    return JSONResponse(_single_object(wire, turn, info), headers=headers)
 
 
 async def _encoded(batches: TurnEvents, encode: Callable[[Event], bytes], request_id: str) -> AsyncIterator[bytes]:
