@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ghost.api.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
+from ghost.errors import error_body
 from ghost.events import (ClientToolCall, Done, Error, Event, Heartbeat, Notice, ReasoningDelta, TextDelta,
                           ToolActivity, ToolCall, Usage)
 
@@ -24,7 +25,7 @@ def tool_call_objects(calls: list[ToolCall] | tuple[ToolCall, ...], *, indexed: 
 
 
 def sse_error(message: str, error_type: str) -> bytes:
-    body = dumps({"error": {"message": message, "type": error_type}})
+    body = dumps(error_body(message, error_type))
     return f"event: error\ndata: {body}\n\n".encode() + DONE_LINE
 
 
