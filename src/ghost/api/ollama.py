@@ -46,9 +46,10 @@ async def running(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 
 
 def _upstream_model(asked: str | None, runtime: Runtime) -> str:
-    choice = resolve_model(asked or runtime.default_model, runtime.models)
+    asked = asked or runtime.default_model
+    choice = resolve_model(asked, runtime.models)
     if choice is None:
-        return asked or runtime.default_model  # an embedding model only the upstream knows
+        return asked  # an embedding model only the upstream knows
     return runtime.settings.upstream_model or choice.name  # one of Ghost's: the upstream's name for it
 
 
