@@ -137,6 +137,14 @@ def test_api_chat_with_sse_accept_gets_openai_stream(server: GhostServer, upstre
     assert "data: [DONE]" in response.text and "sse" in response.text
 
 
+def test_api_generate_stays_ndjson_whatever_the_accept_header(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="lines"))
+    response = httpx.post(server.url + "/api/generate", headers={**server.headers, "Accept": "text/event-stream"},
+                          json={"model": "fake-model", "prompt": "p"})
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert response.text.splitlines()[-1].startswith('{"model"') and "data:" not in response.text
+
+
 def test_ollama_generate_streams_token_by_token(oll: ollama.Client, upstream: FakeUpstream) -> None:
     upstream.script(Reply(chunks=["1", "2", "3"]))
     parts = list(oll.generate(model="fake-model", prompt="count", system="be brief", stream=True))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ghost.agent.encoders.common import CollectedTurn, ReplyInfo
-from ghost.agent.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
-from ghost.agent.encoders.openai_sse import OpenAIStreamEncoder, completion_object
+from ghost.api.encoders.common import CollectedTurn, ReplyInfo
+from ghost.api.encoders.ollama_ndjson import OllamaStreamEncoder, chat_object, generate_object
+from ghost.api.encoders.openai_sse import OpenAIStreamEncoder, completion_object
 from ghost.events import (ClientToolCall, Done, Error, Heartbeat, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, Usage)
 

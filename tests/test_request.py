@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from ghost.agent.request import normalise_messages, parse_chat_request, session_id
+from ghost.api import bodies
+from ghost.api.openai_request import chat_request, openai_messages
+from ghost.api.session_id import session_id
 from ghost.errors import Unprocessable
 
 
+def parse_chat_request(body: dict, *, default_stream: bool, session_header: str | None = None):
+    return chat_request(bodies.parsed(bodies.ChatRequest, body), default_stream=default_stream,
+                        session_header=session_header)
+
+
+def normalise_messages(messages: list) -> list[dict]:
+    return openai_messages(bodies.parsed(bodies.ChatRequest, {"messages": messages}).messages)
+
+
 def parse(**body: object):
-    return parse_chat_request({"messages": [{"role": "user", "content": "x"}], **body},
-                              default_stream=True, default_model="m")
+    return parse_chat_request({"messages": [{"role": "user", "content": "x"}], **body}, default_stream=True)
 
 
 def test_defaults() -> None:
     request = parse()
-    # No session id asked for: the chat service picks one (the conversation this continues, or a new one)
-    assert (request.model, request.stream, request.session_id, request.client_tools) == ("m", True, None, [])
+    # No session id asked for: the chat service picks one (the conversation this continues, or a new one);
+    # no model named (""): the chat service answers with the default one.
+    assert (request.model, request.stream, request.session_id, request.client_tools) == ("", True, None, [])
 
 
 def test_ollama_num_predict_minus_one_means_no_limit() -> None:
@@ -29,7 +40,7 @@ def test_openai_field_wins_over_ollama_option() -> None:
 
 def test_session_header_used_when_body_has_none() -> None:
     request = parse_chat_request({"messages": [{"role": "user", "content": "x"}]}, default_stream=False,
-                                 default_model="m", session_header="from-header")
+                                 session_header="from-header")
     assert request.session_id == "from-header"
 
 
@@ -90,3 +101,28 @@ def test_base64_images_may_hold_line_breaks_and_be_too_short_to_sniff() -> None:
     out = normalise_messages([{"role": "user", "content": "x", "images": ["iVBORw0K\nGgo=", "a"]}])
     urls = [part["image_url"]["url"] for part in out[0]["content"][1:]]
     assert urls == ["data:image/png;base64,iVBORw0K\nGgo=", "data:image/jpeg;base64,a"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"messages": []}, "messages: must be a non-empty list"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content: must be a string or a list of parts"),
+    ({"messages": [{"role": "user", "images": ["ab!c"]}]}, "messages[0].images[0]: must be base64 (or a data: URL)"),
+    ({"temperature": "hot"}, "temperature: must be a number"),
+    ({"stream": "yes"}, "stream: must be true or false"),
+    ({"seed": 1.5}, "seed: must be an integer"),
+    ({"session_id": "../etc"}, "session_id: 1-128 characters of letters, digits and . _ : -"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function: is required"),
+])
+def test_a_refusal_names_the_field_and_the_rule(body: dict, message: str) -> None:
+    with pytest.raises(Unprocessable) as refused:
+        parse(**body)
+    assert refused.value.message == message
+
+
+def test_what_is_passed_on_keeps_the_fields_ghost_does_not_know() -> None:
+    part = {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}
+    tool = {"type": "function", "function": {"name": "f", "strict": True, "parameters": {"type": "object"}}}
+    request = parse(messages=[{"role": "user", "content": [part]}], tools=[tool], temperature=1)
+    assert request.messages[0]["content"] == [part]
+    assert request.client_tools == [tool]
+    assert request.sampling == {"temperature": 1} and isinstance(request.sampling["temperature"], int)

@@ -46,6 +46,10 @@ class ToolCall:
         except ValueError:
             return self.arguments
 
+    def openai_object(self) -> dict[str, Any]:
+        """The call as OpenAI's `tool_calls` entries carry it (requests and replies alike)."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
 
 @dataclass(frozen=True)
 class ClientToolCall:

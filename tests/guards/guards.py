@@ -318,9 +318,9 @@ PROOFS: list[Removal] = [
             new='        result = await self.executor.run([interpreter, "-c", "true"])\n',
             tests=("tests/test_agent_turn.py::test_disconnect_kills_a_long_execute",),
             why="the process the test waits to see killed is never started"),
-    Removal("disconnect: the turn runs on after the client left", "agent/service.py",
-            old="        turn = await _cancel_on_disconnect(request, _collect(first, events, info.show_activity))\n",
-            new="        turn = await _collect(first, events, info.show_activity)\n",
+    Removal("disconnect: the turn runs on after the client left", "api/chat_reply.py",
+            old="    turn = await unless_disconnected(request.receive, _collect(events, info.show_activity))\n",
+            new="    turn = await _collect(events, info.show_activity)\n",
             tests=("tests/test_agent_turn.py::test_disconnect_kills_a_long_execute",),
             why="a non-streamed turn is not cancelled when its client hangs up"),
     Removal("load: the sandbox swapped file by file", "workspace/archive.py",
@@ -338,10 +338,10 @@ PROOFS: list[Removal] = [
             new='        async with self.__dict__.setdefault("serial", __import__("asyncio").Lock()), '
                 "self.limiter.slot(), self.gate.turn():\n",
             tests=("tests/test_chat.py::test_concurrent_turns_are_independent",), why="one turn at a time"),
-    Removal("chat: the stream held back until the turn ends", "agent/service.py",
-            old="    try:\n        if data := b\"\".join(map(encode, first)):\n",
-            new="    try:\n        first = first + [event async for batch in batches for event in batch]\n"
-                "        if data := b\"\".join(map(encode, first)):\n",
+    Removal("chat: the stream held back until the turn ends", "api/chat_reply.py",
+            old="        async for batch in batches:\n            if data := b\"\".join(map(encode, batch)):\n",
+            new="        for batch in [[event async for batch in batches for event in batch]]:\n"
+                "            if data := b\"\".join(map(encode, batch)):\n",
             tests=("tests/test_chat.py::test_first_chunk_arrives_before_upstream_finishes",),
             why="all events collected before the first byte"),
     Removal("shutdown: no grace for running turns", "cli.py",

@@ -66,8 +66,7 @@ def _preview(arguments: str) -> str:
 
 
 def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
-    return {"role": "assistant", "content": text or None, "tool_calls": [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
+    return {"role": "assistant", "content": text or None, "tool_calls": [c.openai_object() for c in calls]}
 
 
 def malformed_call_result(call: ToolCall) -> ToolResult:

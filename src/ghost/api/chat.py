@@ -1,47 +1,67 @@
-"""Chat routes: thin handlers over the one chat service."""
+"""Chat routes: thin handlers over the one chat service.
+
+Each reads the body (size and nesting bounded), validates it with the models of `bodies`, turns
+it into the agent's request (`openai_request`), starts the turn and hands it to `chat_reply`.
+An error before the turn's first event is an HTTP status; after it, it travels in-band.
+"""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ghost.agent.service import ChatService, Wire
-from ghost.api import openapi
+from ghost.agent.request import ChatRequest
+from ghost.agent.service import ChatService
+from ghost.api import bodies, openapi
 from ghost.api.auth import require_key
+from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
-from ghost.api.services import services_of
+from ghost.api.encoders.common import ReplyInfo
+from ghost.api.openai_request import chat_request, generate_request
+from ghost.api.services import get_chat
+from ghost.api.session_id import SESSION_HEADER
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-async def chat_service(request: Request) -> ChatService:
-    return services_of(request).chat
-
-
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
-    body = await read_json_object(request)
-    return await service.handle_chat(body, request=request, request_id=request_id(request), wire=wire)
+    body = bodies.parsed(bodies.ChatRequest, await read_json_object(request))
+    chat = chat_request(body, default_stream=wire is not Wire.OPENAI,
+                        session_header=request.headers.get(SESSION_HEADER))
+    return await _run(request, chat, wire, service)
+
+
+async def _run(request: Request, chat: ChatRequest, wire: Wire, service: ChatService, *,
+               plain: bool = False) -> Response:
+    started, created = time.perf_counter(), int(time.time())  # the reply's clock starts before the turn
+    turn = await service.run(chat, request_id(request), plain=plain)
+    info = ReplyInfo(request_id=request_id(request), model=turn.model, include_usage=chat.include_usage,
+                     show_activity=request.app.state.settings.tool_activity != "none",
+                     created=created, started=started)
+    return await reply(request, turn, info, wire, stream=chat.stream)
 
 
 @router.post("/v1/chat/completions", summary="Chat with the agent (OpenAI format)", **openapi.OPENAI_CHAT)
-async def openai_chat(request: Request, service: ChatService = Depends(chat_service)) -> Response:
+async def openai_chat(request: Request, service: ChatService = Depends(get_chat)) -> Response:
     return await _chat(request, Wire.OPENAI, service)
 
 
 @router.post("/chat", summary="Chat with the agent (OpenAI format; Ghost's own path)",
              **openapi.OPENAI_CHAT)
-async def ghost_chat(request: Request, service: ChatService = Depends(chat_service)) -> Response:
+async def ghost_chat(request: Request, service: ChatService = Depends(get_chat)) -> Response:
     return await _chat(request, Wire.OPENAI, service)
 
 
 @router.post("/api/chat", summary="Chat with the agent (Ollama format; SSE if Accept: text/event-stream)",
              **openapi.OLLAMA_CHAT)
-async def ollama_chat(request: Request, service: ChatService = Depends(chat_service)) -> Response:
+async def ollama_chat(request: Request, service: ChatService = Depends(get_chat)) -> Response:
     return await _chat(request, Wire.OLLAMA_CHAT, service)
 
 
 @router.post("/api/generate", summary="Single-prompt completion (Ollama format, no tools)",
              **openapi.GENERATE)
-async def generate(request: Request, service: ChatService = Depends(chat_service)) -> Response:
-    body = await read_json_object(request)
-    return await service.handle_generate(body, request=request, request_id=request_id(request))
+async def generate(request: Request, service: ChatService = Depends(get_chat)) -> Response:
+    chat = generate_request(bodies.parsed(bodies.GenerateRequest, await read_json_object(request)))
+    return await _run(request, chat, Wire.OLLAMA_GENERATE, service, plain=True)

@@ -19,10 +19,11 @@ from fastapi.responses import Response, StreamingResponse
 from ghost.agent.catalog import resolve_model
 from ghost.api import openapi
 from ghost.api.auth import require_key
+from ghost.api.bodies import EmbeddingsRequest, EmbedRequest, ModelNameRequest, parsed
 from ghost.api.deps import read_json_object, request_id
+from ghost.api.services import Services, get_services
 from ghost.api.info import model_details, model_digest, model_size
 from ghost.errors import Forbidden, NotFound, Unprocessable
-from ghost.api.services import Services, get_services
 
 router = APIRouter()
 keyed = APIRouter(dependencies=[Depends(require_key)])
@@ -43,31 +44,22 @@ async def running(services: Services = Depends(get_services)) -> dict[str, Any]:
 # --- embeddings ------------------------------------------------------------------------------
 
 
-def _upstream_model(body: dict[str, Any], services: Services) -> str:
-    asked = body.get("model") or services.upstream.default_model
-    if not isinstance(asked, str):
-        raise Unprocessable("model: must be a string")
+def _upstream_model(asked: str | None, services: Services) -> str:
+    asked = asked or services.upstream.default_model
     choice = resolve_model(asked, services.upstream.models)
     if choice is None:
         return asked  # an embedding model only the upstream knows
     return services.upstream.upstream_model(choice.name)  # one of Ghost's: the upstream's name for it
 
 
-def _inputs(value: Any, field: str) -> list[str]:
-    inputs = [value] if isinstance(value, str) else value
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise Unprocessable(f"{field}: must be a string or a non-empty list of strings")
-    return inputs
-
-
 @keyed.post("/api/embed", summary="Embeddings, Ollama style (via the upstream's /v1/embeddings)",
             **openapi.EMBED)
 async def embed_many(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
-    body = await read_json_object(request)
-    model = _upstream_model(body, services)
+    body = parsed(EmbedRequest, await read_json_object(request))
+    inputs = [body.input] if isinstance(body.input, str) else body.input
     started = time.perf_counter_ns()
-    result = await services.upstream.embed(model, _inputs(body.get("input"), "input"), request_id(request))
-    reply: dict[str, Any] = {"model": body.get("model") or services.upstream.default_model, "embeddings": result.vectors,
+    result = await services.upstream.embed(_upstream_model(body.model, services), inputs, request_id(request))
+    reply: dict[str, Any] = {"model": body.model or services.upstream.default_model, "embeddings": result.vectors,
                              "total_duration": time.perf_counter_ns() - started, "load_duration": 0}
     if result.prompt_tokens is not None:
         reply["prompt_eval_count"] = result.prompt_tokens
@@ -76,22 +68,18 @@ async def embed_many(request: Request, services: Services = Depends(get_services
 
 @keyed.post("/api/embeddings", summary="One embedding, Ollama's older route", **openapi.EMBEDDINGS)
 async def embed_one(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
-    body = await read_json_object(request)
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise Unprocessable("prompt: must be a string")
-    result = await services.upstream.embed(_upstream_model(body, services), [prompt], request_id(request))
+    body = parsed(EmbeddingsRequest, await read_json_object(request))
+    result = await services.upstream.embed(_upstream_model(body.model, services), [body.prompt], request_id(request))
     return {"embedding": result.vectors[0]}
 
 
 # --- model management ------------------------------------------------------------------------
 
 
-def _named(body: dict[str, Any], *fields: str) -> str:
-    for field in fields:
-        if isinstance(body.get(field), str) and body[field]:
-            return body[field]
-    raise Unprocessable(f"{fields[0]}: the model name is missing")
+def _named(body: ModelNameRequest) -> str:
+    if name := body.model or body.name:
+        return name
+    raise Unprocessable("model: the model name is missing")
 
 
 def _fixed_set(services: Services, action: str) -> Forbidden:
@@ -101,11 +89,11 @@ def _fixed_set(services: Services, action: str) -> Forbidden:
 
 @keyed.post("/api/pull", summary="Pull a model: succeeds at once for a served model", **openapi.PULL)
 async def pull(request: Request, services: Services = Depends(get_services)) -> Response:
-    body = await read_json_object(request)
-    name = _named(body, "model", "name")
+    body = parsed(ModelNameRequest, await read_json_object(request))
+    name = _named(body)
     if resolve_model(name, services.upstream.models) is None:
         raise NotFound(f"model '{name}' is not served here: {_fixed_set(services, 'pull other').message}")
-    if body.get("stream", True) is False:
+    if body.stream is False:
         return Response(json.dumps({"status": "success"}), media_type="application/json")
     return StreamingResponse(_status_lines(), media_type="application/x-ndjson")
 
@@ -117,7 +105,7 @@ def _status_lines() -> Iterator[bytes]:
 
 @keyed.delete("/api/delete", summary="Refused: Ghost serves a fixed set of models", **openapi.MANAGE)
 async def delete(request: Request, services: Services = Depends(get_services)) -> None:
-    name = _named(await read_json_object(request), "model", "name")
+    name = _named(parsed(ModelNameRequest, await read_json_object(request)))
     if resolve_model(name, services.upstream.models) is None:
         raise NotFound(f"model '{name}' not found")
     raise _fixed_set(services, "delete")

@@ -3,7 +3,8 @@
 Routes read their own bodies (`read_json_object`, streamed multipart), so FastAPI sees no body
 parameter and no reply model. This module supplies both, as keyword arguments for the route
 decorators (`@router.post(path, **openapi.OPENAI_CHAT)`): `response_model=None` (replies stay the plain
-dicts they are), `responses=` and `openapi_extra=`. None of it is consulted while serving.
+dicts they are), `responses=` and `openapi_extra=`. The chat routes' request schemas are the models
+they validate their bodies with (`ghost.api.bodies`); the rest of this module is documentation only.
 
 `openapi_document` then finishes the document from the routes themselves: the security schemes,
 and on every operation whether it needs the key (read from its `require_key` dependency, so it
@@ -26,9 +27,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ghost.api import schemas as s
+from ghost.api import bodies, schemas as s
 from ghost.api.auth import require_key
 from ghost.api.error_shape import is_ollama_path
+from ghost.api import session_id
 
 REF = "#/components/schemas/{model}"
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -123,9 +125,9 @@ FORBIDDEN = ("The Host header names neither a loopback address, the bound addres
 # so without a request id or the error shape: docs/security.md says so rather than this document.)
 UPSTREAM_SLOW = "The upstream took longer than the read timeout."
 MODEL_FAILED = "The bundled model server kept failing and was given up on (`model_unavailable`; the reason is in the message and in /api/health)."
-SESSION_HEADER = {"name": "X-Ghost-Session", "in": "header", "required": False,
+SESSION_HEADER = {"name": session_id.SESSION_HEADER, "in": "header", "required": False,
                   "description": "Session id, when the body has no `session_id`.",
-                  "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}
+                  "schema": {"type": "string", "pattern": session_id.SESSION_ID_PATTERN}}
 
 CHAT_ERRORS = {
     400: BAD_JSON + " Or it nests deeper than --max-json-depth.", 404: "The model is not one this server serves.", 409: "A workspace load held the "
@@ -133,7 +135,7 @@ CHAT_ERRORS = {
     "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
-SESSION_REPLY_HEADER = {"X-Ghost-Session": {
+SESSION_REPLY_HEADER = {session_id.SESSION_HEADER: {
     "description": "The session the turn is stored under (absent when it is stored nowhere: a plain "
     "model, or a request with a session id that does not continue that session).",
     "required": False, "schema": {"type": "string"}}}
@@ -158,20 +160,20 @@ _EMBED_ERRORS = {400: BAD_JSON, 413: "The body is larger than the limit for this
                  502: "The upstream is unreachable, failed, or has no /v1/embeddings.",
                  504: "The upstream took longer than the read timeout."}
 EMBED = route_doc({"content": json_content(s.EmbedResponse)}, _EMBED_ERRORS, ollama=True,
-                  extra=json_body(s.EmbedRequest, required=True))
+                  extra=json_body(bodies.EmbedRequest, required=True))
 EMBEDDINGS = route_doc({"content": json_content(s.EmbeddingResponse)}, _EMBED_ERRORS, ollama=True,
-                       extra=json_body(s.EmbeddingsRequest, required=True))
+                       extra=json_body(bodies.EmbeddingsRequest, required=True))
 PULL = route_doc(
     {"content": {**json_content(s.PullStatus), "application/x-ndjson": {"schema": {
         "description": "One status object per line, the last `{\"status\": \"success\"}`.",
         "type": "array", "items": ref(s.PullStatus)}}}},
     {400: BAD_JSON, 404: "The model is not one this server serves.", 413: TOO_LARGE, 422: BAD_FIELD},
     ollama=True, description="A served model is always present: succeeds at once (NDJSON status "
-    "lines unless `stream: false`).", extra=json_body(s.ModelNameRequest, required=True))
+    "lines unless `stream: false`).", extra=json_body(bodies.ModelNameRequest, required=True))
 MANAGE = route_doc({}, {400: BAD_JSON, 403: "Ghost serves a fixed set of models (`--model`).",
                         404: "No such model (delete).", 413: TOO_LARGE, 422: BAD_FIELD}, ollama=True,
                    description="Never: Ghost serves a fixed set of models.",
-                   extra=json_body(s.ModelNameRequest, required=False))
+                   extra=json_body(bodies.ModelNameRequest, required=False))
 MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
@@ -179,21 +181,21 @@ OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
-    extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
+    extra={**json_body(bodies.ChatRequest, required=True), **_CHAT_EXTRA})
 OLLAMA_CHAT = route_doc(
     {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),
                  **sse_content(s.ChatCompletionChunk)}, "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
     description="Streams NDJSON by default (SSE if the client sends `Accept: text/event-stream`); "
     "with `stream: false` one object in both Ollama's and OpenAI's shape.", ollama=True,
-    extra={**json_body(s.ChatRequest, required=True), **_CHAT_EXTRA})
+    extra={**json_body(bodies.ChatRequest, required=True), **_CHAT_EXTRA})
 GENERATE = route_doc(
     {"content": {**json_content(s.GenerateResponse), **ndjson_content(s.GenerateChunk)}},
     CHAT_ERRORS, ollama=True,
     description="Streams NDJSON by default; with `stream: false` one object.",
-    extra=json_body(s.GenerateRequest, required=True))
+    extra=json_body(bodies.GenerateRequest, required=True))
 SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
 _SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required": True,
-                                 "schema": {"type": "string", "pattern": s.SESSION_ID_PATTERN}}]}
+                                 "schema": {"type": "string", "pattern": session_id.SESSION_ID_PATTERN}}]}
 SESSION = route_doc({"content": json_content(s.Session)},
                     {404: "No history is stored for this session.", 422: "Not a valid session id."},
                     extra=_SESSION_PATH)

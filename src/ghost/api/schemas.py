@@ -1,9 +1,9 @@
-"""Documentation-only models of Ghost's wire formats, for `/openapi.json`.
+"""Models of Ghost's replies and of the bodies of its non-chat routes, for `/openapi.json`.
 
-Nothing validates a request against these: routes parse their bodies themselves (so errors keep
-Ghost's own shape and messages) and build their replies as plain dicts. The models say what those
-parsers accept and what those replies hold; the schema fuzz test (tests/test_fuzz.py) checks every
-response Ghost sends against them, so they cannot drift from the code unnoticed.
+The chat routes' request models live in `ghost.api.bodies`, where they are the parser too. The
+models here are documentation: routes build their replies as plain dicts, and the few non-chat
+bodies are read by their routes. The schema fuzz test (tests/test_fuzz.py) checks every response
+Ghost sends against them, so they cannot drift from the code unnoticed.
 
 Request objects take unknown fields (Ghost ignores what it does not know, and clients send plenty);
 JSON Schema allows them where `additionalProperties` is not given, so the models leave it out.
@@ -13,15 +13,11 @@ refused for its shape.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN,
-                                 description="Conversation id: 1-128 letters, digits and `. _ : -`.")]
-# Base64 (line breaks allowed), or a data: URL, as ghost.agent.request checks.
-Image = Annotated[str, Field(pattern=r"^(data:[\s\S]*|[A-Za-z0-9+/=\r\n\t ]*)$")]
+from ghost.api.session_id import SessionId
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -50,110 +46,7 @@ class StreamError(BaseModel):
     error: str
 
 
-# --- chat requests ------------------------------------------------------------------------------
-
-
-class FunctionCallIn(BaseModel):
-    name: str
-    arguments: str | dict[str, Any] | None = Field(None, description="JSON text or an object.")
-
-
-class ToolCallIn(BaseModel):
-    id: str | None = None
-    type: str | None = None
-    function: FunctionCallIn
-
-
-class ImageUrl(BaseModel):
-    url: str = Field(description="An http(s) or data: URL.")
-
-
-class ContentPart(BaseModel):
-    """An OpenAI content part, passed to the upstream as it is."""
-
-    type: str = Field(description="`text` or `image_url`.")
-    text: str | None = None
-    image_url: ImageUrl | None = None
-
-
-class ChatMessage(BaseModel):
-    """One message, OpenAI- or Ollama-shaped."""
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[ContentPart] | None = Field(None, description="Text, or a list of content parts.")
-    name: str | None = None
-    images: list[Image] | None = Field(None, description="Ollama: base64 images (or data: URLs).")
-    tool_calls: list[ToolCallIn] | None = Field(None, description="Assistant messages: the calls it made.")
-    tool_call_id: str | None = Field(None, description="Tool messages: the call this answers.")
-    tool_name: str | None = Field(None, description="Ollama tool messages: the tool this answers.")
-
-
-class FunctionSpec(BaseModel):
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
-
-
-class ToolSpec(BaseModel):
-    """A tool of the client's: if the model calls it, the turn ends and the call is returned."""
-
-    type: str | None = Field(None, description="`function`.")
-    function: FunctionSpec
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool | None = Field(None, description="Send a last chunk with the turn's usage.")
-
-
-class OllamaOptions(BaseModel):
-    """Ollama sampling options; mapped to the OpenAI fields when those are not given."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    num_predict: int | None = Field(None, description="Most tokens to generate (negative: no limit).")
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-
-class _Sampling(BaseModel):
-    model: str | None = Field(None, description="A served model name; empty or absent: the default one.")
-    options: OllamaOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    response_format: dict[str, Any] | None = None
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
-
-
-class ChatRequest(_Sampling):
-    """A chat turn. OpenAI's Chat Completions request; Ollama's fields are accepted too."""
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = Field(None, description="Stream the reply. Default: false on the OpenAI "
-                                "paths, true on /api/chat.")
-    stream_options: StreamOptions | None = None
-    session_id: SessionId | None = Field(None, description="Conversation id for the stored history "
-                                         "(else the X-Ghost-Session header, else `default`).")
-    tools: list[ToolSpec] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(None, description="`auto`, `none`, `required`, or "
-                                                     "a named function.")
-
-
-class GenerateRequest(_Sampling):
-    """Ollama's single-prompt completion: no tools, no agent, no system prompt of Ghost's."""
-
-    prompt: str = ""
-    system: str | None = None
-    images: list[Image] | None = Field(None, description="Base64 images (or data: URLs).")
-    stream: bool | None = Field(None, description="Stream NDJSON lines (default: true).")
+# --- other requests -------------------------------------------------------------------------
 
 
 class ShowRequest(BaseModel):
@@ -165,7 +58,7 @@ class SaveRequest(BaseModel):
     chat_history: list[dict[str, Any]] | None = Field(
         None, description="History to put in the archive instead of the stored one.")
     session_id: SessionId | None = Field(None, description="Whose stored history (else the "
-                                         "X-Ghost-Session header, else `default`).")
+                                         "X-Ghost-Session header, else the conversation stored last).")
 
 
 # --- chat replies: OpenAI ---------------------------------------------------------------------------
@@ -357,12 +250,6 @@ class RunningList(BaseModel):
     models: list[RunningModel]
 
 
-class EmbedRequest(BaseModel):
-    model: str | None = Field(None, description="A served model (its upstream name is used), or any "
-                              "embedding model the upstream serves; default: the served model.")
-    input: str | list[str] = Field(description="One text or a non-empty list of texts.")
-
-
 class EmbedResponse(BaseModel):
     model: str
     embeddings: list[list[float]]
@@ -371,19 +258,8 @@ class EmbedResponse(BaseModel):
     prompt_eval_count: int | None = None
 
 
-class EmbeddingsRequest(BaseModel):
-    model: str | None = None
-    prompt: str
-
-
 class EmbeddingResponse(BaseModel):
     embedding: list[float]
-
-
-class ModelNameRequest(BaseModel):
-    model: str | None = Field(None, description="The model (`name` is the older field).")
-    name: str | None = None
-    stream: bool | None = Field(None, description="Pull: stream status lines (default true).")
 
 
 class PullStatus(BaseModel):

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from ghost.agent.request import session_id as valid_session_id
 from ghost.api import openapi
 from ghost.api.auth import require_key
+from ghost.api.session_id import session_id as valid_session_id
 from ghost.errors import NotFound
 from ghost.api.services import services_of
 from ghost.store.history import History

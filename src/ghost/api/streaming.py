@@ -14,6 +14,8 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ghost.api.disconnect import cancel_on_disconnect
+
 log = logging.getLogger("ghost.streaming")
 
 
@@ -22,7 +24,7 @@ class WatchedStreamingResponse(StreamingResponse):
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stream_then_stop, send, group.cancel_scope)
-                group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
         except BaseExceptionGroup as failed:
             # Only the streaming task can fail; surface its error so handlers see the real type.
             raise failed.exceptions[0] if len(failed.exceptions) == 1 else failed  # noqa: B904 (keep its own cause)
@@ -36,12 +38,6 @@ class WatchedStreamingResponse(StreamingResponse):
             await self.stream_response(send)
         except OSError:
             log.info("client went away while streaming")
-        scope.cancel()
-
-    @staticmethod
-    async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
         scope.cancel()
 
     async def _close_body(self) -> None:

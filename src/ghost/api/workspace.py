@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ghost.agent.request import session_id as valid_session_id
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import read_json_object
 from ghost.api.file_response import OpenFileResponse
 from ghost.api.receive import Received, content_type, receive_multipart, receive_raw
 from ghost.api.services import get_workspace
+from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
 from ghost.errors import BadRequest, Unprocessable
@@ -39,7 +39,6 @@ class AnyPathConvertor(PathConvertor):
 
 register_url_convertor("anypath", AnyPathConvertor())
 
-SESSION_HEADER = "x-ghost-session"
 # Room for the multipart framing around a file of exactly the upload cap.
 MULTIPART_SLACK = 1024 * 1024
 UPLOAD_PATHS = ("/api/upload", "/api/workspace/load")
@@ -52,7 +51,7 @@ def body_limits(settings: Settings) -> dict[str, int]:
 
 
 def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:
-    """The JSON body's `session_id`, else the X-Ghost-Session header, else "default" (as for chat)."""
+    """The JSON body's `session_id`, else the X-Ghost-Session header, else "default"."""
     return valid_session_id((body or {}).get("session_id") or request.headers.get(SESSION_HEADER))
 
 

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ghost.events import ToolCall
+
 END = "<|im_end|>"
 MESSAGE = "message:"
 CALL = "functions."
@@ -174,8 +176,7 @@ class Reply:
                 "usage": usage}
 
     def tool_call(self, name: str, arguments: str) -> dict[str, Any]:
-        return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                "function": {"name": name, "arguments": arguments}}
+        return ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, arguments).openai_object()
 
     def stream_text(self, chunks: Iterable[dict[str, Any]], prompt_tokens: int,
                     earlier_tokens: int = 0) -> Iterator[dict[str, Any]]:

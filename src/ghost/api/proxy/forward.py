@@ -5,7 +5,7 @@ and the upstream body is handed back the same way (`relay`), so neither is ever 
 memory. The phases of one request, and who notices a client that goes away in each:
 
 1. body upload: Starlette's `request.stream()` raises ClientDisconnect;
-2. waiting for the upstream's headers: `_cancel_on_disconnect` watches the client;
+2. waiting for the upstream's headers: `unless_disconnected` (`ghost.api.disconnect`) watches the client;
 3. relaying the upstream body: `WatchedStreamingResponse` watches the client.
 
 In every case the upstream request or response is closed at once.
@@ -13,16 +13,14 @@ In every case the upstream request or response is closed at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-import anyio
 from starlette.datastructures import State
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive
 
+from ghost.api.disconnect import unless_disconnected
 from ghost.api.proxy.headers import body_length, forward_request_headers
 from ghost.api.proxy.relay import client_response
 from ghost.api.proxy.sniff import StreamFlagScanner
@@ -44,32 +42,16 @@ def _pool(state: State) -> UpstreamSession:
     return pool
 
 
-async def _cancel_on_disconnect(receive: Receive, body_done: asyncio.Event | None,
-                                scope: anyio.CancelScope) -> None:
-    """Cancel `scope` if the client hangs up; starts listening once its body has been read."""
-    if body_done is not None:
-        await body_done.wait()
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
-
-
 async def send_upstream(pool: UpstreamSession, request: Request, headers: list[tuple[bytes, bytes]],
                         scanner: StreamFlagScanner | None, length: int | None) -> UpstreamResponse | None:
-    """Send the request; the upstream's response once its headers are in, or None if the client left."""
-    # A cancel scope, not a bare task.cancel(): a hang-up that races the upstream's answer must
-    # not leave a pending cancellation behind to hit the response later.
-    with anyio.CancelScope() as scope:
-        watcher = asyncio.ensure_future(
-            _cancel_on_disconnect(request.receive, scanner.done if scanner else None, scope))
-        try:
-            return await pool.request(request.method, upstream_target(request), headers,
-                                      scanner.__aiter__() if scanner else None, length)
-        except ClientDisconnect:
-            return None
-        finally:
-            watcher.cancel()
-    return None  # cancelled by the watcher; aiohttp closed the half-done exchange on its way out
+    """Send the request; the upstream's response once its headers are in, or None if the client left
+    (then aiohttp has closed the half-done exchange). The hang-up watch starts once the body is read."""
+    sending = pool.request(request.method, upstream_target(request), headers,
+                           scanner.__aiter__() if scanner else None, length)
+    try:
+        return await unless_disconnected(request.receive, sending, after=scanner.done if scanner else None)
+    except ClientDisconnect:
+        return None
 
 
 async def forward(request: Request) -> Response:

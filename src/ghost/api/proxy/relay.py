@@ -13,7 +13,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ghost.agent.encoders.openai_sse import sse_error
+from ghost.api.encoders.openai_sse import sse_error
 from ghost.api.proxy.headers import forward_response_headers, header
 from ghost.api.proxy.sniff import is_event_stream, is_streaming_type
 from ghost.api.proxy.transport import UpstreamResponse

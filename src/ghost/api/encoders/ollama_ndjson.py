@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps, notice_text
-from ghost.agent.encoders.openai_sse import completion_object
+from ghost.api.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps, notice_text
+from ghost.api.encoders.openai_sse import completion_object
 from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta, ToolActivity,
-                                ToolCall, Usage)
+                          ToolCall, Usage)
 
 
 def ollama_tool_calls(calls: list[ToolCall] | tuple[ToolCall, ...]) -> list[dict[str, Any]]:

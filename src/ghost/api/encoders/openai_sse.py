@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ghost.agent.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
+from ghost.api.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps
+from ghost.errors import error_body
 from ghost.events import (ClientToolCall, Done, Error, Event, Heartbeat, Notice, ReasoningDelta, TextDelta,
-                                ToolActivity, ToolCall, Usage)
+                          ToolActivity, ToolCall, Usage)
 
 DONE_LINE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -18,16 +19,13 @@ def usage_object(usage: Usage) -> dict[str, int]:
 
 
 def tool_call_objects(calls: list[ToolCall] | tuple[ToolCall, ...], *, indexed: bool) -> list[dict[str, Any]]:
-    objects = []
-    for index, call in enumerate(calls):
-        entry: dict[str, Any] = {"id": call.id, "type": "function",
-                                 "function": {"name": call.name, "arguments": call.arguments}}
-        objects.append({"index": index, **entry} if indexed else entry)
-    return objects
+    if not indexed:
+        return [call.openai_object() for call in calls]
+    return [{"index": index, **call.openai_object()} for index, call in enumerate(calls)]
 
 
 def sse_error(message: str, error_type: str) -> bytes:
-    body = dumps({"error": {"message": message, "type": error_type}})
+    body = dumps(error_body(message, error_type))
     return f"event: error\ndata: {body}\n\n".encode() + DONE_LINE
 
 

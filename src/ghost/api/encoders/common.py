@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta,
-                                ToolActivity, ToolCall, TurnStats, Usage)
+from ghost.events import (ClientToolCall, Done, Event, Notice, ReasoningDelta, TextDelta,
+                          ToolActivity, ToolCall, TurnStats, Usage)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,6 @@ class CollectedTurn:
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
     done: Done | None = None
-    error: Error | None = None
     stats: TurnStats | None = None
     notices: list[str] = field(default_factory=list)
 
@@ -72,8 +71,6 @@ class CollectedTurn:
             self.usage = event
         elif isinstance(event, Done):
             self.done = event
-        elif isinstance(event, Error):
-            self.error = event
         elif isinstance(event, Notice):
             self.notices.append(event.text)
         elif isinstance(event, TurnStats):  # (heartbeats and anything else: nothing to keep)
