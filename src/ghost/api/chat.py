@@ -20,7 +20,7 @@ from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.encoders.common import ReplyInfo
 from ghost.api.openai_request import chat_request, generate_request
-from ghost.api.services import get_chat
+from ghost.api.services import get_chat, services_of
 from ghost.api.session_id import SESSION_HEADER
 
 router = APIRouter(dependencies=[Depends(require_key)])
@@ -38,7 +38,7 @@ async def _run(request: Request, chat: ChatRequest, wire: Wire, service: ChatSer
     started, created = time.perf_counter(), int(time.time())  # the reply's clock starts before the turn
     turn = await service.run(chat, request_id(request), plain=plain)
     info = ReplyInfo(request_id=request_id(request), model=turn.model, include_usage=chat.include_usage,
-                     show_activity=request.app.state.settings.tool_activity != "none",
+                     show_activity=services_of(request).settings.tool_activity != "none",
                      created=created, started=started)
     return await reply(request, turn, info, wire, stream=chat.stream)
 
