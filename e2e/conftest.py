@@ -85,7 +85,7 @@ class Stack:
         fake.wait_http(self.fake_url + "/v1/models")
         ghost = Process("ghost", [ghost_python, "-m", "ghost", "serve", "--port", self.ghost_url.rsplit(":", 1)[1],
                                   "--api-key", KEY, "--home", str(self.root / "ghost-home"),
-                                  "--upstream-url", self.fake_url], base, self.root)
+                                  "--upstream-url", self.fake_url, "--context-window", "32768"], base, self.root)
         self.processes.append(ghost)
         ghost.wait_http(self.ghost_url + "/api/version")
         webui = Process("open-webui", [str(Path(sys.executable).with_name("open-webui")), "serve", "--host",
@@ -106,6 +106,7 @@ class Stack:
             "OPENAI_API_CONFIGS": json.dumps({"0": {"prefix_id": "oai", "headers": session}}),
             "TASK_MODEL": f"{MODEL}-plain", "TASK_MODEL_EXTERNAL": f"oai.{MODEL}-plain",
             "RAG_EMBEDDING_ENGINE": "ollama", "RAG_EMBEDDING_MODEL": MODEL, "ENABLE_WEB_SEARCH": "false",
+            "USE_SLIM_DOCKER": "true", "VECTOR_DB": "chroma",
         }
 
     def stop(self) -> None:
