@@ -1,14 +1,22 @@
 """Start the scripted fake upstream, Ghost and Open WebUI as real processes; give tests a browser.
 
-Ghost and the fake upstream run from Ghost's own venv (GHOST_PYTHON), Open WebUI and Playwright from
-the e2e venv this runs in. Chromium is Debian's (/usr/bin/chromium): Playwright cannot download its
-own here. Screenshots of a failed test land in e2e/artifacts/.
+Ghost and the fake upstream (e2e/upstream.py) run from Ghost's own venv (GHOST_PYTHON), Open WebUI
+and Playwright from the e2e venv this runs in. Chromium is Debian's (/usr/bin/chromium): Playwright
+cannot download its own here. A failed test leaves a screenshot in e2e/artifacts/, and the
+servers' logs are copied there when anything failed.
+
+Every server runs in a process group of its own and is killed with it at the end, whatever
+happened: by the session fixture, by an atexit hook if pytest is torn down another way, and on
+SIGTERM (turned into KeyboardInterrupt, which pytest answers by running the fixtures' teardown).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +34,11 @@ MODEL = "fake-model"
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# --no-sandbox: CI runs as root, where Chromium refuses its sandbox; --disable-dev-shm-usage: a
+# container's /dev/shm is often too small for it.
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
 START_TIMEOUT = float(os.environ.get("E2E_START_TIMEOUT", "600"))  # Open WebUI's first start migrates a database
 
 
@@ -37,12 +48,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+STARTED: list["Process"] = []  # every server this run started, for the atexit hook
+
+
 class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         self.name = name
         self.log = logs / f"{name}.log"
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        STARTED.append(self)
 
     def wait_http(self, url: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -58,12 +73,23 @@ class Process:
         raise RuntimeError(f"{self.name} did not answer {url} in {START_TIMEOUT} s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        """Stop the whole process group (a server's workers too), by force if it lingers."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # what is left of the group, the leader too
+        self.proc.wait(timeout=10)
+
+
+@atexit.register
+def _stop_everything() -> None:
+    for process in reversed(STARTED):
+        process.stop()
+
+
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class Stack:
@@ -79,7 +105,7 @@ class Stack:
     def start(self) -> None:
         ghost_python = os.environ.get("GHOST_PYTHON", sys.executable)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("GHOST_", "OLLAMA_", "OPENAI_"))}
-        fake = Process("fake-upstream", [ghost_python, "-m", "ghost.testing.fake_upstream", "--port",
+        fake = Process("fake-upstream", [ghost_python, str(HERE / "upstream.py"), "--port",
                                          self.fake_url.rsplit(":", 1)[1], "--model", MODEL], base, self.root)
         self.processes.append(fake)
         fake.wait_http(self.fake_url + "/v1/models")
@@ -106,7 +132,9 @@ class Stack:
             "OPENAI_API_CONFIGS": json.dumps({"0": {"prefix_id": "oai", "headers": session}}),
             "TASK_MODEL": f"{MODEL}-plain", "TASK_MODEL_EXTERNAL": f"oai.{MODEL}-plain",
             "RAG_EMBEDDING_ENGINE": "ollama", "RAG_EMBEDDING_MODEL": MODEL, "ENABLE_WEB_SEARCH": "false",
-            "USE_SLIM_DOCKER": "true", "VECTOR_DB": "chroma",
+            # Open WebUI's slim mode: no local embedding/speech models, no vector store unless used;
+            # the suite's venv has none of their libraries (e2e/requirements.txt).
+            "USE_SLIM_DOCKER": "true",
         }
 
     def stop(self) -> None:
@@ -123,19 +151,33 @@ class Stack:
     def upstream_requests(self) -> list[dict[str, Any]]:
         return httpx.get(self.fake_url + "/_fake/requests", timeout=10).json()
 
+    def hold_state(self, name: str) -> str:
+        """Where the held upstream stream `name` is: "waiting", "open", "finished", "closed_early"."""
+        return httpx.get(f"{self.fake_url}/_fake/holds/{name}", timeout=10).json()["state"]
+
     def session(self, session_id: str) -> dict[str, Any] | None:
         response = httpx.get(f"{self.ghost_url}/api/sessions/{session_id}", headers={"X-Ghost-Key": KEY}, timeout=10)
         return response.json() if response.status_code == 200 else None
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's failures
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     servers = Stack(tmp_path_factory.mktemp("e2e"))
+    started = False
     try:
         servers.start()
+        started = True
         yield servers
     finally:
         servers.stop()
+        if request.session.testsfailed or not started:
+            ARTIFACTS.mkdir(exist_ok=True)
+            for log in servers.root.glob("*.log"):
+                shutil.copy(log, ARTIFACTS / log.name)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,11 @@ def notice_text(event: Notice) -> str:
     return f"\n[Ghost: {event.text}]\n"
 
 
+def stream_error_text(event: Error) -> str:
+    """An error after the answer began, as answer text for clients that show nothing else."""
+    return f"\n\n[Ghost error: {event.message}]"
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
