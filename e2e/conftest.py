@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Everything this run starts inherits this variable (servers, Playwright's driver, Chromium), so
+# what is left at the end can be found even if it was re-parented.
+RUN_ID = os.environ.setdefault("E2E_RUN_ID", uuid.uuid4().hex)
+
+
+def processes_of_this_run() -> list[int]:
+    """Live processes carrying this run's E2E_RUN_ID, other than pytest itself."""
+    mark = f"E2E_RUN_ID={RUN_ID}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
 
 
 STARTED: list["Process"] = []  # every server this run started, for the atexit hook
@@ -164,6 +183,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's failures
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After every fixture's teardown: nothing this run started may still be running."""
+    deadline = time.monotonic() + 20  # a hang guard: processes told to stop may take a moment
+    while (leftovers := processes_of_this_run()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if leftovers:
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"\n!! processes left running by the suite, now killed: {leftovers}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     servers = Stack(tmp_path_factory.mktemp("e2e"))
@@ -171,6 +203,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     try:
         servers.start()
         started = True
+        # The leftover check at the end (pytest_sessionfinish) sees what it must look for.
+        assert {p.proc.pid for p in servers.processes} <= set(processes_of_this_run())
         yield servers
     finally:
         servers.stop()
