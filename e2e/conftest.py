@@ -230,6 +230,10 @@ def page(browser: Any, stack: Stack, request: pytest.FixtureRequest) -> Iterator
     context = browser.new_context(base_url=stack.webui_url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
+    # A fresh install shows its release notes once, whenever the page gets to it: dismissed
+    # before any action it would cover, instead of guessing when it appears.
+    dismiss = page.get_by_role("button", name="Okay, Let's Go!")
+    page.add_locator_handler(dismiss, lambda button: button.click())
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
