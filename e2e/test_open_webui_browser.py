@@ -19,9 +19,6 @@ CONNECTIONS = {"ollama": MODEL, "openai": f"oai.{MODEL}"}
 def open_chat(page: Any, model: str) -> None:
     page.goto(f"/?models={model}")
     page.wait_for_selector("#chat-input")
-    welcome = page.get_by_text("Okay, Let's Go!")  # the release-notes dialog of a fresh install
-    if welcome.count():
-        welcome.click()
 
 
 def send(page: Any, text: str) -> None:
@@ -116,3 +113,53 @@ def test_ghosts_create_skill_is_reachable_with_open_webuis_tools_on(page: Any, s
     assert "create_skill" in offered and len(offered) == len(set(offered))
     tool_result = chats[1]["messages"][-1]
     assert tool_result["role"] == "tool" and "saved" in tool_result["content"]  # Ghost's create_skill ran
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS)
+def test_regenerate_replaces_the_answer_in_the_ui_and_in_the_session(page: Any, stack: Stack, connection: str) -> None:
+    asked = "tell me a joke"
+    stack.script({"content": "The first joke.", "when": asked}, {"content": "The second joke.", "when": asked})
+    open_chat(page, CONNECTIONS[connection])
+    send(page, asked)
+    page.get_by_text("The first joke.").wait_for()
+    chat = chat_id(page)
+    wait_for(lambda: roles_and_text(stack.session(chat)) == [("user", asked), ("assistant", "The first joke.")],
+             "the first answer stored")
+    page.get_by_role("button", name="Regenerate").last.click()
+    page.get_by_text("Try Again").click()  # Open WebUI's regenerate menu
+    page.get_by_text("The second joke.").wait_for()
+    page.get_by_text("The first joke.").wait_for(state="detached")  # replaced, not added below
+    wait_for(lambda: roles_and_text(stack.session(chat)) == [("user", asked), ("assistant", "The second joke.")],
+             "the stored answer replaced")
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS)
+def test_stop_mid_stream_makes_ghost_close_the_upstream(page: Any, stack: Stack, connection: str) -> None:
+    asked, hold = "count slowly", f"stop-{connection}"
+    # Streams "One two", then holds the rest until released: only Ghost hanging up ends it early.
+    stack.script({"content": "One two three four", "hold": hold, "hold_after": 3, "when": asked},
+                 {"content": "Still here.", "when": "still there?"})
+    open_chat(page, CONNECTIONS[connection])
+    send(page, asked)
+    page.get_by_text("One two").wait_for()
+    wait_for(lambda: stack.hold_state(hold) == "open", "the upstream stream held open")
+    page.get_by_role("button", name="Stop").click()
+    wait_for(lambda: stack.hold_state(hold) == "closed_early", "Ghost closing the upstream stream")
+    assert "three" not in page.locator("#response-content-container").last.inner_text()
+    send(page, "still there?")  # the chat goes on after a stop
+    page.get_by_text("Still here.").wait_for()
+    chat = chat_id(page)
+    session = wait_for(lambda: (s := stack.session(chat)) and roles_and_text(s)[-1] == ("assistant", "Still here.") and s,
+                       "the turn after the stop stored")
+    assert [role for role, _ in roles_and_text(session)][-2:] == ["user", "assistant"]
+    assert roles_and_text(session)[0] == ("user", asked)
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS)
+def test_an_upstream_error_mid_stream_is_readable(page: Any, stack: Stack, connection: str) -> None:
+    asked = "this breaks half way"
+    stack.script({"content": "Partial answer before the break and more", "fail_after": 4, "when": asked})
+    open_chat(page, CONNECTIONS[connection])
+    send(page, asked)
+    page.get_by_text("Partial answer before", exact=False).first.wait_for()
+    page.get_by_text("upstream", exact=False).first.wait_for()

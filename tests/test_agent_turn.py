@@ -177,6 +177,16 @@ def test_mid_stream_error_ndjson_shape(server: GhostServer, upstream: FakeUpstre
     assert set(lines[-1]) == {"error"} and isinstance(lines[-1]["error"], str)
 
 
+def test_mid_stream_error_ndjson_is_also_answer_text(server: GhostServer, upstream: FakeUpstream) -> None:
+    # Open WebUI drops an Ollama line's `error` key; the message must reach its reader as text too.
+    upstream.script(Reply(chunks=["a", "b"], fail_after=2))
+    response = httpx.post(server.url + "/api/chat", headers=server.headers,
+                          json={"model": "fake-model", "messages": USER})
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    shown = lines[-2]["message"]["content"]
+    assert lines[-2]["done"] is False and lines[-1]["error"] in shown and shown.startswith("\n\n[Ghost error: ")
+
+
 # --- cancellation -----------------------------------------------------------------------------
 
 def test_disconnect_mid_turn_closes_the_upstream_stream(server: GhostServer, upstream: FakeUpstream) -> None:

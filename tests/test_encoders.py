@@ -106,8 +106,10 @@ def test_ndjson_generate_mode_uses_response() -> None:
     assert json.loads(encoder.encode(Done("stop")))["response"] == ""
 
 
-def test_ndjson_error_line() -> None:
-    assert json.loads(OllamaStreamEncoder(INFO).encode(Error("bad", "t"))) == {"error": "bad"}
+def test_ndjson_error_is_answer_text_then_the_error_line() -> None:
+    shown, final = OllamaStreamEncoder(INFO).encode(Error("bad", "t")).splitlines()
+    assert json.loads(shown)["message"] == {"role": "assistant", "content": "\n\n[Ghost error: bad]"}
+    assert json.loads(final) == {"error": "bad"}
 
 
 def collected(*events: object) -> CollectedTurn:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ghost.events import (ClientToolCall, Done, Event, Notice, ReasoningDelta, TextDelta,
+from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta,
                           ToolActivity, ToolCall, TurnStats, Usage)
 
 
@@ -40,6 +40,11 @@ def activity_text(event: ToolActivity) -> str:
 
 def notice_text(event: Notice) -> str:
     return f"\n[Ghost: {event.text}]\n"
+
+
+def stream_error_text(event: Error) -> str:
+    """An error after the answer began, as answer text for clients that show nothing else."""
+    return f"\n\n[Ghost error: {event.message}]"
 
 
 def dumps(value: Any) -> str:

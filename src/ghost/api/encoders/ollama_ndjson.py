@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ghost.api.encoders.common import CollectedTurn, ReplyInfo, activity_text, dumps, notice_text
+from ghost.api.encoders.common import (CollectedTurn, ReplyInfo, activity_text, dumps, notice_text,
+                                        stream_error_text)
 from ghost.api.encoders.openai_sse import completion_object
 from ghost.events import (ClientToolCall, Done, Error, Event, Notice, ReasoningDelta, TextDelta, ToolActivity,
                           ToolCall, Usage)
@@ -66,7 +67,10 @@ class OllamaStreamEncoder:
         if isinstance(event, Done):
             return self._final(event)
         if isinstance(event, Error):
-            return dumps({"error": event.message}).encode() + b"\n"
+            # Open WebUI turns each Ollama line into an OpenAI chunk and drops an `error` key: its
+            # reader would take the cut-off answer for a whole one. So the message goes out as
+            # answer text too, before the final `{"error"}` line every Ollama client knows.
+            return self._piece(stream_error_text(event)) + dumps({"error": event.message}).encode() + b"\n"
         if isinstance(event, Notice):  # NDJSON has no comments: shown as thinking text
             return self._piece(thinking=notice_text(event))
         return b""  # heartbeats: NDJSON has no comment lines, and idle NDJSON is fine for clients
