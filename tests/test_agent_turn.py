@@ -164,7 +164,10 @@ def test_mid_stream_error_sse_shape(server: GhostServer, upstream: FakeUpstream)
     text = chat(server, stream=True).text
     blocks = [b for b in text.split("\n\n") if b]
     assert blocks[-2].startswith("event: error\ndata: ")
-    assert json.loads(blocks[-2].split("data: ", 1)[1])["error"]["type"].startswith("upstream")
+    error = json.loads(blocks[-2].split("data: ", 1)[1])["error"]
+    assert error["type"].startswith("upstream")
+    # It was reached and had answered: the connection broke, it was not "unreachable".
+    assert error["message"].startswith("upstream connection lost: "), error
     assert blocks[-1] == "data: [DONE]"
 
 

@@ -19,7 +19,7 @@ import httpx
 
 from ghost.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
-_HTTPX_BROKEN = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_HTTPX_BROKEN = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def from_httpx(exc: httpx.TransportError, what: str = "upstream") -> UpstreamError:
@@ -27,8 +27,10 @@ def from_httpx(exc: httpx.TransportError, what: str = "upstream") -> UpstreamErr
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"{what} timed out ({type(exc).__name__})")
-    if isinstance(exc, _HTTPX_BROKEN):
+    if isinstance(exc, httpx.ConnectError):
         return UpstreamUnavailable(f"{what} unreachable: {detail}")
+    if isinstance(exc, _HTTPX_BROKEN):  # it was reached, then the connection broke (as aiohttp says it)
+        return UpstreamUnavailable(f"{what} connection lost: {detail}")
     return UpstreamError(f"{what} failed: {detail}")
 
 
