@@ -10,16 +10,12 @@ holds the connection, "closed_early" once Ghost hung up — and can let it finis
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.fake_upstream import FakeUpstream, main
 
 
 class BrowserSuiteUpstream(FakeUpstream):
@@ -39,19 +35,5 @@ class BrowserSuiteUpstream(FakeUpstream):
         return JSONResponse({"released": request.path_params["name"]})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--model", default="fake-model")
-    args = parser.parse_args()
-    fake = BrowserSuiteUpstream(model=args.model).start(args.port)
-    print(json.dumps({"url": fake.url}), flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
-
-
 if __name__ == "__main__":
-    main()
+    main(BrowserSuiteUpstream, __doc__.splitlines()[0])

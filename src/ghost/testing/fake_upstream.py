@@ -618,12 +618,15 @@ async def flood_stream(kind: str, size: int, model: str):
     yield b"data: [DONE]\n\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Scripted fake OpenAI-compatible upstream.")
+def main(upstream_class: type[FakeUpstream] = FakeUpstream,
+         description: str = "Scripted fake OpenAI-compatible upstream.") -> None:
+    """Serve one fake upstream until interrupted (`python -m ghost.testing.fake_upstream`, or a
+    subclass's script); prints its URL as JSON on the first line."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
-    fake = FakeUpstream(model=args.model).start(args.port)
+    fake = upstream_class(model=args.model).start(args.port)
     print(json.dumps({"url": fake.url, "default_reply": asdict(fake.default_reply)}), flush=True)
     try:
         while True:
