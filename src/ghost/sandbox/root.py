@@ -1,0 +1,65 @@
+"""The sandbox root's owner and mode, set by Ghost — never left to what sandboxed code did.
+
+Sandboxed code owns the sandbox root (when Ghost is root, as the sandbox identity), so it may
+chmod it to 0 or chown it away between runs; bubblewrap would then fail to enter it on every
+later run, and Ghost's own file tools (as an ordinary user) with it. So the root is reset to its
+owner and mode 0700 at start, before every sandbox start, and on a freshly loaded workspace.
+Private: no other local user may enter it (a setuid file in it would otherwise be reachable).
+
+`prepare_sandbox_root` is the one place that decides this; every sandbox root (one per user
+where there are several) goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ghost.sandbox import fs
+
+SANDBOX_ROOT_MODE = 0o700
+_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def prepare_sandbox_root(path: Path) -> None:
+    """Create the folder if missing, then make it the sandbox identity's (see `fs.set_owner`;
+    Ghost's own user when Ghost is not root) with mode 0700, whatever the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, SANDBOX_ROOT_MODE)
+    except FileExistsError:
+        pass
+    fd = os.open(path, _FLAGS)
+    try:
+        fix_root_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def fix_root_fd(fd: int) -> None:
+    """Owner and mode of the open sandbox root, changed only where they differ (two syscalls)."""
+    info = os.fstat(fd)
+    owner = fs.owner()
+    if owner is not None and (info.st_uid, info.st_gid) != owner:
+        os.fchown(fd, *owner)
+    if stat.S_IMODE(info.st_mode) != SANDBOX_ROOT_MODE:
+        os.fchmod(fd, SANDBOX_ROOT_MODE)
+
+
+def give_tree(top: Path) -> None:
+    """Give a tree Ghost built in its private temp space (a staged workspace) to the sandbox
+    identity, without following links. Iterative: the tree may be thousands of levels deep."""
+    owner = fs.owner()
+    if owner is None:
+        return
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        os.lchown(folder, *owner)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                else:
+                    os.lchown(entry.path, *owner)
