@@ -21,7 +21,7 @@ from ghost.errors import SandboxError
 from ghost.sandbox.base import ExecResult, Executor, Limits
 from ghost.sandbox.cgroup import PidsCgroups
 from ghost.sandbox.launch import Sandbox, finish_cleanups, reset_root, start_sandbox
-from ghost.sandbox import seccomp
+from ghost.sandbox import seccomp as seccomp_filter
 from ghost.sandbox.layout import Layout
 
 log = logging.getLogger("ghost.sandbox")
@@ -60,10 +60,10 @@ class BwrapExecutor(Executor):
     isolated = True
 
     def __init__(self, bwrap: str, layout: Layout, python: str, bash: str, limits: Limits,
-                 max_concurrent: int, cgroups: PidsCgroups | None, *, seccomp: bytes,
+                 max_concurrent: int, cgroups: PidsCgroups | None, *, seccomp: bytes | None = None,
                  warm: bool = True) -> None:
         super().__init__(limits, max_concurrent, python=python, bash=bash, cgroups=cgroups)
-        self._seccomp = seccomp
+        self._seccomp = seccomp if seccomp is not None else seccomp_filter.program()
         # As the sandbox identity, RLIMIT_NPROC counts all its processes: every run at once,
         # plus room for MCP servers (each run's own limit is the pids cgroup's).
         self._shared_nproc = limits.max_processes * max_concurrent + SHARED_NPROC_EXTRA
@@ -77,7 +77,7 @@ class BwrapExecutor(Executor):
         identity = self._layout.identity
         return {**super().info(), "network": self._layout.network, "warm_start": self._warm_enabled,
                 "user": identity.describe() if identity is not None else f"Ghost's own (uid {os.getuid()})",
-                "seccomp": f"{len(seccomp.DENIED)} system calls denied",
+                "seccomp": f"{len(seccomp_filter.DENIED)} system calls denied",
                 "proc_sys": "read-only"}
 
     @property
@@ -140,7 +140,8 @@ class BwrapExecutor(Executor):
         except SandboxError as exc:
             log.warning("warm sandbox failed to start: %s", exc.message)
             return None
-        if sandbox.process.returncode is not None or sandbox.directory != reset_root(self._layout.sandbox_root):
+        if sandbox.process.returncode is not None or sandbox.directory != reset_root(self._layout.sandbox_root,
+                                                                                 self._layout.identity):
             await sandbox.discard()  # died, or the sandbox directory was replaced meanwhile
             return None
         return sandbox

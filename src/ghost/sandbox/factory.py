@@ -28,7 +28,7 @@ from ghost.sandbox.bwrap import BwrapExecutor
 from ghost.sandbox.cgroup import PidsCgroups
 from ghost.sandbox.env import sandbox_env
 from ghost.sandbox.layout import OPTIONAL_OPTIONS, SANDBOX_MOUNT, TMP_MOUNT, Layout
-from ghost.sandbox import fs, seccomp
+from ghost.sandbox import fs
 from ghost.sandbox.identity import SandboxIdentity, sandbox_identity
 from ghost.sandbox.process import ProcessExecutor
 from ghost.sandbox.root import give_tree, prepare_sandbox_root
@@ -153,7 +153,7 @@ async def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Li
                     network=settings.sandbox_network, tmp_bytes=settings.sandbox_tmp_bytes,
                     env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT), features=features, identity=identity)
     return BwrapExecutor(bwrap, layout, python.path, find_bash(), limits,
-                         settings.sandbox_max_concurrent, cgroups, seccomp=seccomp.program(), warm=warm)
+                         settings.sandbox_max_concurrent, cgroups, warm=warm)
 
 
 async def _bwrap_options(bwrap: str) -> frozenset[str]:

@@ -41,10 +41,10 @@ PIPE_BUFFER_BYTES = 65536  # Linux default pipe capacity
 CGROUP_REMOVE_TRIES = 100
 
 
-def reset_root(path: Path) -> tuple[int, int]:
+def reset_root(path: Path, identity: SandboxIdentity | None) -> tuple[int, int]:
     """Reset the sandbox root's owner and mode (a warm sandbox is about to run in it); returns
     what a bind mount of it refers to, which changes if the directory is replaced."""
-    fd = _open_root(path)
+    fd = _open_root(path, identity)
     try:
         return _directory_of(fd)
     finally:
@@ -117,7 +117,7 @@ async def start_sandbox(bwrap: list[str], layout_args: list[str], sandbox_root: 
     on a process of another user needs CAP_SYS_RESOURCE, which root in a container often lacks);
     RLIMIT_NPROC then counts every process of the sandbox user, so it is `shared_nproc` (all
     runs and MCP servers together) and the pids cgroup holds each run to its own limit."""
-    root_fd = _open_root(sandbox_root)
+    root_fd = _open_root(sandbox_root, identity)
     argv_r, argv_w = None, None
     pipes: OutputPipes | None = None
     try:
@@ -147,7 +147,7 @@ async def start_sandbox(bwrap: list[str], layout_args: list[str], sandbox_root: 
             os.close(argv_r)
 
 
-def _open_root(sandbox_root: Path) -> int:
+def _open_root(sandbox_root: Path, identity: SandboxIdentity | None) -> int:
     """The sandbox root, open, with its owner and mode reset: whatever sandboxed code did to it
     (chmod 0, chown) in an earlier run does not stop this one."""
     try:
@@ -155,7 +155,7 @@ def _open_root(sandbox_root: Path) -> int:
     except OSError as exc:
         raise SandboxError(f"cannot open the sandbox folder: {exc.strerror}") from exc
     try:
-        fix_root_fd(fd)
+        fix_root_fd(fd, (identity.uid, identity.gid) if identity is not None else None)
     except OSError as exc:
         os.close(fd)
         raise SandboxError(f"cannot reset the sandbox folder's owner and mode: {exc.strerror}") from exc

@@ -22,9 +22,9 @@ SANDBOX_ROOT_MODE = 0o700
 _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def prepare_sandbox_root(path: Path) -> None:
-    """Create the folder if missing, then make it the sandbox identity's (see `fs.set_owner`;
-    Ghost's own user when Ghost is not root) with mode 0700, whatever the umask."""
+def prepare_sandbox_root(path: Path, owner: tuple[int, int] | None = None) -> None:
+    """Create the folder if missing, then make it `owner`'s (default: the sandbox identity, see
+    `fs.set_owner`; nobody else's when Ghost is not root) with mode 0700, whatever the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.mkdir(path, SANDBOX_ROOT_MODE)
@@ -32,15 +32,14 @@ def prepare_sandbox_root(path: Path) -> None:
         pass
     fd = os.open(path, _FLAGS)
     try:
-        fix_root_fd(fd)
+        fix_root_fd(fd, owner if owner is not None else fs.owner())
     finally:
         os.close(fd)
 
 
-def fix_root_fd(fd: int) -> None:
-    """Owner and mode of the open sandbox root, changed only where they differ (two syscalls)."""
+def fix_root_fd(fd: int, owner: tuple[int, int] | None) -> None:
+    """Owner (None: leave it) and mode of the open sandbox root, changed only where they differ."""
     info = os.fstat(fd)
-    owner = fs.owner()
     if owner is not None and (info.st_uid, info.st_gid) != owner:
         os.fchown(fd, *owner)
     if stat.S_IMODE(info.st_mode) != SANDBOX_ROOT_MODE:
@@ -53,13 +52,11 @@ def give_tree(top: Path) -> None:
     owner = fs.owner()
     if owner is None:
         return
-    pending = [top]
+    os.lchown(top, *owner)
+    pending = [top] if stat.S_ISDIR(os.lstat(top).st_mode) else []
     while pending:
-        folder = pending.pop()
-        os.lchown(folder, *owner)
-        with os.scandir(folder) as entries:
+        with os.scandir(pending.pop()) as entries:
             for entry in entries:
+                os.lchown(entry.path, *owner)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
-                else:
-                    os.lchown(entry.path, *owner)
