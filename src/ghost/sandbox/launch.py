@@ -33,7 +33,7 @@ from ghost.sandbox import rlimits
 from ghost.sandbox.base import ExecResult, Limits
 from ghost.sandbox.cgroup import PidsCgroups, RunCgroup
 from ghost.sandbox.identity import SandboxIdentity, become
-from ghost.sandbox.root import fix_root_fd
+from ghost.sandbox.root import ROOT_FLAGS, fix_root_fd
 from ghost.sandbox.supervise import OutputPipes, spawn, supervise
 
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -151,7 +151,7 @@ def _open_root(sandbox_root: Path, identity: SandboxIdentity | None) -> int:
     """The sandbox root, open, with its owner and mode reset: whatever sandboxed code did to it
     (chmod 0, chown) in an earlier run does not stop this one."""
     try:
-        fd = os.open(sandbox_root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(sandbox_root, ROOT_FLAGS)
     except OSError as exc:
         raise SandboxError(f"cannot open the sandbox folder: {exc.strerror}") from exc
     try:

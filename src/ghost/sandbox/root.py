@@ -19,7 +19,9 @@ from pathlib import Path
 from ghost.sandbox import fs
 
 SANDBOX_ROOT_MODE = 0o700
-_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: the root may be mode 0 (sandboxed code did it), which an O_RDONLY open would refuse to
+# Ghost as an ordinary user; its owner and mode are then changed through /proc/self/fd.
+ROOT_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def prepare_sandbox_root(path: Path, owner: tuple[int, int] | None = None) -> None:
@@ -30,7 +32,7 @@ def prepare_sandbox_root(path: Path, owner: tuple[int, int] | None = None) -> No
         os.mkdir(path, SANDBOX_ROOT_MODE)
     except FileExistsError:
         pass
-    fd = os.open(path, _FLAGS)
+    fd = os.open(path, ROOT_FLAGS)
     try:
         fix_root_fd(fd, owner if owner is not None else fs.owner())
     finally:
@@ -38,12 +40,13 @@ def prepare_sandbox_root(path: Path, owner: tuple[int, int] | None = None) -> No
 
 
 def fix_root_fd(fd: int, owner: tuple[int, int] | None) -> None:
-    """Owner (None: leave it) and mode of the open sandbox root, changed only where they differ."""
+    """Owner (None: leave it) and mode of the sandbox root open as `fd` (an O_PATH fd is fine),
+    changed only where they differ: a stat, and nothing else on the usual path."""
     info = os.fstat(fd)
     if owner is not None and (info.st_uid, info.st_gid) != owner:
-        os.fchown(fd, *owner)
+        os.chown(f"/proc/self/fd/{fd}", *owner)  # the very folder open as fd, never a name
     if stat.S_IMODE(info.st_mode) != SANDBOX_ROOT_MODE:
-        os.fchmod(fd, SANDBOX_ROOT_MODE)
+        os.chmod(f"/proc/self/fd/{fd}", SANDBOX_ROOT_MODE)
 
 
 def give_tree(top: Path) -> None:
