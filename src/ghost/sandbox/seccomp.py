@@ -32,6 +32,7 @@ DENIED: dict[str, tuple[int | None, int | None]] = {
     "unshare": (272, 97), "setns": (308, 268),
     # kernel attack surface no program here needs
     "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
     "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
     "kexec_load": (246, 104), "kexec_file_load": (320, 294),
     "open_by_handle_at": (304, 265), "lookup_dcookie": (212, 18), "fanotify_init": (300, 262),
