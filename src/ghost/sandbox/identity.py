@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import ctypes
-import grp
 import logging
 import os
 import pwd
@@ -129,12 +128,6 @@ def _prepare_stage_dir() -> None:
         raise SandboxError(f"{STAGE_DIR} must be a folder owned by root and writable only by root")
     if stat.S_IMODE(info.st_mode) != 0o755:
         os.chmod(STAGE_DIR, 0o755)
-
-
-def group_name(gid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return grp.getgrgid(gid).gr_name
-    return str(gid)
 
 
 def become(identity: SandboxIdentity, root: Path, root_fd: int,
