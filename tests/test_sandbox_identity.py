@@ -259,7 +259,9 @@ def test_auto_with_broken_bubblewrap_refuses_code_and_says_why(upstream: FakeUps
     (fake / "bwrap").chmod(0o755)
     env = {"PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     with GhostServer("--upstream-url", upstream.url, env=env, home=tmp_path / "home") as ghost:
-        sandbox_info = health(ghost)["sandbox"]
+        report = health(ghost)
+        sandbox_info = report["sandbox"]
+        assert report["status"] == "degraded", report
         assert sandbox_info["available"] is False and sandbox_info["backend"] == "none", sandbox_info
         assert "uid map: Permission denied (fake)" in sandbox_info["reason"], sandbox_info
         results = run_tools(ghost, upstream, [
