@@ -88,6 +88,21 @@ def test_the_sandbox_runs_as_the_unprivileged_sandbox_user(server: GhostServer, 
     assert health(server)["sandbox"]["user"].startswith(f"{DEFAULT_USER} (uid {user.pw_uid}")
 
 
+class GroupedGhost(GhostServer):
+    """Ghost (root) started with supplementary groups, as a service account often has (disk, adm)."""
+
+    def command(self) -> list[str]:
+        return ["setpriv", "--groups=6,4", "--", *super().command()]
+
+
+def test_supplementary_groups_are_dropped(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with GroupedGhost("--upstream-url", upstream.url, home=tmp_path / "home") as ghost:
+        ghost_groups = Path(f"/proc/{ghost.process.pid}/status").read_text()
+        assert "Groups:\t4 6" in ghost_groups  # the probe: Ghost itself has them
+        out = execute(ghost, upstream, "import os; print('GROUPS', os.getgroups())")
+    assert "GROUPS []" in out, out
+
+
 def test_files_ghost_creates_are_usable_by_sandboxed_code(server: GhostServer, upstream: FakeUpstream) -> None:
     results = run_tools(server, upstream, [("write_file", {"path": "made/by/ghost.txt", "content": "one"})])
     assert "wrote" in results[0], results

@@ -171,7 +171,7 @@ GUARDS: list[Removal] = [
             why="bubblewrap started as root: the sandbox's uid 0 is the host's"),
     Removal("identity: supplementary groups dropped", "sandbox/identity.py",
             old="        os.setgroups([])\n", new="        pass\n",
-            tests=(f"{IDENTITY}::test_the_sandbox_runs_as_the_unprivileged_sandbox_user",),
+            tests=(f"{IDENTITY}::test_supplementary_groups_are_dropped",),
             why="root's groups kept by the sandbox user"),
     Removal("sandbox: /proc/sys read-only", "sandbox/layout.py",
             old='            args += ["--ro-bind-try", path, path]\n', new="            pass\n",
