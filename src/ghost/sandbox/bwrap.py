@@ -70,6 +70,7 @@ class BwrapExecutor(Executor):
         self._bwrap = [bwrap]  # --die-with-parent: the sandbox dies with bwrap, bwrap with Ghost
         self._layout = layout
         self._layout_args = layout.args()
+        self._stage_plan = layout.stage_plan()
         self._warm_enabled = warm and bash.endswith("bash")
         self._warm: asyncio.Task[Sandbox] | None = None
 
@@ -113,13 +114,15 @@ class BwrapExecutor(Executor):
         pids cgroup) but not supervised and without the wall-clock timeout: the caller owns its
         stdin and output pipes and must `discard` it."""
         return await start_sandbox(self._bwrap, layout.args(), layout.sandbox_root, command, self.limits,
-                                   self._cgroups, identity=layout.identity, seccomp=self._seccomp,
+                                   self._cgroups, identity=layout.identity, stage_plan=layout.stage_plan(),
+                                   seccomp=self._seccomp,
                                    shared_nproc=self._shared_nproc)
 
     async def _start(self, command: list[str], limits: Limits, *, warm: bool = False) -> Sandbox:
         return await start_sandbox(self._bwrap, self._layout_args, self._layout.sandbox_root, command,
                                    limits, self._cgroups, argv_fd=warm, identity=self._layout.identity,
-                                   seccomp=self._seccomp, shared_nproc=self._shared_nproc)
+                                   stage_plan=self._stage_plan, seccomp=self._seccomp,
+                                   shared_nproc=self._shared_nproc)
 
     # --- the warm sandbox ---------------------------------------------------------------------
     def _prepare_warm(self) -> None:

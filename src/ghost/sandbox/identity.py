@@ -13,11 +13,13 @@ user nothing changes: its sandboxes run as that user, as before.
 
 Reaching the sandbox directory: bubblewrap running as the sandbox user resolves the paths it
 binds as that user, and Ghost's home (which holds the sandbox directory) is private (0700, owned
-by Ghost's user). So Ghost's child, still root, enters a mount namespace of its own (slave: no
-mount propagates back to the host), binds the sandbox directory — by its open fd, never by a name
-that could be swapped — onto an empty, world-traversable folder (STAGE_DIR), then drops to the
-sandbox identity and execs bubblewrap, which binds that folder as /sandbox. Nothing of Ghost's
-home becomes reachable by path; the host's mount table does not change.
+by Ghost's user); so may be a Python prefix or an MCP server's program (under /root, say). So
+Ghost's child, still root, enters a mount namespace of its own (slave: no mount propagates back
+to the host), mounts a small tmpfs on the empty, world-traversable STAGE_DIR, binds the sandbox
+directory and those read-only sources into it (`Layout.stage_plan`), checks that the sandbox
+directory bound is the one Ghost opened, then drops to the sandbox identity and execs bubblewrap,
+which binds them from there. Nothing of Ghost's home becomes reachable by path; the host's mount
+table does not change.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ STAGE_DIR = Path("/run/ghost-sandbox")
 USERADD_TIMEOUT_S = 30
 
 _CLONE_NEWNS = 0x00020000
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SLAVE = 1 << 19
@@ -130,26 +134,39 @@ def _prepare_stage_dir() -> None:
         os.chmod(STAGE_DIR, 0o755)
 
 
-def become(identity: SandboxIdentity, root: Path, root_fd: int,
+def staged(index: int) -> Path:
+    """Where the index-th source of a stage plan is bound (index 0: the sandbox directory)."""
+    return STAGE_DIR / ("sandbox" if index == 0 else f"ro-{index}")
+
+
+def become(identity: SandboxIdentity, plan: list[Path], root_fd: int,
            limits: list[tuple[int, tuple[int, int]]]) -> Callable[[], None]:
     """The function a sandbox start runs in its child (root) between fork and exec of bubblewrap:
-    bind the sandbox directory `root` on STAGE_DIR in a private mount namespace, then become the
-    sandbox identity for good (real, effective and saved ids; no supplementary groups) with
-    `limits` (rlimit pairs) set, which bubblewrap and the sandbox inherit.
+    in a private mount namespace, bind each host path of `plan` (the sandbox directory first) on
+    `staged(i)`, then become the sandbox identity for good (real, effective and saved ids; no
+    supplementary groups) with `limits` (rlimit pairs) set, which bubblewrap and the sandbox inherit.
 
-    The bind takes the path (a mount from another namespace, as `root_fd` is once the child has
-    its own, cannot be bound), then checks that what landed on STAGE_DIR is the directory Ghost
-    opened as `root_fd`: were the path swapped meanwhile, the start fails instead."""
-    source = os.fsencode(root)
-    target = os.fsencode(STAGE_DIR)
+    The binds take paths (a mount from another namespace, as `root_fd` is once the child has its
+    own, cannot be bound); then what landed on `staged(0)` must be the directory Ghost opened as
+    `root_fd`: were the path swapped meanwhile, the start fails instead."""
+    binds = [(os.fsencode(source), os.fsencode(staged(index)), os.path.isdir(source))
+             for index, source in enumerate(plan)]
+    stage = os.fsencode(STAGE_DIR)
     opened = os.fstat(root_fd)
     uid, gid = identity.uid, identity.gid
 
     def enter() -> None:
         _libc_call("unshare", _LIBC.unshare(_CLONE_NEWNS))
         _libc_call("make / a slave", _LIBC.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None))
-        _libc_call("bind", _LIBC.mount(source, target, None, _MS_BIND, None))
-        bound = os.stat(target)
+        _libc_call("stage tmpfs", _LIBC.mount(b"tmpfs", stage, b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                                              b"mode=0755,size=65536"))
+        for source, target, is_dir in binds:
+            if is_dir:
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            _libc_call("bind", _LIBC.mount(source, target, None, _MS_BIND | _MS_REC, None))
+        bound = os.stat(binds[0][1])
         if (bound.st_dev, bound.st_ino) != (opened.st_dev, opened.st_ino):
             raise OSError(errno.ESTALE, "the sandbox folder was replaced while a sandbox started")
         for res, soft_hard in limits:

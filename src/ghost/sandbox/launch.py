@@ -106,8 +106,8 @@ class Sandbox:
 
 async def start_sandbox(bwrap: list[str], layout_args: list[str], sandbox_root: Path, command: list[str],
                         limits: Limits, cgroups: PidsCgroups | None, *, argv_fd: bool = False,
-                        identity: SandboxIdentity | None = None, seccomp: bytes | None = None,
-                        shared_nproc: int = 0) -> Sandbox:
+                        identity: SandboxIdentity | None = None, stage_plan: list[Path] | None = None,
+                        seccomp: bytes | None = None, shared_nproc: int = 0) -> Sandbox:
     """Start bwrap (`bwrap` is its command line up to the options) running `command`, confined
     and released. With `argv_fd`, a pipe's read end is passed in and its number appended to
     `command` (for the warm launcher). With `identity`, bwrap runs as that user (Ghost is root);
@@ -128,7 +128,7 @@ async def start_sandbox(bwrap: list[str], layout_args: list[str], sandbox_root: 
         preexec = None
         if identity is not None:
             pairs = rlimits.rlimits(limits, nproc=shared_nproc or limits.max_processes)
-            preexec = become(identity, sandbox_root, root_fd, pairs)
+            preexec = become(identity, stage_plan or [sandbox_root], root_fd, pairs)
         with _Handshake(layout_args, seccomp) as handshake:
             process = await _spawn(bwrap, handshake, pipes, [*command, *extra], argv_r, preexec)
             sandbox = Sandbox(process, pipes, None, directory, argv_w)

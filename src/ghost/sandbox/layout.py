@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.errors import SandboxError
-from ghost.sandbox.identity import STAGE_DIR, SandboxIdentity
+from ghost.sandbox.identity import SandboxIdentity, staged
 from ghost.sandbox.paths import is_within
 
 SANDBOX_MOUNT = "/sandbox"
@@ -70,16 +70,28 @@ class Layout:
             args += ["--ro-bind-try", path, path]
         args += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  *size, "--tmpfs", TMP_MOUNT]
+        plan = self.stage_plan()
         for source, target in binds:
+            if source in plan:  # reached through the stage (see ghost.sandbox.identity)
+                source = staged(plan.index(source))
             args += ["--ro-bind", str(source), target]
         args += self._root_symlinks()
         args += self._masks(binds)
-        source = STAGE_DIR if self.identity is not None else self.sandbox_root
+        source = staged(0) if self.identity is not None else self.sandbox_root
         args += ["--bind", str(source), SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT,
                  "--remount-ro", "/", "--clearenv"]  # "/" is bwrap's own tmpfs: no writing there either
         for name, value in self.env.items():
             args += ["--setenv", name, value]
         return args
+
+    def stage_plan(self) -> list[Path]:
+        """With a sandbox identity: the host paths bubblewrap reaches through the stage, which
+        it might not reach as the sandbox user — the sandbox directory first, then the extra
+        read-only mounts (a Python prefix, an MCP server's program). Empty without one."""
+        if self.identity is None:
+            return []
+        system = [(source, target) for source, target in self._system_binds() if source not in self.extra_ro]
+        return [self.sandbox_root, *[path for path in dict.fromkeys(self.extra_ro) if not _covered(path, system)]]
 
     def _if_known(self, option: str, *values: str) -> list[str]:
         return [option, *values] if self.features is None or option in self.features else []
