@@ -107,6 +107,9 @@ def _prepare_root_at_start(sandbox_root: Path) -> None:
     if owner is not None and sandbox_root.exists():
         info = os.lstat(sandbox_root)
         if (info.st_uid, info.st_gid) != owner:
+            if len(sandbox_root.parts) <= 2:  # "/", "/srv", "/home": never hand a system folder over
+                raise SandboxError(f"the sandbox folder {sandbox_root} is a top-level system folder; "
+                                   "Ghost will not give it to the sandbox user: choose --sandbox-dir below it")
             give_tree(sandbox_root)
     prepare_sandbox_root(sandbox_root)
 
