@@ -242,8 +242,9 @@ def test_chmod_of_the_sandbox_root_does_not_break_the_next_run(server: GhostServ
 def test_a_load_never_takes_the_live_roots_mode(server: GhostServer, upstream: FakeUpstream) -> None:
     saved = httpx.post(server.url + "/api/workspace/save", headers=server.headers, timeout=TIMEOUT)
     assert saved.status_code == 200, saved.text
-    out = execute(server, upstream, "import os; os.chmod('/sandbox', 0o777); print('WIDENED')")
-    assert "WIDENED" in out and stat.S_IMODE(os.stat(server.home / "sandbox").st_mode) == 0o777
+    # What sandboxed code can do to its root (`os.chmod('/sandbox', 0o777)`), done from the host so
+    # that no sandbox start (the warm one follows every run) resets it before the load.
+    os.chmod(server.home / "sandbox", 0o777)
     loaded = httpx.post(server.url + "/api/workspace/load", headers={**server.headers, "content-type": "application/zip"},
                         content=saved.content, timeout=TIMEOUT)
     assert loaded.status_code == 200, loaded.text
