@@ -32,7 +32,10 @@ system-deps:
 	  echo ">> installing bubblewrap (Debian package) for the sandbox"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null \
-	    || echo "!! could not install bubblewrap: the sandbox will fall back to a non-isolating backend"; }
+	    || echo "!! could not install bubblewrap: Ghost will serve but refuse to run sandboxed code"; }
+	@# As root Ghost creates its sandbox user with useradd (Debian's passwd package) at the first start.
+	@if [ "$$(id -u)" = 0 ] && ! command -v useradd >/dev/null 2>&1 && [ ! -x /usr/sbin/useradd ]; then \
+	  apt-get update -qq && apt-get install -y -qq passwd >/dev/null; fi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -185,13 +185,16 @@ async def test_auto_prefers_bubblewrap(tmp_path: Path) -> None:
     assert isinstance(executor, BwrapExecutor)
 
 
-async def test_auto_falls_back_loudly_without_bubblewrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+async def test_auto_never_falls_back_to_the_process_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
     with caplog.at_level(logging.WARNING, logger="ghost.sandbox"):
         executor = await executor_for(tmp_path / "home", sandbox_backend="auto")
-    assert isinstance(executor, ProcessExecutor)
-    assert "does NOT isolate" in caplog.text
+    assert not isinstance(executor, ProcessExecutor)
+    assert executor.info()["available"] is False and "bwrap" in executor.info()["reason"]
+    with pytest.raises(SandboxError, match="unavailable.*bwrap command is not installed"):
+        await executor.run(["/bin/true"])
+    assert "REFUSED" in caplog.text
 
 
 async def test_bwrap_required_but_missing_refuses_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,3 +90,68 @@ def test_process_limit_holds_for_an_unprivileged_ghost(nobody_dir: Path, backend
     # bwrap: exact, the namespace holds only this run. process: the user's task count is taken
     # just before the start, so tasks of that user ending meanwhile leave a little more room.
     assert int(forked) < (16 if backend == "bwrap" else 24), done.stdout
+
+
+# The sandbox's identity with Ghost as an ordinary user (issue 21): sandboxes run as that user, and
+# the kernel interfaces, the root's mode and the no-fallback rule hold as they do for root.
+IDENTITY_SCRIPT = """
+import asyncio, errno, json, os, stat, sys
+from pathlib import Path
+from ghost.config import Settings
+from ghost.sandbox.factory import make_executor
+
+async def main():
+    settings = Settings(home=Path(sys.argv[1]), sandbox_timeout=20)
+    executor = await make_executor(settings, settings.sandbox_path)
+    info = executor.info()
+    code = '''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print("IDS", os.getuid(), os.getgid())
+try:
+    value = open("/proc/sys/vm/swappiness").read()
+    open("/proc/sys/vm/swappiness", "w").write(value)
+    print("SYSCTL wrote")
+except OSError as exc:
+    print("SYSCTL", exc.errno)
+print("KEYCTL", libc.syscall(%d, 0, 0, 0, 0, 0), ctypes.get_errno())
+os.chmod("/sandbox", 0)
+''' % KEYCTL_NR
+    first = await executor.run([executor.python, "-c", code])
+    second = await executor.run([executor.python, "-c", "import os; print('NEXT', sorted(os.listdir('.')))"])
+    root_mode = stat.S_IMODE(os.stat(settings.sandbox_path).st_mode)
+    print(json.dumps({"backend": info["backend"], "user": info.get("user"), "first": first.stdout + first.stderr,
+                      "second": second.stdout + second.stderr, "root_mode": root_mode}))
+    await executor.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_an_unprivileged_ghost_keeps_its_uid_and_the_kernel_interfaces_closed(nobody_dir: Path) -> None:
+    import json
+    import platform
+
+    from ghost.sandbox.seccomp import DENIED
+
+    python = "/usr/bin/python3"
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"{python} is Python {version}; Ghost's compiled dependencies need {sys.version_info[:2]}")
+    keyctl = DENIED["keyctl"][{"x86_64": 0, "aarch64": 1}[platform.machine()]]
+    (nobody_dir / "identity.py").write_text(IDENTITY_SCRIPT.replace("KEYCTL_NR", str(keyctl)))
+    pythonpath = str(copy_importable(nobody_dir / "lib"))
+    done = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python,
+         str(nobody_dir / "identity.py"), str(nobody_dir / "home")],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["backend"] == "bubblewrap", report
+    assert report["user"] == f"Ghost's own (uid {NOBODY})", report  # nothing changes for an ordinary user
+    assert f"IDS {NOBODY} {NOBODY}" in report["first"], report
+    assert "SYSCTL 30" in report["first"], report  # EROFS: the read-only mount, not only the uid check
+    assert "KEYCTL -1 1" in report["first"], report
+    assert "NEXT" in report["second"], report  # the chmod of the root did not break the next run
+    assert report["root_mode"] == 0o700, report

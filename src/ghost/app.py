@@ -36,6 +36,7 @@ from ghost.sandbox import fspool
 from ghost.tools.setup import start_tools
 from ghost.workspace.layout import reset_tmp_dir
 from ghost.workspace.service import open_workspace
+from ghost.private import private_dir
 
 log = logging.getLogger("ghost")
 
@@ -82,7 +83,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home)  # database, key, logs, temp space: Ghost's user's alone
         resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
             services = await build_services(resolved, stack)

@@ -221,8 +221,13 @@ class Settings(BaseSettings):
 
     # --- sandbox execution and agent tools (ghost.sandbox, ghost.tools) -------------------
     sandbox_backend: Literal["auto", "bwrap", "process"] = Field(
-        "auto", description="How code runs: bwrap (isolated), process (NOT isolated), or auto "
-        "(bwrap when it works, else process with a loud warning).")
+        "auto", description="How code runs: bwrap (isolated; Ghost does not start if it cannot run), "
+        "auto (bwrap; if it cannot run, Ghost serves but refuses to run code, saying why), or "
+        "process (NOT isolated: only when chosen explicitly).")
+    sandbox_user: str = Field(
+        "ghost-sandbox", description="When Ghost runs as root: the unprivileged user sandboxed code "
+        "runs as (a name, uid or uid:gid; never root). The default user is created at the first start "
+        "(a system user with its own group, no home, no shell). Ignored when Ghost is not root.")
     sandbox_network: bool = Field(False, description="Give sandboxed code network access.")
     sandbox_no_pids_cgroup: bool = Field(
         False, description="Do not put each sandbox run in cgroups of its own (by default done where "

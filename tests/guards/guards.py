@@ -43,6 +43,7 @@ ARCHIVE = "tests/test_workspace_archive.py"
 BAD_ARCHIVES = f"{ARCHIVE}::test_bad_archive_is_refused_and_the_workspace_is_unchanged"
 SANDBOX = "tests/test_sandbox.py"
 BOUNDARY = "tests/test_sandbox_boundary.py"
+IDENTITY = "tests/test_sandbox_identity.py"
 
 GUARDS: list[Removal] = [
     # --- safe-path resolution (sandbox/paths.py) ----------------------------------------------------
@@ -162,6 +163,49 @@ GUARDS: list[Removal] = [
     # every entry at its declared size (and fails its CRC), and the declared sizes are capped
     # above, so no archive can get past the declared-size check and then unpack more: the count
     # is defence in depth that no test can tell apart while the check above is in place.
+    # --- the sandbox's identity (sandbox/identity.py, seccomp, root.py; issue 21) ----------------------
+    Removal("identity: sandboxes run as the sandbox user when Ghost is root", "sandbox/identity.py",
+            old="    if os.geteuid() != 0:\n        return None\n", new="    if True:\n        return None\n",
+            tests=(f"{IDENTITY}::test_the_sandbox_runs_as_the_unprivileged_sandbox_user",
+                   f"{IDENTITY}::test_a_planted_setuid_file_is_never_roots"),
+            why="bubblewrap started as root: the sandbox's uid 0 is the host's"),
+    Removal("identity: supplementary groups dropped", "sandbox/identity.py",
+            old="        os.setgroups([])\n", new="        pass\n",
+            tests=(f"{IDENTITY}::test_supplementary_groups_are_dropped",),
+            why="root's groups kept by the sandbox user"),
+    Removal("sandbox: /proc/sys read-only", "sandbox/layout.py",
+            old='            args += ["--ro-bind-try", path, path]\n', new="            pass\n",
+            tests=(f"{IDENTITY}::test_proc_sys_is_read_only",), why="kernel settings left writable"),
+    Removal("sandbox: seccomp filter", "sandbox/launch.py",
+            old='            layout_args = [*layout_args, "--seccomp", str(self.seccomp_r)]\n', new="            pass\n",
+            tests=(f"{IDENTITY}::test_denied_system_calls_fail_and_ordinary_programs_work",),
+            why="no seccomp filter handed to bubblewrap"),
+    Removal("sandbox: root owner and mode reset before each start", "sandbox/launch.py",
+            old="        fix_root_fd(fd, (identity.uid, identity.gid) if identity is not None else None)\n",
+            new="        pass\n",
+            tests=(f"{IDENTITY}::test_chmod_of_the_sandbox_root_does_not_break_the_next_run",),
+            why="chmod('/sandbox', 0) breaks every later run"),
+    Removal("sandbox: auto never falls back to the process backend", "sandbox/factory.py",
+            old="        return UnavailableExecutor(reason, limits, python=python.path, bash=find_bash())\n",
+            new="        return await _checked(_process(settings, sandbox_root, python, limits, cgroups))\n",
+            tests=(f"{IDENTITY}::test_auto_with_broken_bubblewrap_refuses_code_and_says_why",),
+            why="unisolated execution when bubblewrap fails"),
+    Removal("sandbox: files Ghost creates belong to the sandbox user", "sandbox/fs.py",
+            old="    if _owner is not None:\n        info = os.fstat(fd)\n",
+            new="    if False:\n        info = os.fstat(fd)\n",
+            tests=(f"{IDENTITY}::test_files_ghost_creates_are_usable_by_sandboxed_code",),
+            why="root-owned files the sandbox cannot change"),
+    Removal("load: never takes the live root's mode", "workspace/archive.py",
+            old="        prepare_sandbox_root(staged.sandbox)\n",
+            new="        os.chmod(staged.sandbox, stat.S_IMODE(os.stat(live).st_mode))\n",
+            tests=(f"{IDENTITY}::test_a_load_never_takes_the_live_roots_mode",),
+            why="the loaded root copies the mode sandboxed code set"),
+    Removal("modes: GHOST_HOME 0700", "app.py",
+            old="        private_dir(settings.home)", new="        settings.home.mkdir(parents=True, exist_ok=True)",
+            tests=(f"{IDENTITY}::test_private_modes_under_umask_000",), why="home as wide as the umask"),
+    Removal("modes: database files 0600", "store/db.py",
+            old="        create_private_file(self.path)\n", new="        pass\n",
+            tests=(f"{IDENTITY}::test_private_modes_under_umask_000",), why="ghost.db and its -wal/-shm readable"),
     # --- the sandbox (sandbox/layout.py, env.py, supervise.py, rlimits.py) --------------------------
     Removal("sandbox: own namespaces (--unshare-all)", "sandbox/layout.py",
             old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-user", ',
@@ -185,8 +229,8 @@ GUARDS: list[Removal] = [
     # environment out, so the entry removes both.
     Removal("sandbox: the sandbox gets no environment of Ghost's", "sandbox/layout.py",
             old='"--remount-ro", "/", "--clearenv"]', new='"--remount-ro", "/"]',
-            also=(("sandbox/launch.py", 'start_new_session=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")',
-                   'start_new_session=True, cwd="/")'),),
+            also=(("sandbox/launch.py", 'start_new_session=True, env={"PATH": "/usr/bin:/bin"}, cwd="/", preexec_fn',
+                   'start_new_session=True, cwd="/", preexec_fn'),),
             tests=(f"{SANDBOX}::test_ghost_key_and_settings_do_not_reach_the_environment",),
             why="`--clearenv` left out and bubblewrap started with Ghost's environment"),
     Removal("sandbox: Ghost's home masked", "sandbox/layout.py",
@@ -195,8 +239,8 @@ GUARDS: list[Removal] = [
             tests=(f"{SANDBOX}::test_ghost_home_under_a_mounted_directory_is_masked",),
             why="a home under a mounted folder visible"),
     Removal("sandbox: Ghost's home never mounted", "sandbox/layout.py",
-            old='        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
-            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            old='        args += ["--bind", str(source), SANDBOX_MOUNT,',
+            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(source), SANDBOX_MOUNT,',
             tests=(f"{SANDBOX}::test_ghosts_database_is_not_visible",
                    "tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox"),
             why="the home mounted read-only at its host path"),
@@ -305,8 +349,8 @@ GUARDS: list[Removal] = [
 
 PROOFS: list[Removal] = [
     Removal("sandbox probe: Ghost's home visible", "sandbox/layout.py",
-            old='        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
-            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(self.sandbox_root), SANDBOX_MOUNT,',
+            old='        args += ["--bind", str(source), SANDBOX_MOUNT,',
+            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(source), SANDBOX_MOUNT,',
             tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
             why="the home mounted read-only at its host path"),
     Removal("sandbox probe: other processes visible", "sandbox/layout.py",

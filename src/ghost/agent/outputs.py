@@ -18,6 +18,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from ghost.sandbox.fs import give
+
 OUTPUTS_DIR = (".ghost", "outputs")
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -60,6 +62,7 @@ def _open_folders(root: Path) -> int:
                 os.mkdir(part, 0o755, dir_fd=fd)
             child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
+            give(child)  # the sandbox identity's, like everything Ghost makes in the sandbox
             fd = child
         return fd
     except BaseException:
@@ -88,6 +91,7 @@ def _holds(folder: int, name: str, data: bytes) -> bool:
 def _create(folder: int, name: str, data: bytes) -> None:
     fd = os.open(name, NEW_FILE_FLAGS, 0o644, dir_fd=folder)
     try:
+        give(fd)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -19,14 +19,17 @@ router = APIRouter()
              **openapi.HEALTH)
 async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
     upstream = await services.upstream.health()
+    sandbox = services.tools.sandbox_info
     return {
-        "status": "ok" if upstream["reachable"] else "degraded",
+        # Degraded, not down: without the upstream or without sandboxed execution (the reason is
+        # in sandbox.reason) Ghost still serves what it can.
+        "status": "ok" if upstream["reachable"] and sandbox.get("available", True) else "degraded",
         "version": __version__,
         "model": services.upstream.default_model,
         "models": services.upstream.models,
         "upstream": upstream,
         "embedded_model": services.bundled.status if services.bundled is not None else None,
-        "sandbox": services.tools.sandbox_info,
+        "sandbox": sandbox,
         "skills": services.tools.skills.report(),
         "storage": str(services.settings.home),
         "uptime_s": round(time.monotonic() - services.started_at, 1),

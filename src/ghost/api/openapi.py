@@ -176,7 +176,8 @@ MANAGE = route_doc({}, {400: BAD_JSON, 403: "Ghost serves a fixed set of models 
                    extra=json_body(bodies.ModelNameRequest, required=False))
 MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
-                   description="Always 200 while Ghost runs; `status` says whether the upstream answers.")
+                   description="Always 200 while Ghost runs; `status` is `degraded` when the upstream does "
+                   "not answer or sandboxed execution is unavailable (`sandbox.reason` says why).")
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,

@@ -48,6 +48,7 @@ from ghost.config import Settings
 from ghost.errors import GhostError
 from ghost.llm.availability import check_model_available
 from ghost.llm.gguf import GGUFError, read_model_meta
+from ghost.private import open_private_append, private_dir
 
 log = logging.getLogger("ghost.embedded")
 
@@ -283,7 +284,7 @@ class EmbeddedServer:
 
     async def _launch(self) -> None:
         rotate_log(self.log_path)
-        with self.log_path.open("ab") as log_file:
+        with open_private_append(self.log_path) as log_file:
             self.process = await asyncio.create_subprocess_exec(
                 *self.spec.argv(self.port), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT, env=child_env(), start_new_session=True,
@@ -440,6 +441,4 @@ def launch_spec(settings: Settings, path: Path) -> LaunchSpec:
 
 
 def _log_path(settings: Settings) -> Path:
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return logs / LOG_NAME
+    return private_dir(settings.home / "logs") / LOG_NAME

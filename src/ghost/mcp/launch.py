@@ -28,7 +28,9 @@ from ghost.sandbox.bwrap import BwrapExecutor
 from ghost.sandbox.env import sandbox_env
 from ghost.sandbox.launch import Sandbox
 from ghost.sandbox.layout import SANDBOX_MOUNT, TMP_MOUNT
+from ghost.sandbox.root import prepare_sandbox_root
 from ghost.sandbox.supervise import OutputPipes, spawn
+from ghost.sandbox.unavailable import UnavailableExecutor
 
 STOP_GRACE_S = 1.0  # after stdin closes, how long a server may take to exit before it is killed
 
@@ -88,8 +90,9 @@ def server_env(config: StdioServer, home: str) -> dict[str, str]:
 
 async def _start_sandboxed(config: StdioServer, program: Path, executor: Executor, workdir: Path) -> ServerProcess:
     if not isinstance(executor, BwrapExecutor):
-        raise SandboxError(f'bubblewrap is not available (sandbox backend {executor.name!r}), so this '
-                           f'server cannot be sandboxed; set "sandbox": false in its entry to run it '
+        reason = f": {executor.reason}" if isinstance(executor, UnavailableExecutor) else ""
+        raise SandboxError(f'bubblewrap is not available (sandbox backend {executor.name!r}{reason}), so '
+                           f'this server cannot be sandboxed; set "sandbox": false in its entry to run it '
                            f'unsandboxed')
     base = executor.layout_with()
     mounts = dict.fromkeys([*base.extra_ro, *_python_prefixes(), program.parent])
@@ -130,7 +133,7 @@ def workdir_for(config: StdioServer, mcp_home: Path, sandbox_root: Path) -> Path
     if config.workdir == "sandbox":
         return sandbox_root
     directory = mcp_home / config.name
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_sandbox_root(directory)  # the sandbox identity's, like the sandbox folder itself
     return directory
 
 

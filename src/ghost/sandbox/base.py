@@ -3,8 +3,10 @@
 Two backends implement `Executor`:
 
 - `ghost.sandbox.bwrap.BwrapExecutor` isolates (namespaces, read-only system, no network);
-- `ghost.sandbox.process.ProcessExecutor` does not; it is the fallback when bubblewrap cannot
-  run, and says so (`isolated = False`).
+- `ghost.sandbox.process.ProcessExecutor` does not, and says so (`isolated = False`); it runs
+  only when chosen explicitly (`--sandbox-backend process`);
+- `ghost.sandbox.unavailable.UnavailableExecutor` runs nothing and refuses with the reason: what
+  `auto` gives when bubblewrap cannot run.
 
 Both apply the same `Limits` and return the same `ExecResult`. Each class docstring states
 exactly what it isolates and what it does not.
@@ -81,6 +83,7 @@ class Executor(ABC):
 
     name: str = "abstract"
     isolated: bool = False
+    available: bool = True  # False: every run is refused (see ghost.sandbox.unavailable)
 
     def __init__(self, limits: Limits, max_concurrent: int, *, python: str, bash: str,
                  cgroups: "PidsCgroups | None") -> None:
@@ -125,6 +128,7 @@ class Executor(ABC):
 
     def info(self) -> dict[str, Any]:
         """What /api/health shows about the sandbox."""
-        return {"backend": self.name, "isolated": self.isolated, "process_limit": self.process_limit,
+        return {"backend": self.name, "isolated": self.isolated, "available": self.available,
+                "process_limit": self.process_limit,
                 "run_memory_limit": self.run_memory_limit, "python": self._python,
                 "limits": self.limits.as_dict()}

@@ -20,7 +20,8 @@ from typing import Any
 from ghost.errors import SandboxError
 from ghost.sandbox.base import ExecResult, Executor, Limits
 from ghost.sandbox.cgroup import PidsCgroups
-from ghost.sandbox.launch import Sandbox, directory_id, finish_cleanups, start_sandbox
+from ghost.sandbox.launch import Sandbox, finish_cleanups, reset_root, start_sandbox
+from ghost.sandbox import seccomp as seccomp_filter
 from ghost.sandbox.layout import Layout
 
 log = logging.getLogger("ghost.sandbox")
@@ -29,6 +30,7 @@ log = logging.getLogger("ghost.sandbox")
 LAUNCHER = ('fd=$1; args=(); while IFS= read -r -d "" arg <&"$fd"; do args+=("$arg"); done; '
             'eval "exec $fd<&-"; exec "${args[@]}"')
 WARM_ARGV_MAX_BYTES = 16 * 1024
+SHARED_NPROC_EXTRA = 256
 CLOSE_TIMEOUT_S = 15.0  # how long closing waits for a warm sandbox still starting
 
 
@@ -42,7 +44,11 @@ class BwrapExecutor(Executor):
     invisible, and when the run ends or is killed every process in it dies); IPC, UTS and user
     namespaces (no capabilities, no nested user namespaces); environment (scrubbed: no Ghost key,
     setting or path); resources (CPU seconds, address space, file size and open files per
-    process; processes per run; wall-clock time; output size; a private /tmp of bounded size).
+    process; processes per run; wall-clock time; output size; a private /tmp of bounded size);
+    identity (when Ghost is root, the sandbox runs as the unprivileged sandbox user, never as
+    root: see ghost.sandbox.identity); kernel interfaces (/proc/sys read-only; a seccomp filter
+    denies keyring, ptrace, mount, bpf, perf, module, kexec, userfaultfd and namespace calls:
+    ghost.sandbox.seccomp); setuid and setgid bits (no effect inside: no_new_privs, nosuid mounts).
 
     Does not isolate: the kernel itself (a kernel exploit escapes any namespace sandbox); disk
     space (the sandbox directory can fill its filesystem); total memory across the run's
@@ -54,16 +60,33 @@ class BwrapExecutor(Executor):
     isolated = True
 
     def __init__(self, bwrap: str, layout: Layout, python: str, bash: str, limits: Limits,
-                 max_concurrent: int, cgroups: PidsCgroups | None, *, warm: bool = True) -> None:
+                 max_concurrent: int, cgroups: PidsCgroups | None, *, seccomp: bytes | None = None,
+                 warm: bool = True) -> None:
         super().__init__(limits, max_concurrent, python=python, bash=bash, cgroups=cgroups)
+        self._seccomp = seccomp if seccomp is not None else seccomp_filter.program()
+        # As the sandbox identity, RLIMIT_NPROC counts all its processes: every run at once,
+        # plus room for MCP servers (each run's own limit is the pids cgroup's).
+        self._shared_nproc = limits.max_processes * max_concurrent + SHARED_NPROC_EXTRA
         self._bwrap = [bwrap]  # --die-with-parent: the sandbox dies with bwrap, bwrap with Ghost
         self._layout = layout
         self._layout_args = layout.args()
+        self._stage_plan = layout.stage_plan()
         self._warm_enabled = warm and bash.endswith("bash")
         self._warm: asyncio.Task[Sandbox] | None = None
 
     def info(self) -> dict[str, object]:
-        return {**super().info(), "network": self._layout.network, "warm_start": self._warm_enabled}
+        identity = self._layout.identity
+        return {**super().info(), "network": self._layout.network, "warm_start": self._warm_enabled,
+                "user": identity.describe() if identity is not None else f"Ghost's own (uid {os.getuid()})",
+                "seccomp": f"{len(seccomp_filter.DENIED)} system calls denied",
+                "proc_sys": "read-only"}
+
+    @property
+    def process_limit(self) -> str:
+        # Started as the sandbox identity, RLIMIT_NPROC holds even when Ghost is root.
+        if self._cgroups is None and self._layout.identity is not None:
+            return "rlimit-shared"
+        return super().process_limit
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         sandbox = await self._take_warm(argv, limits)
@@ -91,11 +114,15 @@ class BwrapExecutor(Executor):
         pids cgroup) but not supervised and without the wall-clock timeout: the caller owns its
         stdin and output pipes and must `discard` it."""
         return await start_sandbox(self._bwrap, layout.args(), layout.sandbox_root, command, self.limits,
-                                   self._cgroups)
+                                   self._cgroups, identity=layout.identity, stage_plan=layout.stage_plan(),
+                                   seccomp=self._seccomp,
+                                   shared_nproc=self._shared_nproc)
 
     async def _start(self, command: list[str], limits: Limits, *, warm: bool = False) -> Sandbox:
         return await start_sandbox(self._bwrap, self._layout_args, self._layout.sandbox_root, command,
-                                   limits, self._cgroups, argv_fd=warm)
+                                   limits, self._cgroups, argv_fd=warm, identity=self._layout.identity,
+                                   stage_plan=self._stage_plan, seccomp=self._seccomp,
+                                   shared_nproc=self._shared_nproc)
 
     # --- the warm sandbox ---------------------------------------------------------------------
     def _prepare_warm(self) -> None:
@@ -116,7 +143,8 @@ class BwrapExecutor(Executor):
         except SandboxError as exc:
             log.warning("warm sandbox failed to start: %s", exc.message)
             return None
-        if sandbox.process.returncode is not None or sandbox.directory != directory_id(self._layout.sandbox_root):
+        if sandbox.process.returncode is not None or sandbox.directory != reset_root(self._layout.sandbox_root,
+                                                                                 self._layout.identity):
             await sandbox.discard()  # died, or the sandbox directory was replaced meanwhile
             return None
         return sandbox

@@ -1,4 +1,8 @@
-"""Pick and build the sandbox backend at start: bubblewrap when it works, else the process one.
+"""Pick and build the sandbox backend at start: bubblewrap, or no sandboxed execution at all.
+
+`auto` and `bwrap` both mean bubblewrap. If it cannot run, `auto` keeps Ghost serving with an
+executor that refuses every run with the reason (never the unisolated process backend), and
+`bwrap` stops the start. The process backend runs only when chosen explicitly.
 
 Python inside the sandbox: /usr/bin/python3 when the host has it (it is inside the read-only
 /usr mount, so nothing extra is exposed), else the interpreter Ghost's own Python is based on
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shutil
 import sys
@@ -23,7 +28,11 @@ from ghost.sandbox.bwrap import BwrapExecutor
 from ghost.sandbox.cgroup import PidsCgroups
 from ghost.sandbox.env import sandbox_env
 from ghost.sandbox.layout import OPTIONAL_OPTIONS, SANDBOX_MOUNT, TMP_MOUNT, Layout
+from ghost.sandbox import fs
+from ghost.sandbox.identity import SandboxIdentity, sandbox_identity
 from ghost.sandbox.process import ProcessExecutor
+from ghost.sandbox.root import give_tree, prepare_sandbox_root
+from ghost.sandbox.unavailable import UnavailableExecutor
 
 log = logging.getLogger("ghost.sandbox")
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -69,19 +78,62 @@ async def make_executor(settings: Settings, sandbox_root: Path, *, warm: bool = 
     limits = Limits.from_settings(settings)
     python = await find_python(settings.sandbox_python)
     cgroups = await asyncio.to_thread(_cgroups) if not settings.sandbox_no_pids_cgroup else None
-    if settings.sandbox_backend in ("auto", "bwrap"):
+    if settings.sandbox_backend == "process":
+        await asyncio.to_thread(prepare_sandbox_root, sandbox_root)
+        return await _checked(_process(settings, sandbox_root, python, limits, cgroups))
+    try:
+        identity = await asyncio.to_thread(sandbox_identity, settings.sandbox_user)
+        fs.set_owner((identity.uid, identity.gid) if identity is not None else None)
+        await asyncio.to_thread(_prepare_root_at_start, sandbox_root)
+        return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm, identity))
+    except SandboxError as exc:
+        reason = exc.message + _hint(identity_wanted=os.geteuid() == 0)
+        if settings.sandbox_backend == "bwrap":
+            # One plain line before uvicorn's traceback, saying what to do.
+            log.error("sandbox_backend is 'bwrap' but bubblewrap cannot run here (%s); Ghost will "
+                      "not start. Fix bubblewrap (see docs/sandbox.md).", reason)
+            raise
+        log.error("!!! bubblewrap cannot run here (%s). Ghost serves, but execute, skills and sandboxed "
+                  "MCP servers are REFUSED until bubblewrap works (see docs/sandbox.md); the unisolated "
+                  "process backend runs only if chosen with --sandbox-backend process. !!!", reason)
+        return UnavailableExecutor(reason, limits, python=python.path, bash=find_bash())
+
+
+def _prepare_root_at_start(sandbox_root: Path) -> None:
+    """Owner and mode of the sandbox root; on the first start as a sandbox identity (the root is
+    not its yet), what older versions left there, root's, is given to it as well — nothing
+    sandboxed runs yet, so nothing can race the walk."""
+    owner = fs.owner()
+    if owner is not None and sandbox_root.exists():
+        info = os.lstat(sandbox_root)
+        if (info.st_uid, info.st_gid) != owner:
+            if len(sandbox_root.parts) <= 2:  # "/", "/srv", "/home": never hand a system folder over
+                raise SandboxError(f"the sandbox folder {sandbox_root} is a top-level system folder; "
+                                   "Ghost will not give it to the sandbox user: choose --sandbox-dir below it")
+            give_tree(sandbox_root)
+    prepare_sandbox_root(sandbox_root)
+
+
+def _hint(*, identity_wanted: bool) -> str:
+    """What blocks unprivileged user namespaces here, if one of the known switches does."""
+    def read(path: str) -> str:
         try:
-            return await _checked(await _bwrap(settings, sandbox_root, python, limits, cgroups, warm))
-        except SandboxError as exc:
-            if settings.sandbox_backend == "bwrap":
-                # One plain line before uvicorn's traceback, saying what to do.
-                log.error("sandbox_backend is 'bwrap' but bubblewrap cannot run here (%s); Ghost will "
-                          "not start. Fix bubblewrap (see docs/sandbox.md) or choose --sandbox-backend "
-                          "auto or process.", exc.message)
-                raise
-            log.warning("bubblewrap cannot run here (%s); falling back to the process backend",
-                        exc.message)
-    return await _checked(_process(settings, sandbox_root, python, limits, cgroups))
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
+
+    who = "the sandbox user" if identity_wanted else "Ghost's user"
+    if read("/proc/sys/user/max_user_namespaces") == "0":
+        return (f". User namespaces are switched off (user.max_user_namespaces = 0), so bubblewrap cannot "
+                f"run as {who}: set it to a positive number (sysctl -w user.max_user_namespaces=10000)")
+    if read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        return (f". Unprivileged user namespaces are switched off (kernel.unprivileged_userns_clone = 0), "
+                f"so bubblewrap cannot run as {who}: sysctl -w kernel.unprivileged_userns_clone=1")
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        return (f". AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_"
+                f"userns = 1), so bubblewrap cannot run as {who}: install an AppArmor profile that allows "
+                "userns for /usr/bin/bwrap (see docs/sandbox.md)")
+    return ""
 
 
 def _cgroups() -> PidsCgroups | None:
@@ -92,7 +144,7 @@ def _cgroups() -> PidsCgroups | None:
 
 
 async def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
-                 cgroups: PidsCgroups | None, warm: bool) -> Executor:
+                 cgroups: PidsCgroups | None, warm: bool, identity: SandboxIdentity | None) -> Executor:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxError("the bwrap command is not installed")
@@ -102,7 +154,7 @@ async def _bwrap(settings: Settings, root: Path, python: PythonSetup, limits: Li
             log.warning("this bubblewrap has no %s option (it is older than 0.8): %s", option, cost)
     layout = Layout(sandbox_root=root, hidden=settings.home, extra_ro=python.prefixes,
                     network=settings.sandbox_network, tmp_bytes=settings.sandbox_tmp_bytes,
-                    env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT), features=features)
+                    env=sandbox_env(home=TMP_MOUNT, tmp=TMP_MOUNT), features=features, identity=identity)
     return BwrapExecutor(bwrap, layout, python.path, find_bash(), limits,
                          settings.sandbox_max_concurrent, cgroups, warm=warm)
 
@@ -122,7 +174,8 @@ async def _bwrap_options(bwrap: str) -> frozenset[str]:
 def _process(settings: Settings, root: Path, python: PythonSetup, limits: Limits,
              cgroups: PidsCgroups | None) -> Executor:
     tmp = settings.home / "sandbox-tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp.chmod(0o700)
     return ProcessExecutor(root, tmp, python.path, find_bash(), limits, settings.sandbox_max_concurrent,
                            cgroups)
 

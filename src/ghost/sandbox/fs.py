@@ -179,9 +179,36 @@ def _step(fd: int, name: str, user_path: str, create: bool) -> int:
     except FileExistsError:
         pass  # made meanwhile; the open below checks what it is
     try:
-        return os.open(name, DIR_FLAGS, dir_fd=fd)
+        child = os.open(name, DIR_FLAGS, dir_fd=fd)
     except OSError as exc:
         raise _translated(exc, user_path, fd, name) from exc
+    give(child)
+    return child
+
+
+# --- ownership ---------------------------------------------------------------------------------------
+# When Ghost runs as root, sandboxed code runs as the sandbox identity (ghost.sandbox.identity), so
+# what Ghost creates in the sandbox (folders, written and uploaded files, loaded workspaces) is
+# given to that identity: owned by root, sandboxed code could read it but never change it.
+_owner: tuple[int, int] | None = None
+
+
+def set_owner(owner: tuple[int, int] | None) -> None:
+    """The (uid, gid) files Ghost creates in the sandbox belong to; None: Ghost's own user."""
+    global _owner
+    _owner = owner
+
+
+def owner() -> tuple[int, int] | None:
+    return _owner
+
+
+def give(fd: int) -> None:
+    """Make the open file or folder the sandbox identity's (no-op when Ghost is not root)."""
+    if _owner is not None:
+        info = os.fstat(fd)
+        if (info.st_uid, info.st_gid) != _owner:
+            os.fchown(fd, *_owner)
 
 
 def _translated(exc: OSError, user_path: str, fd: int | None = None, name: str = "") -> OSError | UnsafePath:
@@ -239,6 +266,8 @@ def open_regular(dir_fd: int, name: str, flags: int = READ_FLAGS, *, user_path: 
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise NotRegular(f"'{user_path or name}' is not a regular file")
+    if flags & os.O_CREAT:
+        give(fd)
     return fd
 
 
@@ -270,6 +299,7 @@ def create_temp(dir_fd: int, prefix: str, suffix: str = "") -> tuple[int, str]:
                          0o644, dir_fd=dir_fd)
         except FileExistsError:
             continue
+        give(fd)
         return fd, name
     raise FileExistsError(errno.EEXIST, "no free temp name", prefix)
 

@@ -8,7 +8,12 @@ user — and, when it can, moves the pid into a fresh `pids` cgroup (the only pr
 kernel applies to root). Then it releases it. Everything the command forks inherits both.
 
 The layout's options go through `--args` rather than the command line: the sandbox can read its
-first process's /proc/1/cmdline, and the options name host paths (the sandbox directory).
+first process's /proc/1/cmdline, and the options name host paths (the sandbox directory). The
+seccomp filter goes through a pipe too (`--seccomp`).
+
+Before each start the sandbox root's owner and mode are reset (`ghost.sandbox.root`), and when
+Ghost is root the child drops to the sandbox identity before it execs bubblewrap
+(`ghost.sandbox.identity.become`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +32,8 @@ from ghost.errors import SandboxError
 from ghost.sandbox import rlimits
 from ghost.sandbox.base import ExecResult, Limits
 from ghost.sandbox.cgroup import PidsCgroups, RunCgroup
+from ghost.sandbox.identity import SandboxIdentity, become
+from ghost.sandbox.root import ROOT_FLAGS, fix_root_fd
 from ghost.sandbox.supervise import OutputPipes, spawn, supervise
 
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -32,10 +41,14 @@ PIPE_BUFFER_BYTES = 65536  # Linux default pipe capacity
 CGROUP_REMOVE_TRIES = 100
 
 
-def directory_id(path: Path) -> tuple[int, int]:
-    """What a bind mount of `path` refers to; it changes if the directory is replaced."""
-    stat = os.stat(path)
-    return stat.st_dev, stat.st_ino
+def reset_root(path: Path, identity: SandboxIdentity | None) -> tuple[int, int]:
+    """Reset the sandbox root's owner and mode (a warm sandbox is about to run in it); returns
+    what a bind mount of it refers to, which changes if the directory is replaced."""
+    fd = _open_root(path, identity)
+    try:
+        return _directory_of(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -92,52 +105,95 @@ class Sandbox:
 
 
 async def start_sandbox(bwrap: list[str], layout_args: list[str], sandbox_root: Path, command: list[str],
-                        limits: Limits, cgroups: PidsCgroups | None, *, argv_fd: bool = False) -> Sandbox:
+                        limits: Limits, cgroups: PidsCgroups | None, *, argv_fd: bool = False,
+                        identity: SandboxIdentity | None = None, stage_plan: list[Path] | None = None,
+                        seccomp: bytes | None = None, shared_nproc: int = 0) -> Sandbox:
     """Start bwrap (`bwrap` is its command line up to the options) running `command`, confined
     and released. With `argv_fd`, a pipe's read end is passed in and its number appended to
-    `command` (for the warm launcher)."""
-    directory = directory_id(sandbox_root)
-    argv_r, argv_w = os.pipe() if argv_fd else (None, None)
-    extra = [str(argv_r)] if argv_r is not None else []
-    pipes = OutputPipes()
+    `command` (for the warm launcher). With `identity`, bwrap runs as that user (Ghost is root);
+    `seccomp` is the filter program bwrap installs before the command starts.
+
+    As the sandbox identity, the rlimits are set in the child before it execs bwrap (prlimit(2)
+    on a process of another user needs CAP_SYS_RESOURCE, which root in a container often lacks);
+    RLIMIT_NPROC then counts every process of the sandbox user, so it is `shared_nproc` (all
+    runs and MCP servers together) and the pids cgroup holds each run to its own limit."""
+    root_fd = _open_root(sandbox_root, identity)
+    argv_r, argv_w = None, None
+    pipes: OutputPipes | None = None
     try:
-        with _Handshake(layout_args) as handshake:
-            process = await _spawn(bwrap, handshake, pipes, [*command, *extra], argv_r)
+        directory = _directory_of(root_fd)
+        argv_r, argv_w = os.pipe() if argv_fd else (None, None)
+        extra = [str(argv_r)] if argv_r is not None else []
+        pipes = OutputPipes()
+        preexec = None
+        if identity is not None:
+            pairs = rlimits.rlimits(limits, nproc=shared_nproc or limits.max_processes)
+            preexec = become(identity, stage_plan or [sandbox_root], root_fd, pairs)
+        with _Handshake(layout_args, seccomp) as handshake:
+            process = await _spawn(bwrap, handshake, pipes, [*command, *extra], argv_r, preexec)
             sandbox = Sandbox(process, pipes, None, directory, argv_w)
             argv_w = None  # the sandbox owns it now
-            await _confine(sandbox, handshake, limits, cgroups)
+            await _confine(sandbox, handshake, limits, cgroups, set_rlimits=identity is None)
             return sandbox
     except BaseException:
-        pipes.close()
+        if pipes is not None:
+            pipes.close()
         if argv_w is not None:
             os.close(argv_w)
         raise
     finally:
+        os.close(root_fd)
         if argv_r is not None:
             os.close(argv_r)
 
 
+def _open_root(sandbox_root: Path, identity: SandboxIdentity | None) -> int:
+    """The sandbox root, open, with its owner and mode reset: whatever sandboxed code did to it
+    (chmod 0, chown) in an earlier run does not stop this one."""
+    try:
+        fd = os.open(sandbox_root, ROOT_FLAGS)
+    except OSError as exc:
+        raise SandboxError(f"cannot open the sandbox folder: {exc.strerror}") from exc
+    try:
+        fix_root_fd(fd, (identity.uid, identity.gid) if identity is not None else None)
+    except OSError as exc:
+        os.close(fd)
+        raise SandboxError(f"cannot reset the sandbox folder's owner and mode: {exc.strerror}") from exc
+    return fd
+
+
+def _directory_of(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
 async def _spawn(bwrap: list[str], handshake: "_Handshake", pipes: OutputPipes, command: list[str],
-                 argv_r: int | None) -> asyncio.subprocess.Process:
+                 argv_r: int | None, preexec: Callable[[], None] | None) -> asyncio.subprocess.Process:
     argv = [*bwrap, "--args", str(handshake.args_r), "--info-fd", str(handshake.info_w),
             "--block-fd", str(handshake.block_r), "--", *command]
     keep = handshake.child_ends() + ((argv_r,) if argv_r is not None else ())
     try:
         return await spawn(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=pipes.out_w, stderr=pipes.err_w, pass_fds=keep,
-            start_new_session=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+            start_new_session=True, env={"PATH": "/usr/bin:/bin"}, cwd="/", preexec_fn=preexec)
     except OSError as exc:
         raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
+    except subprocess.SubprocessError as exc:  # only `preexec` raises these
+        raise SandboxError("cannot switch to the sandbox user before starting bubblewrap (Ghost, as root, "
+                           "needs CAP_SYS_ADMIN for a private mount and CAP_SETUID/CAP_SETGID): "
+                           f"{exc}") from exc
     finally:
         handshake.close_child_ends()
         pipes.close_child_ends()
 
 
-async def _confine(sandbox: Sandbox, handshake: "_Handshake", limits: Limits, cgroups: PidsCgroups | None) -> None:
+async def _confine(sandbox: Sandbox, handshake: "_Handshake", limits: Limits, cgroups: PidsCgroups | None,
+                   *, set_rlimits: bool) -> None:
     """Apply every limit to the waiting sandbox process, then let it go on."""
     try:
         child = await _read_child_pid(handshake.info_r)
-        rlimits.apply_to(child, rlimits.rlimits(limits, nproc=limits.max_processes))
+        if set_rlimits:
+            rlimits.apply_to(child, rlimits.rlimits(limits, nproc=limits.max_processes))
         if cgroups is not None:
             sandbox.cgroup = cgroups.create(limits.max_processes, limits.run_memory_bytes)
             sandbox.cgroup.add(child)
@@ -165,16 +221,26 @@ def decode_bwrap_exit(returncode: int) -> tuple[int | None, int | None]:
 class _Handshake:
     """The pipes of the start-up handshake; each end closed exactly once."""
 
-    def __init__(self, layout_args: list[str]) -> None:
-        data = b"".join(os.fsencode(arg) + b"\0" for arg in layout_args)
-        if len(data) > PIPE_BUFFER_BYTES:  # written before bwrap starts: it must fit the pipe
-            raise SandboxError("sandbox mount options too long")
+    def __init__(self, layout_args: list[str], seccomp: bytes | None) -> None:
         self._open: set[int] = set()
+        self.seccomp_r: int | None = None
+        if seccomp is not None:
+            self.seccomp_r, seccomp_w = self._pipe()
+            layout_args = [*layout_args, "--seccomp", str(self.seccomp_r)]
+            self._write_all(seccomp_w, seccomp)
+        data = b"".join(os.fsencode(arg) + b"\0" for arg in layout_args)
         self.args_r, args_w = self._pipe()
         self.info_r, self.info_w = self._pipe()
         self.block_r, self.block_w = self._pipe()
-        os.write(args_w, data)
-        self._close(args_w)
+        self._write_all(args_w, data)
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        """Written before bwrap starts, so it must fit the pipe; then the write end is closed."""
+        if len(data) > PIPE_BUFFER_BYTES:
+            self.__exit__()
+            raise SandboxError("sandbox options too long")
+        os.write(fd, data)
+        self._close(fd)
 
     def _pipe(self) -> tuple[int, int]:
         read, write = os.pipe()
@@ -182,10 +248,11 @@ class _Handshake:
         return read, write
 
     def child_ends(self) -> tuple[int, ...]:
-        return self.args_r, self.info_w, self.block_r
+        ends = (self.args_r, self.info_w, self.block_r)
+        return ends + ((self.seccomp_r,) if self.seccomp_r is not None else ())
 
     def close_child_ends(self) -> None:
-        self._close(self.args_r, self.info_w, self.block_r)
+        self._close(*self.child_ends())
 
     def release(self) -> None:
         """Let the waiting sandbox process go on."""

@@ -7,6 +7,9 @@ and the sandbox directory — the only writable place — at /sandbox, its worki
 
 Nothing else of the host is mounted. In particular Ghost's home (database, logs, settings) is
 not, and if it lies under a system directory that is mounted, an empty tmpfs is put over it.
+The kernel's settings under /proc/sys (and /proc/sysrq-trigger, /proc/irq, /proc/bus) are
+mounted read-only over the private /proc: bubblewrap leaves them writable inside a user
+namespace, where the kernel's uid checks alone guard them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.errors import SandboxError
+from ghost.sandbox.identity import SandboxIdentity, staged
 from ghost.sandbox.paths import is_within
 
 SANDBOX_MOUNT = "/sandbox"
@@ -30,6 +34,8 @@ OPTIONAL_OPTIONS = {
     "--size": "the sandbox's /tmp and /dev/shm are not bounded in size",
 }
 ETC_NETWORK_ENTRIES = ("hosts", "resolv.conf", "host.conf", "protocols", "services", "gai.conf")
+# Kernel interfaces in /proc covered read-only (those the host lacks are skipped).
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,9 @@ class Layout:
     # The options this bwrap knows (from its --help); None: assume a current one. Older versions
     # lack OPTIONAL_OPTIONS, which are then left out (the factory logs what that costs).
     features: frozenset[str] | None = None
+    # When Ghost is root: who the sandbox runs as. The sandbox directory then reaches bubblewrap
+    # through STAGE_DIR (see ghost.sandbox.identity), not by its path in Ghost's private home.
+    identity: SandboxIdentity | None = None
 
     def args(self) -> list[str]:
         """bwrap options (without the command) for this layout."""
@@ -56,17 +65,33 @@ class Layout:
         # prefix under /tmp) lands on top instead of being hidden. /dev is a writable tmpfs of
         # its own: read-only it is (device nodes still work), with a bounded /dev/shm like /tmp.
         size = self._if_known("--size", str(self.tmp_bytes))
-        args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+        args += ["--proc", "/proc"]
+        for path in PROC_READ_ONLY:
+            args += ["--ro-bind-try", path, path]
+        args += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  *size, "--tmpfs", TMP_MOUNT]
+        plan = self.stage_plan()
         for source, target in binds:
+            if source in plan:  # reached through the stage (see ghost.sandbox.identity)
+                source = staged(plan.index(source))
             args += ["--ro-bind", str(source), target]
         args += self._root_symlinks()
         args += self._masks(binds)
-        args += ["--bind", str(self.sandbox_root), SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT,
+        source = staged(0) if self.identity is not None else self.sandbox_root
+        args += ["--bind", str(source), SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT,
                  "--remount-ro", "/", "--clearenv"]  # "/" is bwrap's own tmpfs: no writing there either
         for name, value in self.env.items():
             args += ["--setenv", name, value]
         return args
+
+    def stage_plan(self) -> list[Path]:
+        """With a sandbox identity: the host paths bubblewrap reaches through the stage, which
+        it might not reach as the sandbox user — the sandbox directory first, then the extra
+        read-only mounts (a Python prefix, an MCP server's program). Empty without one."""
+        if self.identity is None:
+            return []
+        system = [(source, target) for source, target in self._system_binds() if source not in self.extra_ro]
+        return [self.sandbox_root, *[path for path in dict.fromkeys(self.extra_ro) if not _covered(path, system)]]
 
     def _if_known(self, option: str, *values: str) -> list[str]:
         return [option, *values] if self.features is None or option in self.features else []

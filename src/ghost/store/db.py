@@ -21,6 +21,7 @@ from typing import ParamSpec, TypeVar
 
 from ghost.errors import InsufficientStorage
 from ghost.store.conversation import conversation_digest, opening_digest
+from ghost.private import create_private_file, tighten_file
 
 SQLITE_FULL = 13
 P = ParamSpec("P")
@@ -97,6 +98,11 @@ class Database:
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # History and scratchpad are private: the file is 0600 before SQLite opens it, so the
+        # -wal and -shm files it creates take that mode too; older, wider ones are tightened.
+        create_private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            tighten_file(self.path.with_name(self.path.name + suffix))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of Ghost (even SIGKILL) and the database is

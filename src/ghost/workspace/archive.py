@@ -34,6 +34,7 @@ from typing import Any
 
 from ghost.errors import GhostError
 from ghost.sandbox import fswalk, fspool
+from ghost.sandbox.root import give_tree, prepare_sandbox_root
 from ghost.workspace import state
 from ghost.workspace.build import BuiltArchive, build_archive
 from ghost.workspace.layout import CHUNK, IO_BLOCK, SKILLS_DIR, require_tmp_dir
@@ -158,7 +159,8 @@ def swap_in(live: Path, staged: Staged, journal: RenameJournal) -> int:
         if _is_real_folder(live / SKILLS_DIR):
             journal.rename(live / SKILLS_DIR, staged.sandbox / SKILLS_DIR)
         added = merge_skills(staged, journal)
-        os.chmod(staged.sandbox, stat.S_IMODE(os.stat(live).st_mode))
+        # Never the live root's mode: sandboxed code may have set that (chmod 0) to break Ghost.
+        prepare_sandbox_root(staged.sandbox)
         journal.exchange(live, staged.sandbox)
     except BaseException:
         journal.undo()
@@ -184,7 +186,10 @@ def merge_skills(staged: Staged, journal: RenameJournal) -> int:
         if skill_name(name) in existing:
             kept.add(skill_name(name))
             continue
-        target.mkdir(exist_ok=True)
+        if not os.path.lexists(target):
+            target.mkdir()
+            give_tree(target)  # made by Ghost in its temp space: the sandbox identity's, like the rest
+        give_tree(staged.skills / name)
         journal.rename(staged.skills / name, target / name)
         added += staged.skill_files[name]
     if kept:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ghost.errors import GhostError, InsufficientStorage
 from ghost.sandbox import fswalk
+from ghost.private import private_dir
 
 log = logging.getLogger("ghost.workspace")
 
@@ -40,7 +41,7 @@ def require_tmp_dir(sandbox_root: Path) -> Path:
     """The scratch space, created if needed; a clear error if the sandbox's parent is not writable."""
     path = tmp_dir(sandbox_root)
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
+        private_dir(path)
     except OSError as exc:
         raise GhostError(
             f"cannot create Ghost's temp folder {path.name!r} next to the sandbox: {exc.strerror}; "
@@ -54,7 +55,7 @@ def reset_tmp_dir(sandbox_root: Path) -> None:
     path = tmp_dir(sandbox_root)
     try:
         fswalk.remove_path(path)  # iterative: a killed load may have left a sandbox thousands of levels deep
-        path.mkdir(mode=0o700)
+        private_dir(path)
     except OSError as exc:
         log.warning("workspace uploads and loads will fail: cannot prepare %s: %s", path, exc.strerror)
         return

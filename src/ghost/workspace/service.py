@@ -12,6 +12,7 @@ from ghost.store.db import Database
 from ghost.store.history import History
 from ghost.store.scratchpad import Scratchpad
 from ghost.workspace.gate import WorkspaceGate
+from ghost.sandbox.root import prepare_sandbox_root
 
 AfterLoad = Callable[[], Awaitable[None]]
 
@@ -33,7 +34,7 @@ class Workspace:
 async def open_workspace(settings: Settings) -> Workspace:
     """Open the database (closed by the caller: `workspace.db.close()`) and make the sandbox folder."""
     sandbox_root = settings.sandbox_path
-    sandbox_root.mkdir(parents=True, exist_ok=True)
+    prepare_sandbox_root(sandbox_root)  # again, with its owner, once the sandbox backend knows it
     db = await Database(settings.database_path).open()
     scratchpad = Scratchpad(db, max_entries=settings.scratchpad_max_entries,
                             max_value_bytes=settings.scratchpad_max_value_bytes)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.errors import ArchiveRejected, LimitExceeded
+from ghost.sandbox.root import give_tree
 from ghost.workspace.layout import IO_BLOCK, disk_space
 from ghost.workspace.state import SessionState, decode_session
 from ghost.workspace.tasks import StopFlag
@@ -90,6 +91,7 @@ def _stage(archive: zipfile.ZipFile, stage_root: Path, limits: Limits, session_c
         _extract_files(archive, files, staged, budget, stop)
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
         raise ArchiveRejected(f"entries clash with each other: {exc.filename}") from exc
+    give_tree(staged.sandbox)  # sandboxed code must be able to change what it loaded
     staged.sandbox_files = sum(entry.area is Area.SANDBOX for entry in files)
     staged.skill_files = Counter(entry.parts[0] for entry in files if entry.area is Area.SKILLS)
     return staged

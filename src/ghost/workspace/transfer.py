@@ -59,6 +59,8 @@ def place_file(root: Path, name: str, temp: Path) -> str:
 
 def _move_into_place(temp: Path, folder: int, name: str) -> None:
     """Rename Ghost's temp file (outside the sandbox) to `name` in the folder's fd."""
+    if (owner := fs.owner()) is not None:
+        os.chown(temp, *owner)  # in Ghost's private temp folder: no one else can swap it
     try:
         os.rename(temp, name, dst_dir_fd=folder)
     except OSError as exc:
