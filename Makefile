@@ -33,6 +33,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null \
 	    || echo "!! could not install bubblewrap: the sandbox will fall back to a non-isolating backend"; }
+	@command -v tmux >/dev/null 2>&1 || { \
+	  echo ">> installing tmux (Debian package): the client's terminal tests run \`ghost chat\` in it"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null || echo "!! could not install tmux: its tests will fail"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
