@@ -191,3 +191,17 @@ def test_names_made_by_execute_are_listed(server: GhostServer, upstream: FakeUps
     listing, = run_tools(server, upstream, [("list_files", {"path": "."})])
     assert "ok" in ran, ran
     assert sorted(listing.splitlines()) == ["x\\xff (0 bytes)", "y\\x0a (0 bytes)", "z\\x1b]52;c;aGk=\\x07 (0 bytes)"]
+
+
+def test_a_skill_sidecar_with_an_odd_name_is_reported_in_health(server: GhostServer, sandbox: bytes) -> None:
+    skills = os.path.join(sandbox, b"acquired_skills")
+    os.mkdir(skills)
+    plant(skills, b"bad\xff\x1b.json", b"not json")
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=TIMEOUT) as http:
+        saved = http.post("/api/workspace/save")
+        assert saved.status_code == 200, saved.text[:300]
+        loaded = http.post("/api/workspace/load", content=saved.content, headers={"content-type": "application/zip"})
+        assert loaded.status_code == 200, loaded.text[:300]  # a load rescans the skills
+        health = http.get("/api/health")
+    assert health.status_code == 200, health.text[:300]
+    assert "bad\\xff\\x1b.json" in [entry["name"] for entry in health.json()["skills"]["skipped"]]
