@@ -131,3 +131,49 @@ def test_a_file_growing_during_a_save_cannot_keep_it_going(server: GhostServer, 
     if response.status_code == 200:
         with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
             assert archive.getinfo("sandbox/growing.bin").file_size < final
+
+
+def opened_by(pid: int, path: Path) -> bool:
+    """Whether the process has `path` open (one of its fds links to it)."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_a_file_that_grows_after_the_save_opened_it_is_cut_at_its_size_then(server: GhostServer,
+                                                                            sandbox: Path) -> None:
+    path = sandbox / "grows-later.bin"
+    start = 256 * MiB  # under the cap: the save reads it, which takes a while even on a fast machine
+    with open(path, "wb") as handle:
+        handle.truncate(start)
+    assert server.process is not None
+    opened = threading.Event()
+    stop = threading.Event()
+    grown = [start]
+
+    def watch_then_grow() -> None:
+        while not opened_by(server.process.pid, path):  # type: ignore[union-attr]
+            if stop.wait(0.002):
+                return  # the save ended before its open was seen: the test fails below
+        opened.set()
+        with open(path, "r+b") as handle:
+            while not stop.is_set() and grown[0] < Grower.LIMIT:
+                grown[0] += Grower.STEP
+                handle.truncate(grown[0])
+
+    thread = threading.Thread(target=watch_then_grow, daemon=True)
+    thread.start()
+    try:
+        response = save(server)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert opened.is_set()  # the file grew only once Ghost had it open
+    assert response.status_code == 200, response.text[:300]
+    assert grown[0] > start
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert archive.getinfo("sandbox/grows-later.bin").file_size == start  # its size when opened
