@@ -205,3 +205,23 @@ def test_a_skill_sidecar_with_an_odd_name_is_reported_in_health(server: GhostSer
         health = http.get("/api/health")
     assert health.status_code == 200, health.text[:300]
     assert "bad\\xff\\x1b.json" in [entry["name"] for entry in health.json()["skills"]["skipped"]]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_a_lone_surrogate_in_a_request_is_a_clear_400_not_a_500(server: GhostServer, upstream: FakeUpstream,
+                                                                path: str) -> None:
+    # JSON allows "\udcff" (what an undecodable byte becomes in Python); it is no character, and
+    # UTF-8 cannot carry it. A client sending one back must get a clear error, not a 500.
+    body = ('{"model": "fake-model", "stream": false, "messages": [{"role": "user", "content": "list"}, '
+            '{"role": "assistant", "content": "bad\\udcff.txt"}, {"role": "user", "content": "again"}]}')
+    reply = httpx.post(server.url + path, content=body, timeout=TIMEOUT,
+                       headers={**server.headers, "content-type": "application/json"})
+    assert reply.status_code == 400, reply.text[:300]
+    assert "surrogate" in reply.text
+    # a surrogate pair is one character, as clients with ASCII-only JSON write it
+    upstream.script(Reply(content="fine"))
+    paired = body.replace("\\udcff", "\\ud83d\\ude00")
+    reply = httpx.post(server.url + "/v1/chat/completions", content=paired, timeout=TIMEOUT,
+                       headers={**server.headers, "content-type": "application/json"})
+    assert reply.status_code == 200, reply.text[:300]
+    assert any(m.get("content") == "bad😀.txt" for m in upstream.chat_requests()[-1]["body"]["messages"])
