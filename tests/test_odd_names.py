@@ -225,3 +225,19 @@ def test_a_lone_surrogate_in_a_request_is_a_clear_400_not_a_500(server: GhostSer
                        headers={**server.headers, "content-type": "application/json"})
     assert reply.status_code == 200, reply.text[:300]
     assert any(m.get("content") == "bad😀.txt" for m in upstream.chat_requests()[-1]["body"]["messages"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_lone_surrogate_from_the_upstream_becomes_a_replacement_character(server: GhostServer,
+                                                                           upstream: FakeUpstream,
+                                                                           stream: bool) -> None:
+    upstream.script(Reply(content="bad \udcff half"))  # sent as the JSON escape "\udcff"
+    reply = httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=TIMEOUT,
+                       json={"model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": "go"}]})
+    assert reply.status_code == 200, reply.text[:300]
+    if stream:
+        chunks = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    else:
+        text = reply.json()["choices"][0]["message"]["content"]
+    assert text == "bad \ufffd half"
