@@ -4,9 +4,10 @@
 escape (a separator on Windows, so a workspace zipped here could escape when unpacked there), `..`
 components and names longer than the filesystem allows, and returns the components, each with
 its escapes undone (`ghost.sandbox.names`: `bad\\xff.txt` names the file `b'bad\\xff.txt'`).
-Where the path then leads is not decided here but by the fd-based file layer (`ghost.sandbox.fs`), which resolves the components
-relative to the sandbox root's fd and never follows a symlink: a check on path names followed by
-an open by name would lose to sandboxed code swapping a folder for a link in between.
+Where the path then leads is not decided here but by the fd-based file layer
+(`ghost.sandbox.fs`), which resolves the components relative to the sandbox root's fd and never
+follows a symlink: a check on path names followed by an open by name would lose to sandboxed code
+swapping a folder for a link in between.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ghost.sandbox.names import real_name, shown_name, shown_path
 
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux
+MAX_ESCAPED_CHARS = 4 * MAX_PATH_BYTES  # the escaped form takes at most four characters a byte
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -30,6 +32,8 @@ def split_relative(user_path: str) -> list[str]:
         raise UnsafePath("path must be a string")
     if "\x00" in user_path:
         raise UnsafePath("path contains a NUL byte")
+    if len(user_path) > MAX_ESCAPED_CHARS:  # before any work on it; the exact count follows
+        raise UnsafePath(f"path longer than {MAX_PATH_BYTES} bytes")
     if user_path.startswith("/") or _DRIVE.match(user_path):
         raise UnsafePath("path must be relative to the sandbox, not absolute")
     # A backslash only as the start of an escape (a separator on Windows, so a workspace zipped
