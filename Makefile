@@ -36,6 +36,10 @@ system-deps:
 	@# As root Ghost creates its sandbox user with useradd (Debian's passwd package) at the first start.
 	@if [ "$$(id -u)" = 0 ] && ! command -v useradd >/dev/null 2>&1 && [ ! -x /usr/sbin/useradd ]; then \
 	  apt-get update -qq && apt-get install -y -qq passwd >/dev/null; fi
+	@command -v tmux >/dev/null 2>&1 || { \
+	  echo ">> installing tmux (Debian package): the client's terminal tests run \`ghost chat\` in it"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null || echo "!! could not install tmux: its tests will fail"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -62,9 +62,11 @@ def decode_rate(sample: tuple[float, float, int]) -> float:
     return (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0
 
 
-def model_url(ghost: GhostServer) -> str:
+def model_server(ghost: GhostServer) -> tuple[str, dict[str, str]]:
+    """The model server's URL and the headers Ghost sends it (it answers only Ghost: its key)."""
     health = httpx.get(ghost.url + "/api/health", headers=ghost.headers, timeout=10).json()
-    return health["embedded_model"]["url"]
+    info = health["embedded_model"]
+    return info["url"], model_server_headers(info["pid"])
 
 
 FIRST_CHAT = [{"role": "user", "content": "What is 2+2?"}]
@@ -105,7 +107,8 @@ def startup(starts: int) -> dict[str, float]:
 def relay(ghost: GhostServer, runs: int, tokens: int) -> float:
     body = {"prompt": PROMPT, "max_tokens": tokens, "min_tokens": tokens, "temperature": 0,
             "seed": 1, "stream": True}
-    targets = {"direct model server": (model_url(ghost) + "/v1/completions", {}),
+    url, headers = model_server(ghost)
+    targets = {"direct model server": (url + "/v1/completions", headers),
                "through Ghost (proxy)": (ghost.url + "/v1/completions", ghost.headers)}
     samples = interleave(targets, body, runs)
     rates = {name: [s[2] / s[1] for s in got] for name, got in samples.items()}
@@ -137,7 +140,8 @@ def chat(ghost: GhostServer, runs: int, tokens: int) -> float:
     body = {"messages": QUESTION, "max_tokens": tokens, "temperature": 0, "seed": 1, "stream": True,
             "tool_choice": "none"}
     same = upstream_body(body)
-    targets = {"direct model server (Ghost's upstream request)": (model_url(ghost) + "/v1/chat/completions", {}),
+    url, headers = model_server(ghost)
+    targets = {"direct model server (Ghost's upstream request)": (url + "/v1/chat/completions", headers),
                "through Ghost's agent turn": (ghost.url + "/v1/chat/completions", ghost.headers)}
     samples = interleave(targets, same, runs, bodies={"through Ghost's agent turn": body})
     rates = {name: [decode_rate(s) for s in got] for name, got in samples.items()}

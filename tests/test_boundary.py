@@ -244,10 +244,59 @@ def test_allowed_hosts_setting(upstream: FakeUpstream, tmp_path: Path) -> None:
             assert_error(http.get("/v1/models", headers={"Host": host}), 403, "forbidden")
 
 
-def test_the_403_does_not_echo_a_huge_host(client: httpx.Client) -> None:
-    response = client.get("/api/version", headers={"Host": "a" * 6000 + ".example"})
-    assert_error(response, 403, "forbidden")
-    assert len(response.content) < 600
+def test_the_refusal_does_not_echo_a_huge_host(client: httpx.Client) -> None:
+    foreign = ".".join(["a" * 60] * 4) + ".example"  # a valid authority, refused as foreign
+    for host, status, error_type in ((foreign, 403, "forbidden"), ("a" * 6000 + ".example", 400, None)):
+        response = client.get("/api/version", headers={"Host": host})
+        assert_error(response, status, error_type)
+        assert len(response.content) < 600
+
+
+MALFORMED_HOSTS = ["[::1]evil.example", "[::1]:80evil.example", "[::1].evil.example", "localhost evil.example",
+                   "localhost:80:80", "localhost:http", "localhost/evil", "user@localhost", "localhost,evil.example",
+                   "[127.0.0.1]", "[::1", "::1]", "[evil.example]", "127.0.0.1:99999x", "local\thost",
+                   "localhost:", "-localhost", "a..localhost"]
+
+
+def raw_request(port: int, headers: list[tuple[str, str]], path: str = "/api/version") -> bytes:
+    head = f"GET {path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return raw_exchange(port, (head + "Connection: close\r\n\r\n").encode("latin-1"))
+
+
+def message_of(reply: bytes, path: str) -> str:
+    """The error message of a raw reply, in Ollama's shape or Ghost's (as the path answers)."""
+    body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    return body["error"] if is_ollama_path(path) else body["error"]["message"]
+
+
+@pytest.mark.parametrize("host", MALFORMED_HOSTS)
+def test_a_host_that_is_not_one_authority_is_400(ghost: GhostServer, upstream: FakeUpstream, host: str) -> None:
+    for path in ("/api/version", "/echo/proxied", "/api/tags"):
+        reply = raw_request(ghost.port, [("Host", host), ("X-Ghost-Key", TEST_KEY)], path)
+        assert status_of(reply) == 400, (host, path, reply[:300])
+        assert "valid authority" in message_of(reply, path), reply
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:1", "127.0.0.1:65535", "[::1]", "[::1]:80", "[0:0::1]:8",
+                                  "app.localhost", "localhost."])
+def test_every_authority_form_of_a_local_host_is_served(ghost: GhostServer, host: str) -> None:
+    assert status_of(raw_request(ghost.port, [("Host", host)])) == 200
+
+
+@pytest.mark.parametrize("name,first,second", [
+    ("Host", "localhost", "evil.example"), ("Host", "localhost", "localhost"), ("Host", "evil.example", "localhost"),
+    ("Origin", "http://localhost", "http://evil.example"), ("Origin", "http://evil.example", "http://localhost"),
+    ("Origin", "http://localhost", "http://localhost")])
+def test_two_host_or_two_origin_headers_are_400(ghost: GhostServer, upstream: FakeUpstream, name: str, first: str,
+                                                second: str) -> None:
+    base = [] if name == "Host" else [("Host", "localhost")]
+    for path in ("/api/version", "/echo/proxied", "/v1/models"):
+        headers = [*base, (name, first), ("X-Ghost-Key", TEST_KEY), (name, second)]
+        reply = raw_request(ghost.port, headers, path)
+        assert status_of(reply) == 400, (headers, reply[:300])
+        assert f"more than one {name} header" in message_of(reply, path), reply
+    assert upstream.requests == []
 
 
 # --- forged request targets: no SSRF through the proxy -------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 from ghost.llm.embedded import bundled_model_file
 from ghost.llm.gguf import GGUFError, read_model_meta
+from ghost.testing.bundled import model_server_headers
 from ghost.testing.server import GhostServer
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
@@ -86,6 +87,11 @@ def embedded_info(ghost: GhostServer) -> dict:
     return response.json()["embedded_model"]
 
 
+def model_headers(ghost: GhostServer) -> dict[str, str]:
+    """What Ghost sends the model server: its key (read from the server's environment)."""
+    return model_server_headers(embedded_info(ghost)["pid"])
+
+
 def streamed_completion_text(ghost: GhostServer) -> str:
     """Text of a short streamed completion, through Ghost's proxy to the model server."""
     body = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 8, "stream": True,
@@ -142,7 +148,7 @@ def test_the_self_test_passed_with_ghosts_prompt_and_is_in_health(ghost: GhostSe
 
 
 def test_the_model_server_loaded_the_model_without_extra_buffers(ghost: GhostServer) -> None:
-    status = httpx.get(embedded_info(ghost)["url"] + "/ghost/status", timeout=10).json()
+    status = httpx.get(embedded_info(ghost)["url"] + "/ghost/status", headers=model_headers(ghost), timeout=10).json()
     assert status == {"model_loaded": True, "extra_buffers": False, "max_tokens": MAX_TOKENS, "tool_rounds": 1}
     assert embedded_info(ghost)["extra_buffers"] is False
     log = (ghost.home / "logs" / "embedded-model.log").read_text(errors="replace")
@@ -177,7 +183,7 @@ def test_chat_streams_text_from_the_model(ghost: GhostServer) -> None:
 
 def test_the_model_server_answers_a_multi_token_chat_within_the_default_bound(ghost: GhostServer) -> None:
     # No max_tokens: the model server's default (--embedded-max-tokens) bounds the reply.
-    reply = httpx.post(embedded_info(ghost)["url"] + "/v1/chat/completions", timeout=120,
+    reply = httpx.post(embedded_info(ghost)["url"] + "/v1/chat/completions", timeout=120, headers=model_headers(ghost),
                        json={"messages": LONG_STORY, "temperature": 0}).json()
     assert reply["choices"][0]["message"]["content"].strip()
     assert reply["usage"]["prompt_tokens"] > 10
@@ -218,7 +224,8 @@ LIST_FILES = {"type": "function", "function": {
 def model_chat(ghost: GhostServer, body: dict) -> list[dict]:
     """Chunks of a streamed chat straight from the bundled model server."""
     url = embedded_info(ghost)["url"] + "/v1/chat/completions"
-    with httpx.stream("POST", url, json={**body, "stream": True, "temperature": 0}, timeout=120) as response:
+    with httpx.stream("POST", url, json={**body, "stream": True, "temperature": 0}, timeout=120,
+                      headers=model_headers(ghost)) as response:
         assert response.status_code == 200, response.read()
         return [json.loads(line[6:]) for line in response.iter_lines()
                 if line.startswith("data: {")]
@@ -254,6 +261,87 @@ def test_an_agent_turn_with_tools_ends_in_an_answer(ghost: GhostServer) -> None:
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text.strip()
     assert "Ghost stopped this turn" not in text  # the model answered instead of looping on tools
+
+
+# --- the model server answers only Ghost (issue 21) ---------------------------------------------
+
+MODEL_SERVER_ROUTES = [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+                       ("POST", "/extras/tokenize/count"), ("POST", "/v1/embeddings"), ("GET", "/ghost/status"),
+                       ("GET", "/docs"), ("GET", "/openapi.json"), ("OPTIONS", "/v1/chat/completions")]
+SMALL_CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "prompt": "Hi", "input": "Hi"}
+
+
+def model_server_log(ghost: GhostServer) -> str:
+    return (ghost.home / "logs" / "embedded-model.log").read_text(errors="replace")
+
+
+def refused_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if re.search(r'HTTP/1\.1" 40[13]', line)]
+
+
+def cors_grant(response: httpx.Response) -> str | None:
+    return response.headers.get("access-control-allow-origin")
+
+
+def test_ghosts_own_calls_reach_the_model_server_with_its_key(ghost: GhostServer) -> None:
+    before = refused_lines(model_server_log(ghost))
+    client = openai.OpenAI(base_url=f"{ghost.url}/v1", api_key=ghost.api_key, max_retries=0)
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert reply.choices[0].message.content is not None  # a turn: the chat and the tokenizer
+    assert streamed_completion_text(ghost).strip()  # the proxy
+    health = httpx.get(f"{ghost.url}/api/health", headers=ghost.headers, timeout=10).json()
+    assert health["upstream"]["reachable"] and health["upstream"]["status"] == 200  # health's probe
+    log = model_server_log(ghost)
+    assert '"POST /extras/tokenize/count HTTP/1.1" 200' in log  # the token counter (it falls back silently)
+    assert refused_lines(log) == before  # none of Ghost's own calls was refused
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": "Basic Z2hvc3Q6Z2hvc3Q="},
+                                     {"x-api-key": "anything"}], ids=["none", "wrong", "basic", "other-header"])
+def test_the_model_server_refuses_a_caller_without_its_key(ghost: GhostServer, headers: dict[str, str]) -> None:
+    info = embedded_info(ghost)
+    right = model_headers(ghost)["authorization"]
+    assert right.removeprefix("Bearer ") not in cmdline(info["pid"])  # not on the command line either
+    assert httpx.get(info["url"] + "/v1/models", headers={"authorization": right}, timeout=10).status_code == 200
+    for method, path in MODEL_SERVER_ROUTES:
+        response = httpx.request(method, info["url"] + path, headers=headers, json=SMALL_CHAT, timeout=30)
+        assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert cors_grant(response) is None
+    # the key with something after it, or sent twice, is not the key
+    for extra in ([("authorization", right + "x")], [("authorization", right), ("authorization", right)]):
+        response = httpx.get(info["url"] + "/v1/models", headers=extra, timeout=10)
+        assert response.status_code == 401
+
+
+def test_the_model_server_grants_no_origin_cors(ghost: GhostServer) -> None:
+    url = embedded_info(ghost)["url"]
+    key = model_headers(ghost)
+    # the probe finds a grant where there is one: Ghost's own server grants a local page
+    local = httpx.options(f"{ghost.url}/v1/chat/completions", timeout=10, headers={
+        "origin": "http://localhost:3000", "access-control-request-method": "POST"})
+    assert cors_grant(local) == "http://localhost:3000"
+    for origin in ("http://evil.example", "null", "http://localhost:3000"):
+        preflight = httpx.options(url + "/v1/chat/completions", timeout=10, headers={
+            **key, "origin": origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization"})
+        assert cors_grant(preflight) is None, preflight.headers
+        assert "access-control-allow-credentials" not in preflight.headers
+        models = httpx.get(url + "/v1/models", headers={**key, "origin": origin}, timeout=10)
+        assert models.status_code == 200 and cors_grant(models) is None, models.headers
+        refused = httpx.get(url + "/v1/models", headers={"origin": origin}, timeout=10)
+        assert refused.status_code == 401 and cors_grant(refused) is None
+
+
+@pytest.mark.parametrize("host", ["rebind.evil.example", "rebind.evil.example:{port}", "127.0.0.1",
+                                  "127.0.0.1:{port}evil", "[::1]:{port}", "127.0.0.2:{port}"])
+def test_the_model_server_refuses_a_foreign_host(ghost: GhostServer, host: str) -> None:
+    info = embedded_info(ghost)
+    port = info["url"].rsplit(":", 1)[1]
+    response = httpx.get(info["url"] + "/v1/models", timeout=10,
+                         headers={**model_headers(ghost), "host": host.format(port=port)})
+    assert response.status_code == 403, response.text[:200]
+    assert response.json()["error"]["type"] == "forbidden"
 
 
 def test_killed_model_server_is_restarted(ghost: GhostServer) -> None:
@@ -297,7 +385,8 @@ def test_sigkill_of_ghost_does_not_leave_the_model_server(tmp_path: Path) -> Non
         pid = info["pid"]
         assert alive(pid)
         assert info["self_test"] is None and info["extra_buffers"] is True
-        assert httpx.get(info["url"] + "/ghost/status", timeout=10).json()["extra_buffers"] is True
+        status = httpx.get(info["url"] + "/ghost/status", headers=model_server_headers(pid), timeout=10).json()
+        assert status["extra_buffers"] is True
         log = (tmp_path / "logs" / "embedded-model.log").read_text(errors="replace")
         assert "extra buffer types on" in log and EXTRA_BUFFER_LOG.search(log)
         server.process.send_signal(signal.SIGKILL)

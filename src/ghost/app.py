@@ -56,7 +56,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
     workspace.after_load.append(tools.skills.scan)
     bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
-    upstream = HttpUpstream(http, bundled.url if bundled else settings.upstream_url, settings.upstream_api_key,
+    upstream = HttpUpstream(http, bundled.url if bundled else settings.upstream_url,
+                            bundled.api_key if bundled else settings.upstream_api_key,
                             ReplyBounds.from_settings(settings), model_override=settings.upstream_model,
                             check_available=bundled.check_available if bundled else lambda: None)
     if bundled is not None:  # the bundled model becomes the upstream; its self-test sends Ghost's tools

@@ -90,7 +90,7 @@ def run_tests(source: Path, tests: tuple[str, ...], log: Path) -> tuple[int, str
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE",
                f"--timeout={PER_TEST_TIMEOUT_S}", "--timeout-method=thread", *_skip_plugins(tests), *tests]
     try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, errors="replace",
                               timeout=PER_REMOVAL_TIMEOUT_S)
         status, output = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:

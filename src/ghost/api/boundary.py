@@ -13,6 +13,10 @@ key a page could guess, these two checks are what keep a page from driving the a
   Origin is not allowed is refused outright, not merely left without CORS headers: a "simple"
   request (a text/plain POST) would otherwise still run, even though the page cannot read the
   answer. Programs that are not browsers send no Origin and are not affected.
+- Shape: a Host header must be one authority (a host name, an IPv4 address or a bracketed IPv6
+  literal, then an optional port) and nothing else, else 400: a value like `[::1]evil.example`
+  must not pass as `::1`. A request carrying two Host or two Origin headers is a 400 too: a
+  check of the first one says nothing about the one a later reader picks.
 """
 
 from __future__ import annotations
@@ -28,6 +32,28 @@ from ghost.errors import echo, error_body
 
 # Origins a page on this machine has: http(s) on localhost, 127.0.0.1 or [::1], any port.
 LOCAL_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+
+
+# One DNS label: letters, digits, '-' and '_' (service names, container names), 1..63 characters.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME_AUTHORITY = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?(?::[0-9]{{1,5}})?")
+_BRACKETED_AUTHORITY = re.compile(r"\[([0-9a-f:.]+)\](?::[0-9]{1,5})?")
+
+
+def valid_authority(header: str) -> bool:
+    """Whether a Host header value is exactly one authority: `name[:port]`, `a.b.c.d[:port]` or
+    `[v6][:port]` (RFC 9110 7.2 / RFC 3986 3.2.2), with nothing before, between or after.
+    An empty value is valid (HTTP/1.0, or a target without an authority)."""
+    value = header.strip().lower()
+    if value == "":
+        return True
+    if len(value) > 261:  # 255 for the name, 6 for ':65535'
+        return False
+    bracketed = _BRACKETED_AUTHORITY.fullmatch(value)
+    if bracketed is not None:
+        ip = _ip(bracketed.group(1))
+        return ip is not None and ip.version == 6
+    return _NAME_AUTHORITY.fullmatch(value) is not None
 
 
 def split_host(header: str) -> str:
@@ -97,10 +123,20 @@ class OriginRule:
         return {"allow_origins": sorted(self.listed)}
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+
+
+def header_problem(scope: Scope) -> str | None:
+    """Why the request's Host or Origin headers are malformed (400), or None."""
+    for name in (b"host", b"origin"):
+        if len(_headers(scope, name)) > 1:
+            return (f"the request carries more than one {name.decode().capitalize()} header: "
+                    "send exactly one")
+    hosts = _headers(scope, b"host")
+    if hosts and not valid_authority(hosts[0]):
+        return (f"Host '{echo(hosts[0])}' is not a valid authority: a host name, an IPv4 address "
+                "or a bracketed IPv6 address, with an optional :port")
     return None
 
 
@@ -113,26 +149,30 @@ class BoundaryMiddleware:
         self.origins = OriginRule(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (refusal := self.refusal(scope)):
-            await _send_403(send, refusal)
-            return
+        if scope["type"] == "http":
+            if problem := header_problem(scope):
+                await _send_error(send, 400, problem, "invalid_request_error")
+                return
+            if refusal := self.refusal(scope):
+                await _send_error(send, 403, refusal, "forbidden")
+                return
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope) -> str | None:
         """Why this request is refused, or None."""
-        host = _header(scope, b"host")
+        host = next(iter(_headers(scope, b"host")), None)
         if host is not None and not self.hosts.allows(split_host(host)):
             return (f"Host '{echo(host)}' is not allowed: Ghost answers loopback names, its bound "
                     "address and --allowed-hosts (a guard against DNS rebinding)")
-        origin = _header(scope, b"origin")
+        origin = next(iter(_headers(scope, b"origin")), None)
         if origin is not None and not self.origins.allows(origin):
             return (f"Origin '{echo(origin)}' is not allowed: add it to --cors-origins to let "
                     "that web page call Ghost")
         return None
 
 
-async def _send_403(send: Send, message: str) -> None:
-    body = json.dumps(error_body(message, "forbidden")).encode()
-    await send({"type": "http.response.start", "status": 403, "headers": [
+async def _send_error(send: Send, status: int, message: str, error_type: str) -> None:
+    body = json.dumps(error_body(message, error_type)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

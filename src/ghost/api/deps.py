@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from fastapi import Request
 
@@ -29,9 +30,26 @@ async def read_json_object(request: Request, *, allow_empty: bool = False) -> di
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # only if the depth check above was configured very high
         raise BadRequest("request body nests too deeply") from exc
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(payload):
+        raise BadRequest("request body holds a lone UTF-16 surrogate escape (such as \\udcff), which is "
+                         "no character: send text as UTF-8, or a pair of surrogates for one character")
     if not isinstance(payload, dict):
         raise Unprocessable("request body must be a JSON object")
     return payload
+
+
+# JSON may write a character as a surrogate pair (`\ud83d\ude00`, as clients with ASCII-only output
+# do); one surrogate alone is no character, and no UTF-8 can carry it: let in, it would fail every
+# later step that encodes the conversation (the session digest, the history, the upstream request).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(payload: object) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 OFF_LOOP_BYTES = 64 * 1024  # larger bodies are measured in a worker thread

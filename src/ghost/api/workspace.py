@@ -21,6 +21,7 @@ from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
 from ghost.errors import BadRequest, Unprocessable
+from ghost.sandbox.names import shown_name
 from ghost.sandbox.paths import split_relative
 from ghost.workspace.archive import archive_chunks, load_workspace, save_workspace
 from ghost.workspace.layout import require_tmp_dir
@@ -118,4 +119,4 @@ async def upload(request: Request, workspace: Workspace = Depends(get_workspace)
 @router.get("/api/download/{filename:anypath}", summary="Download a file from the sandbox", **openapi.DOWNLOAD)
 async def download(filename: str, workspace: Workspace = Depends(get_workspace)) -> FileResponse:
     fd, info = await open_download(workspace, filename)
-    return OpenFileResponse(fd, info, split_relative(filename)[-1])
+    return OpenFileResponse(fd, info, shown_name(split_relative(filename)[-1]))

@@ -19,6 +19,7 @@ from ghost.client.mcp import print_mcp_servers
 from ghost.client.chat import ChatSession, repl
 from ghost.client.connection import ClientError, GhostConnection
 from ghost.client.settings import ClientSettings
+from ghost.client.terminal import SafeConsole, neutralise
 
 Handler = Callable[[argparse.Namespace, GhostConnection, Console, Console], int]
 _SETTING_FLAGS = ("url", "api_key", "session", "home")
@@ -27,11 +28,12 @@ _SETTING_FLAGS = ("url", "api_key", "session", "home")
 def consoles() -> tuple[Console, Console]:
     # Piped output gets no colour or dim at all, on either stream.
     plain = not sys.stdout.isatty()
-    # Model text is shown as written: no markup, emoji codes or highlighting, no hard wrapping.
+    # Model text is shown as written: no markup, emoji codes or highlighting, no hard wrapping;
+    # and never its terminal control sequences (SafeConsole), piped or not.
     style = {"color_system": None if plain else "auto", "markup": False, "emoji": False,
              "highlight": False, "soft_wrap": True}
-    out = Console(**style)
-    err = Console(stderr=True, **style)
+    out = SafeConsole(**style)
+    err = SafeConsole(stderr=True, **style)
     return out, err
 
 
@@ -40,14 +42,14 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
     try:
         settings = ClientSettings(**given)
     except ValidationError as exc:
-        print(f"ghost: invalid setting: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"ghost: invalid setting: {neutralise(str(exc.errors()[0]['msg']))}", file=sys.stderr)
         return 2
     out, err = consoles()
     try:
         with GhostConnection(settings) as conn:
             return handler(args, conn, out, err)
     except ClientError as exc:
-        print(f"ghost: {exc}", file=sys.stderr)
+        print(f"ghost: {neutralise(str(exc))}", file=sys.stderr)  # may quote the server's words
         return 1
     except KeyboardInterrupt:
         print("ghost: interrupted", file=sys.stderr)

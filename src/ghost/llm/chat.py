@@ -8,6 +8,7 @@ usage). Failures raise `UpstreamError` subclasses. Closing the iterator closes t
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -229,6 +230,23 @@ def _error_chunk(event: ServerSentEvent, bounds: ReplyBounds) -> dict[str, Any]:
     return payload if isinstance(payload.get("error"), (dict, str)) else {"error": payload}
 
 
+# JSON may escape one character as a surrogate pair; a lone surrogate (`"\\udcff"`) is no
+# character and has no UTF-8 form: kept, it would fail the reply's encoding, the history's and
+# every later request's. Such text gets U+FFFD, as undecodable bytes do.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
+
+
 def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]:
     bounds.check_depth(data)
     try:
@@ -236,6 +254,8 @@ def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]
     except (ValueError, RecursionError) as exc:
         shown = data[:120].decode("utf-8", "replace")
         raise UpstreamError(f"upstream sent a malformed {what}: {shown!r}") from exc
+    if _SURROGATE_ESCAPE.search(data):
+        parsed = _without_lone_surrogates(parsed)
     if not isinstance(parsed, dict):
         raise UpstreamError(f"upstream sent a {what} that is not a JSON object")
     return parsed

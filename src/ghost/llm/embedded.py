@@ -32,6 +32,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -47,6 +48,7 @@ import httpx
 from ghost.config import Settings
 from ghost.errors import GhostError
 from ghost.llm.availability import check_model_available
+from ghost.llm.embedded_gate import KEY_ENV
 from ghost.llm.gguf import GGUFError, read_model_meta
 from ghost.private import open_private_append, private_dir
 
@@ -116,10 +118,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def child_env() -> dict[str, str]:
-    # Not configuration: the inherited environment, filtered, handed to the child process.
+def child_env(key: str) -> dict[str, str]:
+    # Not configuration: the inherited environment, filtered, handed to the child process, and the
+    # server's key (the environment, unlike the command line, is readable only by Ghost's uid).
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"  # its log lines reach the file as they happen
+    env[KEY_ENV] = key
     return env
 
 
@@ -187,6 +191,9 @@ class EmbeddedServer:
         # parts of Ghost that hold connections to it. (Should another process take the port while
         # the server is down, the restart fails with "address in use" and is retried.)
         self.port = free_port()
+        # The secret the server answers to (embedded_gate): generated here, known only to this
+        # process and the server's, the same across restarts like the port.
+        self.api_key = secrets.token_urlsafe(32)
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.ready_at = 0.0
@@ -287,7 +294,7 @@ class EmbeddedServer:
         with open_private_append(self.log_path) as log_file:
             self.process = await asyncio.create_subprocess_exec(
                 *self.spec.argv(self.port), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT, env=child_env(), start_new_session=True,
+                stderr=asyncio.subprocess.STDOUT, env=child_env(self.api_key), start_new_session=True,
             )
         self.started_at = time.monotonic()
         self.status.update(state="starting", pid=self.process.pid, url=self.url)
@@ -313,7 +320,8 @@ class EmbeddedServer:
 
     async def _answers(self) -> bool:
         try:
-            response = await self.http.get(f"{self.url}/v1/models", timeout=2.0)
+            response = await self.http.get(f"{self.url}/v1/models", timeout=2.0,
+                                           headers={"authorization": f"Bearer {self.api_key}"})
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -388,6 +396,11 @@ class BundledModel:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def api_key(self) -> str:
+        """The key the server answers to: Ghost's upstream key while it serves the bundled model."""
+        return self.server.api_key
 
     @property
     def status(self) -> dict[str, Any]:

@@ -15,7 +15,9 @@ Its request model also refuses `content: null` on an assistant message that carr
 (valid OpenAI, and what an agent sends back on its next round); `NullContentAsEmpty` fixes that
 on the way in.
 
-Two more things the stock server does not do:
+Three more things the stock server does not do:
+- it answers only Ghost: the key Ghost generated, its loopback Host, no CORS
+  (`ghost.llm.embedded_gate`);
 - llama.cpp's extra buffer types (weights repacked for AMX and other CPU-specific kernels) are off
   unless `--ghost_extra_buffers True`: on CPUs with AMX, a batched decode of the repacked weights
   crashes inside `llama_decode` (llama-cpp-python 0.3.36). llama-cpp-python has no option for the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from llama_cpp.server.app import create_app
 from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
 from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
+from ghost.llm.embedded_gate import KEY_ENV, GhostOnly
 from ghost.llm.toolcalls import (CALL, END, MESSAGE, Reply, chosen_tool, forced_tool, opening_grammar,
                                  render_prompt, repeats_a_call, tool_by_name, tool_rounds_since_user, usage_of)
 
@@ -237,13 +241,15 @@ def main() -> None:
     parser.add_argument("--ghost_max_tokens", type=int, default=MAX_TOKENS)
     parser.add_argument("--ghost_extra_buffers", type=_flag, default=False)
     args = parser.parse_args()
+    key = os.environ.pop(KEY_ENV, "")  # out of the environment that llama.cpp and its children see
     TOOL_ROUNDS, MAX_TOKENS = args.ghost_tool_rounds, args.ghost_max_tokens
     load_with_extra_buffers(args.ghost_extra_buffers)
     print(f"ghost: loading the model with llama.cpp's extra buffer types "
           f"{'on' if args.ghost_extra_buffers else 'off'}", flush=True)
     server: ServerSettings = parse_model_from_args(ServerSettings, args)
     app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
-    uvicorn.run(NullContentAsEmpty(app), host=server.host, port=server.port, log_level="info")
+    uvicorn.run(GhostOnly(NullContentAsEmpty(app), key, server.port), host=server.host, port=server.port,
+                log_level="info")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ghost.errors import PathOutsideSandbox, Unprocessable, UnsafePath
-from ghost.sandbox.paths import split_relative
+from ghost.sandbox.paths import shown_user_path, split_relative
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -61,7 +61,7 @@ def too_deep(max_depth: int) -> TooDeep:
 
 
 def through_link(user_path: str) -> ThroughLink:
-    return ThroughLink(f"'{user_path}' goes through a symbolic link, which Ghost does not follow "
+    return ThroughLink(f"'{shown_user_path(user_path)}' goes through a symbolic link, which Ghost does not follow "
                        "(a link could lead outside the sandbox)")
 
 
@@ -217,7 +217,7 @@ def _translated(exc: OSError, user_path: str, fd: int | None = None, name: str =
     if exc.errno == errno.ENOTDIR and fd is not None and is_link(fd, name):
         return through_link(user_path)
     if exc.errno == errno.ENAMETOOLONG:
-        return UnsafePath(f"'{user_path}' cannot be used: {exc.strerror}")
+        return UnsafePath(f"'{shown_user_path(user_path)}' cannot be used: {exc.strerror}")
     return exc
 
 
@@ -261,11 +261,11 @@ def open_regular(dir_fd: int, name: str, flags: int = READ_FLAGS, *, user_path: 
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO opened for writing with no reader
-            raise NotRegular(f"'{user_path or name}' is not a regular file") from exc
+            raise NotRegular(f"'{shown_user_path(user_path or name)}' is not a regular file") from exc
         raise _translated(exc, user_path or name, dir_fd, name) from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise NotRegular(f"'{user_path or name}' is not a regular file")
+        raise NotRegular(f"'{shown_user_path(user_path or name)}' is not a regular file")
     if flags & os.O_CREAT:
         give(fd)
     return fd

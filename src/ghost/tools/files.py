@@ -20,7 +20,8 @@ from typing import Any
 
 from ghost.errors import ToolError, UnsafePath
 from ghost.sandbox import fs, fspool, fswalk
-from ghost.sandbox.paths import split_relative
+from ghost.sandbox.names import shown_name, shown_path
+from ghost.sandbox.paths import shown_user_path, split_relative
 from ghost.tools.base import ToolResult
 
 BINARY_SNIFF_BYTES = 8192
@@ -38,8 +39,9 @@ class FileLimits:
 
 
 def shown(user_path: str) -> str:
-    """How a path is shown to the model: cleaned, relative to the sandbox."""
-    return "/".join(split_relative(user_path)) or "."
+    """How a path is shown to the model: cleaned, relative to the sandbox, in the escaped form
+    every name is shown in (`ghost.sandbox.names`)."""
+    return shown_user_path(user_path)
 
 
 @contextmanager
@@ -217,7 +219,7 @@ class FileTools:
                 except OSError as exc:
                     if exc.errno != errno.ENOTEMPTY:
                         raise
-                    raise ToolError(f"{name} is a folder with content; pass recursive=true") from exc
+                    raise ToolError(f"{shown_name(name)} is a folder with content; pass recursive=true") from exc
 
     async def move_file(self, source: str, destination: str, overwrite: bool = False) -> ToolResult:
         """Move or rename a file or folder inside the sandbox. Into an existing folder if the
@@ -246,7 +248,7 @@ class FileTools:
                 with _plain_errors(destination), fs.closing(fs.open_dir(
                         root_fd, dst[:-1], user_path=destination, create=True)) as dst_fd:
                     self._rename(src_fd, src[-1], dst_fd, dst[-1], overwrite)
-        return "/".join(dst)
+        return shown_path(dst)
 
     @staticmethod
     def _is_real_folder(root_fd: int, parts: list[str], user_path: str) -> bool:
@@ -262,7 +264,7 @@ class FileTools:
         try:
             fs.rename_at(src_fd, src, dst_fd, dst, replace=overwrite)
         except FileExistsError as exc:
-            raise ToolError(f"{dst} exists; pass overwrite=true to replace it") from exc
+            raise ToolError(f"{shown_name(dst)} exists; pass overwrite=true to replace it") from exc
 
     # --- search ---------------------------------------------------------------------------------
     async def search_files(self, query: str, path: str = ".", case_sensitive: bool = False) -> ToolResult:
@@ -301,12 +303,12 @@ class FileTools:
                 with fs.closing(fs.open_dir(root_fd, parts[:-1], user_path=user_path)) as parent:
                     info = _existing(parent, parts[-1], user_path)
                     if stat.S_ISREG(info.st_mode):
-                        yield "/".join(parts), parent, parts[-1]
+                        yield shown_path(parts), parent, parts[-1]
                         return
             with fs.closing(fs.open_dir(root_fd, parts, user_path=user_path)) as folder:
                 for node in fswalk.walk(folder, self.limits.max_depth):
                     if node.is_file:
-                        yield "/".join((*parts, *node.parts)), node.dir_fd, node.name
+                        yield shown_path((*parts, *node.parts)), node.dir_fd, node.name
 
     def _matching_lines(self, dir_fd: int, name: str, needle: str, case_sensitive: bool) -> list[tuple[int, str]]:
         try:
@@ -367,10 +369,10 @@ def _not_a_folder_or_link(folder: int, name: str, user_path: str) -> None:
 
 
 def _describe(node: fswalk.Node) -> str:
-    name = "/".join(node.parts)
+    name = shown_path(node.parts)
     if node.is_link:
         try:
-            return f"{name} -> {os.readlink(node.name, dir_fd=node.dir_fd)} (link)"
+            return f"{name} -> {shown_name(os.readlink(node.name, dir_fd=node.dir_fd))} (link)"
         except OSError:
             return f"{name} (link)"
     if node.is_dir:

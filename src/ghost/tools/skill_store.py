@@ -25,6 +25,7 @@ from typing import Any
 from ghost.errors import GhostError, ToolError
 from ghost.sandbox import fs, fspool
 from ghost.sandbox.base import ExecResult, Executor
+from ghost.sandbox.names import shown_name
 from ghost.tools.schema import SchemaError, check_schema, validate
 
 log = logging.getLogger("ghost.tools")
@@ -133,8 +134,8 @@ class SkillStore:
                         skill = self._load(folder, name)
                     except (OSError, ValueError, TypeError, GhostError, RecursionError) as exc:
                         reason = exc.message if isinstance(exc, GhostError) else str(exc) or type(exc).__name__
-                        log.warning("ignoring acquired skill %s: %s", name, reason)
-                        skipped.append({"name": name, "reason": reason[:200]})
+                        log.warning("ignoring acquired skill %s: %s", shown_name(name), reason)
+                        skipped.append({"name": shown_name(name), "reason": reason[:200]})  # JSON-safe
                         continue
                     if len(found) < self.max_count:
                         found[skill.name] = skill

@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 from ghost.errors import LimitExceeded, UnsafePath
 from ghost.sandbox import fs, fswalk
+from ghost.sandbox.names import shown_name
 from ghost.workspace.layout import IO_BLOCK, SANDBOX_DIR, SESSION_FILE, SKILLS_DIR, disk_space
 from ghost.workspace.tasks import StopFlag
 
@@ -91,7 +92,35 @@ def build_archive(root: Path, tmp_dir: Path, session_json: bytes, cap: int, stop
     return BuiltArchive(file=out, size=size, files=files)
 
 
+class _ReadBudget:
+    """The bytes a save may read: the archive cap, counted on each file's apparent size (`st_size`,
+    so a sparse file counts whole) before the file is read. Compression cannot be counted on:
+    40 sparse files of 256 MiB make an archive of a few MB but cost reading 10 GiB of zeros."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.cap:
+            raise LimitExceeded(f"the workspace's files add up to more than the {self.cap}-byte save limit "
+                                f"(apparent sizes: a sparse file counts at its full length); delete or "
+                                "shrink files, or raise --workspace-save-max-bytes")
+
+
+def check_apparent_size(root: Path, cap: int, stop: StopFlag, max_depth: int = fs.DEFAULT_MAX_DEPTH) -> None:
+    """Refuse (413) before any file is read when the files' apparent sizes add up past the cap."""
+    budget = _ReadBudget(cap)
+    for _, node in walk_workspace(root, max_depth):
+        stop.check()
+        if node.is_file:
+            budget.take(node.info.st_size)
+
+
 def _write_zip(target: _CappedWriter, root: Path, session_json: bytes, stop: StopFlag, max_depth: int) -> int:
+    check_apparent_size(root, target.cap, stop, max_depth)
+    budget = _ReadBudget(target.cap)  # counted again as files are opened: they may have grown since
     files = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[call-overload]
         archive.writestr(_new_info(SESSION_FILE, time.time(), 0o644), session_json)
@@ -100,7 +129,7 @@ def _write_zip(target: _CappedWriter, root: Path, session_json: bytes, stop: Sto
             if node.is_dir:
                 archive.writestr(_new_info(arcname + "/", node.info.st_mtime, 0o755 | stat.S_IFDIR), b"")
             else:
-                files += _add_file(archive, arcname, node, stop)
+                files += _add_file(archive, arcname, node, stop, budget)
     return files
 
 
@@ -112,27 +141,21 @@ def walk_workspace(root: Path, max_depth: int = fs.DEFAULT_MAX_DEPTH) -> Iterato
     """
     with fs.open_root(root) as root_fd:
         for node in fswalk.walk(root_fd, max_depth):
-            if not all(_archivable_name(part) for part in node.parts):
-                log.warning("workspace save: skipping %r (name is not valid UTF-8)", "/".join(node.parts))
-                continue
-            rel = node.parts
-            if rel[0] == SKILLS_DIR and (node.is_dir or len(rel) > 1):
+            # Every name in its escaped form (ghost.sandbox.names): bytes that are not UTF-8 and
+            # control characters are saved too, and a load undoes the escapes.
+            rel = tuple(shown_name(part) for part in node.parts)
+            if node.parts[0] == SKILLS_DIR and (node.is_dir or len(rel) > 1):
                 yield "/".join(rel), node
             else:
                 yield "/".join((SANDBOX_DIR, *rel)), node
         # Symlinks, FIFOs, sockets, devices: not part of an archive (a load would refuse them).
 
 
-def _archivable_name(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\\" not in name
+def _add_file(archive: zipfile.ZipFile, arcname: str, node: fswalk.Node, stop: StopFlag, budget: _ReadBudget) -> int:
+    """Copy one file into the archive; 0 if it vanished or turned into something else meanwhile.
 
-
-def _add_file(archive: zipfile.ZipFile, arcname: str, node: fswalk.Node, stop: StopFlag) -> int:
-    """Copy one file into the archive; 0 if it vanished or turned into something else meanwhile."""
+    The file is read up to the size `fstat` gave when it was opened: what sandboxed code appends
+    while the save runs is cut off, so a file that keeps growing cannot keep a save going."""
     try:
         # O_NOFOLLOW | O_NONBLOCK, then fstat: a link or FIFO swapped in after the walk is skipped.
         fd = fs.open_regular(node.dir_fd, node.name)
@@ -141,15 +164,17 @@ def _add_file(archive: zipfile.ZipFile, arcname: str, node: fswalk.Node, stop: S
         return 0
     with open(fd, "rb", buffering=0) as source:
         info_stat = os.fstat(fd)
+        budget.take(info_stat.st_size)
         info = _new_info(arcname, info_stat.st_mtime, info_stat.st_mode)
-        info.file_size = info_stat.st_size
-        block = source.read(IO_BLOCK)
+        info.file_size = remaining = info_stat.st_size
+        block = source.read(min(IO_BLOCK, remaining))
         _choose_compression(info, block)
         with archive.open(info, "w", force_zip64=info_stat.st_size >= _ZIP64_SAFE) as sink:
             while block:
                 sink.write(block)
+                remaining -= len(block)
                 stop.check()
-                block = source.read(IO_BLOCK)
+                block = source.read(min(IO_BLOCK, remaining)) if remaining > 0 else b""
     return 1
 
 

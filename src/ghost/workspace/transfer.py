@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ghost.errors import BadRequest, NotFound, UnsafePath
 from ghost.sandbox import fs, fspool
-from ghost.sandbox.paths import split_relative
+from ghost.sandbox.paths import shown_user_path, split_relative
 from ghost.workspace.service import Workspace
 from ghost.workspace.tasks import in_thread_to_completion
 
@@ -48,13 +48,13 @@ def place_file(root: Path, name: str, temp: Path) -> str:
         with fs.parent_of(root, name, create=True) as (folder, file_name):
             info = fs.lstat_at(folder, file_name)
             if info is not None and stat.S_ISDIR(info.st_mode):
-                raise BadRequest(f"'{name}' is a folder")
+                raise BadRequest(f"'{shown_user_path(name)}' is a folder")
             if info is not None and stat.S_ISLNK(info.st_mode):
                 raise fs.through_link(name)
             _move_into_place(temp, folder, file_name)
     except (NotADirectoryError, FileExistsError) as exc:
-        raise BadRequest(f"cannot create '{name}': a file is in the way") from exc
-    return "/".join(split_relative(name))
+        raise BadRequest(f"cannot create '{shown_user_path(name)}': a file is in the way") from exc
+    return shown_user_path(name)
 
 
 def _move_into_place(temp: Path, folder: int, name: str) -> None:
@@ -94,9 +94,9 @@ def open_for_download(root: Path, filename: str) -> tuple[int, os.stat_result]:
         with fs.parent_of(root, filename) as (folder, name):
             info = fs.lstat_at(folder, name)
             if info is not None and stat.S_ISDIR(info.st_mode):
-                raise BadRequest(f"'{filename}' is a folder; download its files one by one, or save the workspace")
+                raise BadRequest(f"'{shown_user_path(filename)}' is a folder; download its files one by one, or save the workspace")
             fd = fs.open_regular(folder, name, user_path=filename)
     except (UnsafePath, OSError) as exc:
         # Malformed names, links, FIFOs get the same answer as missing files: nothing to probe.
-        raise NotFound(f"file '{filename}' not found") from exc
+        raise NotFound(f"file '{shown_user_path(filename)}' not found") from exc
     return fd, os.fstat(fd)
