@@ -19,7 +19,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghost.api.protocols.anthropic.encoder import error_object, error_type_for_status
-from ghost.api.protocols.anthropic.routes import PATHS as ANTHROPIC_PATHS
+from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
 
 # Ollama's API (and /api/blobs/<digest>); Ghost's own /api/* routes keep Ghost's shape.
 OLLAMA_PATHS = frozenset({
