@@ -327,3 +327,28 @@ def test_count_tokens_refuses_in_anthropic_shape(server: GhostServer) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert "messages" in response.json()["error"]["message"]
+
+
+def test_an_idle_stream_sends_pings_inside_the_message(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="late", first_delay=1.0))  # five keep-alive periods of silence
+    items = sse_items(post(server, {"model": "fake-model", "max_tokens": 8, "stream": True, "messages": USER}).text)
+    check_anthropic_order(items)
+    names = [name for name, _ in items]
+    first_block = names.index("content_block_start")
+    assert names[0] == "message_start" and names[1:first_block].count("ping") >= 2
+
+
+def test_encoder_notice_is_a_comment_and_usage_lands_in_message_delta() -> None:
+    from ghost.api.encoders.common import ReplyInfo
+    from ghost.api.protocols.anthropic.encoder import AnthropicStreamEncoder
+    from ghost.events import Done, Notice, TextDelta, Usage
+
+    encoder = AnthropicStreamEncoder(ReplyInfo(request_id="r1", model="m"))
+    wire = b"".join(encoder.encode(e) for e in [TextDelta("hi"), Notice("not saved"), Usage(7, 3), Done("length")])
+    text = wire.decode()
+    assert ": ghost warning: [Ghost: not saved]" in text
+    items = sse_items(text)
+    check_anthropic_order(items)
+    delta = next(data for name, data in items if name == "message_delta")
+    assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"] == {"input_tokens": 7, "output_tokens": 3}
+    assert items[0][1]["message"]["id"] == "msg_r1"

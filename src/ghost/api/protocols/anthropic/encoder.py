@@ -153,12 +153,12 @@ def sse(item: dict[str, Any]) -> bytes:
 
 
 class MessageFolder:
-    """Anthropic's events applied to one message object, as its SDKs accumulate a stream."""
+    """Anthropic's events applied to one message object, as its SDKs accumulate a stream. (A failure
+    never reaches it: without a stream the turn's error is raised and answered with a status.)"""
 
     def __init__(self) -> None:
         self.message: dict[str, Any] = {}
-        self._json: dict[int, list[str]] = {}
-        self.error: dict[str, Any] | None = None
+        self._json: dict[int, list[str]] = {}  # a tool_use block's input, as its pieces came
 
     def apply(self, item: dict[str, Any]) -> None:
         kind = item["type"]
@@ -175,8 +175,6 @@ class MessageFolder:
         elif kind == "message_delta":
             self.message.update(item["delta"])
             self.message["usage"].update(item["usage"])
-        elif kind == "error":
-            self.error = item
 
     def _apply_delta(self, index: int, delta: dict[str, Any]) -> None:
         block = self.message["content"][index]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -154,8 +154,10 @@ class CountTokensRequest(Strict):
     cache_control: CacheControl | None = None
 
 
-def parse(model: type[MessagesRequest] | type[CountTokensRequest], payload: dict[str, Any]
-          ) -> MessagesRequest | CountTokensRequest:
+Body = TypeVar("Body", MessagesRequest, CountTokensRequest)
+
+
+def parse(model: type[Body], payload: dict[str, Any]) -> Body:
     """`payload` validated; a 400 naming the first field that is wrong or that Ghost cannot apply."""
     _refuse_server_tools(payload.get("tools"))
     try:

@@ -43,7 +43,6 @@ async def _json_object(request: Request) -> dict[str, Any]:
 @router.post(MESSAGES_PATH, summary="Chat with the agent (Anthropic Messages API)", **openapi.ANTHROPIC_MESSAGES)
 async def messages(request: Request, service: ChatService = Depends(get_chat)) -> Response:
     body = anthropic_request.parse(anthropic_request.MessagesRequest, await _json_object(request))
-    assert isinstance(body, anthropic_request.MessagesRequest)
     chat = anthropic_request.chat_request(body, session_header=request.headers.get(SESSION_HEADER))
     started, created = time.perf_counter(), int(time.time())
     turn = await service.run(chat, request_id(request))
@@ -68,6 +67,5 @@ async def messages(request: Request, service: ChatService = Depends(get_chat)) -
              **openapi.ANTHROPIC_COUNT_TOKENS)
 async def count_tokens(request: Request, service: ChatService = Depends(get_chat)) -> Response:
     body = anthropic_request.parse(anthropic_request.CountTokensRequest, await _json_object(request))
-    assert isinstance(body, anthropic_request.CountTokensRequest)
     tokens = await service.count_tokens(anthropic_request.count_request(body), request_id(request))
     return JSONResponse({"input_tokens": tokens})
