@@ -2,6 +2,8 @@
 
     python bench/stream.py [--runs 7]
 
+Each Ghost path is measured: OpenAI Chat Completions, Ollama's /api/chat and Anthropic's /v1/messages.
+
 1. Relay ceiling: a 2,000-token reply from an upstream that emits as fast as it can.
 2. Paced upstream at 200 tokens/s: throughput ratio and time to first token.
 3. A turn with 3 tool rounds of `execute`: Ghost's own time per round (total - upstream - sandbox).
@@ -46,7 +48,15 @@ def targets(fake: FakeUpstreamProcess, ghost: GhostServer) -> dict[str, tuple[st
         "direct upstream": (fake.url + "/v1/chat/completions", {}, False),
         "ghost /v1/chat/completions": (ghost.url + "/v1/chat/completions", ghost.headers, False),
         "ghost /api/chat": (ghost.url + "/api/chat", ghost.headers, True),
+        "ghost /v1/messages": (ghost.url + "/v1/messages", ghost.headers, False),
     }
+
+
+def stream_body(url: str) -> dict:
+    body = {"model": "fake-model", "messages": USER, "stream": True}
+    if url.endswith("/v1/messages"):  # Anthropic's API requires max_tokens
+        body["max_tokens"] = 8192
+    return body
 
 
 def run_scenario(fake: FakeUpstreamProcess, ghost: GhostServer, reply: dict, runs: int) -> dict[str, list[tuple[float, float, int]]]:
@@ -54,8 +64,7 @@ def run_scenario(fake: FakeUpstreamProcess, ghost: GhostServer, reply: dict, run
     for _ in range(runs):
         for name, (url, headers, ndjson) in targets(fake, ghost).items():  # interleaved
             fake.script(reply)
-            body = {"model": "fake-model", "messages": USER, "stream": True}
-            results[name].append(read_stream(url, headers, body, ndjson))
+            results[name].append(read_stream(url, headers, stream_body(url), ndjson))
     return results
 
 
@@ -135,7 +144,7 @@ def main() -> int:
         with GhostServer("--upstream-url", fake.url, "--log-level", "warning") as ghost:
             for name, (url, headers, ndjson) in targets(fake, ghost).items():  # warm-up
                 fake.script({"content": "warm up"})
-                read_stream(url, headers, {"model": "fake-model", "messages": USER, "stream": True}, ndjson)
+                read_stream(url, headers, stream_body(url), ndjson)
             ceiling(fake, ghost, args.runs, verdicts)
             paced(fake, ghost, args.runs, verdicts)
             tool_rounds(fake, ghost, args.runs)

@@ -28,6 +28,8 @@ AUTHED_ROUTES = [
     ("POST", "/api/embed", {"model": "fake-model", "input": "hi"}),
     ("POST", "/api/embeddings", {"model": "fake-model", "prompt": "hi"}),
     ("POST", "/api/pull", {"model": "fake-model"}),
+    ("POST", "/v1/messages", {"model": "fake-model", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/messages/count_tokens", {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}),
     ("POST", "/echo/proxied", {"via": "catch-all proxy"}),
     ("PUT", "/echo/any/method?q=1", None),
 ]
@@ -50,12 +52,16 @@ BAD_CREDENTIALS = {
     "right key, wrong scheme": {"Authorization": f"Basic {TEST_KEY}"},
     "right key with a suffix": {"X-Ghost-Key": TEST_KEY + "x"},
     "prefix of the right key": {"Authorization": f"Bearer {TEST_KEY[:-1]}"},
+    "wrong x-api-key": {"x-api-key": "wrong-key"},
+    "empty x-api-key": {"x-api-key": ""},
 }
 GOOD_CREDENTIALS = {
     "x-ghost-key": {"X-Ghost-Key": TEST_KEY},
     "bearer": {"Authorization": f"Bearer {TEST_KEY}"},
     "lowercase bearer": {"authorization": f"bearer {TEST_KEY}"},
     "wrong x-ghost-key but right bearer": {"X-Ghost-Key": "nope", "Authorization": f"Bearer {TEST_KEY}"},
+    "x-api-key (Anthropic's clients)": {"x-api-key": TEST_KEY},
+    "wrong bearer but right x-api-key": {"Authorization": "Bearer nope", "x-api-key": TEST_KEY},
 }
 
 

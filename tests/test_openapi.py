@@ -11,11 +11,18 @@ import pytest
 from fastapi import routing
 
 from ghost.api.error_shape import is_ollama_path
+from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
 from ghost.app import create_app
 from ghost.config import Settings
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 OLLAMA_ERROR_REF = "#/components/schemas/OllamaError"
+ANTHROPIC_ERROR_REF = "#/components/schemas/AnthropicError"
+
+
+def error_ref(path: str) -> str:
+    """The error shape a path's clients read: Ollama's, Anthropic's, or Ghost's own."""
+    return OLLAMA_ERROR_REF if is_ollama_path(path) else ANTHROPIC_ERROR_REF if path in ANTHROPIC_PATHS else ERROR_REF
 OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("get", "/api/ps"),
                    ("post", "/api/show")}
 # Each route that reads a body, and the media types it takes.
@@ -68,13 +75,13 @@ def test_security_matches_the_key_check(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["ghostKey"] == {**schemes["ghostKey"], "type": "apiKey", "in": "header", "name": "X-Ghost-Key"}
     assert schemes["bearer"]["scheme"] == "bearer"
+    assert schemes["anthropicKey"] == {**schemes["anthropicKey"], "type": "apiKey", "in": "header", "name": "x-api-key"}
     for method, path, op in operations(document):
         if (method, path) in OPEN_OPERATIONS:
             assert op["security"] == [] and "401" not in op["responses"], path
         else:
-            assert op["security"] == [{"ghostKey": []}, {"bearer": []}], path
-            expected = OLLAMA_ERROR_REF if is_ollama_path(path) else ERROR_REF
-            assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"] == expected, path
+            assert op["security"] == [{"ghostKey": []}, {"bearer": []}, {"anthropicKey": []}], path
+            assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"] == error_ref(path), path
 
 
 def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
@@ -89,9 +96,8 @@ def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
             if (path, status) in plain_text:
                 assert "text/plain" in content, (path, status)
                 content = {k: v for k, v in content.items() if k != "text/plain"}
-            if content:  # Ollama's routes answer Ollama's shape
-                shape = OLLAMA_ERROR_REF if is_ollama_path(path) else ERROR_REF
-                assert content == {"application/json": {"schema": {"$ref": shape}}}, (path, status)
+            if content:  # Ollama's routes answer Ollama's shape, the Messages API's Anthropic's
+                assert content == {"application/json": {"schema": {"$ref": error_ref(path)}}}, (path, status)
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 

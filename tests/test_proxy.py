@@ -134,11 +134,11 @@ def test_upstream_status_and_body_pass_through(client: httpx.Client) -> None:
 # --- headers ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("credentials", [{"X-Ghost-Key": TEST_KEY}, {"Authorization": f"Bearer {TEST_KEY}"}],
-                         ids=["x-ghost-key", "bearer"])
+@pytest.mark.parametrize("credentials", [{"X-Ghost-Key": TEST_KEY}, {"Authorization": f"Bearer {TEST_KEY}"},
+                                         {"x-api-key": TEST_KEY}], ids=["x-ghost-key", "bearer", "x-api-key"])
 def test_ghost_key_is_never_forwarded(ghost: GhostServer, tuned: GhostServer, credentials: dict[str, str]) -> None:
     plain = httpx.get(ghost.url + "/echo/k", headers=credentials).json()["headers"]
-    assert "x-ghost-key" not in plain and "authorization" not in plain
+    assert "x-ghost-key" not in plain and "authorization" not in plain and "x-api-key" not in plain
     assert TEST_KEY not in json.dumps(plain)
     keyed = httpx.get(tuned.url + "/echo/k", headers=credentials).json()["headers"]
     assert "x-ghost-key" not in keyed

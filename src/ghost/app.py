@@ -19,7 +19,8 @@ from ghost.agent.selftest import self_test
 from ghost.agent.service import ChatService
 from ghost.agent.turn import TurnServices
 from ghost.api import mcp as mcp_endpoint
-from ghost.api.error_shape import OllamaErrorShape
+from ghost.api.error_shape import ErrorShape
+from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -41,8 +42,8 @@ from ghost.private import private_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, sessions.router, workspace.router,
-           proxy.router]
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, sessions.router,
+           workspace.router, proxy.router]
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
@@ -153,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BoundaryMiddleware, settings=settings)  # Host and Origin: before routing
     app.add_middleware(RequestIdMiddleware)
     # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
-    app.add_middleware(OllamaErrorShape)
+    app.add_middleware(ErrorShape)
     # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
     app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

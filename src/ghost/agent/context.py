@@ -109,6 +109,11 @@ class ContextFitter:
                     raise self._final(exc) from exc
                 self._learn_overflow(exc)
 
+    async def prompt_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
+        """The tokens of this prompt as sent unshortened: messages and tool schemas, calibrated."""
+        await self._count(messages)
+        return self.counter.calibrated(self._raw(messages) + await self._tools_tokens(tools))
+
     def _reply_tokens(self, payload: dict[str, Any]) -> int:
         window = self.services.window.tokens
         asked = payload.get("max_tokens") or payload.get("max_completion_tokens")

@@ -85,6 +85,14 @@ class ChatService:
         options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
         return await self._start(model, session, self._turn(chat, choice, options, request_id, session))
 
+    async def count_tokens(self, chat: ChatRequest, request_id: str) -> int:
+        """The prompt tokens `chat` would cost as Ghost sends it: its system prompt and tools included."""
+        choice = self._model(chat.model or self.upstream.models[0])
+        chat = dataclasses.replace(chat, model=self.upstream.upstream_model(choice.name))
+        options = PLAIN if choice.plain else TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
+        async with self.gate.turn():  # the scratchpad and skills the prompt shows stay put meanwhile
+            return await AgentTurn(self.turns, chat, request_id, options).prompt_tokens()
+
     async def _start(self, model: str, session: str | None, turn: AsyncIterator[Event]) -> StartedTurn:
         events = pumped(turn, self.settings.keepalive_seconds)
         try:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.agent.budget import OutputBudget, budget_note
-from ghost.agent.context import ContextFitter, ExtraCall
+from ghost.agent.context import ContextFitter, ExtraCall, tools_json
 from ghost.agent.context_services import ContextServices
+from ghost.agent.tokens import estimate, message_text
 from ghost.agent.client_tools import ClientTools
 from ghost.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
@@ -151,6 +152,13 @@ class AgentTurn:
                     yield event
         for event in self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds")):
             yield event
+
+    async def prompt_tokens(self) -> int:
+        """The tokens of the turn's first upstream call (system prompt and every tool schema included)."""
+        messages, tools = await self._opening_messages(), self._tool_schemas()
+        if self.context is None:  # nothing learned about the upstream: the plain estimate
+            return sum(estimate(message_text(m)[0]) + message_text(m)[1] for m in messages) + estimate(tools_json(tools))
+        return await self.context.prompt_tokens(messages, tools)
 
     def _budget_ending(self) -> list[Event]:
         note = TextDelta(budget_note(self.budget.limit))

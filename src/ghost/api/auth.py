@@ -1,4 +1,5 @@
-"""The one auth check: X-Ghost-Key or Authorization: Bearer, compared in constant time."""
+"""The one auth check: X-Ghost-Key, Authorization: Bearer or x-api-key (Anthropic's clients), compared
+in constant time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ log = logging.getLogger("ghost.auth")
 def supplied_keys(request: Request) -> list[str]:
     keys = []
     if (header := request.headers.get("x-ghost-key")) is not None:
+        keys.append(header)
+    if (header := request.headers.get("x-api-key")) is not None:  # how Anthropic's SDKs send the key
         keys.append(header)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
@@ -55,5 +58,5 @@ def check_key(request: Request) -> None:
     log.warning("auth failed: %s %s from %s (%s)", request.method, request.url.path, client,
                 "no key" if not keys else "wrong key")
     raise AuthenticationFailed(
-        "missing API key (send X-Ghost-Key or Authorization: Bearer)" if not keys else "invalid API key"
+        "missing API key (send X-Ghost-Key, Authorization: Bearer or x-api-key)" if not keys else "invalid API key"
     )

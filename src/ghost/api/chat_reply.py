@@ -55,13 +55,26 @@ def _encoder(request: Request, info: ReplyInfo, wire: Wire) -> OpenAIStreamEncod
 def _streamed(events: TurnEvents, info: ReplyInfo, encoder: OpenAIStreamEncoder | OllamaStreamEncoder,
               session: dict[str, str]) -> Response:
     media = "text/event-stream" if isinstance(encoder, OpenAIStreamEncoder) else "application/x-ndjson"
-    return WatchedStreamingResponse(_encoded(events, encoder.encode, info.request_id), media_type=media,
+    return stream_response(events, encoder.encode, media, info, session)
+
+
+def stream_response(events: TurnEvents, encode: Callable[[Event], bytes], media_type: str, info: ReplyInfo,
+                    session: dict[str, str]) -> Response:
+    """A started turn streamed through any protocol's encoder (a failure after the start in-band)."""
+    return WatchedStreamingResponse(_encoded(events, encode, info.request_id), media_type=media_type,
                                     headers={**SSE_HEADERS, **session})
 
 
 async def _collected(request: Request, events: TurnEvents, info: ReplyInfo, wire: Wire,
                      session: dict[str, str]) -> Response:
-    turn = await unless_disconnected(request.receive, _collect(events, info.show_activity))
+    return await collected_response(request, events, info, session, lambda turn: _single_object(wire, turn, info))
+
+
+async def collected_response(request: Request, events: TurnEvents, info: ReplyInfo, session: dict[str, str],
+                             body_of: Callable[[CollectedTurn], dict[str, Any]],
+                             observe: Callable[[Event], None] | None = None) -> Response:
+    """A started turn as one JSON object made by `body_of` (`observe` sees every event on the way)."""
+    turn = await unless_disconnected(request.receive, _collect(events, info.show_activity, observe))
     if turn is None:
         return Response(status_code=CLIENT_CLOSED)
     if turn.stats is not None:
@@ -69,7 +82,7 @@ async def _collected(request: Request, events: TurnEvents, info: ReplyInfo, wire
     headers = {"Server-Timing": turn.server_timing(time.perf_counter() - info.started), **session}
     if turn.notices:
         headers["X-Ghost-Warning"] = "; ".join(turn.notices)
-    return JSONResponse(_single_object(wire, turn, info), headers=headers)
+    return JSONResponse(body_of(turn), headers=headers)
 
 
 async def _encoded(batches: TurnEvents, encode: Callable[[Event], bytes], request_id: str) -> AsyncIterator[bytes]:
@@ -87,12 +100,15 @@ async def _encoded(batches: TurnEvents, encode: Callable[[Event], bytes], reques
         await batches.aclose()
 
 
-async def _collect(batches: TurnEvents, show_activity: bool) -> CollectedTurn:
+async def _collect(batches: TurnEvents, show_activity: bool,
+                   observe: Callable[[Event], None] | None = None) -> CollectedTurn:
     turn = CollectedTurn()
     try:
         async for batch in batches:
             for event in batch:
                 turn.add(event, show_activity)
+                if observe is not None:
+                    observe(event)
     finally:
         await batches.aclose()
     return turn

@@ -2,19 +2,24 @@
 
 Ghost's error shape is OpenAI's `{"error": {"message", "type"}}`. Ollama clients — and Open WebUI
 on an Ollama connection — read `{"error": "<message>"}` and show anything else as a dead server,
-so the Ollama routes answer in that shape, with the same statuses. Errors are raised in many
+so the Ollama routes answer in that shape, with the same statuses. Anthropic's SDKs read
+`{"type": "error", "error": {"type", "message"}}`, so the Messages API's routes answer in that one. Errors are raised in many
 places (route handlers, the auth dependency, the body limit, the Host check, the last-resort 500),
 so instead of teaching each of them about paths, one middleware outside all of them reshapes the
-error replies of Ollama paths. Success replies and streams (status < 400) pass through untouched;
+error replies of those paths. Success replies and streams (status < 400) pass through untouched;
 an error inside a stream is already in-band in the wire format's own shape.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ghost.api.protocols.anthropic.encoder import error_object, error_type_for_status
+from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
 
 # Ollama's API (and /api/blobs/<digest>); Ghost's own /api/* routes keep Ghost's shape.
 OLLAMA_PATHS = frozenset({
@@ -30,6 +35,23 @@ def is_ollama_path(path: str) -> bool:
     return path in OLLAMA_PATHS or path.startswith(OLLAMA_PREFIXES)
 
 
+def reshaper_for(path: str) -> Callable[[Any, int], Any] | None:
+    """The one rule deciding the error shape: Ollama's, Anthropic's, or Ghost's own (None)."""
+    if is_ollama_path(path):
+        return lambda payload, status: ollama_error(payload)
+    if path in ANTHROPIC_PATHS:
+        return anthropic_error
+    return None
+
+
+def anthropic_error(payload: Any, status: int) -> Any:
+    """`{"error": {"message": m, ...}}` -> `{"type": "error", "error": {"type": t, "message": m}}`."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error_object(error["message"], error_type_for_status(status))
+    return payload
+
+
 def ollama_error(payload: Any) -> Any:
     """`{"error": {"message": m, ...}}` -> `{"error": m}`; anything else as it is."""
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -38,22 +60,25 @@ def ollama_error(payload: Any) -> Any:
     return payload
 
 
-class OllamaErrorShape:
-    """Reshape JSON error replies (status >= 400) on Ollama paths. Install it outermost."""
+class ErrorShape:
+    """Reshape JSON error replies (status >= 400) on Ollama's and Anthropic's paths. Install it outermost."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_ollama_path(scope["path"]):
+        reshape = reshaper_for(scope["path"]) if scope["type"] == "http" else None
+        if reshape is None:
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _ReshapingSend(send).send)
+        await self.app(scope, receive, _ReshapingSend(send, reshape).send)
+
 
 
 class _ReshapingSend:
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, reshape: Callable[[Any, int], Any]) -> None:
         self._send = send
+        self._reshape = reshape
         self._start: Message | None = None  # held back while an error body is collected
         self._body = bytearray()
 
@@ -74,7 +99,7 @@ class _ReshapingSend:
         start, original = self._start, bytes(self._body)
         assert start is not None
         self._start = None
-        body = original if more_body else _reshaped(original)
+        body = original if more_body else _reshaped(original, lambda p: self._reshape(p, start["status"]))
         if body != original:  # (an empty HEAD body, say, keeps its headers as they were)
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
@@ -89,9 +114,9 @@ def _is_json(start: Message) -> bool:
     return False
 
 
-def _reshaped(body: bytes) -> bytes:
+def _reshaped(body: bytes, reshape: Callable[[Any], Any]) -> bytes:
     try:
         payload = json.loads(body)
     except ValueError:
         return body
-    return json.dumps(ollama_error(payload)).encode()
+    return json.dumps(reshape(payload)).encode()

@@ -30,6 +30,8 @@ from pydantic.json_schema import models_json_schema
 from ghost.api import bodies, schemas as s
 from ghost.api.auth import require_key
 from ghost.api.error_shape import is_ollama_path
+from ghost.api.protocols.anthropic import request as anthropic_request, schemas as anthropic_schemas
+from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
 from ghost.api import session_id
 
 REF = "#/components/schemas/{model}"
@@ -39,8 +41,10 @@ SECURITY_SCHEMES = {
                  "description": "The Ghost API key (`--api-key`)."},
     "bearer": {"type": "http", "scheme": "bearer",
                "description": "The Ghost API key as a bearer token (for OpenAI and Ollama clients)."},
+    "anthropicKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                     "description": "The Ghost API key as Anthropic's clients send theirs."},
 }
-KEYED = [{"ghostKey": []}, {"bearer": []}]
+KEYED = [{"ghostKey": []}, {"bearer": []}, {"anthropicKey": []}]
 REQUEST_ID_HEADER = {"X-Request-ID": {
     "description": "The request's id: the client's own if valid, else a fresh one.",
     "required": True, "schema": {"type": "string"}}}
@@ -92,14 +96,16 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": json_content(model)}}
 
 
-def error(description: str, *, ollama: bool = False) -> dict[str, Any]:
-    """An error reply: Ghost's shape, or on an Ollama route Ollama's `{"error": "..."}`."""
-    return {"description": description, "content": json_content(s.OllamaError if ollama else s.ErrorResponse)}
+def error(description: str, *, ollama: bool = False, anthropic: bool = False) -> dict[str, Any]:
+    """An error reply: Ghost's shape, on an Ollama route Ollama's `{"error": "..."}`, on the Messages
+    API's routes Anthropic's `{"type": "error", "error": {...}}`."""
+    model = anthropic_schemas.AnthropicError if anthropic else s.OllamaError if ollama else s.ErrorResponse
+    return {"description": description, "content": json_content(model)}
 
 
 def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = "",
               extra: dict[str, Any] | None = None, more: dict[int, dict[str, Any]] | None = None,
-              raw: bool = False, ollama: bool = False) -> dict[str, Any]:
+              raw: bool = False, ollama: bool = False, anthropic: bool = False) -> dict[str, Any]:
     """Keyword arguments for a route decorator: its replies, and anything else for the operation.
 
     `raw`: the route returns a non-JSON Response itself; its `response_class` then only keeps FastAPI
@@ -108,7 +114,7 @@ def route_doc(ok: dict[str, Any], errors: dict[int, str], *, description: str = 
     """
     responses: dict[int | str, dict[str, Any]] = {200: {"description": description or "Success", **ok}}
     responses.update(more or {})
-    responses.update({status: error(text, ollama=ollama) for status, text in errors.items()})
+    responses.update({status: error(text, ollama=ollama, anthropic=anthropic) for status, text in errors.items()})
     kwargs = {"response_model": None, "responses": responses, "openapi_extra": extra or {}}
     return {**kwargs, "response_class": Response} if raw else kwargs
 
@@ -194,6 +200,24 @@ GENERATE = route_doc(
     CHAT_ERRORS, ollama=True,
     description="Streams NDJSON by default; with `stream: false` one object.",
     extra=json_body(bodies.GenerateRequest, required=True))
+_ANTHROPIC_ERRORS = {**{status: text for status, text in CHAT_ERRORS.items() if status != 422},
+                     400: BAD_JSON + " Or a field is wrong, or one this server cannot apply (the message names it)."}
+ANTHROPIC_MESSAGES = route_doc(
+    {"content": {**json_content(anthropic_schemas.AnthropicMessage), "text/event-stream": {"schema": {
+        "description": "Server-sent events in Anthropic's order (`message_start`, per content block "
+        "`content_block_start` / `content_block_delta`s / `content_block_stop`, `message_delta`, "
+        "`message_stop`; `ping` while idle); a failure after the start is an `error` event.",
+        "type": "object", "properties": {"event": {"type": "string"}, "data": {
+            "type": "string", "contentMediaType": "application/json",
+            "contentSchema": ref(anthropic_schemas.AnthropicStreamEvent)}}}}},
+     "headers": dict(SESSION_REPLY_HEADER)}, _ANTHROPIC_ERRORS, anthropic=True,
+    description="A `message`, or with `stream: true` Anthropic's SSE event sequence.",
+    extra={**json_body(anthropic_request.MessagesRequest, required=True), **_CHAT_EXTRA})
+ANTHROPIC_COUNT_TOKENS = route_doc(
+    {"content": json_content(anthropic_schemas.CountTokensReply)},
+    {status: text for status, text in _ANTHROPIC_ERRORS.items() if status in (400, 404, 409, 413)}, anthropic=True,
+    description="The request's input tokens as Ghost would send it.",
+    extra=json_body(anthropic_request.CountTokensRequest, required=True))
 SESSIONS = route_doc({"content": json_content(s.SessionList)}, {})
 _SESSION_PATH = {"parameters": [{"name": "session_id", "in": "path", "required": True,
                                  "schema": {"type": "string", "pattern": session_id.SESSION_ID_PATTERN}}]}
@@ -289,13 +313,13 @@ def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, 
 
 def _finish_operation(keyed: bool, path: str, method: str, operation: dict[str, Any]) -> None:
     operation["security"] = KEYED if keyed else []
-    ollama = is_ollama_path(path)
+    shape = {"ollama": is_ollama_path(path), "anthropic": path in ANTHROPIC_PATHS}
     if "HTTPValidationError" in str(operation["responses"].get("422")):
         # FastAPI's own entry for its parameter checks; Ghost's handler answers those in its own shape.
-        operation["responses"]["422"] = error("A parameter is invalid.", ollama=ollama)
+        operation["responses"]["422"] = error("A parameter is invalid.", **shape)
     if keyed:
-        operation["responses"].setdefault("401", error("Missing or wrong key.", ollama=ollama))
-    operation["responses"].setdefault("403", error(FORBIDDEN, ollama=ollama))
+        operation["responses"].setdefault("401", error("Missing or wrong key.", **shape))
+    operation["responses"].setdefault("403", error(FORBIDDEN, **shape))
     for response in operation["responses"].values():
         response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
     if "parameters" in operation:  # one given in `openapi_extra` replaces FastAPI's of that name

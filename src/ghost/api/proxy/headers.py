@@ -21,7 +21,7 @@ _HOP_BY_HOP = frozenset({
 # Never forwarded upstream: the client's Ghost credentials, what aiohttp sets itself (host, chunked
 # framing), and `expect` (Ghost's own server already answered the client's 100-continue). The
 # client's Content-Length is kept: aiohttp then sends the body with that length, not chunked.
-_REQUEST_DROP = _HOP_BY_HOP | {b"host", b"x-ghost-key", b"authorization", b"x-request-id", b"expect"}
+_REQUEST_DROP = _HOP_BY_HOP | {b"host", b"x-ghost-key", b"authorization", b"x-api-key", b"x-request-id", b"expect"}
 # Ghost's server sets its own date, server and request id.
 _RESPONSE_DROP = _HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
 # A reverse proxy in front (nginx) must pass a stream on as it comes.
