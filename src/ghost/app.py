@@ -23,6 +23,7 @@ from ghost.api.error_shape import OllamaErrorShape
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.protocols.responses import route as responses
 from ghost.api.services import Services
 from ghost.config import Settings
 from ghost.keyfile import with_resolved_key
@@ -40,8 +41,8 @@ from ghost.workspace.service import open_workspace
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, sessions.router, workspace.router,
-           proxy.router]
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, responses.router, sessions.router,
+           workspace.router, proxy.router]
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
