@@ -285,13 +285,14 @@ def test_store_false_keeps_nothing(oai: openai.OpenAI, upstream: FakeUpstream) -
 # --- errors ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("body", "named"), [
-    ({"input": "x", "background": True, "prompt_cache_key": "k"}, "background, prompt_cache_key"),
+    ({"input": "x", "background": True, "service_tier": "flex"}, "background, service_tier"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content"),
     ({"input": [{"role": "user", "content": "x", "colour": "red"}]}, "input[0].colour"),
     ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
-    ({"input": "x", "include": ["file_search_call.results"]}, "include"),
+    ({"input": "x", "include": ["reasoning.encrypted_content", "file_search_call.results"]},
+     "include: unsupported value(s): file_search_call.results"),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": []}, "input"),
     ({}, "input"),
@@ -330,3 +331,13 @@ def test_upstream_failure_mid_stream_is_error_then_failed(server: GhostServer, u
     assert failed["status"] == "failed" and failed["error"]["message"] == events[-2]["message"]
     items = check_order(events)  # the answer so far is closed before the error
     assert items[0]["content"][0]["text"].startswith("partial")
+
+
+def test_cut_by_the_token_limit_is_incomplete(server: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="cut sho", finish_reason="length"))
+    events = raw_events(server, {"input": "long story", "max_output_tokens": 3})
+    check_order(events)
+    final = events[-1]
+    assert final["type"] == "response.incomplete"
+    assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert sent_upstream(upstream)["max_tokens"] == 3

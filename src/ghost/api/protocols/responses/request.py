@@ -146,6 +146,13 @@ class ResponsesBody(Strict):
     user: str | None = None
     truncation: Literal["auto", "disabled"] | None = None  # Ghost fits the context itself either way
     include: list[str] | None = None
+    # A cache hint (Codex sends one): Ghost keeps no prompt cache, so there is nothing to key.
+    prompt_cache_key: str | None = None
+
+
+# Stateless clients (Codex, `store: false`) ask for reasoning they can send back: Ghost never sends
+# reasoning upstream, so its reasoning items need no encrypted content and have none.
+INCLUDABLE = frozenset({"reasoning.encrypted_content"})
 
 
 @dataclass
@@ -165,8 +172,8 @@ def parsed_body(payload: dict[str, Any]) -> ResponsesBody:
     if unknown:
         raise BadRequest(f"unsupported field(s): {', '.join(unknown)}")
     body = _validated(ResponsesBody, payload, ())
-    if body.include:
-        raise BadRequest(f"include: unsupported value(s): {', '.join(body.include)}")
+    if unserved := [value for value in body.include or [] if value not in INCLUDABLE]:
+        raise BadRequest(f"include: unsupported value(s): {', '.join(unserved)}")
     return body
 
 

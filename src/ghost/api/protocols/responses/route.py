@@ -23,6 +23,7 @@ from ghost.api.auth import require_key
 from ghost.api.chat_reply import CLIENT_CLOSED, SSE_HEADERS
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.disconnect import unless_disconnected
+from ghost.api.protocols.responses import openapi as docs
 from ghost.api.protocols.responses.encoder import KEEPALIVE, ResponseBuilder, new_id, sse
 from ghost.api.protocols.responses.request import ResponsesRequest, parsed_body, responses_request, with_history
 from ghost.api.services import get_chat, services_of
@@ -42,7 +43,8 @@ def response_store(request: Request) -> ResponseStore:
     return ResponseStore(services_of(request).workspace.db, ADMIN_WORKSPACE)
 
 
-@router.post("/v1/responses", summary="Run the agent (OpenAI Responses API; typed SSE events if stream)")
+@router.post("/v1/responses", summary="Run the agent (OpenAI Responses API; typed SSE events if stream)",
+             **docs.CREATE)
 async def create_response(request: Request, service: ChatService = Depends(get_chat),
                           store: ResponseStore = Depends(response_store)) -> Response:
     asked = responses_request(parsed_body(await read_json_object(request)))
@@ -62,7 +64,7 @@ async def create_response(request: Request, service: ChatService = Depends(get_c
     return JSONResponse(builder.response, headers=headers)
 
 
-@router.get("/v1/responses/{response_id}", summary="A stored response (OpenAI Responses API)")
+@router.get("/v1/responses/{response_id}", summary="A stored response (OpenAI Responses API)", **docs.GET)
 async def get_response(response_id: str, store: ResponseStore = Depends(response_store)) -> dict[str, Any]:
     stored = await store.get(response_id)
     if stored is None:
@@ -70,7 +72,8 @@ async def get_response(response_id: str, store: ResponseStore = Depends(response
     return stored.body
 
 
-@router.delete("/v1/responses/{response_id}", summary="Delete a stored response (OpenAI Responses API)")
+@router.delete("/v1/responses/{response_id}", summary="Delete a stored response (OpenAI Responses API)",
+               **docs.DELETE)
 async def delete_response(response_id: str, store: ResponseStore = Depends(response_store)) -> dict[str, Any]:
     if not await store.delete(response_id):
         raise NotFound(f"no stored response '{echo(response_id)}'")
