@@ -304,6 +304,18 @@ def test_bad_requests_are_400s_naming_the_field(server: GhostServer, body: dict[
     assert error["type"] == "invalid_request_error" and named in error["message"]
 
 
+def test_a_function_call_must_be_answered(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content="", tool_calls=[{"name": "get_weather", "arguments": {"city": "Lima"}}]))
+    asked = oai.responses.create(input="Weather in Lima?", tools=[WEATHER])
+    sent = len(upstream.chat_requests())
+    with pytest.raises(openai.BadRequestError, match="no function_call_output for call_id"):
+        oai.responses.create(previous_response_id=asked.id, tools=[WEATHER], input="never mind")
+    with pytest.raises(openai.BadRequestError, match="answers no function_call"):
+        oai.responses.create(input=[{"role": "user", "content": "x"},
+                                    {"type": "function_call_output", "call_id": "call_nobody", "output": "1"}])
+    assert len(upstream.chat_requests()) == sent  # refused before the upstream saw anything
+
+
 def test_sdk_sees_a_bad_request_error(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="unsupported field"):
         oai.responses.create(input="x", extra_body={"nonsense": 1})

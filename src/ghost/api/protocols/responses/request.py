@@ -204,6 +204,24 @@ def with_history(request: ResponsesRequest, earlier: list[dict[str, Any]], sessi
     system = [{"role": "system", "content": request.instructions}] if request.instructions else []
     request.chat.messages = [*system, *earlier, *request.input_messages]
     request.chat.session_id = session_id
+    check_calls_answered(request.chat.messages)
+
+
+def check_calls_answered(messages: list[dict[str, Any]]) -> None:
+    """Each function call answered by its output right after it, and each output answering a call:
+    the upstream would refuse the conversation otherwise, in words about messages the client never sent."""
+    waiting: list[str] = []
+    for message in messages:
+        if message["role"] == "tool":
+            if message["tool_call_id"] not in waiting:
+                raise BadRequest(f"input: the function_call_output for call_id '{message['tool_call_id']}' "
+                                 "answers no function_call before it")
+            waiting.remove(message["tool_call_id"])
+            continue
+        if waiting:
+            raise BadRequest(f"input: no function_call_output for call_id '{waiting[0]}'; send it "
+                             "right after the call (or in the request that continues the response)")
+        waiting = [call["id"] for call in message.get("tool_calls") or []]
 
 
 def _validated(model: type[Strict], value: Any, where: tuple[str | int, ...]) -> Any:
