@@ -34,12 +34,20 @@ def usage_object(usage: Usage) -> dict[str, Any]:
             "total_tokens": usage.total_tokens}
 
 
+DELTA_EVENT = {"message": "response.output_text.delta", "thinking": "response.reasoning_text.delta",
+               "activity": "response.reasoning_summary_text.delta"}
+
+
 class _OpenItem:
     """The output item being streamed: its kind, its object, and its text so far."""
 
     def __init__(self, kind: str, item: dict[str, Any], index: int) -> None:
         self.kind, self.item, self.index = kind, item, index
         self.text: list[str] = []
+        where = {"item_id": item["id"], "output_index": index}
+        self.delta_fields = {**where, "summary_index": 0} if kind == "activity" else {**where, "content_index": 0}
+        if kind == "message":
+            self.delta_fields["logprobs"] = []
 
 
 class ResponseBuilder:
@@ -101,18 +109,12 @@ class ResponseBuilder:
 
     # --- items ------------------------------------------------------------------------------------
     def _delta(self, kind: str, text: str) -> list[dict[str, Any]]:
+        # The hot path of a stream (one call per token): the open item's event fields are made once.
         events = [] if self._open is not None and self._open.kind == kind else self._close() + self._opened(kind)
         item = self._open
         assert item is not None
         item.text.append(text)
-        where = {"item_id": item.item["id"], "output_index": item.index}
-        if kind == "message":
-            return events + [self._event("response.output_text.delta", **where, content_index=0, delta=text,
-                                         logprobs=[])]
-        if kind == "thinking":
-            return events + [self._event("response.reasoning_text.delta", **where, content_index=0, delta=text)]
-        return events + [self._event("response.reasoning_summary_text.delta", **where, summary_index=0,
-                                     delta=text)]
+        return [*events, self._event(DELTA_EVENT[kind], **item.delta_fields, delta=text)]
 
     def _opened(self, kind: str) -> list[dict[str, Any]]:
         index = len(self.response["output"])
