@@ -47,3 +47,12 @@ async def test_a_reopened_database_keeps_it(tmp_path: Path) -> None:
         assert (await ResponseStore(second, "admin").get("resp_1")) is not None
     finally:
         await second.close()
+
+
+async def test_past_the_limit_the_oldest_go(db: Database) -> None:
+    alice, bob = ResponseStore(db, "alice", max_stored=2), ResponseStore(db, "bob", max_stored=2)
+    await bob.save("resp_b", None, BODY, MESSAGES)
+    for n in range(3):
+        await alice.save(f"resp_{n}", None, BODY, MESSAGES)
+    assert [await alice.get(f"resp_{n}") is not None for n in range(3)] == [False, True, True]
+    assert await bob.get("resp_b") is not None  # another workspace's count is its own

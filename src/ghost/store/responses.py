@@ -26,13 +26,15 @@ class StoredResponse:
 
 
 class ResponseStore:
-    def __init__(self, db: Database, workspace: str) -> None:
+    def __init__(self, db: Database, workspace: str, *, max_stored: int = 1000) -> None:
         self.db = db
         self.workspace = workspace
+        self.max_stored = max_stored  # per workspace; saving one more drops the oldest
 
     async def save(self, response_id: str, session_id: str | None, body: dict[str, Any],
                    messages: list[dict[str, Any]]) -> None:
-        await self.db.run(_save, self.workspace, response_id, session_id, _dumps(body), _dumps(messages))
+        await self.db.run(_save, self.workspace, response_id, session_id, _dumps(body), _dumps(messages),
+                          self.max_stored)
 
     async def get(self, response_id: str) -> StoredResponse | None:
         row = await self.db.run(_get, self.workspace, response_id)
@@ -50,9 +52,12 @@ def _dumps(value: Any) -> str:
 
 
 def _save(conn: sqlite3.Connection, workspace: str, response_id: str, session_id: str | None, body: str,
-          messages: str) -> None:
+          messages: str, max_stored: int) -> None:
     conn.execute("INSERT INTO responses (id, workspace, session_id, body, messages, created_at) "
                  "VALUES (?, ?, ?, ?, ?, ?)", (response_id, workspace, session_id, body, messages, time.time()))
+    conn.execute("DELETE FROM responses WHERE workspace = ? AND rowid NOT IN (SELECT rowid FROM responses "
+                 "WHERE workspace = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+                 (workspace, workspace, max_stored))
 
 
 def _get(conn: sqlite3.Connection, workspace: str, response_id: str) -> tuple[str | None, str, str] | None:

@@ -40,7 +40,8 @@ ADMIN_WORKSPACE = "admin"
 
 
 def response_store(request: Request) -> ResponseStore:
-    return ResponseStore(services_of(request).workspace.db, ADMIN_WORKSPACE)
+    services = services_of(request)
+    return ResponseStore(services.workspace.db, ADMIN_WORKSPACE, max_stored=services.settings.responses_max_stored)
 
 
 @router.post("/v1/responses", summary="Run the agent (OpenAI Responses API; typed SSE events if stream)",
