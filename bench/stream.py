@@ -2,7 +2,8 @@
 
     python bench/stream.py [--runs 7]
 
-Each Ghost path is measured: OpenAI Chat Completions, Ollama's /api/chat and Anthropic's /v1/messages.
+Paths: the upstream directly, and through Ghost on /v1/chat/completions, /api/chat, the
+Responses API's /v1/responses (typed events) and Anthropic's /v1/messages.
 
 1. Relay ceiling: a 2,000-token reply from an upstream that emits as fast as it can.
 2. Paced upstream at 200 tokens/s: throughput ratio and time to first token.
@@ -29,7 +30,7 @@ PACED_TTFT_ADDED_MS = 5.0
 
 def read_stream(url: str, headers: dict[str, str], body: dict, ndjson: bool) -> tuple[float, float, int]:
     """(time to first token, total seconds, tokens seen) for one streamed reply."""
-    marker = '"t"'  # every scripted token is the string "t"
+    marker = '"t"'  # every scripted token is the string "t" (a Responses `delta` too; its done events join them)
     started = time.perf_counter()
     first = 0.0
     tokens = 0
@@ -43,28 +44,29 @@ def read_stream(url: str, headers: dict[str, str], body: dict, ndjson: bool) -> 
     return first, time.perf_counter() - started, tokens
 
 
-def targets(fake: FakeUpstreamProcess, ghost: GhostServer) -> dict[str, tuple[str, dict[str, str], bool]]:
+CHAT_BODY = {"model": "fake-model", "messages": USER, "stream": True}
+# store: false, as a relay measurement should not time the database (stored: one insert per reply).
+RESPONSES_BODY = {"model": "fake-model", "input": "go", "stream": True, "store": False}
+MESSAGES_BODY = {**CHAT_BODY, "max_tokens": 8192}  # Anthropic's API requires max_tokens
+
+
+def targets(fake: FakeUpstreamProcess, ghost: GhostServer) -> dict[str, tuple[str, dict[str, str], bool, dict]]:
     return {
-        "direct upstream": (fake.url + "/v1/chat/completions", {}, False),
-        "ghost /v1/chat/completions": (ghost.url + "/v1/chat/completions", ghost.headers, False),
-        "ghost /api/chat": (ghost.url + "/api/chat", ghost.headers, True),
-        "ghost /v1/messages": (ghost.url + "/v1/messages", ghost.headers, False),
+        "direct upstream": (fake.url + "/v1/chat/completions", {}, False, CHAT_BODY),
+        "ghost /v1/chat/completions": (ghost.url + "/v1/chat/completions", ghost.headers, False, CHAT_BODY),
+        "ghost /api/chat": (ghost.url + "/api/chat", ghost.headers, True, CHAT_BODY),
+        "ghost /v1/responses": (ghost.url + "/v1/responses", ghost.headers, False, RESPONSES_BODY),
+        "ghost /v1/messages": (ghost.url + "/v1/messages", ghost.headers, False, MESSAGES_BODY),
     }
 
-
-def stream_body(url: str) -> dict:
-    body = {"model": "fake-model", "messages": USER, "stream": True}
-    if url.endswith("/v1/messages"):  # Anthropic's API requires max_tokens
-        body["max_tokens"] = 8192
-    return body
 
 
 def run_scenario(fake: FakeUpstreamProcess, ghost: GhostServer, reply: dict, runs: int) -> dict[str, list[tuple[float, float, int]]]:
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in targets(fake, ghost)}
     for _ in range(runs):
-        for name, (url, headers, ndjson) in targets(fake, ghost).items():  # interleaved
+        for name, (url, headers, ndjson, body) in targets(fake, ghost).items():  # interleaved
             fake.script(reply)
-            results[name].append(read_stream(url, headers, stream_body(url), ndjson))
+            results[name].append(read_stream(url, headers, body, ndjson))
     return results
 
 
@@ -142,9 +144,9 @@ def main() -> int:
     verdicts = Targets("bench/stream.py")
     try:
         with GhostServer("--upstream-url", fake.url, "--log-level", "warning") as ghost:
-            for name, (url, headers, ndjson) in targets(fake, ghost).items():  # warm-up
+            for name, (url, headers, ndjson, body) in targets(fake, ghost).items():  # warm-up
                 fake.script({"content": "warm up"})
-                read_stream(url, headers, stream_body(url), ndjson)
+                read_stream(url, headers, body, ndjson)
             ceiling(fake, ghost, args.runs, verdicts)
             paced(fake, ghost, args.runs, verdicts)
             tool_rounds(fake, ghost, args.runs)

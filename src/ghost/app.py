@@ -24,6 +24,7 @@ from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.protocols.responses import route as responses
 from ghost.api.services import Services
 from ghost.config import Settings
 from ghost.keyfile import with_resolved_key
@@ -42,7 +43,7 @@ from ghost.private import private_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, sessions.router,
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, responses.router, sessions.router,
            workspace.router, proxy.router]
 
 

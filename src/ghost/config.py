@@ -269,6 +269,8 @@ class Settings(BaseSettings):
     tool_search_max_file_bytes: int = Field(
         8 * MB, ge=1024, description="Files larger than this are skipped by the search tool.")
     scratchpad_max_entries: int = Field(1000, ge=1, description="Keys the scratchpad holds at most.")
+    responses_max_stored: int = Field(
+        1000, ge=1, description="Stored Responses API responses kept per workspace; past it the oldest go.")
     scratchpad_max_value_bytes: int = Field(
         64 * 1024, ge=16, description="Largest scratchpad value (as JSON).")
     skills_max_count: int = Field(100, ge=1, description="Acquired skills kept at most.")

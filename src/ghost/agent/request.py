@@ -20,3 +20,4 @@ class ChatRequest:
     sampling: dict[str, Any] = field(default_factory=dict)  # OpenAI sampling fields, passed on as given
     include_usage: bool = False
     tool_choice: Any = None
+    store: bool = True  # False: answer the turn and keep no history of it (Responses `store: false`)

@@ -80,7 +80,7 @@ class ChatService:
         choice = self._model(model)
         if plain or choice.plain:
             return await self._start(model, None, self._turn(chat, choice, PLAIN, request_id, None))
-        session = await session_for(self.history, chat.messages, chat.session_id)
+        session = await session_for(self.history, chat.messages, chat.session_id) if chat.store else None
         chat = dataclasses.replace(chat, session_id=session)
         options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
         return await self._start(model, session, self._turn(chat, choice, options, request_id, session))

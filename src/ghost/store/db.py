@@ -76,9 +76,24 @@ def _m003_history_digests(conn: sqlite3.Connection) -> None:
                      (conversation_digest(stored), opening_digest(stored), session_id))
 
 
+def _m004_responses(conn: sqlite3.Connection) -> None:
+    # Stored OpenAI Responses API responses (ghost.store.responses): the response object as it was
+    # sent, and the conversation up to its end, which `previous_response_id` continues.
+    conn.execute("""
+        CREATE TABLE responses (
+            id          TEXT PRIMARY KEY,
+            workspace   TEXT NOT NULL,         -- the caller's workspace; no other may read it
+            session_id  TEXT,                  -- the Ghost session the turn was stored under
+            body        TEXT NOT NULL,         -- JSON: the response object
+            messages    TEXT NOT NULL,         -- JSON: the conversation, OpenAI-shaped, this response included
+            created_at  REAL NOT NULL
+        )""")
+    conn.execute("CREATE INDEX responses_workspace ON responses (workspace, created_at)")
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries,
-                                                         _m003_history_digests]
+                                                         _m003_history_digests, _m004_responses]
 
 
 class Database:
