@@ -7,7 +7,10 @@ client's tools handed back even when left out, and every request the upstream sa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from ghost.testing.server import GhostServer
 FIXTURES = Path(__file__).with_name("fixtures")
 OWUI_TOOLS: list[dict[str, Any]] = json.loads((FIXTURES / "open_webui_tools.json").read_text())
 HELLO = {"role": "user", "content": "hello"}
+MANY_TOOLS_SERVER = Path(__file__).with_name("mcp_many_tools_server.py")
 
 
 @dataclass
@@ -177,3 +181,152 @@ def test_a_system_prompt_that_cannot_fit_names_the_system_prompt(stack: Stack) -
     response = stack.chat([system, HELLO], OWUI_TOOLS)
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("the system prompt")
+
+
+# --- floods: skills written by sandboxed code, and an MCP server with 200 tools -------------------
+
+FLOOD_CODE = """
+import json, os
+os.makedirs("acquired_skills", exist_ok=True)
+for n in range({count}):
+    name = f"flood_{{n}}"
+    props = {{f"p{{i}}": {{"type": "string", "description": "x" * {width}}} for i in range({props})}}
+    sidecar = {{"name": name, "description": "A skill that does nothing useful.",
+               "parameters": {{"type": "object", "properties": props}}}}
+    with open(f"acquired_skills/{{name}}.json", "w") as f:
+        json.dump(sidecar, f)
+    with open(f"acquired_skills/{{name}}.py", "w") as f:
+        f.write("print('ok')\\n")
+print(sorted(os.listdir("acquired_skills"))[:3], len(os.listdir("acquired_skills")))
+"""
+
+
+def flood(stack: Stack, *, count: int, width: int, props: int) -> None:
+    """The model runs code in the sandbox that writes `count` skills straight into acquired_skills/."""
+    stack.fresh()
+    code = FLOOD_CODE.format(count=count, width=width, props=props)
+    stack.fake.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {"code": code}}]),
+                      Reply(content="written"))
+    response = stack.chat([{"role": "user", "content": "write files"}])
+    assert response.json()["choices"][0]["message"]["content"] == "written"
+    assert f"] {2 * count}" in stack.turns()[1]["body"]["messages"][-1]["content"]  # the files are there
+
+
+def hello_works(stack: Stack, client_tools: list[dict[str, Any]] | None = OWUI_TOOLS) -> dict[str, Any]:
+    stack.fresh()
+    stack.fake.script(Reply(content="hi!"))
+    response = stack.chat([HELLO], client_tools)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "hi!"
+    stack.assert_all_fit()
+    return stack.turns()[0]["body"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeUpstream, Path]]:
+    fake = FakeUpstream().start()
+    fake.context = ContextWindow(4096, "llama.cpp")
+    yield fake, tmp_path_factory.mktemp("flood")
+    fake.stop()
+
+
+def test_a_skill_flood_of_60_kb_schemas_survives_a_restart_and_a_workspace_load(small: tuple[FakeUpstream, Path]) -> None:
+    fake, home = small
+    with GhostServer("--upstream-url", fake.url, home=home) as ghost:
+        stack = Stack(fake, ghost, 4096)
+        # 10 skills, a 60 KB schema each: every sidecar passes the 64 KB sidecar check
+        flood(stack, count=10, width=1500, props=40)
+        saved = httpx.post(ghost.url + "/api/workspace/save", headers=ghost.headers, timeout=120)
+        assert saved.status_code == 200
+    sizes = [(home / "sandbox" / "acquired_skills" / f"flood_{n}.json").stat().st_size for n in range(10)]
+    assert all(55_000 < size < 64 * 1024 for size in sizes)
+    with GhostServer("--upstream-url", fake.url, home=home) as ghost:  # the restart
+        stack = Stack(fake, ghost, 4096)
+        skills = stack.health()["skills"]
+        skipped = {s["name"]: s["reason"] for s in skills["skipped"]}
+        assert skills["loaded"] == 0 and len(skipped) == 10
+        assert all("--skill-schema-max-chars" in reason for reason in skipped.values())
+        sent = hello_works(stack)
+        assert not any(n.startswith("flood_") for n in names(sent["tools"]))
+        # the model can still delete them (a skipped skill too)
+        stack.fresh()
+        stack.fake.script(Reply(content="", tool_calls=[{"name": "delete_skill", "arguments": {"name": "flood_0"}}]),
+                          Reply(content="deleted"))
+        assert stack.chat([{"role": "user", "content": "delete flood_0"}]).json()["choices"][0]["message"]["content"] == "deleted"
+        assert "deleted skill 'flood_0'" in stack.turns()[1]["body"]["messages"][-1]["content"]
+        assert not (home / "sandbox" / "acquired_skills" / "flood_0.json").exists()
+        # a workspace load (the archive saved with the flood in it) brings them back: still no lock-out
+        loaded = httpx.post(ghost.url + "/api/workspace/load", headers={**ghost.headers, "Content-Type": "application/zip"},
+                            content=saved.content, timeout=120)
+        assert loaded.status_code == 200, loaded.text
+        assert len(stack.health()["skills"]["skipped"]) == 10
+        hello_works(stack)
+
+
+def test_a_flood_of_skills_under_the_cap_is_left_out_least_recently_used_first(small: tuple[FakeUpstream, Path]) -> None:
+    fake, home = small
+    fresh_home = home.parent / (home.name + "-under")
+    with GhostServer("--upstream-url", fake.url, home=fresh_home) as ghost:
+        stack = Stack(fake, ghost, 4096)
+        # 10 skills of about 3.3 KB of schema each: each passes the cap, together ~8,000 tokens
+        flood(stack, count=10, width=80, props=25)
+    with GhostServer("--upstream-url", fake.url, home=fresh_home) as ghost:
+        stack = Stack(fake, ghost, 4096)
+        assert stack.health()["skills"]["loaded"] == 10
+        # flood_3 used just now: when skills are left out, it is not among them
+        stack.fresh()
+        stack.fake.script(Reply(content="", tool_calls=[{"name": "flood_3", "arguments": {}}]), Reply(content="ran"))
+        assert stack.chat([HELLO]).json()["choices"][0]["message"]["content"] == "ran"
+        assert stack.turns()[1]["body"]["messages"][-1]["content"].strip() == "ok"  # the skill ran
+        sent = hello_works(stack, None)
+        offered = names(sent["tools"])
+        assert "delete_skill" in offered and "find_tools" in offered
+        left = {item["name"] for item in stack.health()["context_window"]["tools_last_turn"]["left_out"]}
+        assert {f"flood_{n}" for n in range(10)} - {"flood_3"} <= left | set(offered)
+        assert "flood_3" in offered  # the most recently used skill came first
+        assert any(f"flood_{n}" in left for n in range(10))
+
+
+
+def test_two_hundred_mcp_tools_and_open_webuis_fit_and_one_is_reached_through_find_tools(
+        small: tuple[FakeUpstream, Path]) -> None:
+    fake, base = small
+    home = base.parent / (base.name + "-mcp")
+    servers = {}
+    for name in ("many_a", "many_b"):  # 100 tools each: under the default --mcp-max-tools of one server
+        directory = home / "mcp" / name
+        directory.mkdir(parents=True)
+        shutil.copy(MANY_TOOLS_SERVER, directory / "many.py")
+        servers[name] = {"command": sys.executable, "args": ["/sandbox/many.py", "100"]}
+    (home / "mcp.json").write_text(json.dumps({"mcpServers": servers}))
+    with GhostServer("--upstream-url", fake.url, "--mcp-start-timeout", "120", home=home) as ghost:
+        stack = Stack(fake, ghost, 4096)
+        wait_until(lambda: all(s["state"] == "ready" for s in stack.health()["mcp"]["servers"])
+                   and len(stack.health()["mcp"]["servers"]) == 2, "both MCP servers ready")
+        sent = hello_works(stack)
+        report = stack.health()["context_window"]["tools_last_turn"]
+        assert report["left_out_count"] >= 200 and report["tokens_uncompacted"] > 4 * 4096
+        mcp_offered = [n for n in names(sent["tools"]) if n.startswith("many_")]
+        target = "many_b__tool_057"
+        assert target not in mcp_offered
+        stack.fresh()
+        stack.fake.script(
+            Reply(content="", tool_calls=[{"name": "find_tools", "arguments": {"query": "tool_057 payroll records"}}]),
+            Reply(content="", tool_calls=[{"name": target, "arguments": {"text": "march"}}]),
+            Reply(content="found it"))
+        response = stack.chat([{"role": "user", "content": "look up payroll for march"}], OWUI_TOOLS)
+        assert response.json()["choices"][0]["message"]["content"] == "found it"
+        calls = stack.turns()
+        found = json.loads(calls[1]["body"]["messages"][-1]["content"])
+        assert target in [t["name"] for t in found["tools"]] and target in names(calls[1]["body"]["tools"])
+        assert "tool_057: march" in calls[2]["body"]["messages"][-1]["content"]  # the MCP server answered
+        stack.assert_all_fit()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout  # a hang guard, not a timing assertion
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
