@@ -36,6 +36,7 @@ FIND_TOOLS = "find_tools"
 PINNED = ("delete_skill",)  # always offered while it fits: a flood of skills must stay removable
 FIND_RESULTS = 8  # tools one find_tools call returns and unlocks
 MEMO_ENTRIES = 4096
+LISTS_MEMO = 64  # client tool lists remembered whole
 REPORT_NAMES = 50  # left-out tools /api/health lists by name
 COMPACT_DESCRIPTION_CHARS = 160
 _DROPPED_KEYS = frozenset({"description", "examples", "example", "title", "default", "$comment"})
@@ -106,27 +107,64 @@ class Offer:
                 "left_out": [{"name": item.name, "reason": item.reason} for item in self.left_out[:REPORT_NAMES]]}
 
 
+class _Entry:
+    """What Ghost keeps about one schema: its content key, compact form and words."""
+
+    __slots__ = ("parameters", "key", "compact", "name_words", "description_words")
+
+    def __init__(self, parameters: Any, key: bytes) -> None:
+        self.parameters = parameters  # the reference keeps its id from being reused
+        self.key = key
+        self.compact: dict[str, Any] | None = None
+        self.name_words: set[str] | None = None
+        self.description_words: set[str] = set()
+
+
 class SchemaTokens:
     """Token counts of tool schemas and their compact forms; one per process, shared by every turn."""
 
     def __init__(self, counter: TokenCounter, *, bundled: bool) -> None:
         self.counter = counter
         self.bundled = bundled  # the bundled server renders one line per tool (ghost.llm.toolcalls)
-        # identity of (function, description, parameters) -> (the objects, content key, compact form)
-        self._memo: OrderedDict[tuple[int, ...], tuple[tuple[Any, ...], bytes, dict[str, Any] | None]] = OrderedDict()
+        self._memo: OrderedDict[tuple[Any, Any, int], _Entry] = OrderedDict()  # (name, description, id(parameters))
+        self._lists: OrderedDict[bytes, list[dict[str, Any]]] = OrderedDict()  # see `intern`
 
-    def _entry(self, tool: dict[str, Any]) -> tuple[tuple[int, ...], bytes]:
+    def intern(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The client's tool list as the objects of an earlier turn that sent the same list, so
+        everything known about them is found by identity; one JSON encoding of the list per turn."""
+        if not tools:
+            return tools
+        try:
+            text = json.dumps(tools, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return tools
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._lists.get(key)
+        if known is not None:
+            self._lists.move_to_end(key)
+            return known
+        self._lists[key] = tools
+        if len(self._lists) > LISTS_MEMO:
+            self._lists.popitem(last=False)
+        return tools
+
+    def entry(self, tool: dict[str, Any]) -> _Entry:
         function = tool.get("function") or {}
-        parts = (function.get("name"), function.get("description"), function.get("parameters"))
-        ident = tuple(id(p) for p in parts)
-        found = self._memo.get(ident)
-        if found is not None and all(a is b for a, b in zip(found[0], parts)):
-            return ident, found[1]
-        key = hashlib.blake2b(self._text(tool).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        self._memo[ident] = (parts, key, None)  # the references keep the ids from being reused
+        parameters = function.get("parameters")
+        ident = (function.get("name"), function.get("description"), id(parameters))
+        try:
+            found = self._memo.get(ident)
+        except TypeError:  # a name or description that is not hashable: no memo
+            return _Entry(parameters, self._content_key(tool))
+        if found is not None and found.parameters is parameters:
+            return found
+        found = self._memo[ident] = _Entry(parameters, self._content_key(tool))
         if len(self._memo) > MEMO_ENTRIES:
             self._memo.popitem(last=False)
-        return ident, key
+        return found
+
+    def _content_key(self, tool: dict[str, Any]) -> bytes:
+        return hashlib.blake2b(self._text(tool).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     def _text(self, tool: dict[str, Any]) -> str:
         if self.bundled:
@@ -135,15 +173,23 @@ class SchemaTokens:
 
     def compact(self, tool: dict[str, Any]) -> dict[str, Any]:
         """The compact form, the same object every round (so its count is a memo hit too)."""
-        ident, key = self._entry(tool)
-        parts, _, compact = self._memo[ident]
-        if compact is None:
-            compact = compact_schema(tool)
-            self._memo[ident] = (parts, key, compact)
-        return compact
+        entry = self.entry(tool)
+        if entry.compact is None:
+            entry.compact = compact_schema(tool)
+        return entry.compact
+
+    def relevance(self, tool: dict[str, Any], query: set[str]) -> int:
+        if not query:
+            return 0
+        entry = self.entry(tool)
+        if entry.name_words is None:
+            function = tool.get("function") or {}
+            entry.name_words = words(str(function.get("name", "")).replace("_", " "))
+            entry.description_words = words(str(function.get("description") or "")[:600])
+        return 3 * len(entry.name_words & query) + len(entry.description_words & query)
 
     async def counts(self, tools: list[dict[str, Any]]) -> list[int]:
-        keyed = [(self._entry(tool)[1], tool) for tool in tools]
+        keyed = [(self.entry(tool).key, tool) for tool in tools]
         missing = {key: tool for key, tool in keyed if self.counter.cached(key) is None}
         if missing:
             await self.counter.count_keyed([(key, self._text(tool)) for key, tool in missing.items()])
@@ -239,7 +285,7 @@ class ToolChooser:
         first = [*reversed(self.unlocked), *PINNED, *used_names(messages)]
         pinned = {name: rank for rank, name in reversed(list(enumerate(first)))}
         query = latest_words(messages)
-        scores = [relevance(tool, query) for tool in tools]
+        scores = [self.tokens.relevance(tool, query) for tool in tools]
         return sorted(range(len(tools)), key=lambda i: (pinned.get(names[i], len(first)), -scores[i], i))
 
     def _remember(self, offer: Offer, tools: list[dict[str, Any]], chosen: set[int]) -> Offer:

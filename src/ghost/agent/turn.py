@@ -86,15 +86,16 @@ class AgentTurn:
         self.options = options
         self.registry: ToolRegistry | None = services.tools if options.use_tools else None
         ghost_names = {s["function"]["name"] for s in self._ghost_schemas()} | {FIND_TOOLS}
-        self.client_tools = ClientTools(request.client_tools, ghost_names)
+        schema_tokens = services.context.schema_tokens if services.context is not None else None
+        client = schema_tokens.intern(request.client_tools) if schema_tokens is not None else request.client_tools
+        self.client_tools = ClientTools(client, ghost_names)
         self.usage: Usage | None = None
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(services.settings.max_turn_output_tokens)
         self.calls = 0  # upstream calls made, summaries included
-        self.chooser = ToolChooser(services.context.schema_tokens) \
-            if services.context is not None and services.context.schema_tokens is not None else None
+        self.chooser = ToolChooser(schema_tokens) if schema_tokens is not None else None
         self.context = ContextFitter(services.upstream, services.context, model=request.model,
                                      request_id=request_id, chooser=self.chooser,
                                      session_id=request.session_id if options.session_summary else None) \
