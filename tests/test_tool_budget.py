@@ -144,6 +144,21 @@ def test_a_client_tool_left_out_is_still_handed_back_when_the_model_calls_it(sta
     assert len(stack.turns()) == 1  # handed back, not run by Ghost
 
 
+def test_a_tool_named_by_tool_choice_is_always_offered(stack: Stack) -> None:
+    stack.fresh()
+    stack.fake.script(Reply(content="hi"))
+    assert stack.chat([HELLO], OWUI_TOOLS).status_code == 200
+    offered = set(names(stack.turns()[0]["body"]["tools"]))
+    dropped = [n for n in names(OWUI_TOOLS) if n not in offered and n != "create_skill"]
+    assert dropped
+    stack.fresh()
+    stack.fake.script(Reply(content="", tool_calls=[{"name": dropped[-1], "arguments": {}}]))
+    choice = {"type": "function", "function": {"name": dropped[-1]}}
+    assert stack.chat([HELLO], OWUI_TOOLS, tool_choice=choice).status_code == 200
+    body = stack.turns()[0]["body"]
+    assert dropped[-1] in names(body["tools"]) and body["tool_choice"] == choice
+
+
 def test_a_dropped_ghost_tool_runs_through_find_tools(stack: Stack) -> None:
     # A message about Open WebUI's calendar, automations, notes, memories and knowledge: its tools
     # rank first, and the last of Ghost's own (relevant to none of these words) are left out.

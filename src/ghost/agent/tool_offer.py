@@ -57,7 +57,7 @@ def tool_name(tool: dict[str, Any]) -> str:
 
 
 def words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
+    return {w for w in _WORD.findall(text.lower()) if (len(w) > 2 or w.isdigit()) and w not in _STOP}
 
 
 def compact_parameters(schema: Any) -> Any:
@@ -244,9 +244,10 @@ def relevance(tool: dict[str, Any], query: set[str]) -> int:
 class ToolChooser:
     """One turn's choice of tools for each upstream call, and its `find_tools`."""
 
-    def __init__(self, tokens: SchemaTokens) -> None:
+    def __init__(self, tokens: SchemaTokens, required: tuple[str, ...] = ()) -> None:
         self.tokens = tokens
-        self.unlocked: list[str] = []  # found by find_tools: offered from the next round on
+        self.required = required  # named by the request's tool_choice: offered before anything else
+        self.unlocked: list[str] = []  # found by find_tools, the latest first: offered from the next round on
         self.last: Offer | None = None
         self._hidden: dict[str, dict[str, Any]] = {}  # name -> full schema, left out of the last call
 
@@ -282,7 +283,7 @@ class ToolChooser:
 
     def _ranked(self, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> list[int]:
         names = [tool_name(tool) for tool in tools]
-        first = [*reversed(self.unlocked), *PINNED, *used_names(messages)]
+        first = [*self.required, *self.unlocked, *PINNED, *used_names(messages)]
         pinned = {name: rank for rank, name in reversed(list(enumerate(first)))}
         query = latest_words(messages)
         scores = [self.tokens.relevance(tool, query) for tool in tools]
@@ -305,9 +306,8 @@ class ToolChooser:
         exact = query_text.strip()
         ranked = sorted(self._hidden.values(), key=lambda t: (tool_name(t) != exact, -relevance(t, query)))
         found = [t for t in ranked if tool_name(t) == exact or relevance(t, query) > 0][:FIND_RESULTS]
-        for tool in found:
-            if tool_name(tool) not in self.unlocked:
-                self.unlocked.append(tool_name(tool))
+        picked = [tool_name(tool) for tool in found]  # the latest search's picks rank first
+        self.unlocked = [*picked, *(name for name in self.unlocked if name not in picked)]
         if not found:
             others = sorted(self._hidden)[:REPORT_NAMES]
             return json.dumps({"tools": [], "note": "no tool matches; the tools not offered are: "

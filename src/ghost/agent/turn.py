@@ -71,6 +71,13 @@ def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
     return {"role": "assistant", "content": text or None, "tool_calls": [c.openai_object() for c in calls]}
 
 
+def _chosen_tool(choice: Any) -> tuple[str, ...]:
+    """The tool a request's `tool_choice` names (`{"type": "function", "function": {"name": ...}}`)."""
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return (name,) if isinstance(name, str) else ()
+
+
 def malformed_call_result(call: ToolCall) -> ToolResult:
     """What the model is told about a call it sent malformed (Ghost runs nothing for it)."""
     return ToolResult(json.dumps({"error": f"malformed tool call: {call.problem}; nothing was run. "
@@ -95,7 +102,8 @@ class AgentTurn:
         self.rounds = 0
         self.budget = OutputBudget(services.settings.max_turn_output_tokens)
         self.calls = 0  # upstream calls made, summaries included
-        self.chooser = ToolChooser(schema_tokens) if schema_tokens is not None else None
+        self.chooser = ToolChooser(schema_tokens, _chosen_tool(self.client_tools.tool_choice_for_model(
+            request.tool_choice))) if schema_tokens is not None else None
         self.context = ContextFitter(services.upstream, services.context, model=request.model,
                                      request_id=request_id, chooser=self.chooser,
                                      session_id=request.session_id if options.session_summary else None) \
