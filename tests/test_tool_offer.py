@@ -82,3 +82,14 @@ def test_counts_are_cached_by_content_not_recounted_each_round() -> None:
     asyncio.run(tokens.counts(json.loads(json.dumps(CATALOGUE))))  # the same content, new objects
     asyncio.run(tokens.counts(CATALOGUE))
     assert calls == [len(CATALOGUE)]
+
+
+def test_a_find_tools_result_stays_bounded_whatever_the_schemas() -> None:
+    huge = [tool(f"huge_{n}", "A huge tool.", **{f"p{i}_{'y' * 40}": {"type": "string"} for i in range(400)})
+            for n in range(8)]
+    chooser = ToolChooser(SchemaTokens(TokenCounter(), bundled=False))
+    asyncio.run(chooser.choose(huge, [{"role": "user", "content": "hello"}], 100))
+    content, _ = chooser.find({"query": "huge tool " * 5000})
+    listed = json.loads(content)["tools"]
+    assert len(listed) == 8 and len(content) < 18_000
+    assert any(isinstance(item["parameters"], str) for item in listed)  # the bound was reached

@@ -35,6 +35,8 @@ from ghost.llm.toolcalls import INSTRUCTIONS as TOOLS_PROMPT, first_sentence, to
 FIND_TOOLS = "find_tools"
 PINNED = ("delete_skill",)  # always offered while it fits: a flood of skills must stay removable
 FIND_RESULTS = 8  # tools one find_tools call returns and unlocks
+FIND_RESULT_CHARS = 16_000  # the listed schemas of one find_tools result, at most
+FIND_QUERY_CHARS = 2000
 MEMO_ENTRIES = 4096
 LISTS_MEMO = 64  # client tool lists remembered whole
 REPORT_NAMES = 50  # left-out tools /api/health lists by name
@@ -302,6 +304,7 @@ class ToolChooser:
                 f"{FIND_TOOLS}: no query"
         if not self._hidden:
             return json.dumps({"tools": [], "note": "every tool is already offered"}), f"{FIND_TOOLS}: none hidden"
+        query_text = query_text[:FIND_QUERY_CHARS]
         query = words(query_text.replace("_", " "))
         exact = query_text.strip()
         ranked = sorted(self._hidden.values(), key=lambda t: (tool_name(t) != exact, -relevance(t, query)))
@@ -312,8 +315,17 @@ class ToolChooser:
             others = sorted(self._hidden)[:REPORT_NAMES]
             return json.dumps({"tools": [], "note": "no tool matches; the tools not offered are: "
                                + ", ".join(others)}), f"{FIND_TOOLS}: no match"
-        listed = [{"name": tool_name(t), "description": (t["function"].get("description") or "")[:400],
-                   "parameters": self.tokens.compact(t)["function"]["parameters"]} for t in found]
+        listed: list[dict[str, Any]] = []
+        room = FIND_RESULT_CHARS
+        for tool in found:  # bounded: a client's schema has no cap of Ghost's
+            item = {"name": tool_name(tool), "description": str(tool["function"].get("description") or "")[:400],
+                    "parameters": self.tokens.compact(tool)["function"]["parameters"]}
+            size = len(json.dumps(item, ensure_ascii=False))
+            if size > room:
+                item = {"name": item["name"], "description": item["description"],
+                        "parameters": "too large to list here; call it with the arguments its description asks for"}
+            room -= min(size, room)
+            listed.append(item)
         return (json.dumps({"tools": listed, "note": "these tools are callable from your next step"},
                            ensure_ascii=False),
                 f"{FIND_TOOLS}: {', '.join(tool_name(t) for t in found)}")
