@@ -93,3 +93,13 @@ def test_a_find_tools_result_stays_bounded_whatever_the_schemas() -> None:
     listed = json.loads(content)["tools"]
     assert len(listed) == 8 and len(content) < 18_000
     assert any(isinstance(item["parameters"], str) for item in listed)  # the bound was reached
+
+
+def test_a_client_list_sent_again_is_matched_whole_and_a_changed_one_is_not() -> None:
+    tokens = SchemaTokens(TokenCounter(), bundled=False)
+    first = json.loads(json.dumps(CATALOGUE))
+    assert tokens.intern(first) is first
+    assert tokens.intern(json.loads(json.dumps(CATALOGUE))) is first  # the same content: last turn's objects
+    changed = json.loads(json.dumps(CATALOGUE))
+    changed[3]["function"]["parameters"]["properties"]["text"]["type"] = "integer"
+    assert tokens.intern(changed) is changed
