@@ -272,10 +272,9 @@ def main() -> int:
     print(f"VERDICT: {'PASS' if tools_ok else 'MISS'} — choosing and fitting the tools costs "
           f"{max(row['cpu_ms'] for row in tool_rows):.2f} ms CPU per turn at most (300 tools included; "
           f"target < {TOOLS_TARGET_MS} ms)")
-    ok = ok and tools_ok
     print(f"VERDICT: {'PASS' if ok else 'MISS'} — fitting costs {numbers['cpu_ms_median_last50']:.2f} ms CPU per turn "
           f"at {args.turns} turns (target < {TARGET_MS} ms)")
-    return 0 if ok else 1
+    return 0 if ok and tools_ok else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ FIND_RESULT_CHARS = 16_000  # the listed schemas of one find_tools result, at mo
 FIND_QUERY_CHARS = 2000
 MEMO_ENTRIES = 4096
 LISTS_MEMO = 64  # client tool lists remembered whole
+CATALOGUES_MEMO = 32  # whole tool lists (Ghost's + the client's) with their counts
 REPORT_NAMES = 50  # left-out tools /api/health lists by name
 COMPACT_DESCRIPTION_CHARS = 160
 _DROPPED_KEYS = frozenset({"description", "examples", "example", "title", "default", "$comment"})
@@ -123,6 +124,15 @@ class _Entry:
         self.description_words: set[str] = set()
 
 
+@dataclass
+class _Catalogue:
+    entries: list[_Entry]  # the references keep the ids of the memo's key from being reused
+    names: list[str]
+    full: list[int]  # tokens of each schema as given
+    compact: list[dict[str, Any]]
+    short: list[int] = field(default_factory=list)  # tokens of each compact form
+
+
 class SchemaTokens:
     """Token counts of tool schemas and their compact forms; one per process, shared by every turn."""
 
@@ -131,6 +141,7 @@ class SchemaTokens:
         self.bundled = bundled  # the bundled server renders one line per tool (ghost.llm.toolcalls)
         self._memo: OrderedDict[tuple[Any, Any, int], _Entry] = OrderedDict()  # (name, description, id(parameters))
         self._lists: OrderedDict[bytes, list[dict[str, Any]]] = OrderedDict()  # see `intern`
+        self._catalogues: OrderedDict[tuple[int, ...], _Catalogue] = OrderedDict()  # see `catalogue`
 
     def intern(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The client's tool list as the objects of an earlier turn that sent the same list, so
@@ -183,15 +194,32 @@ class SchemaTokens:
             entry.compact = compact_schema(tool)
         return entry.compact
 
-    def relevance(self, tool: dict[str, Any], query: set[str]) -> int:
+    def entry_relevance(self, entry: _Entry, tool: dict[str, Any], query: set[str]) -> int:
+        """How many of the query's words the tool's name (counted three times) and description share."""
         if not query:
             return 0
-        entry = self.entry(tool)
         if entry.name_words is None:
             function = tool.get("function") or {}
             entry.name_words = words(str(function.get("name", "")).replace("_", " "))
             entry.description_words = words(str(function.get("description") or "")[:600])
         return 3 * len(entry.name_words & query) + len(entry.description_words & query)
+
+    async def catalogue(self, tools: list[dict[str, Any]]) -> "_Catalogue":
+        """Names, counts and compact forms of a tool list; the same schemas as a recent call cost
+        one lookup per tool (rounds of a turn, turns of a conversation)."""
+        entries = [self.entry(tool) for tool in tools]
+        ident = tuple(id(entry) for entry in entries)
+        found = self._catalogues.get(ident)
+        if found is not None and all(a is b for a, b in zip(found.entries, entries)):
+            self._catalogues.move_to_end(ident)
+            return found
+        full = await self.counts(tools)
+        made = _Catalogue(entries, [tool_name(tool) for tool in tools], full, [self.compact(t) for t in tools])
+        made.short = await self.counts(made.compact)
+        self._catalogues[ident] = made
+        if len(self._catalogues) > CATALOGUES_MEMO:
+            self._catalogues.popitem(last=False)
+        return made
 
     async def counts(self, tools: list[dict[str, Any]]) -> list[int]:
         keyed = [(self.entry(tool).key, tool) for tool in tools]
@@ -254,50 +282,59 @@ class ToolChooser:
         self.required = required  # named by the request's tool_choice: offered before anything else
         self.unlocked: list[str] = []  # found by find_tools, the latest first: offered from the next round on
         self.last: Offer | None = None
-        self._hidden: dict[str, dict[str, Any]] = {}  # name -> full schema, left out of the last call
+        # the last call's tools, their names and the indices sent (None: all were)
+        self._left: tuple[list[dict[str, Any]], list[str], set[int] | None] = ([], [], None)
 
     async def choose(self, tools: list[dict[str, Any]], messages: list[dict[str, Any]], budget: int) -> Offer:
         """The tools to send within `budget` tokens (see the module docstring)."""
-        full = await self.tokens.counts(tools)
+        catalogue = await self.tokens.catalogue(tools)
         overhead = await self.tokens.overhead() if tools else 0
-        total = sum(full) + overhead
+        total = sum(catalogue.full) + overhead
         if total <= budget:
-            return self._remember(Offer(tools, total, total, budget), tools, set(range(len(tools))))
-        compact = [self.tokens.compact(tool) for tool in tools]
-        short = await self.tokens.counts(compact)
+            return self._remember(Offer(tools, total, total, budget), tools, catalogue, None)
+        short = catalogue.short
         if sum(short) + overhead <= budget:
-            offer = Offer(compact, sum(short) + overhead, total, budget, compacted=True)
-            return self._remember(offer, tools, set(range(len(tools))))
+            offer = Offer(catalogue.compact, sum(short) + overhead, total, budget, compacted=True)
+            return self._remember(offer, tools, catalogue, None)
         finder = (await self.tokens.counts([FIND_TOOLS_SCHEMA]))[0]
         room = budget - overhead - finder
         chosen: set[int] = set()
         used = 0
-        for index in self._ranked(tools, messages):
+        for index in self._ranked(tools, catalogue, messages):
             if used + short[index] <= room:
                 chosen.add(index)
                 used += short[index]
-        sent = [compact[i] for i in sorted(chosen)]
+        sent = [catalogue.compact[i] for i in sorted(chosen)]
         if room >= 0:
             sent.append(FIND_TOOLS_SCHEMA)
             used += finder
         reason = (f"over the tool budget ({budget:,} tokens, --context-tools-share) and less relevant to "
                   f"this turn; reachable through {FIND_TOOLS}")
-        left = [LeftOut(tool_name(tools[i]), reason) for i in range(len(tools)) if i not in chosen]
+        left = [LeftOut(catalogue.names[i], reason) for i in range(len(tools)) if i not in chosen]
         offer = Offer(sent, used + overhead if sent else 0, total, budget, compacted=True, left_out=left)
-        return self._remember(offer, tools, chosen)
+        return self._remember(offer, tools, catalogue, chosen)
 
-    def _ranked(self, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> list[int]:
-        names = [tool_name(tool) for tool in tools]
+    def _ranked(self, tools: list[dict[str, Any]], catalogue: _Catalogue, messages: list[dict[str, Any]]) -> list[int]:
+        names = catalogue.names
         first = [*self.required, *self.unlocked, *PINNED, *used_names(messages)]
         pinned = {name: rank for rank, name in reversed(list(enumerate(first)))}
         query = latest_words(messages)
-        scores = [self.tokens.relevance(tool, query) for tool in tools]
-        return sorted(range(len(tools)), key=lambda i: (pinned.get(names[i], len(first)), -scores[i], i))
+        scores = [self.tokens.entry_relevance(entry, tool, query) for entry, tool in zip(catalogue.entries, tools)]
+        return sorted(range(len(names)), key=lambda i: (pinned.get(names[i], len(first)), -scores[i], i))
 
-    def _remember(self, offer: Offer, tools: list[dict[str, Any]], chosen: set[int]) -> Offer:
-        self._hidden = {tool_name(tool): tool for i, tool in enumerate(tools) if i not in chosen}
+    def _remember(self, offer: Offer, tools: list[dict[str, Any]], catalogue: _Catalogue,
+                  chosen: set[int] | None) -> Offer:
+        """Keep the offer, and the tools it left out for find_tools (`chosen` None: nothing left out)."""
+        self._left = (tools, catalogue.names, chosen)
         self.last = offer
         return offer
+
+    @property
+    def _hidden(self) -> dict[str, dict[str, Any]]:
+        tools, names, chosen = self._left
+        if chosen is None:
+            return {}
+        return {names[i]: tool for i, tool in enumerate(tools) if i not in chosen}
 
     def find(self, arguments: Any) -> tuple[str, str]:
         """Run `find_tools`: its result for the model and a one-line summary."""
