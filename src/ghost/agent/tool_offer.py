@@ -266,14 +266,6 @@ def latest_words(messages: list[dict[str, Any]], count: int = 3) -> set[str]:
     return found
 
 
-def relevance(tool: dict[str, Any], query: set[str]) -> int:
-    if not query:
-        return 0
-    function = tool.get("function") or {}
-    name_words = words(str(function.get("name", "")).replace("_", " "))
-    return 3 * len(name_words & query) + len(words(str(function.get("description") or "")[:600]) & query)
-
-
 class ToolChooser:
     """One turn's choice of tools for each upstream call, and its `find_tools`."""
 
@@ -347,8 +339,10 @@ class ToolChooser:
         query_text = query_text[:FIND_QUERY_CHARS]
         query = words(query_text.replace("_", " "))
         exact = query_text.strip()
-        ranked = sorted(self._hidden.values(), key=lambda t: (tool_name(t) != exact, -relevance(t, query)))
-        found = [t for t in ranked if tool_name(t) == exact or relevance(t, query) > 0][:FIND_RESULTS]
+        scored = [(tool, self.tokens.entry_relevance(self.tokens.entry(tool), tool, query))
+                  for tool in self._hidden.values()]
+        scored.sort(key=lambda pair: (tool_name(pair[0]) != exact, -pair[1]))
+        found = [tool for tool, score in scored if tool_name(tool) == exact or score > 0][:FIND_RESULTS]
         picked = [tool_name(tool) for tool in found]  # the latest search's picks rank first
         self.unlocked = [*picked, *(name for name in self.unlocked if name not in picked)]
         if not found:
