@@ -130,7 +130,7 @@ class Stack:
         fake.wait_http(self.fake_url + "/v1/models")
         ghost = Process("ghost", [ghost_python, "-m", "ghost", "serve", "--port", self.ghost_url.rsplit(":", 1)[1],
                                   "--api-key", KEY, "--home", str(self.root / "ghost-home"),
-                                  "--upstream-url", self.fake_url, "--context-window", "32768"], base, self.root)
+                                  "--upstream-url", self.fake_url], base, self.root)
         self.processes.append(ghost)
         ghost.wait_http(self.ghost_url + "/api/version")
         webui = Process("open-webui", [str(Path(sys.executable).with_name("open-webui")), "serve", "--host",

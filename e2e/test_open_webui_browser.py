@@ -14,6 +14,7 @@ import pytest
 from conftest import MODEL, Stack
 
 CONNECTIONS = {"ollama": MODEL, "openai": f"oai.{MODEL}"}
+WINDOW = 8192  # the fake upstream's (e2e/upstream.py), which it does not tell Ghost
 
 
 def open_chat(page: Any, model: str) -> None:
@@ -69,6 +70,22 @@ def test_hello_and_the_session_equals_the_chat_after_the_tasks(page: Any, stack:
     for task in [r["body"] for r in stack.upstream_requests()
                  if r["path"] == "/v1/chat/completions" and "### Task:" in str(r["body"]["messages"][-1]["content"])]:
         assert "tools" not in task and task["messages"][0]["role"] == "user"  # the plain model: no agent
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS)
+def test_hello_with_open_webuis_tools_on_an_8192_token_upstream(page: Any, stack: Stack, connection: str) -> None:
+    # Open WebUI's defaults: its 36 built-in tools go with every chat; the upstream does not tell its
+    # window, so Ghost assumes 8,192 tokens. Ghost fits the tools to their budget: "hello" is answered.
+    stack.script({"content": f"Hi from {connection}!", "when": "hello"})
+    open_chat(page, CONNECTIONS[connection])
+    send(page, "hello")
+    page.get_by_text(f"Hi from {connection}!").wait_for()
+    chats = [r for r in stack.upstream_requests() if r["path"] == "/v1/chat/completions"]
+    turn = next(r["body"] for r in chats if last_user_text(r["body"]) == "hello" and r["body"].get("tools"))
+    offered = [t["function"]["name"] for t in turn["tools"]]
+    assert "find_tools" in offered and "delete_skill" in offered  # some left out, reachable through find_tools
+    assert any(name in offered for name in ("get_current_timestamp", "search_notes", "search_memories"))
+    assert all(r["tokens"] <= WINDOW for r in chats), [r["tokens"] for r in chats]
 
 
 def test_a_tool_turn_then_a_second_turn(page: Any, stack: Stack) -> None:

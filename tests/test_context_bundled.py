@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -38,3 +39,19 @@ def test_forty_turns_in_a_small_window_all_get_answers(tmp_path: Path) -> None:
     assert all(answer.strip() for answer in answers), answers
     assert session["summary"] is not None and session["summary"]["messages"] >= 10
     assert 1 <= made["summaries_made"] < TURNS // 2
+
+
+@pytest.mark.timeout(1800)
+def test_hello_with_open_webuis_tool_list_is_answered_by_the_bundled_model(tmp_path: Path) -> None:
+    # Open WebUI's 36 built-in tools (recorded, tests/fixtures) plus Ghost's 15, on the bundled
+    # model's default window: the tools are fitted to their budget and "hello" gets an answer.
+    tools = json.loads((Path(__file__).with_name("fixtures") / "open_webui_tools.json").read_text())
+    with GhostServer(home=tmp_path) as ghost:
+        response = httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=900,
+                              json={"messages": [{"role": "user", "content": "hello"}], "tools": tools,
+                                    "max_tokens": 24})
+        report = httpx.get(ghost.url + "/api/health", headers=ghost.headers, timeout=60).json()["context_window"]
+    assert response.status_code == 200, response.text
+    message = response.json()["choices"][0]["message"]
+    assert (message.get("content") or "").strip() or message.get("tool_calls")
+    assert report["upstream"] == "bundled" and report["tools_last_turn"]["tokens_sent"] <= report["tools_last_turn"]["budget_tokens"]

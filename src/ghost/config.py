@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         "(at most an eighth of the window).")
     context_safety_margin: float = Field(
         0.05, ge=0, le=0.5, description="Share of the window left unused, for token counts that are estimates.")
+    context_tools_share: float = Field(
+        0.4, gt=0.05, le=0.9, description="Share of the context window the tool schemas may take (Ghost's, "
+        "skills', MCP's and the client's together). Over it they are compacted, then only the tools most "
+        "relevant to the turn are sent, with find_tools to reach the rest.")
     context_tool_result_keep_chars: int = Field(
         2000, ge=200, description="Characters (head and tail) an older tool result keeps when it is "
         "shortened to fit the window; the full text is saved under .ghost/outputs/ in the sandbox.")
@@ -274,6 +278,9 @@ class Settings(BaseSettings):
     scratchpad_max_value_bytes: int = Field(
         64 * 1024, ge=16, description="Largest scratchpad value (as JSON).")
     skills_max_count: int = Field(100, ge=1, description="Acquired skills kept at most.")
+    skill_schema_max_chars: int = Field(
+        4000, ge=200, le=60_000, description="Largest parameters schema (compact JSON) an acquired skill may "
+        "have; a sidecar over it is skipped at load (shown in /api/health) and create_skill refuses it.")
     skill_failure_threshold: int = Field(
         3, ge=1, description="Consecutive failures after which a skill is listed as failing.")
 

@@ -31,14 +31,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ghost.agent.context_services import TOOLS_MEMO, ContextServices
+from ghost.agent.context_services import ContextServices
+from ghost.agent.tool_offer import Offer, ToolChooser
 from ghost.events import ToolActivity, Usage
 from ghost.agent.summary import INSTRUCTION_TOKENS, Summary, excerpt, render, summarise, summary_message
 from ghost.agent.tokens import CHARS_PER_TOKEN, message_key
 from ghost.errors import ContextLengthExceeded
 from ghost.llm.chat import Completion, Delta
 from ghost.llm.overflow import overflow_message
-from ghost.llm.toolcalls import INSTRUCTIONS as TOOLS_PROMPT, tool_line
 from ghost.llm.upstream import Upstream
 from ghost.store.summaries import StoredSummary
 
@@ -73,8 +73,11 @@ class ContextFitter:
     """One turn's view of the conversation as sent upstream; lives as long as the turn."""
 
     def __init__(self, upstream: Upstream, services: ContextServices, *, model: str, session_id: str | None,
-                 request_id: str) -> None:
+                 request_id: str, chooser: ToolChooser | None = None) -> None:
         self.upstream, self.services, self.model = upstream, services, model
+        assert services.schema_tokens is not None
+        self.chooser = chooser or ToolChooser(services.schema_tokens)
+        self.offered: list[dict[str, Any]] = []  # the tools of the call being fitted
         self.session_id, self.request_id = session_id, request_id
         self.counter = services.counter
         self.shortened: dict[bytes, dict[str, Any]] = {}  # original tool message's key -> its short copy
@@ -95,7 +98,7 @@ class ContextFitter:
             sent: list[dict[str, Any]] = []
             async for item in self._fit(messages, tools, reply, sent, harder=attempt > 0):
                 yield item
-            payload = {**self.services.window.chat_extra, **payload_for(sent, tools)}
+            payload = {**self.services.window.chat_extra, **payload_for(sent, self.offered)}
             started = False
             try:
                 async for item in self.upstream.stream_chat(payload, self.request_id):
@@ -110,9 +113,14 @@ class ContextFitter:
                 self._learn_overflow(exc)
 
     async def prompt_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
-        """The tokens of this prompt as sent unshortened: messages and tool schemas, calibrated."""
+        """The tokens of this prompt as the first call would send it: the messages unshortened and
+        the tool schemas as offered within their budget (compacted or chosen), calibrated."""
         await self._count(messages)
-        return self.counter.calibrated(self._raw(messages) + await self._tools_tokens(tools))
+        view = _View(messages)
+        fixed_raw = self._raw(view.head) + self._raw([view.newest_user] if view.newest_user else [])
+        budget = self._budget(self._reply_tokens({}), harder=False)
+        offer = await self.chooser.choose(tools, messages, self._tools_budget(budget, fixed_raw))
+        return self.counter.calibrated(self._raw(messages) + offer.tokens)
 
     def _reply_tokens(self, payload: dict[str, Any]) -> int:
         window = self.services.window.tokens
@@ -146,13 +154,14 @@ class ContextFitter:
         """Fill `sent` with the messages to send, compacting as needed (events say what was done)."""
         view = _View(messages)
         await self._count(messages)
-        tools_raw = await self._tools_tokens(tools)
         budget = self._budget(reply, harder)
-        fixed = self._raw(view.head) + tools_raw + self._raw([view.newest_user] if view.newest_user else [])
-        if self.counter.calibrated(fixed) > budget:
-            needed = self.counter.calibrated(fixed) + reply
-            raise ContextLengthExceeded(overflow_message(needed, self.services.window.tokens, "the newest message"),
-                                        needed=needed, allowed=self.services.window.tokens)
+        newest = [view.newest_user] if view.newest_user else []
+        head_raw, newest_raw = self._raw(view.head), self._raw(newest)
+        if self.counter.calibrated(head_raw + newest_raw) > budget:
+            raise self._too_big(head_raw, newest_raw, reply)
+        offer = await self.chooser.choose(tools, messages, self._tools_budget(budget, head_raw + newest_raw))
+        self._offer(offer)
+        tools_raw = offer.tokens
         if not self._fits(view, tools_raw, budget):
             async for event in self._shorten(view, tools_raw, budget, harder):
                 yield event
@@ -164,9 +173,42 @@ class ContextFitter:
         if not self._fits(view, tools_raw, budget):
             needed = self.counter.calibrated(self.raw_sent) + reply
             raise ContextLengthExceeded(overflow_message(needed, self.services.window.tokens,
-                                                         "even after compacting, the conversation"),
+                                                         "the conversation history, even after shortening tool results and summarising earlier "
+                                                         "messages,"),
                                         needed=needed, allowed=self.services.window.tokens)
         sent.extend(self._compose(view))
+
+    def _tools_budget(self, budget: int, fixed_raw: int) -> int:
+        """Raw tokens the tool schemas may take: their share of the window, at most the room the
+        system prompt and the newest message leave (the message is never refused for the tools)."""
+        share = int(self.services.window.tokens * self.services.settings.context_tools_share)
+        room = budget - self.counter.calibrated(fixed_raw)
+        return max(0, int(min(share, room) / max(self.counter.factor, 1e-6)))
+
+    def _offer(self, offer: Offer) -> None:
+        self.offered = offer.tools
+        self.services.last_tools = offer.report()
+        if offer.left_out:
+            log.info("tools: %d offered, %d left out to fit %d tokens (request %s)", len(offer.tools),
+                     len(offer.left_out), offer.budget, self.request_id)
+
+    def _too_big(self, head_raw: int, newest_raw: int, reply: int) -> ContextLengthExceeded:
+        """The overflow error naming what does not fit: the system prompt or the newest message."""
+        window = self.services.window.tokens
+        needed = self.counter.calibrated(head_raw + newest_raw) + reply
+        head, newest = self.counter.calibrated(head_raw), self.counter.calibrated(newest_raw)
+        if head >= newest:
+            what = f"the system prompt (about {head:,} tokens: Ghost's and the client's system messages)"
+            advice = ("Shorten the client's system prompt (or its knowledge/memory inserts), or use a model "
+                      "with a larger window (--context-window).")
+        else:
+            what = f"the newest message (about {newest:,} tokens)"
+            advice = ("Shorten the message or send the text as a file (POST /api/upload) and ask about it, "
+                      "or use a model with a larger window (--context-window).")
+        message = (f"{what} does not fit the model's context window (needs about {needed:,} tokens; the "
+                   f"model's context window allows {window:,}; room for the answer included). The tools are "
+                   f"not the cause: they are left out when there is no room. {advice}")
+        return ContextLengthExceeded(message, needed=needed, allowed=window)
 
     def _fits(self, view: "_View", tools_raw: int, budget: int) -> bool:
         state = (self._edits, self.folded.end if self.folded else 0)
@@ -187,30 +229,6 @@ class ContextFitter:
     def _compose(self, view: "_View") -> list[dict[str, Any]]:
         kept = self._kept(view)
         return [*view.head, *(self.shortened.get(self._key(m), m) if m.get("role") == "tool" else m for m in kept)]
-
-    async def _tools_tokens(self, tools: list[dict[str, Any]]) -> int:
-        """The tool schemas' tokens; counted once a turn (the same schema objects come every round)."""
-        if not tools:
-            return 0
-        # The registry builds new dicts each round around the same name, description and parameters.
-        fingerprint = tuple(tuple(id(f.get(k)) for k in ("name", "description", "parameters"))
-                            for f in (t.get("function") or {} for t in tools))
-        known = self.services.tools_counted.get(fingerprint)
-        if known is not None:
-            return known[0]
-        text = self._tools_text(tools)
-        tokens = await self.counter.count_text(message_key({"tools": text}), text)
-        # `tools` is kept with the count: while its objects live, no other object can have their ids.
-        self.services.tools_counted[fingerprint] = (tokens, tools)
-        if len(self.services.tools_counted) > TOOLS_MEMO:
-            del self.services.tools_counted[next(iter(self.services.tools_counted))]
-        return tokens
-
-    def _tools_text(self, tools: list[dict[str, Any]]) -> str:
-        """The tools as the model will see them: the bundled server renders one line per tool."""
-        if self.services.window.flavour == "bundled":
-            return TOOLS_PROMPT.format(tools="\n".join(tool_line(t) for t in tools))
-        return tools_json(tools)
 
     async def _count(self, messages: list[dict[str, Any]]) -> None:
         """Count the messages this turn has not seen yet (the shared cache knows most of them)."""

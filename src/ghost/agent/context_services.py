@@ -12,6 +12,7 @@ from typing import Any
 
 from ghost.agent.outputs import output_name, save_output
 from ghost.agent.tokens import TokenCounter
+from ghost.agent.tool_offer import SchemaTokens
 from ghost.config import Settings
 from ghost.llm.window import UpstreamWindow, learn_window
 from ghost.llm.upstream import HttpUpstream
@@ -19,7 +20,6 @@ from ghost.store.db import Database
 from ghost.store.summaries import StoredSummary, Summaries
 
 SAVED_MEMO = 1024
-TOOLS_MEMO = 64
 
 
 @dataclass
@@ -37,7 +37,12 @@ class ContextServices:
     # later turn is not written (or read back to compare) again. Cleared by a workspace load.
     saved: OrderedDict[str, str] = field(default_factory=OrderedDict)
     in_use: dict[str, str] = field(default_factory=dict)  # session -> hash of the summary it shows
-    tools_counted: dict[tuple[tuple[int, ...], ...], tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
+    schema_tokens: SchemaTokens | None = None  # the tool schemas' counts, by content (set in __post_init__)
+    last_tools: dict[str, Any] | None = None  # what the last turn's last call offered and left out
+
+    def __post_init__(self) -> None:
+        if self.schema_tokens is None:
+            self.schema_tokens = SchemaTokens(self.counter, bundled=self.window.flavour == "bundled")
 
     async def saved_path(self, text: str) -> str | None:
         name = output_name(text)
@@ -56,7 +61,8 @@ class ContextServices:
     def info(self) -> dict[str, Any]:
         """For /api/health: the window, where it came from, and how counting is going."""
         return {**self.window.as_info(), "summaries_made": self.summary_calls,
-                "calibration": round(self.counter.factor, 3)}
+                "calibration": round(self.counter.factor, 3), "tools_share": self.settings.context_tools_share,
+                "tools_last_turn": self.last_tools}
 
 
 class RecentSummaries:

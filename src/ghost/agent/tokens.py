@@ -104,6 +104,14 @@ class TokenCounter:
         self._remember(key, count)
         return count
 
+    async def count_keyed(self, items: list[tuple[bytes, str]]) -> None:
+        """Count bare texts under their own keys (tool schemas): one tokenizer request for all."""
+        if not items:
+            return
+        counts = await self._count_texts([text for _, text in items])
+        for (key, _), count in zip(items, counts):
+            self._remember(key, count)
+
     def _remember(self, key: bytes, count: int) -> None:
         self._counts[key] = count
         if len(self._counts) > CACHE_ENTRIES:  # forget the older half (insertion order), in one go

@@ -15,6 +15,7 @@ from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.context import ContextFitter, ExtraCall, tools_json
 from ghost.agent.context_services import ContextServices
 from ghost.agent.tokens import estimate, message_text
+from ghost.agent.tool_offer import FIND_TOOLS, ToolChooser
 from ghost.agent.client_tools import ClientTools
 from ghost.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta, ToolActivity,
                                 ToolCall, TurnStats, Usage)
@@ -26,6 +27,7 @@ from ghost.llm.upstream import Upstream
 from ghost.tools.base import ToolContext, ToolRegistry, ToolResult
 
 ACTIVITY_PREVIEW_CHARS = 120
+PROMPT_TOOL_NAMES = 40  # tool names the system prompt lists at most
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,13 @@ def _assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
     return {"role": "assistant", "content": text or None, "tool_calls": [c.openai_object() for c in calls]}
 
 
+def _chosen_tool(choice: Any) -> tuple[str, ...]:
+    """The tool a request's `tool_choice` names (`{"type": "function", "function": {"name": ...}}`)."""
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return (name,) if isinstance(name, str) else ()
+
+
 def malformed_call_result(call: ToolCall) -> ToolResult:
     """What the model is told about a call it sent malformed (Ghost runs nothing for it)."""
     return ToolResult(json.dumps({"error": f"malformed tool call: {call.problem}; nothing was run. "
@@ -84,15 +93,20 @@ class AgentTurn:
         self.request_id = request_id
         self.options = options
         self.registry: ToolRegistry | None = services.tools if options.use_tools else None
-        self.client_tools = ClientTools(request.client_tools, {s["function"]["name"] for s in self._ghost_schemas()})
+        ghost_names = {s["function"]["name"] for s in self._ghost_schemas()} | {FIND_TOOLS}
+        schema_tokens = services.context.schema_tokens if services.context is not None else None
+        client = schema_tokens.intern(request.client_tools) if schema_tokens is not None else request.client_tools
+        self.client_tools = ClientTools(client, ghost_names)
         self.usage: Usage | None = None
         self.upstream_seconds = 0.0
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(services.settings.max_turn_output_tokens)
         self.calls = 0  # upstream calls made, summaries included
+        self.chooser = ToolChooser(schema_tokens, _chosen_tool(self.client_tools.tool_choice_for_model(
+            request.tool_choice))) if schema_tokens is not None else None
         self.context = ContextFitter(services.upstream, services.context, model=request.model,
-                                     request_id=request_id,
+                                     request_id=request_id, chooser=self.chooser,
                                      session_id=request.session_id if options.session_summary else None) \
             if services.context is not None else None
 
@@ -187,6 +201,9 @@ class AgentTurn:
             return list(messages)
         summary = await self.registry.prompt_summary(PROMPT_MEMORY_CHARS) if self.registry else ""
         names = [s["function"]["name"] for s in self._ghost_schemas()]
+        if len(names) > PROMPT_TOOL_NAMES:  # a catalogue of hundreds: the rest are found with find_tools
+            names = [*names[:PROMPT_TOOL_NAMES], f"and {len(names) - PROMPT_TOOL_NAMES} more ({FIND_TOOLS} "
+                     "searches the ones not offered)"]
         network = self.services.sandbox_network
         return with_system_prompt(system_message(summary, names, network=network), messages)
 
@@ -218,6 +235,9 @@ class AgentTurn:
     async def _call(self, call: ToolCall) -> ToolResult:
         if call.problem:
             return malformed_call_result(call)
+        if call.name == FIND_TOOLS and self.chooser is not None and not self.client_tools.owns(call.name):
+            content, summary = self.chooser.find(call.arguments_object())
+            return ToolResult(content, summary=summary)
         if self.registry is None or not self.registry.has(call.name):
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),

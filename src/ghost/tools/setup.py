@@ -46,7 +46,8 @@ async def start_tools(settings: Settings, sandbox_root: Path, scratchpad: Scratc
         read_max_chars=settings.tool_result_max_chars - 200, max_depth=settings.sandbox_walk_max_depth))
     pad = ScratchpadTools(scratchpad)
     store = SkillStore(sandbox_root, executor, lambda: registry.builtin_names,
-                       max_count=settings.skills_max_count, failure_threshold=settings.skill_failure_threshold)
+                       max_count=settings.skills_max_count, failure_threshold=settings.skill_failure_threshold,
+                       schema_max_chars=settings.skill_schema_max_chars)
     skills = SkillTools(store, settings.tool_code_max_chars)
     registry.add_functions(*files.functions(), *ExecuteTool(executor, settings.tool_code_max_chars).functions(),
                            *pad.functions(), *skills.functions())

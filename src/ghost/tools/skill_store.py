@@ -84,14 +84,24 @@ def normalise_parameters(parameters: Any) -> dict[str, Any]:
     return schema
 
 
+def check_schema_size(schema: dict[str, Any], limit: int) -> None:
+    """A skill's schema is sent upstream with every call that offers it: it must stay small."""
+    size = len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")))
+    if size > limit:
+        raise ToolError(f"the parameters schema is {size:,} characters; a skill's may have at most "
+                        f"{limit:,} (--skill-schema-max-chars): drop descriptions and examples")
+
+
 class SkillStore:
     def __init__(self, root: Path, executor: Executor, reserved: Callable[[], frozenset[str]], *,
-                 max_count: int, failure_threshold: int) -> None:
+                 max_count: int, failure_threshold: int, schema_max_chars: int = 4000) -> None:
         self.root = root
         self.executor = executor
         self.reserved = reserved
         self.max_count = max_count
         self.failure_threshold = failure_threshold
+        self.schema_max_chars = schema_max_chars
+        self._used: dict[str, float] = {}  # name -> last call in this process (else its creation time)
         self._skills: dict[str, Skill] = {}
         self.skipped: list[dict[str, str]] = []  # sidecars the last scan refused: name, reason
         self._lock = asyncio.Lock()
@@ -99,6 +109,10 @@ class SkillStore:
     # --- reading ----------------------------------------------------------------------------------
     def all(self) -> list[Skill]:
         return sorted(self._skills.values(), key=lambda s: s.name)
+
+    def by_recent_use(self) -> list[Skill]:
+        """The skills, the most recently used (or made) first: when not all fit, the last are left out."""
+        return sorted(self._skills.values(), key=lambda s: (-self._used.get(s.name, s.created_at), s.name))
 
     def get(self, name: str) -> Skill | None:
         return self._skills.get(name)
@@ -165,8 +179,10 @@ class SkillStore:
         if data.get("name") != name or not isinstance(data.get("description"), str):
             raise ValueError("sidecar name or description is wrong")
         failures, created_at = data.get("failures", 0), data.get("created_at", 0.0)
+        parameters = normalise_parameters(data.get("parameters", {}))
+        check_schema_size(parameters, self.schema_max_chars)
         return Skill(name=name, description=data["description"][:MAX_DESCRIPTION_CHARS],
-                     parameters=normalise_parameters(data.get("parameters", {})),
+                     parameters=parameters,
                      failures=failures if isinstance(failures, int) and failures >= 0 else 0,
                      created_at=float(created_at) if isinstance(created_at, (int, float)) else 0.0)
 
@@ -200,9 +216,12 @@ class SkillStore:
 
     async def delete(self, name: str) -> None:
         async with self._lock:
-            if name not in self._skills:
+            # A skill skipped at load (too big a schema, say) can be deleted too: its files are there.
+            if name not in self._skills and f"{name}.json" not in {s["name"] for s in self.skipped}:
                 raise ToolError(f"there is no skill named {name!r}")
-            del self._skills[name]
+            self._skills.pop(name, None)
+            self._used.pop(name, None)
+            self.skipped = [s for s in self.skipped if s["name"] != f"{name}.json"]
             for suffix in (".json", ".py"):
                 await fspool.run(self._unlink, f"{name}{suffix}")
 
@@ -215,6 +234,7 @@ class SkillStore:
             raise ToolError("; ".join(errors))
         if not await fspool.run(self._has_script, name):
             raise ToolError(f"the file of skill {name!r} is gone; delete_skill it and create it again")
+        self._used[name] = time.time()
         result = await self._execute(f"{name}.py", arguments)
         await self._record(name, ok=result.ok)
         return result

@@ -14,7 +14,7 @@ from ghost.sandbox.base import ExecResult
 from ghost.tools.base import ToolResult
 from ghost.tools.execute import format_result, summary
 from ghost.tools.registry import Tool
-from ghost.tools.skill_store import MAX_DESCRIPTION_CHARS, Skill, SkillStore, normalise_parameters
+from ghost.tools.skill_store import MAX_DESCRIPTION_CHARS, Skill, SkillStore, check_schema_size, normalise_parameters
 from ghost.tools.schema import validate
 
 
@@ -61,6 +61,7 @@ class SkillTools:
         if not code.strip() or len(code) > self.code_max_chars or "\0" in code:
             raise ToolError(f"code must be 1 to {self.code_max_chars:,} characters, without NUL")
         schema = normalise_parameters(parameters)
+        check_schema_size(schema, self.store.schema_max_chars)
         errors = validate(schema, test_arguments, "test_arguments")
         if errors:
             raise ToolError("test_arguments do not fit parameters: " + "; ".join(errors))
@@ -90,7 +91,7 @@ class SkillTools:
 
     # --- ToolProvider: every skill as a tool ----------------------------------------------------
     def tools(self) -> list[Tool]:
-        return [self._tool(skill) for skill in self.store.all()]
+        return [self._tool(skill) for skill in self.store.by_recent_use()]
 
     def _tool(self, skill: Skill) -> Tool:
         async def run(**arguments: Any) -> ToolResult:
