@@ -123,6 +123,8 @@ class ChatService:
                     yield event
             finally:
                 self.in_flight_turns -= 1
+                if self.user_limits is not None:  # the turn's tools may have written files
+                    self.user_limits.forget_usage()
 
     def _user_slot(self) -> AbstractAsyncContextManager[None]:
         return self.user_limits.turn() if self.user_limits is not None else nullcontext()

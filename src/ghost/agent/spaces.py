@@ -48,8 +48,9 @@ class Space:
     context: ContextServices
     chat: ChatService
     limits: UserLimits
-    stack: AsyncExitStack  # closes what this space started (executor, MCP servers, watcher)
     last_used: float = field(default_factory=time.monotonic)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: its task closes it
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -102,6 +103,7 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
     space_user = user
     limits = UserLimits(lambda: limit_values(settings, space.user), root, settings.sandbox_walk_max_depth)
     workspace.room_checks.append(limits.check_disk)
+    workspace.on_written.append(limits.forget_usage)
 
     async def count_turn() -> None:
         try:
@@ -112,7 +114,7 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
     turns = TurnServices(settings, parts.upstream, tools.registry, context, tools.sandbox_network)
     chat = ChatService(settings, parts.upstream, turns, workspace.history, workspace.gate, limiter=parts.limiter,
                        user_limits=limits, on_turn=count_turn)
-    space = Space(space_user, workspace, tools, mcp, context, chat, limits, stack)
+    space = Space(space_user, workspace, tools, mcp, context, chat, limits)
     return space
 
 
@@ -125,7 +127,8 @@ class Spaces:
         self.parts = parts
         self.admin = admin
         self._open: dict[str, Space] = {}
-        self._opening: dict[str, asyncio.Task[Space]] = {}
+        self._opening: dict[str, asyncio.Future[Space]] = {}
+        self._runners: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -136,12 +139,12 @@ class Spaces:
         if user.name == ADMIN:
             space = self.admin
         elif (space := self._open.get(user.name)) is None:
-            task = self._opening.get(user.name)
-            if task is None:
-                task = asyncio.create_task(self._open_space(user))
-                self._opening[user.name] = task
-                task.add_done_callback(lambda _: self._opening.pop(user.name, None))
-            space = await asyncio.shield(task)
+            opening = self._opening.get(user.name)
+            if opening is None:
+                opening = asyncio.get_running_loop().create_future()
+                self._opening[user.name] = opening
+                self._runners.add(asyncio.create_task(self._run_space(user, opening)))
+            space = await asyncio.shield(opening)
         space.user = user
         space.last_used = time.monotonic()
         return space
@@ -149,25 +152,41 @@ class Spaces:
     def peek(self, name: str) -> Space | None:
         return self.admin if name == ADMIN else self._open.get(name)
 
-    async def _open_space(self, user: User) -> Space:
-        settings, db = self.parts.settings, self.parts.db
-        workspace = await fspool.run(user_workspace, settings, db, user.name)
-        stack = AsyncExitStack()
+    async def _run_space(self, user: User, opening: asyncio.Future[Space]) -> None:
+        """Open one space, keep it until it is closed, then close it — all in this one task: the
+        MCP endpoint's task group must be left by the task that entered it."""
+        space: Space | None = None
         try:
-            space = await open_space(self.parts, user, workspace, stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._open[user.name] = space
-        log.info("opened the workspace of user %s (%d open)", user.name, len(self._open))
-        await self._close_over_cap(keep=user.name)
-        return space
+            async with AsyncExitStack() as stack:
+                try:
+                    workspace = await fspool.run(user_workspace, self.parts.settings, self.parts.db, user.name)
+                    space = await open_space(self.parts, user, workspace, stack)
+                except BaseException as exc:
+                    opening.set_exception(exc if isinstance(exc, Exception) else RuntimeError("Ghost is stopping"))
+                    opening.exception()  # retrieved: its waiter may be gone
+                    raise
+                self._open[user.name] = space
+                opening.set_result(space)
+                log.info("opened the workspace of user %s (%d open)", user.name, len(self._open))
+                await self._close_over_cap(keep=user.name)
+                await space.closing.wait()
+        except Exception:
+            log.exception("the workspace of user %s failed", user.name)
+        finally:
+            if self._opening.get(user.name) is opening:
+                del self._opening[user.name]
+            if space is not None:
+                if self._open.get(user.name) is space:
+                    del self._open[user.name]
+                space.closed.set()
+            self._runners.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def close(self, name: str) -> None:
-        """Close `name`'s space now (its user was deleted), whatever it was doing."""
+        """Close `name`'s space now (its user was deleted, or it is idle), and wait until it is."""
         space = self._open.pop(name, None)
         if space is not None:
-            await space.stack.aclose()
+            space.closing.set()
+            await space.closed.wait()
 
     async def _close_over_cap(self, keep: str) -> None:
         # Not one used in the last seconds either: a request may hold it without its gate yet.
@@ -177,14 +196,13 @@ class Spaces:
         while len(self._open) > self.parts.settings.workspaces_max_open and idle:
             space = idle.pop(0)
             self._open.pop(space.name, None)
-            await space.stack.aclose()
+            space.closing.set()  # its own task closes it
 
     async def close_idle(self) -> None:
         cutoff = time.monotonic() - self.parts.settings.workspace_idle_s
         for space in [s for s in self._open.values() if s.last_used < cutoff and not s.busy]:
-            self._open.pop(space.name, None)
-            log.info("closed the idle workspace of user %s", space.name)
-            await space.stack.aclose()
+            log.info("closing the idle workspace of user %s", space.name)
+            await self.close(space.name)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -201,7 +219,8 @@ class Spaces:
     async def aclose(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._opening.values()):
-            task.cancel()
         for name in list(self._open):
             await self.close(name)
+        for task in list(self._runners):  # any still opening
+            task.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)

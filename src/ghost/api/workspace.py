@@ -84,7 +84,10 @@ async def load(request: Request, workspace: Workspace = Depends(get_workspace)) 
     session_id = session_id_of(request)
     await workspace.check_room()
     archive = await _receive_archive(request, workspace)
-    result = await load_workspace(workspace, archive.path, session_id)
+    try:
+        result = await load_workspace(workspace, archive.path, session_id)
+    finally:
+        workspace.written()
     return {"status": "success", "chat_history": result.chat_history, "files": result.files}
 
 
@@ -113,7 +116,10 @@ async def upload(request: Request, workspace: Workspace = Depends(get_workspace)
     except BadRequest:
         received.path.unlink(missing_ok=True)
         raise
-    placed = await place_upload(workspace, received.path, name)
+    try:
+        placed = await place_upload(workspace, received.path, name)
+    finally:
+        workspace.written()
     return {"status": "success", "filename": placed, "size": received.size}
 
 

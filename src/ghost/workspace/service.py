@@ -33,10 +33,16 @@ class Workspace:
     name: str = ADMIN  # whose workspace: the `workspace` column of its rows in the database
     # Run before an upload or a load writes into the folder: each raises (507) if there is no room.
     room_checks: list[AfterLoad] = field(default_factory=list)
+    # Told after an upload or a load wrote into the folder (a measured disk usage is stale).
+    on_written: list[Callable[[], None]] = field(default_factory=list)
 
     async def check_room(self) -> None:
         for check in self.room_checks:
             await check()
+
+    def written(self) -> None:
+        for hook in self.on_written:
+            hook()
 
 
 def sandbox_root_for(settings: Settings, name: str) -> Path:
