@@ -466,3 +466,62 @@ def test_sandbox_disk_limit_answers_507_and_spares_others(upstream: FakeUpstream
     assert bob.post("/api/upload", files={"file": ("b2.txt", b"fine")}).status_code == 200
     usage = {u["name"]: u["usage"] for u in people.admin.get("/api/users").json()["users"]}
     assert usage["gail"]["sandbox_bytes"] >= 200_000
+
+
+# --- an existing single-user home, upgraded in place ------------------------------------------------
+
+def _home_of_the_single_user_schema(home: Any) -> None:
+    """A GHOST_HOME as Ghost before users left it: schema version 3, a generated key file, a
+    sandbox file, scratchpad entries, a stored conversation and its summary."""
+    import json
+    import os
+    import sqlite3
+
+    from ghost.store.conversation import conversation_digest, opening_digest
+    from ghost.store.db import MIGRATIONS
+
+    home.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(home / "ghost.db", isolation_level=None)
+    for version, step in enumerate(MIGRATIONS[:3], start=1):  # the migrations as they were
+        conn.execute("BEGIN")
+        step(conn)
+        conn.execute(f"PRAGMA user_version={version}")
+        conn.execute("COMMIT")
+    messages = [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"}]
+    conn.execute("INSERT INTO scratchpad VALUES ('old-key', ?, 1.0)", (json.dumps("old value"),))
+    conn.execute("INSERT INTO history VALUES ('old-session', ?, 2.0, ?, ?)",
+                 (json.dumps(messages), conversation_digest(messages), opening_digest(messages)))
+    conn.execute("INSERT INTO context_summaries VALUES ('h1', 1, 'old summary', 3.0)")
+    conn.execute("INSERT INTO session_summaries VALUES ('old-session', 'h1', 1, 'old summary', 3.0)")
+    conn.close()
+    (home / "sandbox").mkdir()
+    (home / "sandbox" / "old-file.txt").write_text("kept through the upgrade")
+    key = home / "api_key"
+    key.write_text("old-generated-key-0123456789abcdef\n")
+    os.chmod(key, 0o600)
+
+
+def test_an_existing_home_upgrades_in_place_with_nothing_lost(upstream: FakeUpstream,
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path_factory.mktemp("old-home") / "home"
+    _home_of_the_single_user_schema(home)
+    with GhostServer("--upstream-url", upstream.url, home=home, api_key=None) as server:
+        assert server.headers == {"X-Ghost-Key": "old-generated-key-0123456789abcdef"}  # the same key
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as admin:
+            session = admin.get("/api/sessions/old-session")
+            assert session.status_code == 200, session.text
+            assert session.json()["messages"][0]["content"] == "old question"
+            assert session.json()["summary"]["text"] == "old summary"
+            assert "old value" in tool(upstream, admin, "scratchpad_get", {"key": "old-key"})
+            assert admin.get("/api/download/old-file.txt").text == "kept through the upgrade"
+            made = admin.post("/api/users", json={"name": "newcomer"})
+            assert made.status_code == 201
+            with httpx.Client(base_url=server.url, headers={"X-Ghost-Key": made.json()["key"]}, timeout=60) as new:
+                assert new.get("/api/sessions").json()["sessions"] == []
+                assert new.get("/api/download/old-file.txt").status_code == 404
+                assert "old value" not in tool(upstream, new, "scratchpad_get", {"key": "old-key"})
+    # Started again, the upgraded home is as it was (the migration ran once).
+    with GhostServer("--upstream-url", upstream.url, home=home, api_key=None) as server:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as admin:
+            assert "old-session" in [s["id"] for s in admin.get("/api/sessions").json()["sessions"]]
+            assert "newcomer" in [u["name"] for u in admin.get("/api/users").json()["users"]]
