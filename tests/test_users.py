@@ -525,3 +525,40 @@ def test_an_existing_home_upgrades_in_place_with_nothing_lost(upstream: FakeUpst
         with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as admin:
             assert "old-session" in [s["id"] for s in admin.get("/api/sessions").json()["sessions"]]
             assert "newcomer" in [u["name"] for u in admin.get("/api/users").json()["users"]]
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+def test_ghost_users_commands_manage_users_of_the_running_server(people: People, alice: httpx.Client) -> None:
+    import subprocess
+    import sys
+
+    from ghost.testing.server import clean_env
+
+    def ghost(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ghost", "users", *args, "--url", people.server.url,
+                               "--api-key", people.server.api_key or ""],
+                              capture_output=True, text=True, timeout=120, env=clean_env())
+
+    added = ghost("add", "cli-user")
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.strip()
+    assert key.startswith("ghost_") and "shown only now" in added.stderr
+    as_cli = people.client({"X-Ghost-Key": key})
+    assert as_cli.get("/api/sessions").status_code == 200
+    listed = ghost("list")
+    assert listed.returncode == 0 and "cli-user" in listed.stdout and "admin" in listed.stdout
+    rotated = ghost("rotate", "cli-user")
+    assert rotated.returncode == 0, rotated.stderr
+    assert as_cli.get("/api/sessions").status_code == 401  # the old key, at once
+    assert people.client({"X-Ghost-Key": rotated.stdout.strip()}).get("/api/sessions").status_code == 200
+    assert ghost("add", "cli-user").returncode == 1  # 409: taken
+    refused = ghost("add", "../escape")
+    assert refused.returncode == 1 and "user name" in refused.stderr
+    removed = ghost("remove", "cli-user", "--purge")
+    assert removed.returncode == 0, removed.stderr
+    assert people.client({"X-Ghost-Key": rotated.stdout.strip()}).get("/api/sessions").status_code == 401
+    with_user_key = subprocess.run([sys.executable, "-m", "ghost", "users", "list", "--url", people.server.url,
+                                    "--api-key", people.keys["alice"]], capture_output=True, text=True,
+                                   timeout=120, env=clean_env())
+    assert with_user_key.returncode == 1 and "admin" in with_user_key.stderr
