@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from ghost.api.auth import require_admin
+from ghost.api.auth import require_admin, require_key
 from ghost.api.deps import read_json_object
 from ghost.api.services import Services, get_services
 from ghost.errors import NotFound, Unprocessable
@@ -15,7 +15,7 @@ from ghost.sandbox.fswalk import remove_path
 from ghost.store.users import valid_name
 from ghost.workspace.service import WORKSPACES_DIR
 
-router = APIRouter(dependencies=[Depends(require_admin)])
+router = APIRouter(dependencies=[Depends(require_key), Depends(require_admin)])
 
 
 @router.post("/api/users", status_code=201, summary="Create a user and its first key")
