@@ -91,7 +91,11 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
     settings, root = parts.settings, workspace.sandbox_root
     if tools is None:
         await fspool.run(reset_tmp_dir, root)  # left-overs of a killed save/load/upload
-        tools = await start_tools(settings, root, workspace.scratchpad, stack, executor=parts.executor.with_root(root))
+        executor = parts.executor.with_root(root)
+        if not executor.isolated:
+            log.warning("!!! user %s's workspace runs on the %s backend, which does NOT isolate: its code "
+                        "can read every other user's files and see their processes !!!", user.name, executor.name)
+        tools = await start_tools(settings, root, workspace.scratchpad, stack, executor=executor)
         workspace.after_load.append(tools.skills.scan)
     if mcp is None:
         mcp_home = settings.home / WORKSPACES_DIR / workspace.name / "mcp"

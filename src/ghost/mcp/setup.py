@@ -44,7 +44,7 @@ async def start_mcp(settings: Settings, executor: Executor, sandbox_root: Path, 
     registry.add_provider(mcp)
     watcher = ConfigWatcher(settings.mcp_config_path, settings.mcp_reload_interval, mcp.apply)
     await watcher.load_now()
-    watcher.start()
+    watcher.start(hup=mcp_home is None)  # other users' watchers poll the file; SIGHUP is the admin's
     stack.push_async_callback(watcher.aclose)
     endpoint = await start_endpoint(settings, gate, registry, mcp, stack)
     return McpServices(mcp, endpoint)
