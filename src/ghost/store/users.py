@@ -87,10 +87,10 @@ def _create(conn: sqlite3.Connection, name: str, role: str, with_key: bool) -> t
 
 def _ensure(conn: sqlite3.Connection, name: str) -> User:
     """The user `name`, created with role `user` if it is new (a front end's end user)."""
-    conn.execute("INSERT OR IGNORE INTO users (name, role, created_at) VALUES (?, 'user', ?)", (name, time.time()))
-    user = _get(conn, name)
-    assert user is not None
-    return user
+    if (user := _get(conn, name)) is not None:
+        return user
+    conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'user', ?)", (name, time.time()))
+    return User(name, "user")
 
 
 def _key_for(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
