@@ -42,6 +42,9 @@ def test_concurrent_first_requests_open_one_workspace(server: GhostServer) -> No
               if "opened the workspace of user crowd" in line or "closing the idle workspace of user crowd" in line]
     assert events and "opened" in events[0]
     assert all(("opened" in a) != ("opened" in b) for a, b in zip(events, events[1:])), events
+    # The access log names the user acted for (the front end's end user, not the key's holder).
+    log = server.log_path.read_text(errors="replace")
+    assert '"path": "/api/sessions", "status": 200' in log and '"user": "crowd"' in log
 
 
 def test_an_idle_workspace_is_closed_and_reopened_with_nothing_lost(server: GhostServer) -> None:
