@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from ghost.api import openapi
 from ghost.api.auth import require_admin, require_key
 from ghost.api.deps import read_json_object
 from ghost.api.services import Services, get_services
@@ -18,7 +19,7 @@ from ghost.workspace.service import WORKSPACES_DIR
 router = APIRouter(dependencies=[Depends(require_key), Depends(require_admin)])
 
 
-@router.post("/api/users", status_code=201, summary="Create a user and its first key")
+@router.post("/api/users", summary="Create a user and its first key", **openapi.USER_CREATE)
 async def create_user(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body = await read_json_object(request)
     name, role = body.get("name"), body.get("role", "user")
@@ -26,7 +27,7 @@ async def create_user(request: Request, services: Services = Depends(get_service
     return {"name": name, "role": role, "key": key, "key_id": key_id}
 
 
-@router.get("/api/users", summary="List users, their keys and usage")
+@router.get("/api/users", summary="List users, their keys and usage", **openapi.USER_LIST)
 async def list_users(services: Services = Depends(get_services)) -> dict[str, Any]:
     users = await services.users.list()
     for user in users:
@@ -38,7 +39,8 @@ async def list_users(services: Services = Depends(get_services)) -> dict[str, An
     return {"users": users}
 
 
-@router.delete("/api/users/{name}", status_code=204, summary="Delete a user (its keys stop working at once)")
+@router.delete("/api/users/{name}", summary="Delete a user (its keys stop working at once)",
+               **openapi.USER_DELETE)
 async def delete_user(name: str, purge: bool = False, services: Services = Depends(get_services)) -> Response:
     if not await services.users.delete(name, purge):
         raise NotFound(f"user '{valid_name(name)}' not found")
@@ -48,20 +50,21 @@ async def delete_user(name: str, purge: bool = False, services: Services = Depen
     return Response(status_code=204)
 
 
-@router.post("/api/users/{name}/keys", status_code=201, summary="Add a key for a user")
+@router.post("/api/users/{name}/keys", summary="Add a key for a user", **openapi.KEY_CREATE)
 async def add_key(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     key_id, key = await services.users.add_key(name)
     return {"name": name, "key": key, "key_id": key_id}
 
 
-@router.delete("/api/users/{name}/keys/{key_id}", status_code=204, summary="Delete one of a user's keys")
+@router.delete("/api/users/{name}/keys/{key_id}", summary="Delete one of a user's keys", **openapi.KEY_DELETE)
 async def delete_key(name: str, key_id: str, services: Services = Depends(get_services)) -> Response:
     if not await services.users.delete_key(name, key_id):
         raise NotFound(f"user '{valid_name(name)}' has no key '{key_id[:64]}'")
     return Response(status_code=204)
 
 
-@router.put("/api/users/{name}/limits", summary="Set a user's own limits (null: back to the default)")
+@router.put("/api/users/{name}/limits", summary="Set a user's own limits (null: back to the default)",
+            **openapi.USER_LIMITS)
 async def set_limits(name: str, request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body = await read_json_object(request)
     if not body:

@@ -178,7 +178,7 @@ class Users:
 
     async def set_limits(self, name: str, limits: dict[str, int | None]) -> dict[str, int]:
         for key, value in limits.items():
-            if key not in LIMIT_NAMES or not (value is None or (isinstance(value, int) and value >= 0)):
+            if key not in LIMIT_NAMES or not (value is None or (type(value) is int and value >= 0)):
                 raise Unprocessable(f"limits: {echo(str(key))} is not one of {', '.join(LIMIT_NAMES)} "
                                     "with a whole number >= 0 (or null for the default)")
         return await self.db.run(_set_limits, valid_name(name), limits)
