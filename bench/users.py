@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from _common import Targets
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer
 
@@ -58,7 +59,7 @@ def summary(name: str, times: list[float]) -> float:
     return median
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--first", type=int, default=20)
@@ -82,7 +83,8 @@ def main() -> None:
         base_times, thousand_times = alternated(admin, user, args.turns)
         base2 = summary("admin key (baseline, 1,000 users known)", base_times)
         thousand = summary("user key, 1,000 users known", thousand_times)
-        print(f"  added by a user's key: {one - base:+.2f} ms (1 user), {thousand - base2:+.2f} ms (1,000 users)")
+        added_one, added_thousand = one - base, thousand - base2
+        print(f"  added by a user's key: {added_one:+.2f} ms (1 user), {added_thousand:+.2f} ms (1,000 users)")
 
         print("2. a user's first request (workspace opened) vs its second:")
         front = admin.post("/api/users", json={"name": "bench-frontend", "role": "frontend"}).json()["key"]
@@ -99,7 +101,12 @@ def main() -> None:
         print(f"  workspace creation: {opened - again:.2f} ms")
     upstream.stop()
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    targets = Targets("bench/users.py")
+    targets.check(added_thousand - added_one <= 2.0, f"1,000 users known vs 1: {added_thousand - added_one:+.2f} ms "
+                  "added per turn", "<= 2 ms: the lookup does not grow with users")
+    targets.check(opened - again <= 500.0, f"workspace creation {opened - again:.1f} ms", "<= 500 ms")
+    return targets.finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
