@@ -63,9 +63,11 @@ def db(server: GhostServer) -> sqlite3.Connection:
 def set_state(server: GhostServer, scratchpad: dict, history: dict[str, list]) -> None:
     with db(server) as conn:
         for key, value in scratchpad.items():
-            conn.execute("INSERT OR REPLACE INTO scratchpad VALUES (?, ?, ?)", (key, json.dumps(value), time.time()))
+            conn.execute("INSERT OR REPLACE INTO scratchpad (workspace, key, value, updated_at) VALUES ('admin', ?, ?, ?)",
+                         (key, json.dumps(value), time.time()))
         for session, messages in history.items():
-            conn.execute("INSERT OR REPLACE INTO history (session_id, messages, updated_at) VALUES (?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO history (workspace, session_id, messages, updated_at) "
+                         "VALUES ('admin', ?, ?, ?)",
                          (session, json.dumps(messages), time.time()))
 
 

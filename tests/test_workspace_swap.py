@@ -202,7 +202,7 @@ def test_a_failed_database_restore_puts_the_old_files_back(opened: Opened, tmp_p
         calls.append("rescan")
     opened.workspace.after_load.append(rescan)
 
-    run(opened, opened.workspace.db.run(lambda c: c.execute("INSERT INTO scratchpad VALUES ('keep', '1', 0)")))
+    run(opened, opened.workspace.db.run(lambda c: c.execute("INSERT INTO scratchpad VALUES ('admin', 'keep', '1', 0)")))
     with pytest.raises(sqlite3.OperationalError):
         run(opened, archive._load_from(opened.workspace, archive_file(tmp_path), "s1"))
     assert tree(opened.workspace.sandbox_root) == before

@@ -13,10 +13,11 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, workspace
+from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, users as users_api, workspace
 from ghost.agent.context_services import start_context
 from ghost.agent.selftest import self_test
-from ghost.agent.service import ChatService
+from ghost.agent.limits import TurnLimiter
+from ghost.agent.spaces import SpaceParts, Spaces, open_space
 from ghost.agent.turn import TurnServices
 from ghost.api import mcp as mcp_endpoint
 from ghost.api.error_shape import ErrorShape
@@ -35,6 +36,8 @@ from ghost.llm.upstream import HttpUpstream
 from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import start_mcp
 from ghost.sandbox import fspool
+from ghost.store.db import ADMIN
+from ghost.store.users import Users
 from ghost.tools.setup import start_tools
 from ghost.workspace.layout import reset_tmp_dir
 from ghost.workspace.service import open_workspace
@@ -43,8 +46,8 @@ from ghost.private import private_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, responses.router, sessions.router,
-           workspace.router, proxy.router]
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, responses.router,
+           sessions.router, workspace.router, users_api.router, proxy.router]
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
@@ -52,7 +55,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     http = await stack.enter_async_context(make_http_client(settings))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
-    workspace = await open_workspace(settings)
+    workspace = await open_workspace(settings)  # the built-in admin's: today's workspace
     stack.push_async_callback(workspace.db.close)
     await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload
     tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
@@ -75,12 +78,19 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     bundled_size = bundled.server.spec.context_size if bundled else None
     context = await start_context(settings, upstream, workspace.db, workspace.sandbox_root, bundled_size)
     workspace.after_load.append(context.forget_saved)
-    turns = TurnServices(settings, upstream, tools.registry, context, tools.sandbox_network)
-    chat = ChatService(settings, upstream, turns, workspace.history, workspace.gate)
+    users = Users(workspace.db)
+    admin_user = await users.get(ADMIN)
+    assert admin_user is not None  # made by the migration that added users
+    parts = SpaceParts(settings, upstream, workspace.db, users, tools.executor, context,
+                       TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout))
+    admin = await open_space(parts, admin_user, workspace, stack, tools, mcp, context)
+    spaces = Spaces(parts, admin)
+    spaces.start()
+    stack.push_async_callback(spaces.aclose)
     loop_lag = LoopLagMonitor()
     loop_lag.start()
     stack.push_async_callback(loop_lag.stop)
-    return Services(settings, upstream, chat, workspace, tools, context, mcp, bundled, loop_lag)
+    return Services(settings, upstream, admin.chat, workspace, tools, context, mcp, bundled, loop_lag, users, spaces)
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:

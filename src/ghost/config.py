@@ -349,6 +349,30 @@ class Settings(BaseSettings):
         "also how long a new turn waits for a load to finish.",
     )
 
+    # --- users (ghost.agent.spaces; see docs/users.md) ---------------------------------------
+    user_headers: str = Field(
+        "X-OpenWebUI-User-Id", description="Comma-separated request headers a key of role 'frontend' "
+        "names its end user with (the first one present counts); that user's workspace is used. "
+        "Ignored from 'user' and 'admin' keys.")
+    session_headers: str = Field(
+        "X-OpenWebUI-Chat-Id", description="Comma-separated request headers that name the session "
+        "(chat) when a 'frontend' key acts for an end user.")
+    user_max_concurrent_turns: int = Field(
+        2, ge=0, description="Chat turns one user may run at once (429 past it); 0: only the "
+        "server-wide --max-concurrent-turns. Per-user override: PUT /api/users/{name}/limits. "
+        "Not applied to admins.")
+    user_turns_per_minute: int = Field(
+        30, ge=0, description="Chat turns one user may start per minute (429 with Retry-After past it); "
+        "0: no limit. Not applied to admins.")
+    user_sandbox_bytes: int = Field(
+        1024 * MB, ge=0, description="Bytes one user's sandbox folder may hold; at or past it turns "
+        "and uploads are refused with 507 until files are deleted. 0: no limit. Not applied to admins.")
+    workspaces_max_open: int = Field(
+        64, ge=1, description="Users' workspaces (sandbox backend, MCP servers, memos) kept open at once; "
+        "past it the least recently used idle one is closed (reopened on its next request).")
+    workspace_idle_s: float = Field(
+        600.0, gt=0, description="Seconds a user's workspace stays open without a request before it is closed.")
+
     @property
     def sandbox_path(self) -> Path:
         return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
@@ -404,6 +428,12 @@ class Settings(BaseSettings):
         if len(self.api_key) < MIN_STRONG_KEY_CHARS:
             return f"an API key shorter than {MIN_STRONG_KEY_CHARS} characters"
         return None
+
+    def user_header_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.user_headers.split(",") if h.strip()]
+
+    def session_header_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.session_headers.split(",") if h.strip()]
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]

@@ -58,6 +58,11 @@ class ContextServices:
     async def forget_saved(self) -> None:
         self.saved.clear()
 
+    def for_workspace(self, summaries: Summaries, sandbox_root: Path) -> "ContextServices":
+        """The same learned window and counter over another user's summaries and sandbox, with
+        memos of its own (a memo of one user's saved outputs must not answer another's)."""
+        return ContextServices(self.window, self.counter, summaries, sandbox_root, self.settings)
+
     def info(self) -> dict[str, Any]:
         """For /api/health: the window, where it came from, and how counting is going."""
         return {**self.window.as_info(), "summaries_made": self.summary_calls,

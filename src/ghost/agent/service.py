@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from ghost.agent.continuation import session_for
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest
+from ghost.agent.user_limits import UserLimits
 from ghost.agent.turn import AgentTurn, TurnOptions, TurnServices
 from ghost.errors import InsufficientStorage, NotFound, echo
 from ghost.events import ClientToolCall, Done, Event, Notice, TextDelta
@@ -68,10 +70,14 @@ class StartedTurn:
 
 class ChatService:
     def __init__(self, settings: Settings, upstream: Upstream, turns: TurnServices, history: History,
-                 gate: WorkspaceGate) -> None:
+                 gate: WorkspaceGate, *, limiter: TurnLimiter | None = None, user_limits: UserLimits | None = None,
+                 on_turn: Callable[[], Awaitable[None]] | None = None) -> None:
         self.settings, self.upstream, self.turns = settings, upstream, turns
         self.history, self.gate = history, gate
-        self.limiter = TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout)
+        # `limiter`: the server-wide bound, shared by every user's chat service; `user_limits`:
+        # this user's own (checked first, answered at once); `on_turn`: counts an admitted turn.
+        self.limiter = limiter or TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout)
+        self.user_limits, self.on_turn = user_limits, on_turn
         self.in_flight_turns = 0
 
     async def run(self, chat: ChatRequest, request_id: str, *, plain: bool = False) -> StartedTurn:
@@ -80,6 +86,8 @@ class ChatService:
         choice = self._model(model)
         if plain or choice.plain:
             return await self._start(model, None, self._turn(chat, choice, PLAIN, request_id, None))
+        if self.user_limits is not None:
+            await self.user_limits.check_disk()
         session = await session_for(self.history, chat.messages, chat.session_id) if chat.store else None
         chat = dataclasses.replace(chat, session_id=session)
         options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
@@ -113,7 +121,9 @@ class ChatService:
                     request_id: str, store_as: str | None) -> AsyncIterator[Event]:
         # The upstream knows the model by its own name (--upstream-model), else by the served one.
         upstream_chat = dataclasses.replace(chat, model=self.upstream.upstream_model(choice.name))
-        async with self.limiter.slot(), self.gate.turn():
+        async with self._user_slot(), self.limiter.slot(), self.gate.turn():
+            if self.on_turn is not None:
+                await self.on_turn()
             self.in_flight_turns += 1
             try:
                 turn = AgentTurn(self.turns, upstream_chat, request_id, options)
@@ -121,6 +131,11 @@ class ChatService:
                     yield event
             finally:
                 self.in_flight_turns -= 1
+                if self.user_limits is not None:  # the turn's tools may have written files
+                    self.user_limits.forget_usage()
+
+    def _user_slot(self) -> AbstractAsyncContextManager[None]:
+        return self.user_limits.turn() if self.user_limits is not None else nullcontext()
 
 
 async def _recording(events: AsyncIterator[Event], messages: list[dict[str, Any]], history: History,

@@ -1,5 +1,9 @@
-"""The one auth check: X-Ghost-Key, Authorization: Bearer or x-api-key (Anthropic's clients), compared
-in constant time."""
+"""The one auth check: X-Ghost-Key, Authorization: Bearer or x-api-key (Anthropic's clients), and whose key it is.
+
+The server's own key (--api-key, $GHOST_API_KEY or the generated key file) is compared in
+constant time and belongs to the built-in admin; any other key is looked up by its hash among the
+users' keys (`ghost.store.users`), so a removed key stops working on the next request.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ import logging
 
 from fastapi import Request
 
+from ghost.api.caller import ADMIN_USER, Caller, acting_for, remember
 from ghost.api.services import services_of
-from ghost.errors import AuthenticationFailed
+from ghost.errors import AuthenticationFailed, Forbidden
+from ghost.store.users import KEY_PREFIX, User
 
 log = logging.getLogger("ghost.auth")
+MAX_KEY_CHARS = 512  # a user key is ~60 characters; longer is not worth hashing
 
 
 def supplied_keys(request: Request) -> list[str]:
@@ -33,19 +40,23 @@ def key_matches(supplied: str, expected: str) -> bool:
 
 
 async def require_key(request: Request) -> None:
-    """FastAPI dependency for every authed route.
-
-    Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off
-    on every request for a check that takes microseconds.
-    """
-    check_key(request)
+    """FastAPI dependency for every authed route: check the key, resolve the caller (kept in the
+    request's scope for `ghost.api.caller`'s dependencies)."""
+    await check_key(request)
 
 
-def check_key(request: Request) -> None:
-    """Raise AuthenticationFailed unless the request carries the key (or auth is off)."""
-    settings = services_of(request).settings
+async def check_key(request: Request) -> Caller:
+    """The caller, or AuthenticationFailed unless the request carries a valid key (or auth is off)."""
+    if (known := request.scope.get("ghost.caller")) is not None:
+        return known
+    return remember(request, await acting_for(request, await key_holder(request)))
+
+
+async def key_holder(request: Request) -> User:
+    services = services_of(request)
+    settings = services.settings
     if settings.no_auth:
-        return
+        return ADMIN_USER
     expected = settings.api_key or ""  # resolved at start (create_app); empty only if misbuilt
     keys = supplied_keys(request)
     if not expected:  # an empty key would match an empty header: refuse rather than open up
@@ -53,10 +64,21 @@ def check_key(request: Request) -> None:
     # Check every supplied key (no short-circuit) so timing does not reveal which header matched.
     matched = [key_matches(key, expected) for key in keys]
     if any(matched):
-        return
+        return ADMIN_USER
+    for key in keys:
+        if key.startswith(KEY_PREFIX) and len(key) <= MAX_KEY_CHARS:
+            if (user := await services.users.by_key(key)) is not None:
+                return user
     client = request.client.host if request.client else "unknown"
     log.warning("auth failed: %s %s from %s (%s)", request.method, request.url.path, client,
                 "no key" if not keys else "wrong key")
     raise AuthenticationFailed(
         "missing API key (send X-Ghost-Key, Authorization: Bearer or x-api-key)" if not keys else "invalid API key"
     )
+
+
+async def require_admin(request: Request) -> None:
+    """FastAPI dependency of the user-management routes: an admin's key, or 403."""
+    caller = await check_key(request)
+    if caller.key_user.role != "admin":
+        raise Forbidden("only an admin's key may manage users")

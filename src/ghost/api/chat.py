@@ -20,7 +20,8 @@ from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.encoders.common import ReplyInfo
 from ghost.api.openai_request import chat_request, generate_request
-from ghost.api.services import get_chat, services_of
+from ghost.api.caller import get_chat, known_caller
+from ghost.api.services import services_of
 from ghost.api.session_id import SESSION_HEADER
 
 router = APIRouter(dependencies=[Depends(require_key)])
@@ -28,8 +29,9 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
     body = bodies.parsed(bodies.ChatRequest, await read_json_object(request))
+    # A front end acting for its end user names the session by its own chat id (X-OpenWebUI-Chat-Id).
     chat = chat_request(body, default_stream=wire is not Wire.OPENAI,
-                        session_header=request.headers.get(SESSION_HEADER))
+                        session_header=request.headers.get(SESSION_HEADER) or known_caller(request).session)
     return await _run(request, chat, wire, service)
 
 

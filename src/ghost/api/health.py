@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends
 from ghost import __version__
 from ghost.api import openapi
 from ghost.api.auth import require_key
+from ghost.agent.spaces import Space
+from ghost.api.caller import get_space
 from ghost.api.services import Services, get_services
 
 router = APIRouter()
@@ -17,7 +19,8 @@ router = APIRouter()
 
 @router.get("/api/health", dependencies=[Depends(require_key)], summary="Health and configuration",
              **openapi.HEALTH)
-async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
+async def health(services: Services = Depends(get_services), space: Space = Depends(get_space)) -> dict[str, Any]:
+    # The per-workspace parts (skills, turns, the load gate, MCP servers) are the caller's own.
     upstream = await services.upstream.health()
     sandbox = services.tools.sandbox_info
     return {
@@ -30,12 +33,13 @@ async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
         "upstream": upstream,
         "embedded_model": services.bundled.status if services.bundled is not None else None,
         "sandbox": sandbox,
-        "skills": services.tools.skills.report(),
+        "user": space.name,
+        "skills": space.tools.skills.report(),
         "storage": str(services.settings.home),
         "uptime_s": round(time.monotonic() - services.started_at, 1),
-        "in_flight_turns": services.chat.in_flight_turns,
-        "workspace_load_waiting": services.workspace.gate.load_waiting,
+        "in_flight_turns": space.chat.in_flight_turns,
+        "workspace_load_waiting": space.workspace.gate.load_waiting,
         "event_loop_lag": services.loop_lag.report(),
         "context_window": services.context.info(),
-        "mcp": services.mcp.tools.info(),
+        "mcp": space.mcp.tools.info(),
     }

@@ -8,6 +8,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ghost.api.auth import check_key
+from ghost.api.caller import space_of
 from ghost.errors import GhostError
 
 PATH = "/mcp"
@@ -20,14 +21,16 @@ class EndpointUnavailable(GhostError):
 
 
 class McpEndpoint:
-    """The ASGI app of the /mcp route: the key check, then the SDK's handler."""
+    """The ASGI app of the /mcp route: the key check, then the SDK's handler of the caller's
+    workspace (each user's tools act on that user's sandbox only)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        check_key(Request(scope))  # AuthenticationFailed: Ghost's error handler answers 401
-        services = getattr(scope["app"].state, "services", None)
-        if services is None:
+        if getattr(scope["app"].state, "services", None) is None:
             raise EndpointUnavailable("the MCP endpoint is not running")
-        await services.mcp.endpoint.handle_request(scope, receive, send)
+        request = Request(scope)
+        await check_key(request)  # AuthenticationFailed: Ghost's error handler answers 401
+        space = await space_of(request)
+        await space.mcp.endpoint.handle_request(scope, receive, send)
 
 
 def route() -> Route:

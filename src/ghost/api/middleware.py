@@ -68,6 +68,8 @@ class RequestIdMiddleware:
             "status": status or None,
             "duration_ms": round(seconds * 1000, 2),
         }
+        if "ghost.user" in scope:  # whose workspace the request acted on (ghost.api.caller)
+            line["user"] = scope["ghost.user"]
         if "ghost.upstream_ms" in scope:
             line["upstream_ms"] = scope["ghost.upstream_ms"]
         client = scope.get("client")

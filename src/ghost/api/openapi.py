@@ -138,7 +138,8 @@ SESSION_HEADER = {"name": session_id.SESSION_HEADER, "in": "header", "required":
 CHAT_ERRORS = {
     400: BAD_JSON + " Or it nests deeper than --max-json-depth.", 404: "The model is not one this server serves.", 409: "A workspace load held the "
     "workspace past the wait.", 413: TOO_LARGE, 422: BAD_FIELD, 429: "Every turn slot stayed busy "
-    "past the queue timeout.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
+    "past the queue timeout, or the user is at their own turn limits (Retry-After says when to try "
+    "again).", 507: "The user's sandbox folder is at its limit, or the disk is full.", 502: UPSTREAM_BROKEN, 503: MODEL_FAILED, 504: UPSTREAM_SLOW,
 }
 _CHAT_EXTRA = {"parameters": [SESSION_HEADER]}
 SESSION_REPLY_HEADER = {session_id.SESSION_HEADER: {
@@ -356,3 +357,36 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     """Serve the finished document at /openapi.json (and to /docs)."""
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+NOT_ADMIN = "The key is not an admin's (`permission_error`), or the Host/Origin check failed."
+USER_NAME = "Not a valid user name."
+_USER_PATH = {"parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]}
+
+
+def status_doc(status: int, ok: dict[str, Any], errors: dict[int, str], *,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments for a route answering `status` (201, 204) on success."""
+    responses: dict[int | str, dict[str, Any]] = {status: {"description": "Success", **ok}}
+    responses.update({code: error(text) for code, text in errors.items()})
+    return {"status_code": status, "response_model": None, "responses": responses, "openapi_extra": extra or {}}
+
+
+USER_CREATE = status_doc(201, {"content": json_content(s.UserCreated)},
+                         {400: BAD_JSON, 403: NOT_ADMIN, 409: "A user of that name exists.", 413: TOO_LARGE,
+                          422: USER_NAME + " Or not a valid role.", 507: DISK_FULL},
+                         extra=json_body(s.NewUser, required=True))
+USER_LIST = route_doc({"content": json_content(s.UserList)}, {403: NOT_ADMIN, 507: DISK_FULL})
+USER_DELETE = status_doc(204, {}, {403: NOT_ADMIN, 404: "No such user.", 409: "The built-in admin.",
+                                   422: USER_NAME + " Or `purge` is not a boolean.", 507: DISK_FULL},
+                         extra=_USER_PATH)
+KEY_CREATE = status_doc(201, {"content": json_content(s.KeyCreated)},
+                        {403: NOT_ADMIN, 404: "No such user.", 409: "The built-in admin (its key is the server's).",
+                         422: USER_NAME, 507: DISK_FULL}, extra=_USER_PATH)
+KEY_DELETE = status_doc(204, {}, {403: NOT_ADMIN, 404: "No such user or key.", 422: USER_NAME, 507: DISK_FULL})
+USER_LIMITS = route_doc({"content": json_content(s.UserLimitsSet)},
+                        {400: BAD_JSON, 403: NOT_ADMIN, 404: "No such user.", 413: TOO_LARGE,
+                         422: USER_NAME + " Or a limit that is not a whole number >= 0 (or null).", 507: DISK_FULL},
+                        extra={**_USER_PATH, **json_body(s.UserLimits, required=True)})

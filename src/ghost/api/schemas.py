@@ -311,6 +311,8 @@ class Health(BaseModel):
     upstream: UpstreamProbe
     embedded_model: dict[str, Any] | None
     sandbox: dict[str, Any]
+    user: str = Field(description="Whose workspace the per-workspace parts below are: the caller's "
+                      "(`skills`, `in_flight_turns`, `workspace_load_waiting`, `mcp`).")
     skills: dict[str, Any] | None = Field(
         None, description="Acquired skills: `loaded` (count) and `skipped` ([{name, reason}]): "
         "sidecars the last scan refused (not a regular file, too large, too deep, wrong shape).")
@@ -367,3 +369,54 @@ class Uploaded(BaseModel):
     status: Literal["success"]
     filename: str = Field(description="Where it landed, relative to the sandbox.")
     size: int
+
+
+# --- users (docs/users.md) -------------------------------------------------------------------------
+
+class NewUser(BaseModel):
+    name: str = Field(description="1-128 characters of letters, digits and . _ @ -, not starting with '.'.")
+    role: Literal["user", "frontend", "admin"] = "user"
+
+
+class UserCreated(BaseModel):
+    name: str
+    role: Literal["user", "frontend", "admin"]
+    key: str = Field(description="The key, shown only now.")
+    key_id: str = Field(description="The key's public id (to delete it later).")
+
+
+class KeyCreated(BaseModel):
+    name: str
+    key: str = Field(description="The new key, shown only now.")
+    key_id: str
+
+
+class UserUsage(BaseModel):
+    sandbox_bytes: int | None = Field(description="Bytes the sandbox folder holds (null: workspace not open).")
+    turns: int = Field(description="Chat turns run.")
+
+
+class UserInfo(BaseModel):
+    name: str
+    role: Literal["user", "frontend", "admin"]
+    created_at: float
+    keys: int
+    key_ids: list[str]
+    usage: UserUsage
+    limits: dict[str, int] = Field(description="The user's own limits (the settings' defaults otherwise).")
+    workspace_open: bool
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+
+
+class UserLimits(BaseModel):
+    max_concurrent_turns: int | None = Field(None, ge=0)
+    turns_per_minute: int | None = Field(None, ge=0)
+    sandbox_bytes: int | None = Field(None, ge=0)
+
+
+class UserLimitsSet(BaseModel):
+    name: str
+    limits: dict[str, int]

@@ -1,7 +1,8 @@
 """The services the routes use, built once by `ghost.app` at start, and one FastAPI dependency each.
 
-A route asks for the one service it needs (`Depends(get_workspace)`); nothing below `api/` sees
-this container: each service was handed only its own parts when it was built.
+A route asks for the one service it needs; the per-user ones (`Depends(get_workspace)`,
+`get_chat`) are the caller's and live in `ghost.api.caller`. Nothing below `api/` sees this
+container: each service was handed only its own parts when it was built.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import Request
 
 from ghost.agent.context_services import ContextServices
 from ghost.agent.service import ChatService
+from ghost.agent.spaces import Spaces
 from ghost.config import Settings
 from ghost.errors import GhostError
 from ghost.llm.embedded import BundledModel
@@ -20,6 +22,7 @@ from ghost.llm.upstream import HttpUpstream
 from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import McpServices
 from ghost.tools.setup import Toolbox
+from ghost.store.users import Users
 from ghost.workspace.service import Workspace
 
 
@@ -34,6 +37,8 @@ class Services:
     mcp: McpServices
     bundled: BundledModel | None  # the bundled model, when it is the upstream
     loop_lag: LoopLagMonitor
+    users: Users
+    spaces: Spaces  # every user's workspace and what runs on it (the admin's: chat, workspace... above)
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -60,10 +65,3 @@ async def get_settings(request: Request) -> Settings:
 async def get_upstream(request: Request) -> HttpUpstream:
     return services_of(request).upstream
 
-
-async def get_chat(request: Request) -> ChatService:
-    return services_of(request).chat
-
-
-async def get_workspace(request: Request) -> Workspace:
-    return services_of(request).workspace

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.session_id import session_id as valid_session_id
 from ghost.errors import NotFound
-from ghost.api.services import services_of
+from ghost.api.caller import get_workspace
 from ghost.store.history import History
+from ghost.workspace.service import Workspace
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-async def history(request: Request) -> History:
-    return services_of(request).workspace.history
+async def history(workspace: Workspace = Depends(get_workspace)) -> History:
+    return workspace.history
 
 
 @router.get("/api/sessions", summary="List sessions with stored history", **openapi.SESSIONS)

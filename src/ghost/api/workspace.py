@@ -16,7 +16,7 @@ from ghost.api.auth import require_key
 from ghost.api.deps import read_json_object
 from ghost.api.file_response import OpenFileResponse
 from ghost.api.receive import Received, content_type, receive_multipart, receive_raw
-from ghost.api.services import get_workspace
+from ghost.api.caller import get_workspace
 from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.config import Settings
@@ -83,8 +83,12 @@ async def save(request: Request, workspace: Workspace = Depends(get_workspace)) 
 @router.post("/api/workspace/load", summary="Replace the workspace with an uploaded zip", **openapi.LOAD)
 async def load(request: Request, workspace: Workspace = Depends(get_workspace)) -> dict[str, Any]:
     session_id = session_id_of(request)
+    await workspace.check_room()
     archive = await _receive_archive(request, workspace)
-    result = await load_workspace(workspace, archive.path, session_id)
+    try:
+        result = await load_workspace(workspace, archive.path, session_id)
+    finally:
+        workspace.written()
     return {"status": "success", "chat_history": result.chat_history, "files": result.files}
 
 
@@ -104,6 +108,7 @@ async def upload(request: Request, workspace: Workspace = Depends(get_workspace)
     kind, _ = content_type(request)
     if kind != "multipart/form-data":
         raise BadRequest("send the file as multipart/form-data, field 'file'")
+    await workspace.check_room()
     received = await receive_multipart(request, require_tmp_dir(workspace.sandbox_root),
                                        workspace.settings.upload_max_bytes, prefix="upload-")
     folder = received.fields.get("path") or request.query_params.get("path") or ""
@@ -112,7 +117,10 @@ async def upload(request: Request, workspace: Workspace = Depends(get_workspace)
     except BadRequest:
         received.path.unlink(missing_ok=True)
         raise
-    placed = await place_upload(workspace, received.path, name)
+    try:
+        placed = await place_upload(workspace, received.path, name)
+    finally:
+        workspace.written()
     return {"status": "success", "filename": placed, "size": received.size}
 
 

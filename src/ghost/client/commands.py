@@ -1,4 +1,4 @@
-"""The client subcommands of `ghost`: chat, workspace save|load, upload, download, mcp list.
+"""The client subcommands of `ghost`: chat, workspace save|load, upload, download, mcp list, users.
 
 Each handler gets a connection and two consoles (stdout for results, stderr for progress and
 notes) and may raise ClientError; `run` turns that into `ghost: <message>` and exit status 1.
@@ -20,6 +20,7 @@ from ghost.client.chat import ChatSession, repl
 from ghost.client.connection import ClientError, GhostConnection
 from ghost.client.settings import ClientSettings
 from ghost.client.terminal import SafeConsole, neutralise
+from ghost.client.users import users_add, users_list, users_remove, users_rotate
 
 Handler = Callable[[argparse.Namespace, GhostConnection, Console, Console], int]
 _SETTING_FLAGS = ("url", "api_key", "session", "home")
@@ -147,3 +148,16 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     mcp = commands.add_parser("mcp", help="The MCP servers a running Ghost uses.")
     mcp_actions = mcp.add_subparsers(dest="mcp_command", required=True)
     _add(mcp_actions, "list", mcp_list, "List the MCP servers, their state and their tools.", common)
+
+    users = commands.add_parser("users", help="Manage users and their keys (admin's key; docs/users.md).")
+    user_actions = users.add_subparsers(dest="users_command", required=True)
+    add = _add(user_actions, "add", users_add, "Create user NAME and print its key.", common)
+    add.add_argument("name")
+    add.add_argument("--role", choices=["user", "frontend", "admin"], default="user",
+                     help="user (its own workspace), frontend (acts for its end users) or admin")
+    _add(user_actions, "list", users_list, "List users, their keys and usage.", common)
+    remove = _add(user_actions, "remove", users_remove, "Delete user NAME (its keys stop working at once).", common)
+    remove.add_argument("name")
+    remove.add_argument("--purge", action="store_true", help="also delete its workspace")
+    _add(user_actions, "rotate", users_rotate, "Give user NAME a new key and delete its old ones.",
+         common).add_argument("name")

@@ -33,16 +33,18 @@ def limits_from(settings: Settings) -> McpLimits:
 
 
 async def start_mcp(settings: Settings, executor: Executor, sandbox_root: Path, gate: WorkspaceGate,
-                    registry: Registry, stack: AsyncExitStack) -> McpServices:
+                    registry: Registry, stack: AsyncExitStack, mcp_home: Path | None = None) -> McpServices:
     """Start the configured servers (waiting at most the start timeout) and Ghost's /mcp endpoint.
-    A workspace load should call `tools.restart_in_sandbox_dir` (the sandbox folder was swapped)."""
-    mcp = McpTools(limits_from(settings), executor, settings.home / "mcp", sandbox_root,
+    A workspace load should call `tools.restart_in_sandbox_dir` (the sandbox folder was swapped).
+    `mcp_home`: where servers with their own directory keep it (default <home>/mcp); each user's
+    workspace runs its own servers, in its own sandboxes, over its own directories."""
+    mcp = McpTools(limits_from(settings), executor, mcp_home or settings.home / "mcp", sandbox_root,
                    settings.mcp_message_max_bytes, settings.mcp_config_path)
     stack.push_async_callback(mcp.aclose)
     registry.add_provider(mcp)
     watcher = ConfigWatcher(settings.mcp_config_path, settings.mcp_reload_interval, mcp.apply)
     await watcher.load_now()
-    watcher.start()
+    watcher.start(hup=mcp_home is None)  # other users' watchers poll the file; SIGHUP is the admin's
     stack.push_async_callback(watcher.aclose)
     endpoint = await start_endpoint(settings, gate, registry, mcp, stack)
     return McpServices(mcp, endpoint)

@@ -33,19 +33,24 @@ class ConfigWatcher:
         self._signature: Signature = None
         self._hup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._owns_hup = True
 
     async def load_now(self) -> None:
         self._signature = await asyncio.to_thread(file_signature, self.path)
         await self.apply(await asyncio.to_thread(load_config, self.path))
 
-    def start(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hup.set)
+    def start(self, hup: bool = True) -> None:
+        """`hup`: also re-read on SIGHUP (one watcher per process may: the handler is the loop's)."""
+        self._owns_hup = hup
+        if hup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hup.set)
         self._task = asyncio.create_task(self._poll(), name="mcp config watcher")
 
     async def aclose(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._owns_hup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task})

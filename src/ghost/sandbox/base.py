@@ -19,6 +19,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ghost.config import Settings
@@ -122,6 +123,11 @@ class Executor(ABC):
     def run_memory_limit(self) -> str:
         """How one run's memory is bounded: a memory cgroup for the whole run, or per process only."""
         return "cgroup" if self._cgroups is not None and self._cgroups.limits_memory else "per-process"
+
+    @abstractmethod
+    def with_root(self, sandbox_root: Path) -> "Executor":
+        """The same backend and limits over another sandbox folder (another user's workspace): a
+        new executor with its own slots and warm sandbox, which sees that folder only."""
 
     async def aclose(self) -> None:
         """Release what the backend keeps between runs (called at shutdown)."""

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from ghost.errors import SandboxError
@@ -73,6 +74,12 @@ class BwrapExecutor(Executor):
         self._stage_plan = layout.stage_plan()
         self._warm_enabled = warm and bash.endswith("bash")
         self._warm: asyncio.Task[Sandbox] | None = None
+        self._max_concurrent = max_concurrent
+
+    def with_root(self, sandbox_root: Path) -> "BwrapExecutor":
+        layout = dataclasses.replace(self._layout, sandbox_root=sandbox_root)
+        return BwrapExecutor(self._bwrap[0], layout, self._python, self._bash, self.limits, self._max_concurrent,
+                             self._cgroups, warm=self._warm_enabled)
 
     def info(self) -> dict[str, object]:
         identity = self._layout.identity

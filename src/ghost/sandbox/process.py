@@ -41,7 +41,14 @@ class ProcessExecutor(Executor):
                  max_concurrent: int, cgroups: PidsCgroups | None) -> None:
         super().__init__(limits, max_concurrent, python=python, bash=bash, cgroups=cgroups)
         self._root = sandbox_root
+        self._tmp_dir = tmp_dir
+        self._max_concurrent = max_concurrent
         self._env = sandbox_env(home=str(tmp_dir), tmp=str(tmp_dir))
+
+    def with_root(self, sandbox_root: Path) -> "ProcessExecutor":
+        # This backend isolates nothing (see above): another user's folder does not change that.
+        return ProcessExecutor(sandbox_root, self._tmp_dir, self._python, self._bash, self.limits,
+                               self._max_concurrent, self._cgroups)
 
     def info(self) -> dict[str, object]:
         return {**super().info(), "network": True}

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,7 +77,54 @@ def _m003_history_digests(conn: sqlite3.Connection) -> None:
                      (conversation_digest(stored), opening_digest(stored), session_id))
 
 
-def _m004_responses(conn: sqlite3.Connection) -> None:
+ADMIN = "admin"  # the built-in user: today's key, today's workspace
+
+
+def _m004_users(conn: sqlite3.Connection) -> None:
+    # Several people on one Ghost (docs/users.md): users, their keys (hashes only), and a
+    # `workspace` column on every table of workspace state. Rows that exist belong to the built-in
+    # admin, so an existing home keeps all it had. SQLite cannot change a primary key in place:
+    # each table is rebuilt with the workspace in its key and the rows copied over.
+    conn.execute("""
+        CREATE TABLE users (
+            name       TEXT PRIMARY KEY,
+            role       TEXT NOT NULL CHECK (role IN ('admin', 'user', 'frontend')),
+            created_at REAL NOT NULL,
+            turns      INTEGER NOT NULL DEFAULT 0,
+            limits     TEXT NOT NULL DEFAULT '{}'  -- JSON: per-user overrides of the limit settings
+        )""")
+    conn.execute("""
+        CREATE TABLE api_keys (
+            key_hash   TEXT PRIMARY KEY,           -- SHA-256 of the key (keys are 32 random bytes)
+            key_id     TEXT NOT NULL UNIQUE,       -- public: the key's prefix, for listing and deleting
+            user_name  TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            created_at REAL NOT NULL
+        )""")
+    conn.execute("CREATE INDEX api_keys_user ON api_keys (user_name)")
+    conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'admin', ?)", (ADMIN, time.time()))
+    tables = {
+        "scratchpad": ("key TEXT NOT NULL, value TEXT NOT NULL, updated_at REAL NOT NULL", "key"),
+        "history": ("session_id TEXT NOT NULL, messages TEXT NOT NULL, updated_at REAL NOT NULL, "
+                    "digest TEXT, opening TEXT", "session_id"),
+        "context_summaries": ("prefix_hash TEXT NOT NULL, covers INTEGER NOT NULL, text TEXT NOT NULL, "
+                              "created_at REAL NOT NULL", "prefix_hash"),
+        "session_summaries": ("session_id TEXT NOT NULL, prefix_hash TEXT NOT NULL, covers INTEGER NOT NULL, "
+                              "text TEXT NOT NULL, updated_at REAL NOT NULL", "session_id"),
+    }
+    for table, (columns, key) in tables.items():
+        names = [c.split()[0] for c in columns.split(", ")]
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+        conn.execute(f"CREATE TABLE {table} (workspace TEXT NOT NULL, {columns}, PRIMARY KEY (workspace, {key}))")
+        conn.execute(f"INSERT INTO {table} (workspace, {', '.join(names)}) "
+                     f"SELECT ?, {', '.join(names)} FROM {table}_old", (ADMIN,))
+        conn.execute(f"DROP TABLE {table}_old")
+    conn.execute("DROP INDEX IF EXISTS history_digest")
+    conn.execute("CREATE INDEX history_digest ON history (workspace, digest)")
+    conn.execute("CREATE INDEX history_updated ON history (workspace, updated_at)")
+    conn.execute("CREATE INDEX context_summaries_created ON context_summaries (workspace, created_at)")
+
+
+def _m005_responses(conn: sqlite3.Connection) -> None:
     # Stored OpenAI Responses API responses (ghost.store.responses): the response object as it was
     # sent, and the conversation up to its end, which `previous_response_id` continues.
     conn.execute("""
@@ -93,7 +141,8 @@ def _m004_responses(conn: sqlite3.Connection) -> None:
 
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries,
-                                                         _m003_history_digests, _m004_responses]
+                                                         _m003_history_digests, _m004_users,
+                                                         _m005_responses]
 
 
 class Database:

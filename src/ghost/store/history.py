@@ -12,85 +12,91 @@ import time
 from typing import Any
 
 from ghost.store.conversation import conversation_digest, opening_digest
-from ghost.store.db import Database
+from ghost.store.db import ADMIN, Database
 from ghost.store.summaries import delete_session_summary, session_summary
 
 
-def write(conn: sqlite3.Connection, session_id: str, messages: list[dict[str, Any]], now: float | None = None) -> None:
+def write(conn: sqlite3.Connection, ws: str, session_id: str, messages: list[dict[str, Any]],
+          now: float | None = None) -> None:
     """Store `messages` as the session's conversation (the one way a history row is written)."""
     conn.execute(
-        "INSERT INTO history (session_id, messages, updated_at, digest, opening) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT(session_id) DO UPDATE SET messages = excluded.messages, updated_at = excluded.updated_at, "
+        "INSERT INTO history (workspace, session_id, messages, updated_at, digest, opening) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(workspace, session_id) DO UPDATE SET messages = excluded.messages, updated_at = excluded.updated_at, "
         "digest = excluded.digest, opening = excluded.opening",
-        (session_id, json.dumps(messages, ensure_ascii=False), time.time() if now is None else now,
+        (ws, session_id, json.dumps(messages, ensure_ascii=False), time.time() if now is None else now,
          conversation_digest(messages), opening_digest(messages)),
     )
 
 
-def _get(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT messages, updated_at FROM history WHERE session_id = ?", (session_id,)).fetchone()
+def _get(conn: sqlite3.Connection, ws: str, session_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT messages, updated_at FROM history WHERE workspace = ? AND session_id = ?",
+                       (ws, session_id)).fetchone()
     if row is None:
         return None
     # `summary`: what the model sees in place of the session's earliest messages (null: nothing folded).
     return {"id": session_id, "messages": json.loads(row[0]), "updated_at": row[1],
-            "summary": session_summary(conn, session_id)}
+            "summary": session_summary(conn, ws, session_id)}
 
 
-def _opening(conn: sqlite3.Connection, session_id: str) -> str | None:
-    row = conn.execute("SELECT opening FROM history WHERE session_id = ?", (session_id,)).fetchone()
+def _opening(conn: sqlite3.Connection, ws: str, session_id: str) -> str | None:
+    row = conn.execute("SELECT opening FROM history WHERE workspace = ? AND session_id = ?",
+                       (ws, session_id)).fetchone()
     return None if row is None else row[0] or ""
 
 
-def _continued(conn: sqlite3.Connection, digests: list[str]) -> str | None:
+def _continued(conn: sqlite3.Connection, ws: str, digests: list[str]) -> str | None:
     """The session whose conversation is the longest of the prefixes `digests` stand for."""
     rows = conn.execute(
-        "SELECT session_id, digest FROM history WHERE digest IN (SELECT value FROM json_each(?)) "
-        "ORDER BY updated_at DESC", (json.dumps(digests),)).fetchall()
+        "SELECT session_id, digest FROM history WHERE workspace = ? AND digest IN (SELECT value FROM json_each(?)) "
+        "ORDER BY updated_at DESC", (ws, json.dumps(digests))).fetchall()
     position = {digest: index for index, digest in enumerate(digests)}
     best = max(rows, key=lambda row: position[row[1]], default=None)  # max keeps the newest of a tie
     return None if best is None else best[0]
 
 
-def _latest(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT session_id FROM history ORDER BY updated_at DESC LIMIT 1").fetchone()
+def _latest(conn: sqlite3.Connection, ws: str) -> str | None:
+    row = conn.execute("SELECT session_id FROM history WHERE workspace = ? ORDER BY updated_at DESC LIMIT 1",
+                       (ws,)).fetchone()
     return None if row is None else row[0]
 
 
-def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def _list(conn: sqlite3.Connection, ws: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT session_id, json_array_length(messages), updated_at FROM history ORDER BY updated_at DESC"
-    ).fetchall()
+        "SELECT session_id, json_array_length(messages), updated_at FROM history WHERE workspace = ? "
+        "ORDER BY updated_at DESC", (ws,)).fetchall()
     return [{"id": sid, "messages": count, "updated_at": updated} for sid, count, updated in rows]
 
 
-def _delete(conn: sqlite3.Connection, session_id: str) -> bool:
-    delete_session_summary(conn, session_id)
-    return conn.execute("DELETE FROM history WHERE session_id = ?", (session_id,)).rowcount > 0
+def _delete(conn: sqlite3.Connection, ws: str, session_id: str) -> bool:
+    delete_session_summary(conn, ws, session_id)
+    return conn.execute("DELETE FROM history WHERE workspace = ? AND session_id = ?",
+                        (ws, session_id)).rowcount > 0
 
 
 class History:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, workspace: str = ADMIN) -> None:
         self.db = db
+        self.workspace = workspace  # every query reads and writes this workspace's rows only
 
     async def save(self, session_id: str, messages: list[dict[str, Any]]) -> None:
-        await self.db.run(write, session_id, messages)
+        await self.db.run(write, self.workspace, session_id, messages)
 
     async def get(self, session_id: str) -> dict[str, Any] | None:
-        return await self.db.run(_get, session_id)
+        return await self.db.run(_get, self.workspace, session_id)
 
     async def opening(self, session_id: str) -> str | None:
         """The stored conversation's opening digest; None if the session has none stored."""
-        return await self.db.run(_opening, session_id)
+        return await self.db.run(_opening, self.workspace, session_id)
 
     async def continued_by(self, digests: list[str]) -> str | None:
         """The session a conversation with these prefix digests continues, if any."""
-        return await self.db.run(_continued, digests) if digests else None
+        return await self.db.run(_continued, self.workspace, digests) if digests else None
 
     async def latest(self) -> str | None:
-        return await self.db.run(_latest)
+        return await self.db.run(_latest, self.workspace)
 
     async def list(self) -> list[dict[str, Any]]:
-        return await self.db.run(_list)
+        return await self.db.run(_list, self.workspace)
 
     async def delete(self, session_id: str) -> bool:
-        return await self.db.run(_delete, session_id)
+        return await self.db.run(_delete, self.workspace, session_id)

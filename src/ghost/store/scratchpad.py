@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.errors import BadRequest, LimitExceeded, NotFound
-from ghost.store.db import Database
+from ghost.store.db import ADMIN, Database
 
 MAX_KEY_CHARS = 200
 
@@ -42,8 +42,9 @@ def check_key(key: Any) -> str:
 
 
 class Scratchpad:
-    def __init__(self, db: Database, *, max_entries: int, max_value_bytes: int) -> None:
+    def __init__(self, db: Database, *, max_entries: int, max_value_bytes: int, workspace: str = ADMIN) -> None:
         self.db = db
+        self.workspace = workspace  # every query reads and writes this workspace's rows only
         self.max_entries = max_entries
         self.max_value_bytes = max_value_bytes
 
@@ -52,20 +53,20 @@ class Scratchpad:
         await self.db.run(self._set, key, data)
 
     async def get(self, key: str) -> Any:
-        row = await self.db.run(_get, check_key(key))
+        row = await self.db.run(_get, self.workspace, check_key(key))
         if row is None:
             raise NotFound(f"no scratchpad entry {key!r}")
         return json.loads(row)
 
     async def list(self) -> list[Entry]:
-        return await self.db.run(_list)
+        return await self.db.run(_list, self.workspace)
 
     async def delete(self, key: str) -> bool:
-        return await self.db.run(_delete, check_key(key))
+        return await self.db.run(_delete, self.workspace, check_key(key))
 
     async def previews(self, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
         """(number of entries, [(key, first `chars` characters of its JSON)]) newest first."""
-        return await self.db.run(_previews, chars, limit)
+        return await self.db.run(_previews, self.workspace, chars, limit)
 
     def checked_entries(self, entries: dict[str, Any]) -> dict[str, str]:
         """`entries` as stored JSON, if all of them fit this scratchpad's limits (else 413/400).
@@ -86,31 +87,34 @@ class Scratchpad:
         return data
 
     def _set(self, conn: sqlite3.Connection, key: str, data: str) -> None:
-        exists = conn.execute("SELECT 1 FROM scratchpad WHERE key = ?", (key,)).fetchone()
-        if not exists and conn.execute("SELECT COUNT(*) FROM scratchpad").fetchone()[0] >= self.max_entries:
+        ws = self.workspace
+        exists = conn.execute("SELECT 1 FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).fetchone()
+        if not exists and conn.execute("SELECT COUNT(*) FROM scratchpad WHERE workspace = ?",
+                                       (ws,)).fetchone()[0] >= self.max_entries:
             raise LimitExceeded(f"the scratchpad is full ({self.max_entries} entries); delete one first")
         conn.execute(
-            "INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            (key, data, time.time()))
+            "INSERT INTO scratchpad (workspace, key, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(workspace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (ws, key, data, time.time()))
 
 
-def _get(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM scratchpad WHERE key = ?", (key,)).fetchone()
+def _get(conn: sqlite3.Connection, ws: str, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).fetchone()
     return None if row is None else row[0]
 
 
-def _list(conn: sqlite3.Connection) -> list[Entry]:
-    rows = conn.execute("SELECT key, length(CAST(value AS BLOB)), updated_at FROM scratchpad ORDER BY key")
+def _list(conn: sqlite3.Connection, ws: str) -> list[Entry]:
+    rows = conn.execute("SELECT key, length(CAST(value AS BLOB)), updated_at FROM scratchpad WHERE workspace = ? "
+                        "ORDER BY key", (ws,))
     return [Entry(key, size, updated) for key, size, updated in rows.fetchall()]
 
 
-def _delete(conn: sqlite3.Connection, key: str) -> bool:
-    return conn.execute("DELETE FROM scratchpad WHERE key = ?", (key,)).rowcount > 0
+def _delete(conn: sqlite3.Connection, ws: str, key: str) -> bool:
+    return conn.execute("DELETE FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).rowcount > 0
 
 
-def _previews(conn: sqlite3.Connection, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
-    total = conn.execute("SELECT COUNT(*) FROM scratchpad").fetchone()[0]
-    rows = conn.execute("SELECT key, substr(value, 1, ?) FROM scratchpad ORDER BY updated_at DESC, key "
-                        "LIMIT ?", (chars, limit)).fetchall()
+def _previews(conn: sqlite3.Connection, ws: str, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
+    total = conn.execute("SELECT COUNT(*) FROM scratchpad WHERE workspace = ?", (ws,)).fetchone()[0]
+    rows = conn.execute("SELECT key, substr(value, 1, ?) FROM scratchpad WHERE workspace = ? "
+                        "ORDER BY updated_at DESC, key LIMIT ?", (chars, ws, limit)).fetchall()
     return total, [(key, start) for key, start in rows]

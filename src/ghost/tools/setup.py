@@ -35,9 +35,10 @@ class Toolbox:
 
 
 async def start_tools(settings: Settings, sandbox_root: Path, scratchpad: Scratchpad,
-                      stack: AsyncExitStack) -> Toolbox:
-    """Start the sandbox backend (closed with `stack`), scan the skills, and register every tool."""
-    executor = await make_executor(settings, sandbox_root)
+                      stack: AsyncExitStack, executor: Executor | None = None) -> Toolbox:
+    """Start the sandbox backend (closed with `stack`), scan the skills, and register every tool.
+    `executor`: one already made for this sandbox folder (another user's: `Executor.with_root`)."""
+    executor = executor or await make_executor(settings, sandbox_root)
     stack.push_async_callback(executor.aclose)
     registry = Registry(result_max_chars=settings.tool_result_max_chars)
     files = FileTools(sandbox_root, FileLimits(

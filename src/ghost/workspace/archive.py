@@ -61,7 +61,7 @@ async def save_workspace(workspace: Workspace, session_id: str, chat_history: li
     settings = workspace.settings
     now = datetime.now(timezone.utc)
     async with workspace.gate.turn():
-        snapshot = await workspace.db.run(state.snapshot, session_id, chat_history is None)
+        snapshot = await workspace.db.run(state.snapshot, workspace.name, session_id, chat_history is None)
         if chat_history is not None:
             snapshot = replace(snapshot, chat_history=chat_history)
         session_json = state.encode_session(snapshot, session_id, now.isoformat())
@@ -140,7 +140,7 @@ async def _commit(workspace: Workspace, staged: Staged, session_id: str) -> int:
         raise GhostError(
             f"could not swap the loaded workspace in ({exc.strerror}); nothing was changed") from exc
     try:
-        await workspace.db.run(state.restore, session_id, staged.state)
+        await workspace.db.run(state.restore, workspace.name, session_id, staged.state)
     except BaseException:
         await fspool.run(journal.undo)
         raise

@@ -23,25 +23,26 @@ class SessionState:
     scratchpad: dict[str, Any]
 
 
-def snapshot(conn: sqlite3.Connection, session_id: str, with_history: bool) -> SessionState:
-    """The scratchpad, and the session's stored history when `with_history` (else [])."""
-    rows = conn.execute("SELECT key, value FROM scratchpad ORDER BY key").fetchall()
+def snapshot(conn: sqlite3.Connection, ws: str, session_id: str, with_history: bool) -> SessionState:
+    """Workspace `ws`'s scratchpad, and the session's stored history when `with_history` (else [])."""
+    rows = conn.execute("SELECT key, value FROM scratchpad WHERE workspace = ? ORDER BY key", (ws,)).fetchall()
     history: list[dict[str, Any]] = []
     if with_history:
-        row = conn.execute("SELECT messages FROM history WHERE session_id = ?", (session_id,)).fetchone()
+        row = conn.execute("SELECT messages FROM history WHERE workspace = ? AND session_id = ?",
+                           (ws, session_id)).fetchone()
         history = json.loads(row[0]) if row else []
     return SessionState(chat_history=history, scratchpad={key: json.loads(value) for key, value in rows})
 
 
-def restore(conn: sqlite3.Connection, session_id: str, state: SessionState) -> None:
-    """Replace the whole scratchpad and the session's history with `state`."""
+def restore(conn: sqlite3.Connection, ws: str, session_id: str, state: SessionState) -> None:
+    """Replace workspace `ws`'s whole scratchpad and the session's history with `state`."""
     now = time.time()
-    conn.execute("DELETE FROM scratchpad")
+    conn.execute("DELETE FROM scratchpad WHERE workspace = ?", (ws,))
     conn.executemany(
-        "INSERT INTO scratchpad (key, value, updated_at) VALUES (?, ?, ?)",
-        [(key, json.dumps(value), now) for key, value in state.scratchpad.items()],
+        "INSERT INTO scratchpad (workspace, key, value, updated_at) VALUES (?, ?, ?, ?)",
+        [(ws, key, json.dumps(value), now) for key, value in state.scratchpad.items()],
     )
-    write_history(conn, session_id, state.chat_history, now)
+    write_history(conn, ws, session_id, state.chat_history, now)
 
 
 def encode_session(state: SessionState, session_id: str, saved_at: str) -> bytes:

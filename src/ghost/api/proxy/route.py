@@ -82,7 +82,7 @@ class ProxyFastPath:
             return
         request = Request(scope, receive, send)
         try:
-            check_key(request)
+            await check_key(request)
             response = await forward(request)
         except GhostError as exc:
             response = error_response(exc.status_code, exc.message, exc.error_type, exc.headers or None)

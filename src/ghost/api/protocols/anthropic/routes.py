@@ -24,7 +24,8 @@ from ghost.api.encoders.common import ReplyInfo
 from ghost.api.protocols.anthropic import request as anthropic_request
 from ghost.api.protocols.anthropic.paths import COUNT_TOKENS_PATH, MESSAGES_PATH
 from ghost.api.protocols.anthropic.encoder import AnthropicStreamEncoder, MessageEvents, MessageFolder
-from ghost.api.services import get_chat, services_of
+from ghost.api.caller import get_chat
+from ghost.api.services import services_of
 from ghost.api.session_id import SESSION_HEADER
 from ghost.errors import BadRequest, Unprocessable
 from ghost.events import Event

@@ -26,7 +26,9 @@ from ghost.api.disconnect import unless_disconnected
 from ghost.api.protocols.responses import openapi as docs
 from ghost.api.protocols.responses.encoder import KEEPALIVE, ResponseBuilder, new_id, sse
 from ghost.api.protocols.responses.request import ResponsesRequest, parsed_body, responses_request, with_history
-from ghost.api.services import get_chat, services_of
+from ghost.api.caller import get_chat, get_workspace
+from ghost.api.services import services_of
+from ghost.workspace.service import Workspace
 from ghost.api.session_id import SESSION_HEADER
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.errors import GhostError, InsufficientStorage, NotFound, echo
@@ -35,13 +37,11 @@ from ghost.store.responses import ResponseStore
 
 log = logging.getLogger("ghost.responses")
 router = APIRouter(dependencies=[Depends(require_key)])
-# Whose stored responses these are. Until Ghost has users every caller is the built-in admin.
-ADMIN_WORKSPACE = "admin"
 
 
-def response_store(request: Request) -> ResponseStore:
-    services = services_of(request)
-    return ResponseStore(services.workspace.db, ADMIN_WORKSPACE, max_stored=services.settings.responses_max_stored)
+async def response_store(request: Request, workspace: Workspace = Depends(get_workspace)) -> ResponseStore:
+    """The caller's stored responses: another workspace's ids are not found."""
+    return ResponseStore(workspace.db, workspace.name, max_stored=services_of(request).settings.responses_max_stored)
 
 
 @router.post("/v1/responses", summary="Run the agent (OpenAI Responses API; typed SSE events if stream)",

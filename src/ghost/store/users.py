@@ -1,0 +1,184 @@
+"""Users and their API keys (docs/users.md): the one place user names and keys are checked and kept.
+
+Keys are 32 random bytes, shown once and stored only as their SHA-256: a fast hash is right for
+random keys (nothing to guess), and the lookup is one primary-key probe whatever the number of
+users. Each key starts with a short public id (`ghost_<key_id>_...`) so it can be listed and
+deleted without being known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ghost.errors import Conflict, NotFound, Unprocessable, echo
+from ghost.store.db import ADMIN, Database
+
+Role = Literal["admin", "user", "frontend"]
+ROLES: tuple[str, ...] = ("admin", "user", "frontend")
+NAME_PATTERN = r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127}"
+NAME_RULE = "1-128 characters of letters, digits and . _ @ -, not starting with '.'"
+_NAME = re.compile(NAME_PATTERN)
+KEY_PREFIX = "ghost_"
+LIMIT_NAMES = ("max_concurrent_turns", "turns_per_minute", "sandbox_bytes")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    limits: dict[str, int] = field(default_factory=dict)  # per-user overrides of the limit settings
+
+
+def valid_name(value: Any) -> str:
+    """A valid user name, or Unprocessable (422). ASCII only: no look-alikes, no path separators."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise Unprocessable(f"user name: {NAME_RULE}")
+    return value
+
+
+def valid_role(value: Any) -> str:
+    if value not in ROLES:
+        raise Unprocessable(f"role: one of {', '.join(ROLES)}")
+    return value
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """(key_id, key): a fresh random key and its public id."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+# --- on the database thread ---------------------------------------------------------------------
+def _by_key(conn: sqlite3.Connection, digest: str) -> User | None:
+    row = conn.execute("SELECT u.name, u.role, u.limits FROM api_keys k JOIN users u ON u.name = k.user_name "
+                       "WHERE k.key_hash = ?", (digest,)).fetchone()
+    return None if row is None else User(row[0], row[1], json.loads(row[2]))
+
+
+def _get(conn: sqlite3.Connection, name: str) -> User | None:
+    row = conn.execute("SELECT name, role, limits FROM users WHERE name = ?", (name,)).fetchone()
+    return None if row is None else User(row[0], row[1], json.loads(row[2]))
+
+
+def _add_key(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+    key_id, key = new_key()
+    conn.execute("INSERT INTO api_keys (key_hash, key_id, user_name, created_at) VALUES (?, ?, ?, ?)",
+                 (key_hash(key), key_id, name, time.time()))
+    return key_id, key
+
+
+def _create(conn: sqlite3.Connection, name: str, role: str, with_key: bool) -> tuple[str, str] | None:
+    if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"user '{name}' already exists")
+    conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", (name, role, time.time()))
+    return _add_key(conn, name) if with_key else None
+
+
+def _ensure(conn: sqlite3.Connection, name: str) -> User:
+    """The user `name`, created with role `user` if it is new (a front end's end user)."""
+    if (user := _get(conn, name)) is not None:
+        return user
+    conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'user', ?)", (name, time.time()))
+    return User(name, "user")
+
+
+def _key_for(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+    if _get(conn, name) is None:
+        raise NotFound(f"user '{name}' not found")
+    if name == ADMIN:
+        raise Conflict("the built-in admin's key is the server's own (--api-key or the key file)")
+    return _add_key(conn, name)
+
+
+def _delete_key(conn: sqlite3.Connection, name: str, key_id: str) -> bool:
+    return conn.execute("DELETE FROM api_keys WHERE user_name = ? AND key_id = ?", (name, key_id)).rowcount > 0
+
+
+def _delete(conn: sqlite3.Connection, name: str, purge: bool) -> bool:
+    if name == ADMIN:
+        raise Conflict("the built-in admin cannot be deleted")
+    if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+        return False  # (its keys go with it: ON DELETE CASCADE)
+    if purge:
+        for table in ("scratchpad", "history", "context_summaries", "session_summaries"):
+            conn.execute(f"DELETE FROM {table} WHERE workspace = ?", (name,))
+    return True
+
+
+def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    keys: dict[str, list[str]] = {}
+    for user_name, key_id in conn.execute("SELECT user_name, key_id FROM api_keys ORDER BY created_at"):
+        keys.setdefault(user_name, []).append(key_id)
+    rows = conn.execute("SELECT name, role, created_at, turns, limits FROM users ORDER BY name").fetchall()
+    return [{"name": name, "role": role, "created_at": created, "keys": len(keys.get(name, [])) + (name == ADMIN),
+             "key_ids": keys.get(name, []), "turns": turns, "limits": json.loads(limits)}
+            for name, role, created, turns, limits in rows]
+
+
+def _count_turn(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("UPDATE users SET turns = turns + 1 WHERE name = ?", (name,))
+
+
+def _set_limits(conn: sqlite3.Connection, name: str, limits: dict[str, int | None]) -> dict[str, int]:
+    user = _get(conn, name)
+    if user is None:
+        raise NotFound(f"user '{name}' not found")
+    merged = {**user.limits, **limits}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    conn.execute("UPDATE users SET limits = ? WHERE name = ?", (json.dumps(merged), name))
+    return merged
+
+
+class Users:
+    """The users table and the keys table, over the one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def by_key(self, key: str) -> User | None:
+        return await self.db.run(_by_key, key_hash(key))
+
+    async def get(self, name: str) -> User | None:
+        return await self.db.run(_get, valid_name(name))
+
+    async def create(self, name: str, role: str = "user") -> tuple[str, str]:
+        """Create the user with one key: (key_id, key). Conflict if the name is taken."""
+        created = await self.db.run(_create, valid_name(name), valid_role(role), True)
+        assert created is not None
+        return created
+
+    async def ensure(self, name: str) -> User:
+        return await self.db.run(_ensure, valid_name(name))
+
+    async def add_key(self, name: str) -> tuple[str, str]:
+        return await self.db.run(_key_for, valid_name(name))
+
+    async def delete_key(self, name: str, key_id: str) -> bool:
+        return await self.db.run(_delete_key, valid_name(name), key_id)
+
+    async def delete(self, name: str, purge: bool = False) -> bool:
+        return await self.db.run(_delete, valid_name(name), purge)
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self.db.run(_list)
+
+    async def count_turn(self, name: str) -> None:
+        await self.db.run(_count_turn, name)
+
+    async def set_limits(self, name: str, limits: dict[str, int | None]) -> dict[str, int]:
+        for key, value in limits.items():
+            if key not in LIMIT_NAMES or not (value is None or (type(value) is int and value >= 0)):
+                raise Unprocessable(f"limits: {echo(str(key))} is not one of {', '.join(LIMIT_NAMES)} "
+                                    "with a whole number >= 0 (or null for the default)")
+        return await self.db.run(_set_limits, valid_name(name), limits)
