@@ -26,6 +26,7 @@ import pytest
 
 from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream, Reply
+from capabilities import require
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
 STRONG_KEY = "a-strong-key-for-the-boundary-tests-0123"
@@ -566,8 +567,8 @@ def run_code(server: GhostServer, rogue: FakeUpstream, code: str) -> str:
 
 def test_one_run_forking_large_processes_is_limited_as_a_whole(memory_capped: GhostServer, rogue: FakeUpstream) -> None:
     health = httpx.get(memory_capped.url + "/api/health", headers=memory_capped.headers, timeout=30).json()
-    if health["sandbox"].get("run_memory_limit") != "cgroup":
-        pytest.skip("no writable memory cgroup on this machine: per-process limits only (said by /api/health)")
+    require("memory-cgroup", health["sandbox"].get("run_memory_limit") == "cgroup",
+            "no writable memory cgroup on this machine: per-process limits only (said by /api/health)")
     small = run_code(memory_capped, rogue, FORK_HOGS.format(mb=20))
     assert "STATUSES [0, 0, 0, 0]" in small  # the probe: four processes that fit all finish
     big = run_code(memory_capped, rogue, FORK_HOGS.format(mb=150))  # 600 MB together, 150 MB each
@@ -591,8 +592,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    require("tmpfs", result.returncode == 0, f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     try:
         yield mount
     finally:

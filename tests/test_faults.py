@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
+from capabilities import require
 from ghost.testing.server import GhostServer
 
 USER = [{"role": "user", "content": "hi"}]
@@ -112,7 +113,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 20 MB tmpfs: a real filesystem that fills up (the tests run as root here)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
+                            capture_output=True)
+    require("tmpfs", result.returncode == 0, f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     try:
         yield disk
     finally:

@@ -163,8 +163,10 @@ GUARDS: list[Removal] = [
     # above, so no archive can get past the declared-size check and then unpack more: the count
     # is defence in depth that no test can tell apart while the check above is in place.
     # --- the sandbox (sandbox/layout.py, env.py, supervise.py, rlimits.py) --------------------------
+    # `--unshare-uts` stays: `--hostname` needs it, and without it bubblewrap refuses to start,
+    # which would fail the tests for a reason other than the shared namespaces.
     Removal("sandbox: own namespaces (--unshare-all)", "sandbox/layout.py",
-            old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-user", ',
+            old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-uts", "--unshare-user", ',
             tests=(f"{SANDBOX}::test_other_processes_are_invisible", f"{SANDBOX}::test_no_network_not_even_loopback"),
             why="host PID, network, IPC namespaces shared"),
     Removal("sandbox: no network", "sandbox/layout.py",
@@ -310,7 +312,8 @@ PROOFS: list[Removal] = [
             tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
             why="the home mounted read-only at its host path"),
     Removal("sandbox probe: other processes visible", "sandbox/layout.py",
-            old='        args = ["--unshare-all", "--unshare-user", ', new='        args = ["--unshare-user", "--unshare-net", ',
+            old='        args = ["--unshare-all", "--unshare-user", ',
+            new='        args = ["--unshare-user", "--unshare-uts", "--unshare-net", "--unshare-ipc", ',
             tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
             why="the host's PID namespace shared: Ghost's command line (with its key) readable"),
     Removal("disconnect: execute never starts the process", "tools/execute.py",
