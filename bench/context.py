@@ -187,7 +187,7 @@ def main() -> int:
             print(f"bundled model, prompt tokens taken from its cache: second round of a turn "
                   f"{reuse['reuse_second_round']:.0%} ({reuse['second_rounds']} rounds), next turn's first "
                   f"round {reuse['reuse_next_turn']:.0%} ({reuse['next_turns']} turns)")
-    print(f"verdict: {'PASS' if ok else 'MISS'} — fitting costs {numbers['cpu_ms_median_last50']:.2f} ms CPU per turn "
+    print(f"VERDICT {'met ' if ok else 'MISS'} fitting costs {numbers['cpu_ms_median_last50']:.2f} ms CPU per turn "
           f"at {args.turns} turns (target < {TARGET_MS} ms)")
     return 0 if ok else 1
 
