@@ -752,3 +752,27 @@ def test_keep_alive_connection_gets_a_new_deadline_per_request(impatient: GhostS
             sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
             reply = read_response(sock)
             assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b'{"version":"0.1.24"}'), reply[:200]
+
+
+def test_an_idle_kept_alive_connection_is_kept_and_a_slow_later_head_is_not(impatient: GhostServer) -> None:
+    """Between requests only the idle-connection timeout (30 s) applies: a client reusing its
+    connection after a pause longer than the header timeout (1 s here) is served, not reset. The
+    head deadline starts again at the next request's first byte."""
+    request = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=10) as sock:
+        sock.sendall(request)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(3)  # idle three header timeouts: the old deadline, armed at the response, fired here
+        assert not closed_by_peer(sock)
+        sock.sendall(request)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /api/version HTTP/1.1\r\n")  # a later request's head, begun and never ended
+        sent = 0
+        while sent < 200 and not closed_by_peer(sock):  # 200 lines at 0.2 s: a hang guard only
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(0.2)
+        assert sent < 200, "a slow head on a kept-alive connection was never cut off"
