@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import stat
 import struct
@@ -312,7 +313,10 @@ def open_temp_files(server: GhostServer) -> list[str]:
 def test_a_client_that_goes_away_mid_download_leaves_no_archive_behind(server: GhostServer,
                                                                       sandbox: Path) -> None:
     (sandbox / "random.bin").write_bytes(os.urandom(30 * 1024 * 1024))
-    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
+    # A small receive buffer: where the kernel lets a socket buffer 32 MB (tcp_rmem), the whole
+    # archive could otherwise be sent, and its file closed, before the first chunk is read.
+    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)])
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60, transport=small_buffer) as client:
         with client.stream("POST", "/api/workspace/save") as response:
             assert response.status_code == 200
             next(response.iter_raw(65536))
