@@ -27,7 +27,7 @@ guards: install
 # What CI runs of it (.ci/run): every proof, and a slice of GUARDS_SLICE guards that moves on with
 # each commit, so that every guard is checked every few commits within CI's time. Both run; the
 # status is non-zero if either found a removal no test noticed (or a list out of date).
-GUARDS_SLICE ?= 8
+GUARDS_SLICE ?= 6
 guards-ci: install
 	@status=0; \
 	$(BIN)/python tests/guards/run.py --proofs || status=1; \
