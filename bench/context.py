@@ -269,10 +269,10 @@ def main() -> int:
               f"{row['tokens_full']:,} tokens as given, {row['tokens_compacted_all']:,} all compacted, "
               f"{row['tokens_sent']:,} sent ({row['offered']} schemas, budget {row['budget']:,})")
     tools_ok = all(row["cpu_ms"] < TOOLS_TARGET_MS for row in tool_rows)
-    print(f"VERDICT: {'PASS' if tools_ok else 'MISS'} — choosing and fitting the tools costs "
+    print(f"VERDICT {'met ' if tools_ok else 'MISS'} choosing and fitting the tools costs "
           f"{max(row['cpu_ms'] for row in tool_rows):.2f} ms CPU per turn at most (300 tools included; "
           f"target < {TOOLS_TARGET_MS} ms)")
-    print(f"VERDICT: {'PASS' if ok else 'MISS'} — fitting costs {numbers['cpu_ms_median_last50']:.2f} ms CPU per turn "
+    print(f"VERDICT {'met ' if ok else 'MISS'} fitting costs {numbers['cpu_ms_median_last50']:.2f} ms CPU per turn "
           f"at {args.turns} turns (target < {TARGET_MS} ms)")
     return 0 if ok and tools_ok else 1
 

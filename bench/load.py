@@ -76,8 +76,10 @@ async def proxy_worker(client: httpx.AsyncClient, ghost: GhostServer, until: flo
 
 
 async def keep_replies_queued(fake: FakeUpstreamProcess, until: float) -> None:
-    """The fake answers with its default reply when its script runs dry: set a paced one."""
-    async with httpx.AsyncClient() as client:
+    """The fake answers with its default reply when its script runs dry: set a paced one. A new
+    connection each time: the fake closes idle ones after 5 s, which is also httpx's idle expiry,
+    and a loaded bench can reuse one just as the fake closes it."""
+    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
         while time.monotonic() < until:
             await client.post(fake.url + "/_fake/script", json=[REPLY] * 200)
             await asyncio.sleep(1.0)

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from capabilities import OPT_OUT_VARIABLE, OPTED_OUT
 from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.server import GhostServer
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The count of tests skipped because the run opted out of what they need (capabilities.py)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(1 for report in skipped if OPTED_OUT in str(report.longrepr))
+    if count or OPT_OUT_VARIABLE in os.environ:
+        terminalreporter.write_line(f"{count} test{'' if count == 1 else 's'} opted out ({OPT_OUT_VARIABLE}): not run",
+                                    yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

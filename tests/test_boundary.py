@@ -7,6 +7,7 @@ slow clients. No response in this file may be a 500.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import select
@@ -25,6 +26,7 @@ import pytest
 
 from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream, Reply
+from capabilities import require
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
 
 STRONG_KEY = "a-strong-key-for-the-boundary-tests-0123"
@@ -322,11 +324,22 @@ class Listener:
                 return
             with conn:
                 conn.settimeout(2)
+                data = b""
                 try:
-                    self.received.append(conn.recv(65536))
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nSECRET")
+                    data = conn.recv(65536)
                 except OSError:
                     pass
+                self.received.append(data)  # every connection counts, even one that sent nothing
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nSECRET")
+
+    def drain(self) -> list[bytes]:
+        """What came before a marker the test sends now: connections are taken one at a time in the
+        order they were made, so once the marker is answered, anything sent before it is counted."""
+        marker = b"GET /marker HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert b"SECRET" in raw_exchange(self.port, marker)
+        assert self.received[-1] == marker
+        return self.received[:-1]
 
     def close(self) -> None:
         self.sock.close()
@@ -366,8 +379,7 @@ def test_odd_request_targets_never_reach_another_host(ghost: GhostServer) -> Non
                 expected = (200, 404, 405) if target.startswith(("http://", "https://")) else (400,)
                 assert status_of(reply) in expected, (target, reply[:300])  # never 500, never relayed
                 assert b"SECRET" not in reply
-        time.sleep(0.2)  # anything Ghost had sent would have been accepted by now
-        assert listener.received == []
+        assert listener.drain() == []
     finally:
         listener.close()
 
@@ -380,7 +392,7 @@ def test_absolute_form_target_goes_to_the_upstream_only(ghost: GhostServer, upst
                 f"X-Ghost-Key: {TEST_KEY}\r\nConnection: close\r\n\r\n").encode()
         reply = raw_exchange(ghost.port, head)
         assert status_of(reply) in (200, 400), reply[:300]
-        assert listener.received == []
+        assert listener.drain() == []
         if status_of(reply) == 200:
             assert [r["path"] for r in upstream.requests] == ["/echo/abs"]
     finally:
@@ -604,8 +616,8 @@ def run_code(server: GhostServer, rogue: FakeUpstream, code: str) -> str:
 
 def test_one_run_forking_large_processes_is_limited_as_a_whole(memory_capped: GhostServer, rogue: FakeUpstream) -> None:
     health = httpx.get(memory_capped.url + "/api/health", headers=memory_capped.headers, timeout=30).json()
-    if health["sandbox"].get("run_memory_limit") != "cgroup":
-        pytest.skip("no writable memory cgroup on this machine: per-process limits only (said by /api/health)")
+    require("memory-cgroup", health["sandbox"].get("run_memory_limit") == "cgroup",
+            "no writable memory cgroup on this machine: per-process limits only (said by /api/health)")
     small = run_code(memory_capped, rogue, FORK_HOGS.format(mb=20))
     assert "STATUSES [0, 0, 0, 0]" in small  # the probe: four processes that fit all finish
     big = run_code(memory_capped, rogue, FORK_HOGS.format(mb=150))  # 600 MB together, 150 MB each
@@ -629,8 +641,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    require("tmpfs", result.returncode == 0, f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     try:
         yield mount
     finally:
@@ -790,3 +801,27 @@ def test_keep_alive_connection_gets_a_new_deadline_per_request(impatient: GhostS
             sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
             reply = read_response(sock)
             assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b'{"version":"0.1.24"}'), reply[:200]
+
+
+def test_an_idle_kept_alive_connection_is_kept_and_a_slow_later_head_is_not(impatient: GhostServer) -> None:
+    """Between requests only the idle-connection timeout (30 s) applies: a client reusing its
+    connection after a pause longer than the header timeout (1 s here) is served, not reset. The
+    head deadline starts again at the next request's first byte."""
+    request = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=10) as sock:
+        sock.sendall(request)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(3)  # idle three header timeouts: the old deadline, armed at the response, fired here
+        assert not closed_by_peer(sock)
+        sock.sendall(request)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /api/version HTTP/1.1\r\n")  # a later request's head, begun and never ended
+        sent = 0
+        while sent < 200 and not closed_by_peer(sock):  # 200 lines at 0.2 s: a hang guard only
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(0.2)
+        assert sent < 200, "a slow head on a kept-alive connection was never cut off"

@@ -436,8 +436,13 @@ def test_a_model_server_that_keeps_failing_is_given_up_with_503s(tmp_path: Path)
         assert httpx.get(server.url + "/api/sessions", headers=server.headers, timeout=10).status_code == 200
         health = httpx.get(f"{server.url}/api/health", headers=server.headers, timeout=10).json()
         assert health["status"] == "degraded"
-        # not restarted again: two starts, no model server left among Ghost's children
-        time.sleep(2.0)  # far past the back-off (0.1 s, then 0.2 s) a restart would wait
+        # not restarted again: two starts, no model server left among Ghost's children. The signal
+        # to look: Ghost's loop answering at a moment, by its own clock, far past the back-off
+        # (0.1 s, then 0.2 s) a restart would wait, so a restart timer would have fired by then.
+        given_up_at = health["uptime_s"]
+        while httpx.get(f"{server.url}/api/health", headers=server.headers, timeout=10).json()["uptime_s"] \
+                < given_up_at + 2.0:
+            time.sleep(0.1)
         assert full_log(server).count("starting the bundled model server") == 2
         assert embedded_info(server)["restarts"] == 1
         assert not [pid for pid in descendants(server.process.pid) if SERVER_MODULE in cmdline(pid)]

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
+from capabilities import require
 from ghost.testing.server import GhostServer
 
 USER = [{"role": "user", "content": "hi"}]
@@ -112,7 +113,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 20 MB tmpfs: a real filesystem that fills up (the tests run as root here)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
+                            capture_output=True)
+    require("tmpfs", result.returncode == 0, f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     try:
         yield disk
     finally:
@@ -182,17 +185,42 @@ def test_a_full_disk_while_a_load_unpacks_is_507_and_changes_nothing(small_disk:
         sandbox = ghost.home / "sandbox"
         (sandbox / "new.bin").write_bytes(os.urandom(8 * 2**20))
         archive = http.post("/api/workspace/save").content
+        # The archive's temp file is closed just after its last byte went out: until then it
+        # holds 8 MB of the disk.
+        assert wait_until(lambda: not open_temp_files(ghost), timeout=30), open_temp_files(ghost)
         (sandbox / "new.bin").unlink()
         (sandbox / "old.txt").write_text("old")
-        (sandbox / "filler.bin").write_bytes(os.urandom(free_bytes(small_disk) - 12 * 2**20))
+        # Room for the uploaded archive in the temp folder and 4 MB more: unpacking it (8 MB) does
+        # not fit. Measured, not assumed: the database and the log take their share of the disk.
+        filler = free_bytes(small_disk) - len(archive) - 4 * 2**20
+        assert filler > 0, f"{free_bytes(small_disk)} bytes free: too little for the test's archive"
+        (sandbox / "filler.bin").write_bytes(os.urandom(filler))
         before = tree(sandbox)
-        # The archive (8 MB) fits in the temp folder; unpacking it (8 MB more) does not.
         assert_insufficient_storage(http.post("/api/workspace/load", content=archive,
                                               headers={"content-type": "application/zip"}))
         assert tree(sandbox) == before
         assert tmp_leftovers(ghost) == []
         assert integrity(ghost.home) == "ok"
         assert http.get("/api/health").status_code == 200
+
+
+def open_temp_files(ghost: GhostServer) -> list[str]:
+    """Files the server process holds open in its temp folder (unnamed ones show as '#n (deleted)')."""
+    assert ghost.process is not None
+    targets = []
+    for fd in Path(f"/proc/{ghost.process.pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            targets.append(os.readlink(fd))
+    return [t for t in targets if ".ghost-tmp" in t]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout  # a hang guard only
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -294,8 +294,14 @@ def test_a_client_that_disconnects_cancels_the_call_on_the_server(ghost: GhostSe
 
 # --- Ghost's own /mcp endpoint ----------------------------------------------------------------------
 
-async def _endpoint_session(ghost: GhostServer, headers: dict[str, str]) -> tuple[list[str], str]:
-    async with httpx2.AsyncClient(headers=headers) as http:
+async def _endpoint_session(ghost: GhostServer, headers: dict[str, str],
+                            statuses: list[int] | None = None) -> tuple[list[str], str]:
+    """Tools listed and an `execute` through Ghost's /mcp; `statuses` collects every HTTP status."""
+    async def record(response: httpx2.Response) -> None:
+        if statuses is not None:
+            statuses.append(response.status_code)
+
+    async with httpx2.AsyncClient(headers=headers, event_hooks={"response": [record]}) as http:
         async with Client(streamable_http_client(ghost.url + "/mcp", http_client=http)) as client:
             names = [tool.name for tool in (await client.list_tools()).tools]
             result = await client.call_tool("execute", {"code": "print(6 * 7)"})
@@ -320,8 +326,11 @@ def test_the_mcp_endpoint_wants_the_key(ghost: GhostServer) -> None:
     assert wrong.status_code == 401
     keyed = httpx.post(ghost.url + "/mcp", json=initialize, headers={**headers, **ghost.headers}, timeout=30)
     assert keyed.status_code == 200 and keyed.json()["result"]["serverInfo"]["name"] == "ghost"
-    with pytest.raises(Exception):
-        asyncio.run(_endpoint_session(ghost, {}))
+    # The SDK's own client without the key: refused with the 401, not failed for another reason.
+    statuses: list[int] = []
+    with pytest.raises(ExceptionGroup):  # the SDK groups what its tasks raised
+        asyncio.run(_endpoint_session(ghost, {}, statuses))
+    assert statuses and set(statuses) == {401}, statuses
 
 
 # --- failures: crash, hang, start-up, reload ----------------------------------------------------------

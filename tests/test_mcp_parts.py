@@ -111,22 +111,28 @@ async def test_a_call_beyond_the_concurrency_limit_waits_for_a_free_slot(tmp_pat
     from ghost.mcp.connection import McpLimits
     from ghost.mcp.provider import McpTools
 
+    servers = {}
+    for name in ("toy", "twin"):  # the twin, a server of its own with a free slot, is the control
+        script = tmp_path / "mcp" / name / "toy.py"
+        script.parent.mkdir(parents=True)
+        shutil.copy(Path(__file__).with_name("mcp_toy_server.py"), script)
+        servers[name] = {"command": sys.executable, "args": [str(script)], "sandbox": False}
     script = tmp_path / "mcp" / "toy" / "toy.py"
-    script.parent.mkdir(parents=True)
-    shutil.copy(Path(__file__).with_name("mcp_toy_server.py"), script)
     limits = McpLimits(start_timeout=120, call_timeout=600, max_concurrent_calls=1, restart_backoff=1,
                        restart_backoff_max=1, ping_interval=30, max_tools=10, schema_max_chars=10_000)
     tools = McpTools(limits, None, tmp_path / "mcp", tmp_path, 1024 * 1024, tmp_path / "mcp.json")  # type: ignore[arg-type]
-    await tools.apply(parse_config(config({"toy": {"command": sys.executable, "args": [str(script)],
-                                                   "sandbox": False}})))
+    await tools.apply(parse_config(config(servers)))
     try:
-        server = tools.servers["toy"]
-        assert server.state == "ready", server.error
+        server, twin = tools.servers["toy"], tools.servers["twin"]
+        assert server.state == "ready" and twin.state == "ready", (server.error, twin.error)
         hanging = asyncio.create_task(server.call("hang", "toy__hang", {"tag": "first"}))
         while not (script.parent / "started-first").exists():
             await asyncio.sleep(0.02)
         waiting = asyncio.create_task(server.call("echo", "toy__echo", {"text": "second"}))
-        await asyncio.sleep(1.0)  # room for the echo to come back, were it let through
+        # The signal that the echo would be back were it let through: the same echo, asked of the
+        # twin after it, came back (three times over).
+        for _ in range(3):
+            assert (await twin.call("echo", "twin__echo", {"text": "control"})).content == "control"
         assert not waiting.done()
         hanging.cancel()  # frees the slot (and cancels the call on the server)
         assert (await asyncio.wait_for(waiting, 60)).content == "second"  # the probe works

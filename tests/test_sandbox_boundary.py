@@ -221,13 +221,19 @@ def test_a_swapping_folder_never_lets_a_tool_out(server: GhostServer, upstream: 
              ("append_file", {"path": "race/d/g", "content": "a"}), ("list_files", {"path": "race/d"}),
              ("search_files", {"query": "CANARY", "path": "race"}),
              ("move_file", {"source": "race/d/new.txt", "destination": "race/d/moved.txt", "overwrite": True})]
-    seen = 0
+    # A call that got through to the real folder: without some, every call failing would pass.
+    through = {"read_file": lambda result: result.startswith("inside"),
+               "write_file": lambda result: result.startswith("wrote ")}
+    seen, succeeded = 0, dict.fromkeys(through, 0)
     for _ in range(ROUNDS):
         batch = [calls[i % len(calls)] for i in range(CALLS_PER_ROUND)]
-        for result in run_tools(server, upstream, batch):
+        for (name, _arguments), result in zip(batch, run_tools(server, upstream, batch), strict=True):
             assert SECRET not in result and "victim" not in result and "deeper" not in result, result
             seen += 1
+            if name in through and through[name](result):
+                succeeded[name] += 1
     assert seen == ROUNDS * CALLS_PER_ROUND
+    assert all(succeeded.values()), f"no call of some tool ever got through the race: {succeeded}"
 
 
 @pytest.mark.timeout(900)  # thousands of operations on a busy machine; a hang guard only

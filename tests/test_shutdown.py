@@ -37,6 +37,12 @@ def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_fac
         refused = wait_until_refused(ghost.url + "/api/version", timeout=20)
         assert refused, "Ghost still took new connections after SIGTERM"
         assert upstream.hold_state("shutdown") == "open"  # ...while the turn was still running
+        # The grace timer starts only after uvicorn's own pause that follows the refusal, and it
+        # says so in the log: hold the turn until then, and well past it, so that a grace shorter
+        # than the hold cuts the turn (a release inside the pause would pass any grace).
+        assert wait_for_log(ghost, GRACE_STARTED, timeout=20), ghost.log()
+        time.sleep(HOLD_PAST_GRACE_START_S)
+        assert upstream.hold_state("shutdown") == "open"
     finally:
         upstream.release("shutdown")
     worker.join(30)
@@ -45,6 +51,19 @@ def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_fac
     text = "\n".join(received)
     assert '"content":"d"' in text and "data: [DONE]" in text
     assert upstream.closed_early == 0
+
+
+GRACE_STARTED = "Waiting for connections to close"  # uvicorn logs it as the grace timer starts
+HOLD_PAST_GRACE_START_S = 2.0  # far past a cut-short grace; far inside the 20 s one this test gives
+
+
+def wait_for_log(ghost: GhostServer, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout  # a hang guard only
+    while time.monotonic() < deadline:
+        if text in ghost.log_path.read_text(errors="replace"):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def wait_until_refused(url: str, timeout: float) -> bool:

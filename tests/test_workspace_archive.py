@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import stat
 import struct
@@ -271,17 +272,18 @@ def test_the_event_loop_stays_free_while_a_large_save_runs(server: GhostServer, 
 
     worker = threading.Thread(target=run_save)
     worker.start()
-    # Sizes of the archive being built, each read just after a probe was answered.
-    sizes_after_answers: list[int] = []
+    # The archive's size read just before each probe was sent and just after it was answered.
+    spans: list[tuple[int, int]] = []
     with httpx.Client(base_url=server.url, timeout=30) as probe:
         while not done.is_set():
+            before = archive_size(server)
             assert probe.get("/api/version").status_code == 200
-            sizes_after_answers.append(archive_size(server))
+            spans.append((before, archive_size(server)))
     worker.join(120)
     assert saved and saved[0] > 0
-    # Answers while the archive was still growing: the loop served them mid-build. A blocked loop
-    # answers only once the archive is complete (every size then is 0 or the final one).
-    assert any(0 < size < saved[0] for size in sizes_after_answers), sizes_after_answers
+    # A probe sent once the archive had begun and answered before it was complete: the loop served
+    # it mid-build. A blocked loop answers a probe sent mid-build only once the archive is complete.
+    assert any(0 < before <= after < saved[0] for before, after in spans), spans
 
 
 def archive_size(server: GhostServer) -> int:
@@ -313,7 +315,10 @@ def open_temp_files(server: GhostServer) -> list[str]:
 def test_a_client_that_goes_away_mid_download_leaves_no_archive_behind(server: GhostServer,
                                                                       sandbox: Path) -> None:
     (sandbox / "random.bin").write_bytes(os.urandom(30 * 1024 * 1024))
-    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
+    # A small receive buffer: where the kernel lets a socket buffer 32 MB (tcp_rmem), the whole
+    # archive could otherwise be sent, and its file closed, before the first chunk is read.
+    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)])
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60, transport=small_buffer) as client:
         with client.stream("POST", "/api/workspace/save") as response:
             assert response.status_code == 200
             next(response.iter_raw(65536))
@@ -457,6 +462,7 @@ REASONS = {
 def test_bad_archive_is_refused_and_the_workspace_is_unchanged(case: str, server: GhostServer,
                                                                 http: httpx.Client, sandbox: Path) -> None:
     make, status = BAD_ARCHIVES[case]
+    clear_what_earlier_cases_left(server)  # the module shares one Ghost: each case answers for itself
     fill(sandbox)
     set_state(server, SCRATCHPAD, {"default": HISTORY})
     before, state_before = tree(sandbox), get_state(server)
@@ -470,6 +476,15 @@ def test_bad_archive_is_refused_and_the_workspace_is_unchanged(case: str, server
     assert get_state(server) == state_before
     assert not (server.home / "x").exists() and not (server.home.parent / "x").exists()
     assert tmp_leftovers(server) == []
+
+
+def clear_what_earlier_cases_left(server: GhostServer) -> None:
+    """Files an earlier case's archive got out, and its temp leftovers: that case failed for them
+    already, and a later case must not fail for them again."""
+    for escaped in (server.home / "x", server.home.parent / "x"):
+        escaped.unlink(missing_ok=True)
+    for leftover in (server.home / ".sandbox.ghost-tmp").iterdir():
+        shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
 
 
 def test_load_refuses_a_body_that_is_neither_zip_nor_multipart(http: httpx.Client, sandbox: Path) -> None:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds a client may take to send a request's line and headers "
         "(the connection is closed past it).",
     )
+    idle_connection_timeout: float = Field(
+        30.0, gt=0, description="Seconds a kept-alive client connection may stay idle between "
+        "requests. Longer than clients keep theirs (httpx 5 s, aiohttp 15 s): a client that reuses "
+        "a connection must never find Ghost closing it under its request.",
+    )
     max_connections: int = Field(
         512, ge=8, description="Open client connections (and requests) at once; more are "
         "answered 503.",

@@ -5,6 +5,8 @@ for it, and report which removals no test noticed.
     python tests/guards/run.py -k zip          # only guards whose name contains "zip"
     python tests/guards/run.py --proofs        # the honest-test proofs instead (see guards.py)
     python tests/guards/run.py --check         # only check that every snippet is still found
+    python tests/guards/run.py --each          # each named test alone: every one must notice
+    python tests/guards/run.py --rotate N --size K   # K entries, a slice that moves on with N (CI)
 
 For each entry of `guards.GUARDS` the source tree (`src/`) is copied to a temporary folder, the
 entry's edit is applied there, and pytest runs the entry's node ids with `PYTHONPATH` pointing at
@@ -125,6 +127,46 @@ def try_removal(removal: Removal, scratch: Path) -> Outcome:
     return Outcome(removal, False, why, seconds)
 
 
+def try_each(removal: Removal, scratch: Path) -> Outcome:
+    """Every named test alone against the removal: a test that passes without the guard does not
+    guard it, and is named in the outcome."""
+    started = time.monotonic()
+    passed = []
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        source = copy_with(removal, Path(folder))
+        for number, test in enumerate(removal.tests):
+            status, _ = run_tests(source, (test,), scratch / f"{_slug(removal.name)}-{number}.log")
+            if status != 1:
+                passed.append(test)
+    seconds = time.monotonic() - started
+    if passed:
+        return Outcome(removal, False, "not noticed by " + ", ".join(f"`{t}`" for t in passed), seconds)
+    return Outcome(removal, True, f"each of the {len(removal.tests)} named tests", seconds)
+
+
+def rotation_slice(removals: list[Removal], turn: int, size: int) -> list[Removal]:
+    """`size` entries, starting `turn * size` entries into the list (wrapping): consecutive turns
+    (e.g. CI runs numbered by commit) take consecutive slices, so every entry runs in turn."""
+    if not removals or size >= len(removals):
+        return removals
+    start = turn * size % len(removals)
+    return [removals[(start + i) % len(removals)] for i in range(size)]
+
+
+def commit_turn() -> int:
+    """A number that changes with every commit: the commit count where the clone has the history
+    (consecutive commits check consecutive slices), else the commit's hash (a shallow CI clone);
+    without git, the day."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        if git("rev-parse", "--is-shallow-repository") == "false":
+            return int(git("rev-list", "--count", "HEAD"))
+        return int(git("rev-parse", "HEAD")[:12], 16)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return int(time.time() // 86400)
+
+
 def baseline(removals: list[Removal], scratch: Path) -> None:
     """Every named test must pass on the untouched source, or its failing later proves nothing."""
     tests = tuple(dict.fromkeys(test for removal in removals for test in removal.tests))
@@ -158,16 +200,25 @@ def main() -> int:
     parser.add_argument("--report", type=Path, help="also write the table to this Markdown file")
     parser.add_argument("--shard", default="1/1", help="I/N: only every N-th entry from the I-th (to run "
                         "N processes side by side)")
+    parser.add_argument("--each", action="store_true", help="run each named test alone; report tests that "
+                        "pass without their guard")
+    parser.add_argument("--rotate", metavar="N|commit", help="only the N-th slice of --size entries (wraps "
+                        "around); `commit`: N from the checked-out commit, so each commit checks another slice")
+    parser.add_argument("--size", type=int, default=8, help="entries in a --rotate slice")
     args = parser.parse_args()
     index, count = (int(n) for n in args.shard.split("/"))
     removals = [r for r in (PROOFS if args.proofs else GUARDS) if args.match.lower() in r.name.lower()]
     removals = removals[index - 1::count]
+    if args.rotate is not None:
+        turn = commit_turn() if args.rotate == "commit" else int(args.rotate)
+        removals = rotation_slice(removals, turn, args.size)
     try:
         check_list(removals)
     except ListRotted as exc:
         print(f"the list is out of date: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(removals)} entries, every snippet found once")
+    print(f"{len(removals)} entries, every snippet found once: {', '.join(r.name for r in removals)}"
+          if args.rotate is not None else f"{len(removals)} entries, every snippet found once")
     if args.check or not removals:
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="ghost-guards-"))
@@ -175,7 +226,7 @@ def main() -> int:
         baseline(removals, scratch)
     outcomes = []
     for removal in removals:
-        outcome = try_removal(removal, scratch)
+        outcome = (try_each if args.each else try_removal)(removal, scratch)
         print(f"{'noticed    ' if outcome.noticed else 'NOT NOTICED'}  {removal.name}  "
               f"({outcome.detail}, {outcome.seconds:.0f} s)", flush=True)
         outcomes.append(outcome)

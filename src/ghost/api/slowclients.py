@@ -4,8 +4,15 @@ uvicorn closes a kept-alive connection that stays idle (`timeout_keep_alive`), b
 has sent its first byte nothing limits how long the rest of the request line and headers may take:
 a client sending one header line every few seconds holds its connection forever, and a few
 thousand of them hold the server. `HeadDeadlineProtocol` is uvicorn's httptools protocol with a
-deadline from the moment a connection can take a request (opened, or the previous response
-finished) until the request's headers are complete; past it the connection is closed.
+deadline for a request's head: from the moment a new connection is opened, or from the first byte
+of a later request on a kept-alive one, until the headers are complete; past it the connection is
+closed.
+
+Between requests a kept-alive connection is idle, and only uvicorn's keep-alive timeout
+(`--idle-connection-timeout`) bounds it. That one is longer than clients keep idle connections
+(httpx 5 s, aiohttp 15 s): were it shorter or the same, a client reusing a connection just as Ghost
+closes it would lose its request (a reset, `ReadError`), and more often the busier the machine,
+since the client's idle clock starts only once it has read the response.
 
 `limit_concurrency` caps open connections plus running requests: past it uvicorn answers 503.
 """
@@ -39,14 +46,14 @@ if HttpToolsProtocol is not None:
             super().connection_made(transport)
             self._arm_head_deadline()
 
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_deadline is None:  # a later request on a kept-alive connection began
+                self._arm_head_deadline()
+
         def on_headers_complete(self) -> None:
             self._disarm_head_deadline()
             super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and not self.pipeline:
-                self._arm_head_deadline()  # the next request's head must come in time too
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_deadline()
@@ -72,7 +79,8 @@ if HttpToolsProtocol is not None:
 
 def server_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn.run keyword arguments bounding slow clients and open connections."""
-    limits: dict[str, Any] = {"limit_concurrency": settings.max_connections}
+    limits: dict[str, Any] = {"limit_concurrency": settings.max_connections,
+                              "timeout_keep_alive": settings.idle_connection_timeout}
     if HttpToolsProtocol is None:
         log.warning("httptools is not installed: --header-timeout cannot be enforced (put a reverse "
                     "proxy in front, see docs/security.md)")
