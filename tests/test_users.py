@@ -285,6 +285,20 @@ def test_sessions_stay_with_their_owner(upstream: FakeUpstream, alice: httpx.Cli
     assert alice.get("/api/sessions/alice-diary").json()["messages"][0]["content"] == "my diary"
 
 
+def test_stored_responses_stay_with_their_owner(upstream: FakeUpstream, alice: httpx.Client, bob: httpx.Client) -> None:
+    upstream.script_for("alice's question", Reply(content="alice's answer"))
+    made = alice.post("/v1/responses", json={"model": "fake-model", "input": "alice's question"})
+    assert made.status_code == 200, made.text
+    response_id = made.json()["id"]
+    assert alice.get(f"/v1/responses/{response_id}").status_code == 200  # the owner sees it
+    assert bob.get(f"/v1/responses/{response_id}").status_code == 404
+    assert bob.delete(f"/v1/responses/{response_id}").status_code == 404
+    continued = bob.post("/v1/responses", json={"model": "fake-model", "input": "go on",
+                                                "previous_response_id": response_id})
+    assert continued.status_code == 404, continued.text
+    assert alice.get(f"/v1/responses/{response_id}").status_code == 200  # bob's delete did nothing
+
+
 def test_save_and_load_stay_with_their_owner(upstream: FakeUpstream, alice: httpx.Client, bob: httpx.Client) -> None:
     tool(upstream, alice, "write_file", {"path": "saved.txt", "content": "in alice's archive"})
     tool(upstream, alice, "scratchpad_set", {"key": "kept", "value": "alice's memo"})
