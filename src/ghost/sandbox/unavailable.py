@@ -8,6 +8,7 @@ is used only when chosen explicitly (`--sandbox-backend process`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ghost.errors import SandboxError
@@ -29,6 +30,10 @@ class UnavailableExecutor(Executor):
     def refusal(self) -> str:
         return (f"sandboxed execution is unavailable on this server: {self.reason}. Code cannot be run "
                 "until an administrator fixes bubblewrap (see docs/sandbox.md); file tools still work.")
+
+    def with_root(self, sandbox_root: Path) -> "UnavailableExecutor":
+        # Another user's folder changes nothing: their code is refused for the same reason.
+        return UnavailableExecutor(self.reason, self.limits, python=self._python, bash=self._bash)
 
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult:
         raise SandboxError(self.refusal)
