@@ -46,11 +46,13 @@ def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> 
         yield ghost
 
 
-def run_tools(server: GhostServer, upstream: FakeUpstream, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Have the (fake) model call `calls` in one round; the tool results, in order."""
+def run_tools(server: GhostServer, upstream: FakeUpstream, calls: list[tuple[str, dict[str, Any]]],
+              headers: dict[str, str] | None = None) -> list[str]:
+    """Have the (fake) model call `calls` in one round (as the admin, or with `headers`); the tool
+    results, in order."""
     upstream.script(Reply(content="", tool_calls=[{"name": n, "arguments": a} for n, a in calls]),
                     Reply(content="done"))
-    reply = httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=TIMEOUT,
+    reply = httpx.post(server.url + "/v1/chat/completions", headers=headers or server.headers, timeout=TIMEOUT,
                        json={"model": "fake-model", "messages": [{"role": "user", "content": "go"}]})
     assert reply.status_code == 200, reply.text
     messages = upstream.chat_requests()[-1]["body"]["messages"]
@@ -287,6 +289,12 @@ def test_auto_with_broken_bubblewrap_refuses_code_and_says_why(upstream: FakeUps
         assert "RAN" not in results[0] and "unavailable" in results[0], results
         assert "uid map: Permission denied (fake)" in results[0], results
         assert "wrote" in results[1], results
+        # Another user's workspace (its own executor) is refused for the same reason, not broken.
+        made = httpx.post(ghost.url + "/api/users", headers=ghost.headers, json={"name": "eve"}, timeout=TIMEOUT)
+        assert made.status_code == 201, made.text
+        eve = {"Authorization": f"Bearer {made.json()['key']}"}
+        results = run_tools(ghost, upstream, [("execute", {"code": "print('RAN')"})], headers=eve)
+        assert "RAN" not in results[0] and "uid map: Permission denied (fake)" in results[0], results
     assert "REFUSED" in ghost.log() and "uid map: Permission denied (fake)" in ghost.log()
     shutil.rmtree(fake)
 
