@@ -299,6 +299,22 @@ def test_stored_responses_stay_with_their_owner(upstream: FakeUpstream, alice: h
     assert alice.get(f"/v1/responses/{response_id}").status_code == 200  # bob's delete did nothing
 
 
+def test_the_upstream_account_behind_the_proxy_is_for_admins_only(people: People, alice: httpx.Client,
+                                                                   frontend: httpx.Client) -> None:
+    # The proxy sends the upstream key with every request: what the upstream keeps under it
+    # (files, batches, stored completions) must not be one store every user's key can read.
+    reached = people.admin.get("/echo/v1/files/file-of-bob")  # positive control: the admin's key goes through
+    assert reached.status_code == 200 and reached.json()["path"] == "/echo/v1/files/file-of-bob", reached.text
+    for client in (alice, as_end_user(frontend, "carol"), frontend):
+        for method in ("GET", "DELETE", "POST"):
+            refused = client.request(method, "/echo/v1/files/file-of-bob")
+            assert refused.status_code == 403, (method, refused.text)
+            assert refused.json()["error"]["type"] == "permission_error", refused.text
+    # Stateless inference stays open to every key (--proxy-user-paths).
+    embedded = alice.post("/v1/embeddings", json={"model": "fake-model", "input": "hello"})
+    assert embedded.status_code == 200 and embedded.json()["data"], embedded.text
+
+
 def test_save_and_load_stay_with_their_owner(upstream: FakeUpstream, alice: httpx.Client, bob: httpx.Client) -> None:
     tool(upstream, alice, "write_file", {"path": "saved.txt", "content": "in alice's archive"})
     tool(upstream, alice, "scratchpad_set", {"key": "kept", "value": "alice's memo"})

@@ -227,6 +227,13 @@ class Settings(BaseSettings):
     proxy_max_body_bytes: int = Field(
         1024 * MB, ge=1024, description="Largest request body the catch-all proxy forwards."
     )
+    proxy_user_paths: str = Field(
+        "/v1/completions,/v1/embeddings,/v1/models,/v1/models/*,/tokenize,/detokenize",
+        description="Comma-separated paths a non-admin key may reach through the catch-all proxy "
+        "('/x/*': anything below /x/). The proxy sends the upstream key with every request, so "
+        "everything else there (files, batches, stored completions...) is one account shared by "
+        "all users: only admins may reach it (403 for others).",
+    )
 
     # --- sandbox execution and agent tools (ghost.sandbox, ghost.tools) -------------------
     sandbox_backend: Literal["auto", "bwrap", "process"] = Field(
@@ -436,6 +443,9 @@ class Settings(BaseSettings):
 
     def user_header_list(self) -> list[str]:
         return [h.strip().lower() for h in self.user_headers.split(",") if h.strip()]
+
+    def proxy_user_path_list(self) -> list[str]:
+        return [p.strip() for p in self.proxy_user_paths.split(",") if p.strip()]
 
     def session_header_list(self) -> list[str]:
         return [h.strip().lower() for h in self.session_headers.split(",") if h.strip()]
