@@ -37,6 +37,7 @@ def test_the_desktop_client_shape_is_read() -> None:
     ({"command": "x", "args": "not a list"}, "args"),
     ({"command": "x", "sandbox": "maybe"}, "sandbox"),
     ({"command": "x", "workdir": "/etc"}, "workdir"),
+    ({"command": "x", "sandbox": False, "workdir": "sandbox"}, "unsandboxed server"),
     ({"command": "x", "env": {"BAD NAME": "1"}}, "environment variable name"),
     ({"command": "x\0y"}, "NUL"),
     ({"command": "x", "typo": 1}, "typo"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # A server's name becomes the prefix of its tools' names and the name of its own directory.
 SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,23}$")
@@ -48,6 +48,17 @@ class StdioServer(BaseModel):
         if any("\0" in text for text in texts):
             raise ValueError("must not contain NUL characters")
         return value
+
+    @model_validator(mode="after")
+    def _host_servers_keep_out_of_the_sandbox(self) -> "StdioServer":
+        # Code the model runs writes the agent's sandbox folder (a .gitconfig, a .npmrc, a config
+        # file the server reads from its working directory or home): a server on the host working
+        # there would act on it with Ghost's rights — root, when Ghost is root.
+        if not self.sandbox and self.workdir == "sandbox":
+            raise ValueError("an unsandboxed server (\"sandbox\": false) cannot work in the agent's sandbox "
+                             "folder (\"workdir\": \"sandbox\"): the model's code writes that folder and the "
+                             "server would act on it with Ghost's rights; sandbox the server instead")
+        return self
 
     @field_validator("env")
     @classmethod
