@@ -241,16 +241,19 @@ def broken_bwrap(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
-def test_auto_falls_back_to_the_process_backend_loudly(path: str, tmp_path: Path) -> None:
+def test_auto_without_bubblewrap_serves_but_refuses_code_loudly(path: str, tmp_path: Path) -> None:
+    # Isolation is never lost silently (issue 21): no fallback to the unisolated process backend.
     search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
     with GhostServer(home=tmp_path / "home", env={"PATH": search}) as ghost:
-        sandbox = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()["sandbox"]
+        report = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()
         log = ghost.log()
-    assert sandbox["backend"] == "process" and sandbox["isolated"] is False
-    assert "bubblewrap cannot run here" in log and "falling back to the process backend" in log
-    assert "does NOT isolate" in log
+    sandbox = report["sandbox"]
+    assert sandbox["backend"] == "none" and sandbox["available"] is False, sandbox
+    assert report["status"] == "degraded", report
+    assert "bubblewrap cannot run here" in log and "REFUSED" in log
+    assert "falling back" not in log and "does NOT isolate" not in log
     if path == "a bwrap that cannot run":
-        assert "Permission denied" in log  # bubblewrap's own words reach the log
+        assert "Permission denied" in log and "Permission denied" in sandbox["reason"]  # bubblewrap's own words
 
 
 @pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
