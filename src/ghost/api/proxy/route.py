@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ghost.api import openapi
-from ghost.api.auth import check_key
+from ghost.api.auth import check_key, require_key
 from ghost.api.proxy.access import check_proxy_access
 from ghost.api.services import services_of
 from ghost.api.errors import error_response
@@ -56,14 +56,15 @@ async def _method_not_allowed(request: Request) -> None:
 
 
 @router.api_route("/{path:path}", methods=PROXY_METHODS,
-                  dependencies=[Depends(_method_not_allowed)],
+                  dependencies=[Depends(_method_not_allowed), Depends(require_key)],
                   summary="Forward any other request to the upstream", **openapi.PROXY)
 async def proxy(request: Request) -> Response:
     return await checked_forward(request)
 
 
 async def checked_forward(request: Request) -> Response:
-    """The key, then whether its holder may reach this path through the proxy, then forward."""
+    """The key (checked once per request: the caller is kept in its scope), then whether its
+    holder may reach this path through the proxy, then forward."""
     caller = await check_key(request)
     check_proxy_access(caller, request.url.path, services_of(request).settings)
     return await forward(request)
