@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         1024 * MB, ge=1024, description="Largest request body the catch-all proxy forwards."
     )
     proxy_user_paths: str = Field(
-        "/v1/completions,/v1/embeddings,/v1/models,/v1/models/*,/tokenize,/detokenize",
+        "/v1/completions, /v1/embeddings, /v1/models, /v1/models/*, /tokenize, /detokenize",
         description="Comma-separated paths a non-admin key may reach through the catch-all proxy "
         "('/x/*': anything below /x/). The proxy sends the upstream key with every request, so "
         "everything else there (files, batches, stored completions...) is one account shared by "
