@@ -26,14 +26,18 @@ ABUSE = {
     "infinite loop": "while True: pass",
     "100 MB of stdout": "import sys\nfor _ in range(1600): sys.stdout.write('x' * 65536)",
 }
-# Every readable command line and environment of every process it can see, and its own environment.
+# Its own environment, and every readable command line and environment of every process it can see
+# that names Ghost (only those: on a busy machine all of them would pass the tool-result cap and
+# hide Ghost's own behind the cut).
 READ_THE_KEY = """import glob, os
 print(os.environ)
 for name in glob.glob('/proc/[0-9]*/cmdline') + glob.glob('/proc/[0-9]*/environ'):
     try:
-        print(name, open(name, 'rb').read())
+        data = open(name, 'rb').read()
     except OSError:
-        pass
+        continue
+    if b'ghost' in data.lower():
+        print(name, data)
 """
 # Every ghost.db below each top-level folder (the read-only /usr and the kernel's /proc, /sys and
 # /dev left out for time), and Ghost's home by its host path.
