@@ -199,7 +199,7 @@ def test_disconnect_mid_turn_closes_the_upstream_stream(server: GhostServer, ups
         for line in response.iter_lines():
             if "w2" in line:
                 break
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while upstream.closed_early < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream.closed_early == 1 and upstream.open_streams == 0
@@ -210,7 +210,7 @@ def test_disconnect_of_non_streaming_request_closes_upstream(server: GhostServer
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up mid-turn
         httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=0.5,
                    json={"model": "fake-model", "messages": USER})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while upstream.closed_early < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream.closed_early == 1
@@ -334,7 +334,7 @@ def test_disconnect_kills_a_long_execute(server: GhostServer, upstream: FakeUpst
     assert len(upstream.chat_requests()) == 1  # the turn stopped: no second round was asked for
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout  # a hang guard only
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -108,7 +108,7 @@ def test_open_route_needs_no_key(anon: httpx.Client, method: str, path: str, bod
 
 def test_failed_auth_is_logged_without_the_key(anon: httpx.Client, ghost: GhostServer) -> None:
     anon.get("/v1/models", headers={"X-Ghost-Key": "guess-one-two-three", "X-Request-ID": "auth-log-1"})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while '"request_id": "auth-log-1"' not in ghost.log() and time.monotonic() < deadline:
         time.sleep(0.02)  # the access line is written as the request ends
     log = ghost.log()

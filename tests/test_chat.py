@@ -277,7 +277,7 @@ def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpst
         t.start()
     try:
         for turn in turns:  # serialised turns would never have all four open together
-            assert upstream.wait_hold_state(turn, "open", timeout=30) == "open", f"{turn} never reached the upstream"
+            assert upstream.wait_hold_state(turn, "open", timeout=60) == "open", f"{turn} never reached the upstream"
     finally:
         for turn in turns:
             upstream.release(turn)

@@ -143,7 +143,7 @@ def test_request_id_reaches_the_upstream_and_the_access_log(client: httpx.Client
     assert wait_for_log(ghost, '"request_id": "trace-me-42"')
 
 
-def wait_for_log(server: GhostServer, text: str, timeout: float = 10.0) -> bool:
+def wait_for_log(server: GhostServer, text: str, timeout: float = 60.0) -> bool:
     """The access line is written as the request ends, which may be just after the client has its reply."""
     deadline = time.monotonic() + timeout
     while text not in server.log():

@@ -374,7 +374,7 @@ async def test_cancelling_the_caller_kills_the_run(sandbox: Executor, home: Path
     marker = f"cancel-{uuid.uuid4().hex}"
     run = asyncio.create_task(py(sandbox, f"# {marker}\nimport subprocess, time\n"
                                           f"subprocess.Popen(['sleep', '300'])\ntime.sleep(300)"))
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not processes_with(marker) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert processes_with(marker), "the run never started"
@@ -382,7 +382,7 @@ async def test_cancelling_the_caller_kills_the_run(sandbox: Executor, home: Path
     with pytest.raises(asyncio.CancelledError):
         await run
     assert wait_until_gone(marker) == []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while _run_cgroups() and time.monotonic() < deadline:  # removed in the background
         await asyncio.sleep(0.02)
     assert _run_cgroups() == []

@@ -137,7 +137,7 @@ def test_a_client_that_disconnects_kills_the_sandbox_process(upstream: FakeUpstr
             with client.stream("POST", "/v1/chat/completions", json={
                     "model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as reply:
                 assert reply.status_code == 200
-                deadline = time.monotonic() + 15
+                deadline = time.monotonic() + 60
                 while not _running(marker) and time.monotonic() < deadline:
                     time.sleep(0.02)
                 assert _running(marker), "the sandbox run never started"
@@ -204,7 +204,7 @@ def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> Non
                         home=tmp_path / "home").start()
     try:
         threading.Thread(target=lambda: _quietly(chat, ghost), daemon=True).start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while not _running(marker) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _running(marker)
@@ -212,7 +212,7 @@ def test_sandboxes_die_with_ghost(upstream: FakeUpstream, tmp_path: Path) -> Non
         assert sandboxes
     finally:
         ghost.stop(signal.SIGKILL)  # no shutdown code runs: only the kernel can clean up now
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while (_running(marker) or any(map(_alive, sandboxes))) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _running(marker)

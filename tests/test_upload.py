@@ -47,7 +47,7 @@ def tmp_leftovers(server: GhostServer) -> list[str]:
 
 def eventually_empty(server: GhostServer) -> list[str]:
     """Temp leftovers once the server has finished with a request it saw aborted (bounded poll)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while tmp_leftovers(server) and time.monotonic() < deadline:
         time.sleep(0.02)
     return tmp_leftovers(server)

@@ -57,7 +57,7 @@ def start_load(ghost: GhostServer, results: list[httpx.Response]) -> threading.T
 
 
 def wait_for_health(client: httpx.Client, ready: Callable[[dict[str, Any]], bool], what: str) -> None:
-    deadline = time.monotonic() + 20  # a hang guard only
+    deadline = time.monotonic() + 60  # a hang guard only
     while not ready(client.get("/api/health").json()):
         assert time.monotonic() < deadline, f"{what} never happened"
         time.sleep(0.02)
@@ -72,7 +72,7 @@ def test_load_during_a_turn_that_outlasts_the_wait_is_409_and_changes_nothing(
     with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
         turn = start_turn(ghost, results)
         try:
-            assert upstream.wait_hold_state("slow turn", "open", timeout=20) == "open"
+            assert upstream.wait_hold_state("slow turn", "open", timeout=60) == "open"
             response = client.post("/api/workspace/load", content=archive(), headers={"content-type": "application/zip"})
             assert response.status_code == 409, response.text
             assert response.json()["error"]["type"] == "conflict_error"
@@ -92,7 +92,7 @@ def test_load_waits_for_a_running_turn_then_swaps(ghost: GhostServer, upstream: 
     with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
         turn = start_turn(ghost, turns)
         try:
-            assert upstream.wait_hold_state("running turn", "open", timeout=20) == "open"
+            assert upstream.wait_hold_state("running turn", "open", timeout=60) == "open"
             load = start_load(ghost, loads)
             wait_for_health(client, lambda health: health["workspace_load_waiting"], "the load waiting")
             # The load is parked at the gate while the turn runs: nothing swapped, nothing answered.

@@ -181,7 +181,7 @@ class FakeUpstream:
         """"waiting" (not requested yet), "open", "finished" or "closed_early"."""
         return self._hold(name)["state"]
 
-    def wait_hold_state(self, name: str, *states: str, timeout: float = 10.0) -> str:
+    def wait_hold_state(self, name: str, *states: str, timeout: float = 60.0) -> str:
         """Poll until the held stream reaches one of `states`; returns the state it ended in."""
         deadline = time.monotonic() + timeout
         while self.hold_state(name) not in states and time.monotonic() < deadline:
