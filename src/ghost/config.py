@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
     )
+    drain_seconds: float = Field(
+        0.0, ge=0, le=3600, description="On SIGTERM, seconds Ghost keeps serving while "
+        "/api/health/ready answers 503, so a load balancer stops sending it requests before its "
+        "listener closes; then running requests get --shutdown-grace-seconds. Behind a balancer: "
+        "more than its check interval times its fall count (docs/scaling.md).")
 
     # --- output bounds (ghost.agent.budget) ----------------------------------------------
     max_turn_output_tokens: int = Field(
@@ -337,8 +342,20 @@ class Settings(BaseSettings):
 
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
-        None, description="The agent's working directory. Default: <home>/sandbox."
+        None, description="The agent's working directory. Default: <workspace-root>/sandbox."
     )
+    workspace_root: Path | None = Field(
+        None, description="Folder holding every workspace's sandbox (the admin's sandbox/, users' "
+        "workspaces/<name>/sandbox). Default: the home. Replicas share one (docs/scaling.md).")
+
+    # --- the store (ghost.store; docs/scaling.md) ------------------------------------------
+    database_url: str = Field(
+        "", description="Where Ghost keeps users, history, scratchpads, summaries and stored responses: "
+        "empty for SQLite at <home>/ghost.db, sqlite:///absolute/path, or postgresql://user@host:port/db "
+        "(shared by several replicas).")
+    database_pool_size: int = Field(
+        8, ge=1, le=1000, description="PostgreSQL only: connections one Ghost process keeps at most "
+        "(store queries at once; each running workspace lease holds one more).")
 
     # --- workspace transfer: save, load, upload, download ------------------------------------
     upload_max_bytes: int = Field(
@@ -387,7 +404,7 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_path(self) -> Path:
-        return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
+        return (self.sandbox_dir or self.workspaces_path / "sandbox").expanduser().resolve()
 
     @property
     def mcp_config_path(self) -> Path:
@@ -395,7 +412,20 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file when no --database-url names another store."""
         return self.home / "ghost.db"
+
+    @property
+    def workspaces_path(self) -> Path:
+        """Where workspace folders live: --workspace-root, or Ghost's home."""
+        return (self.workspace_root or self.home).expanduser().resolve()
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("database_url: sqlite:///absolute/path, postgresql://... or empty (SQLite in the home)")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod
