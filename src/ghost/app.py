@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, users as users_api, workspace
+from ghost.api import chat, health, info, ollama, openapi, probes, proxy, sessions, users as users_api, workspace
 from ghost.agent.context_services import start_context
 from ghost.agent.selftest import self_test
 from ghost.agent.limits import TurnLimiter
@@ -46,7 +46,7 @@ from ghost.private import private_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, responses.router,
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, probes.router, chat.router, anthropic.router, responses.router,
            sessions.router, workspace.router, users_api.router, proxy.router]
 
 
@@ -135,7 +135,8 @@ def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
 
 
 # Routes anyone may call without the key: their bodies must stay small (nobody vouches for them).
-UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps")
+UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps", "/api/health/live",
+                         "/api/health/ready")
 
 
 def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.readiness = probes.Readiness()  # turned to draining by SIGTERM (ghost.cli)
     app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
     for router in ROUTERS:
         app.include_router(router)
