@@ -24,7 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -214,6 +214,11 @@ class Database(ABC):
     async def ping(self) -> None:
         """Raise if the store cannot answer a trivial query now (readiness probes)."""
         await self.run(_ping)
+
+    def lease(self, name: str, *, exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
+        """Workspace `name`'s lease across every process sharing this store (ghost.store.lease).
+        SQLite is one machine's file: the in-process gate is all there is to coordinate, so none."""
+        return nullcontext()
 
 
 def _ping(conn: Conn) -> None:

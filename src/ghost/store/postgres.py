@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ghost.errors import InsufficientStorage, StoreUnavailable
 from ghost.store.db import MIGRATIONS, POSTGRESQL, Database
+from ghost.store.lease import KEEPALIVE, Leases
 
 T = TypeVar("T")
 # pg_advisory_xact_lock key serialising schema migrations of replicas starting at once ("ghost" in ASCII).
@@ -103,12 +105,16 @@ class PostgresDatabase(Database):
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ghost-pg")
         self.pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s)), **KEEPALIVE},
             check=ConnectionPool.check_connection, name="ghost",
             # The pool's reconnection backoff doubles its delay until this runs out; short, so that
             # after a database restart the next request starts a fresh attempt instead of waiting
             # out a long backoff.
             reconnect_timeout=max(connect_timeout_s, 1.0))
+        self.leases = Leases(url, connect_timeout_s=connect_timeout_s)
+
+    def lease(self, name: str, *, exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
+        return self.leases.hold(name, exclusive=exclusive, wait_s=wait_s)
 
     async def open(self) -> "PostgresDatabase":
         await self._call(self._open_sync)
@@ -120,6 +126,7 @@ class PostgresDatabase(Database):
             migrate(PgConn(conn))
 
     async def close(self) -> None:
+        await self.leases.aclose()
         await self._call(self.pool.close)
         self._executor.shutdown(wait=True)
 

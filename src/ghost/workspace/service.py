@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.config import Settings
-from ghost.store.db import ADMIN, Database
+from ghost.store.db import ADMIN, SQLITE, Database
 from ghost.store.engine import database_for
 from ghost.store.history import History
 from ghost.store.scratchpad import Scratchpad
@@ -63,8 +63,10 @@ def user_workspace(settings: Settings, db: Database, name: str) -> Workspace:
     prepare_sandbox_root(root)
     scratchpad = Scratchpad(db, max_entries=settings.scratchpad_max_entries,
                             max_value_bytes=settings.scratchpad_max_value_bytes, workspace=name)
-    return Workspace(settings, db, root, WorkspaceGate(settings.workspace_wait_s), scratchpad,
-                     History(db, name), name=name)
+    # Across replicas (PostgreSQL) the gate also holds the workspace's lease in the shared store.
+    gate = WorkspaceGate(settings.workspace_wait_s) if db.dialect == SQLITE else WorkspaceGate(
+        settings.workspace_wait_s, lease=lambda exclusive, wait: db.lease(name, exclusive=exclusive, wait_s=wait))
+    return Workspace(settings, db, root, gate, scratchpad, History(db, name), name=name)
 
 
 async def open_workspace(settings: Settings) -> Workspace:
