@@ -39,7 +39,7 @@ from ghost.sandbox import fspool
 from ghost.store.db import ADMIN
 from ghost.store.users import Users
 from ghost.tools.setup import start_tools
-from ghost.workspace.layout import reset_tmp_dir
+from ghost.workspace.layout import reset_tmp_dir, use_replica_scratch
 from ghost.workspace.service import open_workspace
 from ghost.private import private_dir
 
@@ -55,6 +55,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     http = await stack.enter_async_context(make_http_client(settings))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
+    use_replica_scratch(settings.replica_id)  # before anything uses a workspace's scratch space
     workspace = await open_workspace(settings)  # the built-in admin's: today's workspace
     stack.push_async_callback(workspace.db.close)
     await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload

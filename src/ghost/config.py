@@ -7,7 +7,9 @@ Every setting is a field below. It comes from, in order of precedence: a command
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -419,6 +421,14 @@ class Settings(BaseSettings):
     def workspaces_path(self) -> Path:
         """Where workspace folders live: --workspace-root, or Ghost's home."""
         return (self.workspace_root or self.home).expanduser().resolve()
+
+    @property
+    def replica_id(self) -> str:
+        """"" on one machine (SQLite); with a shared store, a stable name of this process's home on
+        this host, so that replicas sharing --workspace-root keep their scratch folders apart."""
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            return ""
+        return hashlib.sha256(f"{socket.gethostname()}\0{self.home}".encode()).hexdigest()[:12]
 
     @field_validator("database_url", mode="after")
     @classmethod

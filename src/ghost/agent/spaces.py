@@ -32,6 +32,7 @@ from ghost.store.summaries import Summaries
 from ghost.store.users import User, Users
 from ghost.tools.setup import Toolbox, start_tools
 from ghost.workspace.layout import reset_tmp_dir
+from ghost.workspace.follow import LoadFollower
 from ghost.workspace.service import WORKSPACES_DIR, Workspace, user_workspace
 
 log = logging.getLogger("ghost.users")
@@ -109,7 +110,14 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
     workspace.room_checks.append(limits.check_disk)
     workspace.on_written.append(limits.forget_usage)
 
+    follower = None
+    if settings.replica_id:  # replicas share the folder: follow loads and skills made elsewhere
+        follower = LoadFollower(workspace)
+        await follower.start()
+
     async def count_turn() -> None:
+        if follower is not None and not await follower.check():
+            await tools.skills.rescan_if_changed()
         try:
             await parts.users.count_turn(space.user.name)
         except InsufficientStorage:  # a counter is not worth failing a turn for
