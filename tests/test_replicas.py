@@ -205,6 +205,53 @@ def test_a_load_on_one_replica_waits_for_a_turn_on_another(cluster: Cluster) -> 
     assert events[0].split()[-1] != events[2].split()[-1]  # two replicas
 
 
+def test_per_user_turn_limits_hold_across_replicas(cluster: Cluster) -> None:
+    upstream = cluster.upstream
+    with cluster.client() as client:
+        key = client.post("/api/users", json={"name": "lim"}).json()["key"]
+        assert client.put("/api/users/lim/limits", json={"turns_per_minute": 2}).status_code == 200
+    with cluster.client({"X-Ghost-Key": key}) as client:
+        upstream.script(Reply(content="one"), Reply(content="two"))
+        messages = [{"role": "user", "content": "count me"}]
+        answers = [client.post("/v1/chat/completions", json={"model": "fake-model", "messages": messages})
+                   for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert len({served_by(a) for a in answers}) == 3  # three replicas, one count
+        assert int(answers[2].headers["retry-after"]) >= 1
+    with cluster.client() as client:
+        assert client.put("/api/users/lim/limits", json={"turns_per_minute": None,
+                                                         "max_concurrent_turns": 1}).status_code == 200
+    upstream.script(Reply(chunks=["a", "b"], hold="lim", hold_after=1))
+    held: list[str] = []
+
+    def slow_turn() -> None:
+        with cluster.client({"X-Ghost-Key": key}) as client:
+            with client.stream("POST", "/v1/chat/completions", json={
+                    "model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "slow"}]}) as r:
+                held.append(served_by(r))
+                r.read()
+
+    worker = threading.Thread(target=slow_turn)
+    worker.start()
+    try:
+        assert upstream.wait_hold_state("lim", "open", timeout=60) == "open"
+        with cluster.client({"X-Ghost-Key": key}) as client:
+            refused = [client.post("/v1/chat/completions", json={"model": "fake-model", "messages": messages})
+                       for _ in range(2)]  # two other replicas
+        assert [r.status_code for r in refused] == [429, 429], [r.text for r in refused]
+        for _ in range(200):  # the held turn's headers arrive with its first streamed event
+            if held:
+                break
+            time.sleep(0.05)
+        assert held and held[0] not in {served_by(r) for r in refused}
+    finally:
+        upstream.release("lim")
+        worker.join(60)
+    upstream.script(Reply(content="free again"))
+    with cluster.client({"X-Ghost-Key": key}) as client:
+        assert client.post("/v1/chat/completions", json={"model": "fake-model", "messages": messages}).status_code == 200
+
+
 def test_kill_9_of_the_replica_running_a_turn(cluster: Cluster) -> None:
     upstream = cluster.upstream
     with cluster.client() as client:

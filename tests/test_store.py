@@ -19,6 +19,7 @@ from ghost.store.postgres import PostgresDatabase, translate
 from ghost.store.responses import ResponseStore
 from ghost.store.scratchpad import Scratchpad
 from ghost.store.summaries import MAX_ROWS, StoredSummary, Summaries
+from ghost.store.turn_limits import start_turn
 from ghost.store.users import Users
 from ghost.testing.postgres import PostgresServer
 from ghost.workspace import state
@@ -143,6 +144,12 @@ async def test_responses_limit_keeps_the_newest(db: Database) -> None:
     for n in range(4):
         await store.save(f"resp_{n}", None, {"n": n}, CHAT)
     assert [await store.get(f"resp_{n}") is not None for n in range(4)] == [False, False, True, True]
+
+
+async def test_turn_starts_per_minute(db: Database) -> None:
+    assert [await start_turn(db, "carol", 2) for _ in range(3)][:2] == [0, 0]
+    assert 1 <= await start_turn(db, "carol", 2) <= 60
+    assert await start_turn(db, "dave", 2) == 0  # another user's count is its own
 
 
 async def test_ping_answers(db: Database) -> None:

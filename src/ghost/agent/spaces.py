@@ -20,7 +20,7 @@ from ghost.agent.context_services import ContextServices
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.service import ChatService
 from ghost.agent.turn import TurnServices
-from ghost.agent.user_limits import LimitValues, UserLimits
+from ghost.agent.user_limits import LimitValues, SharedTurns, UserLimits
 from ghost.config import Settings
 from ghost.errors import InsufficientStorage
 from ghost.llm.upstream import HttpUpstream
@@ -106,7 +106,10 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
         context = parts.context.for_workspace(Summaries(parts.db, workspace.name), root)
         workspace.after_load.append(context.forget_saved)
     space_user = user
-    limits = UserLimits(lambda: limit_values(settings, space.user), root, settings.sandbox_walk_max_depth)
+    # With replicas, a user's turn limits are counted in the shared store, so they hold across them.
+    shared = SharedTurns(parts.db, lambda: space.user.name) if settings.replica_id else None
+    limits = UserLimits(lambda: limit_values(settings, space.user), root, settings.sandbox_walk_max_depth,
+                        shared=shared)
     workspace.room_checks.append(limits.check_disk)
     workspace.on_written.append(limits.forget_usage)
 

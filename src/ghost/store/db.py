@@ -189,10 +189,17 @@ def _m005_responses(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX responses_workspace ON responses (workspace, created_at)")
 
 
+def _m006_turn_starts(conn: Conn) -> None:
+    # When each user's recent turns started, for the per-user turns-per-minute limit when replicas
+    # share the store (ghost.store.turn_limits); one Ghost alone counts in memory.
+    conn.execute("CREATE TABLE turn_starts (user_name TEXT NOT NULL, started_at REAL NOT NULL)")
+    conn.execute("CREATE INDEX turn_starts_user ON turn_starts (user_name, started_at)")
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
 MIGRATIONS: list[Callable[[Any], None]] = [_m001_initial, _m002_context_summaries,
                                                          _m003_history_digests, _m004_users,
-                                                         _m005_responses]
+                                                         _m005_responses, _m006_turn_starts]
 
 
 class Database(ABC):
@@ -219,6 +226,11 @@ class Database(ABC):
         """Workspace `name`'s lease across every process sharing this store (ghost.store.lease).
         SQLite is one machine's file: the in-process gate is all there is to coordinate, so none."""
         return nullcontext()
+
+    def turn_slot(self, user: str, limit: int) -> AbstractAsyncContextManager[bool]:
+        """One of `user`'s `limit` turn slots across processes (yields False if none is free).
+        Only a store shared by replicas has them: one Ghost alone counts its turns in memory."""
+        raise NotImplementedError("turn slots live in a shared store (PostgreSQL)")
 
 
 def _ping(conn: Conn) -> None:

@@ -22,6 +22,7 @@ import psycopg.errors
 
 from ghost.errors import Conflict, StoreUnavailable
 
+SLOT_CLASS = 0x67687375  # a user's turn slots (ghost.store.turn_limits): second key hashtext(user:i)
 LEASE_CLASS = 0x67687374  # the first key of Ghost's two-key advisory locks ("ghst"); the second: hashtext(name)
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
@@ -44,12 +45,36 @@ class Leases:
             self.held -= 1
             self._release(conn)
 
-    async def _take(self, name: str, exclusive: bool, wait_s: float) -> psycopg.AsyncConnection[object]:
+    @asynccontextmanager
+    async def slot(self, user: str, limit: int) -> AsyncIterator[bool]:
+        """Hold one of `user`'s `limit` turn slots for the block: yields False (nothing held) when
+        all are taken, here or on other replicas."""
+        conn = await self._connect()
         try:
-            conn = await psycopg.AsyncConnection.connect(
+            for index in range(limit):
+                row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                                (SLOT_CLASS, f"{user}:{index}"))).fetchone()
+                if row is not None and row[0]:
+                    break
+            else:
+                index = -1
+        except BaseException:
+            self._release(conn)
+            raise
+        try:
+            yield index >= 0
+        finally:
+            self._release(conn)
+
+    async def _connect(self) -> psycopg.AsyncConnection[object]:
+        try:
+            return await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)), **KEEPALIVE)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable("the database is unavailable; try again shortly") from exc
+
+    async def _take(self, name: str, exclusive: bool, wait_s: float) -> psycopg.AsyncConnection[object]:
+        conn = await self._connect()
         try:
             await conn.execute(f"SET lock_timeout = {max(1, int(wait_s * 1000))}")
             function = "pg_advisory_lock" if exclusive else "pg_advisory_lock_shared"

@@ -116,6 +116,9 @@ class PostgresDatabase(Database):
     def lease(self, name: str, *, exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
         return self.leases.hold(name, exclusive=exclusive, wait_s=wait_s)
 
+    def turn_slot(self, user: str, limit: int) -> AbstractAsyncContextManager[bool]:
+        return self.leases.slot(user, limit)
+
     async def open(self) -> "PostgresDatabase":
         await self._call(self._open_sync)
         return self

@@ -114,6 +114,7 @@ def _delete(conn: Conn, name: str, purge: bool) -> bool:
     if purge:
         for table in ("scratchpad", "history", "context_summaries", "session_summaries"):
             conn.execute(f"DELETE FROM {table} WHERE workspace = ?", (name,))
+        conn.execute("DELETE FROM turn_starts WHERE user_name = ?", (name,))
     return True
 
 
