@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from ghost.store.db import Database, SqliteDatabase
 from ghost.store.responses import ResponseStore
