@@ -1,9 +1,9 @@
-"""The stored Responses API responses on real SQLite: a response belongs to its workspace only."""
+"""The stored Responses API responses on SQLite and PostgreSQL (the `db` fixture): a response belongs
+to its workspace only."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
 
 from ghost.store.db import Database, SqliteDatabase
 from ghost.store.responses import ResponseStore

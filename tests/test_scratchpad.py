@@ -1,4 +1,5 @@
-"""The scratchpad: JSON values in SQLite, bounded, surviving restarts; and its tools."""
+"""The scratchpad: JSON values in the store (SQLite and PostgreSQL: the `db` fixture), bounded,
+surviving restarts; and its tools."""
 
 from __future__ import annotations
 
