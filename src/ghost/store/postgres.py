@@ -111,7 +111,8 @@ class PostgresDatabase(Database):
             # after a database restart the next request starts a fresh attempt instead of waiting
             # out a long backoff.
             reconnect_timeout=max(connect_timeout_s, 1.0))
-        self.leases = Leases(url, connect_timeout_s=connect_timeout_s)
+        # Lease and slot connections are held for whole turns: a pool of their own, larger.
+        self.leases = Leases(url, connect_timeout_s=connect_timeout_s, max_size=max(16, 4 * pool_size))
 
     def lease(self, name: str, *, exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
         return self.leases.hold(name, exclusive=exclusive, wait_s=wait_s)
@@ -121,6 +122,7 @@ class PostgresDatabase(Database):
 
     async def open(self) -> "PostgresDatabase":
         await self._call(self._open_sync)
+        await self.leases.open()
         return self
 
     def _open_sync(self) -> None:
