@@ -357,7 +357,7 @@ class Settings(BaseSettings):
         "(shared by several replicas).")
     database_pool_size: int = Field(
         8, ge=1, le=1000, description="PostgreSQL only: connections one Ghost process keeps at most "
-        "(store queries at once; each running workspace lease holds one more).")
+        "for store queries; leases and turn slots have up to max(16, 4 x this) more (docs/scaling.md).")
 
     # --- workspace transfer: save, load, upload, download ------------------------------------
     upload_max_bytes: int = Field(
