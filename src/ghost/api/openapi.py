@@ -191,7 +191,7 @@ READY = route_doc({"content": json_content(s.ReadyProbe)}, {},
                   description="200 when this replica should get requests: the store answers, sandboxed "
                   "execution is available, and it is not draining after SIGTERM. Otherwise 503 with the "
                   "same body (`status`: starting, draining or unavailable; `checks` says which failed).",
-                  more={503: {"description": "Not ready", **json_content(s.ReadyProbe)}})
+                  more={503: {"description": "Not ready", "content": json_content(s.ReadyProbe)}})
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
