@@ -6,6 +6,8 @@ The `db` fixture (conftest.py) is parametrised over the two engines; each test h
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,18 @@ async def test_a_database_restart_fails_clearly_then_recovers(tmp_path: Path) ->
         await db.close()
     finally:
         server.remove()
+
+
+async def test_a_sqlite_url_names_the_file(tmp_path: Path) -> None:
+    db = await database_for(f"sqlite://{tmp_path / 'elsewhere.db'}", tmp_path / "default.db").open()
+    try:
+        await History(db, "alice").save("s1", CHAT)
+    finally:
+        await db.close()
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "default.db").exists()
+
+
+def test_serve_refuses_a_database_url_it_cannot_open(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "ghost", "serve", "--home", str(tmp_path),
+                             "--database-url", "mysql://ghost@db/ghost"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "database_url" in result.stderr
