@@ -50,6 +50,15 @@ system-deps:
 	  echo ">> installing tmux (Debian package): the client's terminal tests run \`ghost chat\` in it"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null || echo "!! could not install tmux: its tests will fail"; }
+	@# PostgreSQL 15 and HAProxy: the store suite runs on PostgreSQL too, and the replica tests put
+	@# three Ghosts behind HAProxy (docs/scaling.md). Tests start their own servers; the packages'
+	@# own services are not needed (Debian starts them; they are left as they are).
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	   && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; } || { \
+	  echo ">> installing postgresql and haproxy (Debian packages) for the store and replica tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql haproxy >/dev/null \
+	    || echo "!! could not install postgresql/haproxy: the PostgreSQL and replica tests will fail"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

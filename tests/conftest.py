@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from capabilities import OPT_OUT_VARIABLE, OPTED_OUT
+from ghost.store.db import Conn, Database, SqliteDatabase
+from ghost.store.engine import database_for
 from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.postgres import PostgresServer
 from ghost.testing.server import GhostServer
 
 
@@ -51,3 +55,43 @@ def client(ghost: GhostServer) -> Iterator[httpx.Client]:
 def anon(ghost: GhostServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=ghost.url, timeout=30) as http:
         yield http
+
+
+# --- the store on both engines (SQLite, PostgreSQL; docs/scaling.md) ----------------------------
+ENGINES = ("sqlite", "postgresql")
+STATE_TABLES = ("scratchpad", "history", "context_summaries", "session_summaries", "responses", "api_keys",
+                "turn_starts")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started only by tests that use it)."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh database of its own for each test module."""
+    return postgres.create_database(request.module.__name__.rsplit(".", 1)[-1].lower())
+
+
+@pytest.fixture(params=ENGINES)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An open store on each engine: SQLite in the test's folder, PostgreSQL emptied for each test."""
+    if request.param == "sqlite":
+        database: Database = await SqliteDatabase(tmp_path / "ghost.db").open()
+    else:
+        database = await database_for(request.getfixturevalue("postgres_url"), tmp_path / "unused.db").open()
+        await database.run(_empty)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def _empty(conn: Conn) -> None:
+    for table in STATE_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    conn.execute("DELETE FROM users WHERE name <> 'admin'")

@@ -24,7 +24,7 @@ def error_ref(path: str) -> str:
     """The error shape a path's clients read: Ollama's, Anthropic's, or Ghost's own."""
     return OLLAMA_ERROR_REF if is_ollama_path(path) else ANTHROPIC_ERROR_REF if path in ANTHROPIC_PATHS else ERROR_REF
 OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("get", "/api/ps"),
-                   ("post", "/api/show")}
+                   ("post", "/api/show"), ("get", "/api/health/live"), ("get", "/api/health/ready")}
 # Each route that reads a body, and the media types it takes.
 BODIES = {
     ("post", "/v1/chat/completions"): {"application/json"},
@@ -87,12 +87,17 @@ def test_security_matches_the_key_check(document: dict[str, Any]) -> None:
 def test_every_error_has_the_error_shape(document: dict[str, Any]) -> None:
     # Range errors of a download are Starlette's own plain-text answers (documented as such).
     plain_text = {("/api/download/{filename}", "400"), ("/api/download/{filename}", "416")}
+    # A load balancer's probe answers "not ready" with its status body, as documented, not an error.
+    probe_status = {("/api/health/ready", "503")}
     for method, path, op in operations(document):
         for status, response in op["responses"].items():
             assert response["headers"]["X-Request-ID"]["required"] is True
             if not (status.isdigit() and int(status) >= 400):
                 continue
             content = response["content"]
+            if (path, status) in probe_status:
+                assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyProbe"}}}
+                continue
             if (path, status) in plain_text:
                 assert "text/plain" in content, (path, status)
                 content = {k: v for k, v in content.items() if k != "text/plain"}

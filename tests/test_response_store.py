@@ -1,24 +1,15 @@
-"""The stored Responses API responses on real SQLite: a response belongs to its workspace only."""
+"""The stored Responses API responses on SQLite and PostgreSQL (the `db` fixture): a response belongs
+to its workspace only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from ghost.store.db import Database
+from ghost.store.db import Database, SqliteDatabase
 from ghost.store.responses import ResponseStore
 
 BODY = {"id": "resp_1", "object": "response", "output": []}
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-
-
-@pytest.fixture()
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database(tmp_path / "ghost.db").open()
-    yield database
-    await database.close()
 
 
 async def test_saved_response_reads_back(db: Database) -> None:
@@ -39,10 +30,10 @@ async def test_another_workspace_neither_reads_nor_deletes_it(db: Database) -> N
 
 
 async def test_a_reopened_database_keeps_it(tmp_path: Path) -> None:
-    first = await Database(tmp_path / "ghost.db").open()
+    first = await SqliteDatabase(tmp_path / "ghost.db").open()
     await ResponseStore(first, "admin").save("resp_1", None, BODY, MESSAGES)
     await first.close()
-    second = await Database(tmp_path / "ghost.db").open()
+    second = await SqliteDatabase(tmp_path / "ghost.db").open()
     try:
         assert (await ResponseStore(second, "admin").get("resp_1")) is not None
     finally:

@@ -1,10 +1,10 @@
-"""The scratchpad: JSON values in SQLite, bounded, surviving restarts; and its tools."""
+"""The scratchpad: JSON values in the store (SQLite and PostgreSQL: the `db` fixture), bounded,
+surviving restarts; and its tools."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ghost.errors import BadRequest, LimitExceeded, NotFound
-from ghost.store.db import Database
+from ghost.store.db import Database, SqliteDatabase
 from ghost.store.scratchpad import MAX_KEY_CHARS, Scratchpad
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer
@@ -21,13 +21,6 @@ from ghost.tools.registry import Registry
 from ghost.tools.scratchpad import ScratchpadTools
 
 CTX = ToolContext(request_id="test", session_id="test")
-
-
-@pytest.fixture()
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database(tmp_path / "ghost.db").open()
-    yield database
-    await database.close()
 
 
 @pytest.fixture()
@@ -89,10 +82,10 @@ async def test_non_json_values_are_refused(pad: Scratchpad) -> None:
 
 
 async def test_survives_a_restart(tmp_path: Path) -> None:
-    first = await Database(tmp_path / "ghost.db").open()
+    first = await SqliteDatabase(tmp_path / "ghost.db").open()
     await Scratchpad(first, max_entries=10, max_value_bytes=1000).set("plan", {"step": 3})
     await first.close()
-    second = await Database(tmp_path / "ghost.db").open()
+    second = await SqliteDatabase(tmp_path / "ghost.db").open()
     try:
         assert await Scratchpad(second, max_entries=10, max_value_bytes=1000).get("plan") == {"step": 3}
     finally:

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
-from ghost.api import chat, health, info, ollama, openapi, proxy, sessions, users as users_api, workspace
+from ghost.api import chat, health, info, ollama, openapi, probes, proxy, sessions, users as users_api, workspace
 from ghost.agent.context_services import start_context
 from ghost.agent.selftest import self_test
 from ghost.agent.limits import TurnLimiter
@@ -39,14 +39,14 @@ from ghost.sandbox import fspool
 from ghost.store.db import ADMIN
 from ghost.store.users import Users
 from ghost.tools.setup import start_tools
-from ghost.workspace.layout import reset_tmp_dir
+from ghost.workspace.layout import reset_tmp_dir, use_replica_scratch
 from ghost.workspace.service import open_workspace
 from ghost.private import private_dir
 
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router, anthropic.router, responses.router,
+ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, probes.router, chat.router, anthropic.router, responses.router,
            sessions.router, workspace.router, users_api.router, proxy.router]
 
 
@@ -55,6 +55,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     http = await stack.enter_async_context(make_http_client(settings))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
+    use_replica_scratch(settings.replica_id)  # before anything uses a workspace's scratch space
     workspace = await open_workspace(settings)  # the built-in admin's: today's workspace
     stack.push_async_callback(workspace.db.close)
     await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload
@@ -135,7 +136,8 @@ def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
 
 
 # Routes anyone may call without the key: their bodies must stay small (nobody vouches for them).
-UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps")
+UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps", "/api/health/live",
+                         "/api/health/ready")
 
 
 def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
@@ -148,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.readiness = probes.Readiness()  # turned to draining by SIGTERM (ghost.cli)
     app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
     for router in ROUTERS:
         app.include_router(router)

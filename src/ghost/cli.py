@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 import sys
+from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
@@ -65,10 +68,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ghost: {exc}", file=sys.stderr)
         return 2
     warn_about_weak_auth(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                **server_limits(settings))
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                            **server_limits(settings))
+    draining_server(uvicorn.Server, config, settings.drain_seconds, app.state.readiness.drain).run()
     return 0
+
+
+def draining_server(base: Any, config: Any, drain_s: float, on_drain: Callable[[], None]) -> Any:
+    """uvicorn's server, with SIGTERM's stop put off by `drain_s` seconds after `on_drain()`.
+
+    Readiness turns false at once while requests are still served; only then does uvicorn close the
+    listener and give running requests the grace period. A second signal stops at once, and the
+    exit status still says SIGTERM (uvicorn re-raises the captured signal).
+    """
+
+    class DrainingServer(base):  # type: ignore[misc,valid-type]
+        _drain_timer: threading.Timer | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig != signal.SIGTERM or drain_s <= 0 or self._drain_timer is not None or self.should_exit:
+                return super().handle_exit(sig, frame)
+            self._captured_signals.append(sig)
+            on_drain()
+            logging.getLogger("ghost").info("SIGTERM: draining for %gs (ready answers 503), then stopping",
+                                            drain_s)
+            # uvicorn's main loop polls should_exit; a timer thread setting it is all it takes.
+            self._drain_timer = threading.Timer(drain_s, self._stop_after_drain)
+            self._drain_timer.daemon = True
+            self._drain_timer.start()
+
+        def _stop_after_drain(self) -> None:
+            self.should_exit = True
+
+    return DrainingServer(config)
 
 
 def warn_about_weak_auth(settings: Settings) -> None:

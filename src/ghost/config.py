@@ -7,7 +7,9 @@ Every setting is a field below. It comes from, in order of precedence: a command
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -131,6 +133,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running requests may finish before Ghost exits."
     )
+    drain_seconds: float = Field(
+        0.0, ge=0, le=3600, description="On SIGTERM, seconds Ghost keeps serving while "
+        "/api/health/ready answers 503, so a load balancer stops sending it requests before its "
+        "listener closes; then running requests get --shutdown-grace-seconds. Behind a balancer: "
+        "more than its check interval times its fall count (docs/scaling.md).")
 
     # --- output bounds (ghost.agent.budget) ----------------------------------------------
     max_turn_output_tokens: int = Field(
@@ -337,8 +344,20 @@ class Settings(BaseSettings):
 
     # --- workspace -----------------------------------------------------------------------
     sandbox_dir: Path | None = Field(
-        None, description="The agent's working directory. Default: <home>/sandbox."
+        None, description="The agent's working directory. Default: <workspace-root>/sandbox."
     )
+    workspace_root: Path | None = Field(
+        None, description="Folder holding every workspace's sandbox (the admin's sandbox/, users' "
+        "workspaces/<name>/sandbox). Default: the home. Replicas share one (docs/scaling.md).")
+
+    # --- the store (ghost.store; docs/scaling.md) ------------------------------------------
+    database_url: str = Field(
+        "", description="Where Ghost keeps users, history, scratchpads, summaries and stored responses: "
+        "empty for SQLite at <home>/ghost.db, sqlite:///absolute/path, or postgresql://user@host:port/db "
+        "(shared by several replicas).")
+    database_pool_size: int = Field(
+        8, ge=1, le=1000, description="PostgreSQL only: connections one Ghost process keeps at most "
+        "for store queries; leases and turn slots have up to max(16, 4 x this) more (docs/scaling.md).")
 
     # --- workspace transfer: save, load, upload, download ------------------------------------
     upload_max_bytes: int = Field(
@@ -387,7 +406,7 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_path(self) -> Path:
-        return (self.sandbox_dir or self.home / "sandbox").expanduser().resolve()
+        return (self.sandbox_dir or self.workspaces_path / "sandbox").expanduser().resolve()
 
     @property
     def mcp_config_path(self) -> Path:
@@ -395,7 +414,28 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file when no --database-url names another store."""
         return self.home / "ghost.db"
+
+    @property
+    def workspaces_path(self) -> Path:
+        """Where workspace folders live: --workspace-root, or Ghost's home."""
+        return (self.workspace_root or self.home).expanduser().resolve()
+
+    @property
+    def replica_id(self) -> str:
+        """"" on one machine (SQLite); with a shared store, a stable name of this process's home on
+        this host, so that replicas sharing --workspace-root keep their scratch folders apart."""
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            return ""
+        return hashlib.sha256(f"{socket.gethostname()}\0{self.home}".encode()).hexdigest()[:12]
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("database_url: sqlite:///absolute/path, postgresql://... or empty (SQLite in the home)")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod

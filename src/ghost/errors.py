@@ -14,6 +14,7 @@
     │   ├── UpstreamUnavailable     502 upstream_unavailable
     │   └── UpstreamTimeout         504 upstream_timeout
     ├── ModelUnavailable            503 model_unavailable
+    ├── StoreUnavailable            503 store_unavailable
     ├── ToolError                   (a tool call failed; becomes a tool result, never a response)
     ├── SandboxError                500 sandbox_error
     ├── InsufficientStorage         507 insufficient_storage
@@ -113,6 +114,13 @@ class ModelUnavailable(GhostError):
 
     status_code = 503
     error_type = "model_unavailable"
+
+
+class StoreUnavailable(GhostError):
+    """The shared database (PostgreSQL) cannot be reached or dropped the connection mid-request."""
+
+    status_code = 503
+    error_type = "store_unavailable"
 
 
 class ToolError(GhostError):

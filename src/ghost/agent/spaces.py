@@ -20,7 +20,7 @@ from ghost.agent.context_services import ContextServices
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.service import ChatService
 from ghost.agent.turn import TurnServices
-from ghost.agent.user_limits import LimitValues, UserLimits
+from ghost.agent.user_limits import LimitValues, SharedTurns, UserLimits
 from ghost.config import Settings
 from ghost.errors import InsufficientStorage
 from ghost.llm.upstream import HttpUpstream
@@ -32,6 +32,7 @@ from ghost.store.summaries import Summaries
 from ghost.store.users import User, Users
 from ghost.tools.setup import Toolbox, start_tools
 from ghost.workspace.layout import reset_tmp_dir
+from ghost.workspace.follow import LoadFollower
 from ghost.workspace.service import WORKSPACES_DIR, Workspace, user_workspace
 
 log = logging.getLogger("ghost.users")
@@ -105,11 +106,21 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
         context = parts.context.for_workspace(Summaries(parts.db, workspace.name), root)
         workspace.after_load.append(context.forget_saved)
     space_user = user
-    limits = UserLimits(lambda: limit_values(settings, space.user), root, settings.sandbox_walk_max_depth)
+    # With replicas, a user's turn limits are counted in the shared store, so they hold across them.
+    shared = SharedTurns(parts.db, lambda: space.user.name) if settings.replica_id else None
+    limits = UserLimits(lambda: limit_values(settings, space.user), root, settings.sandbox_walk_max_depth,
+                        shared=shared)
     workspace.room_checks.append(limits.check_disk)
     workspace.on_written.append(limits.forget_usage)
 
+    follower = None
+    if settings.replica_id:  # replicas share the folder: follow loads and skills made elsewhere
+        follower = LoadFollower(workspace)
+        await follower.start()
+
     async def count_turn() -> None:
+        if follower is not None and not await follower.check():
+            await tools.skills.rescan_if_changed()
         try:
             await parts.users.count_turn(space.user.name)
         except InsufficientStorage:  # a counter is not worth failing a turn for

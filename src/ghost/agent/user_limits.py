@@ -14,12 +14,14 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from ghost.errors import Busy, InsufficientStorage, UnsafePath
 from ghost.sandbox import fs, fspool, fswalk
+from ghost.store.db import Database
+from ghost.store.turn_limits import start_turn
 
 WINDOW_S = 60.0
 USAGE_TTL_S = 5.0
@@ -48,10 +50,19 @@ def sandbox_usage(root: Path, max_depth: int) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class SharedTurns:
+    """Count the user's turns in the store replicas share, not in this process (docs/scaling.md)."""
+
+    db: Database
+    user: Callable[[], str]  # the user's name (read per turn: the space's user object is replaced)
+
+
 class UserLimits:
     def __init__(self, values: Callable[[], LimitValues], root: Path, max_depth: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedTurns | None = None) -> None:
         self._values = values  # read on every check: an override set by the admin applies at once
+        self._shared = shared
         self._root, self._max_depth, self._clock = root, max_depth, clock
         self.running = 0
         self._starts: deque[float] = deque()
@@ -60,6 +71,10 @@ class UserLimits:
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Hold one of the user's turn slots for the turn; Busy (429) if none is free."""
+        if self._shared is not None:
+            async with self._shared_turn(self._shared):
+                yield
+            return
         self.admit()
         self.running += 1
         try:
@@ -80,6 +95,24 @@ class UserLimits:
             raise Busy(f"you have started {len(self._starts)} chat turns in the last minute (your limit); "
                        f"try again in {retry}s", headers={"Retry-After": str(retry)})
         self._starts.append(now)
+
+    @asynccontextmanager
+    async def _shared_turn(self, shared: SharedTurns) -> AsyncIterator[None]:
+        limits, user = self._values(), shared.user()
+        slots = shared.db.turn_slot(user, limits.max_concurrent_turns) if limits.max_concurrent_turns \
+            else nullcontext(True)
+        async with slots as held:
+            if not held:
+                raise Busy(f"you already have {limits.max_concurrent_turns} chat turns running (your limit); "
+                           "wait for one to finish", headers={"Retry-After": "1"})
+            if limits.turns_per_minute and (retry := await start_turn(shared.db, user, limits.turns_per_minute)):
+                raise Busy(f"you have started {limits.turns_per_minute} chat turns in the last minute (your "
+                           f"limit); try again in {retry}s", headers={"Retry-After": str(retry)})
+            self.running += 1
+            try:
+                yield
+            finally:
+                self.running -= 1
 
     async def check_disk(self) -> None:
         """InsufficientStorage (507) when the user's sandbox folder holds its limit or more."""

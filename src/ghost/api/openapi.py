@@ -185,6 +185,13 @@ MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` is `degraded` when the upstream does "
                    "not answer or sandboxed execution is unavailable (`sandbox.reason` says why).")
+LIVE = route_doc({"content": json_content(s.LiveProbe)}, {},
+                 description="200 while the process runs and its event loop answers (draining included).")
+READY = route_doc({"content": json_content(s.ReadyProbe)}, {},
+                  description="200 when this replica should get requests: the store answers, sandboxed "
+                  "execution is available, and it is not draining after SIGTERM. Otherwise 503 with the "
+                  "same body (`status`: starting, draining or unavailable; `checks` says which failed).",
+                  more={503: {"description": "Not ready", "content": json_content(s.ReadyProbe)}})
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,

@@ -303,6 +303,16 @@ class McpHealth(BaseModel):
     servers: list[McpServerHealth]
 
 
+class LiveProbe(BaseModel):
+    status: Literal["alive"]
+
+
+class ReadyProbe(BaseModel):
+    status: Literal["ready", "starting", "draining", "unavailable"]
+    checks: dict[str, bool] = Field(description="`store` (answers SELECT 1 within 2 s) and `sandbox` "
+                                    "(sandboxed execution available); empty while starting or draining.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str

@@ -46,7 +46,9 @@ async def delete_user(name: str, purge: bool = False, services: Services = Depen
         raise NotFound(f"user '{valid_name(name)}' not found")
     await services.spaces.close(name)
     if purge:
-        await fspool.run(remove_path, services.settings.home / WORKSPACES_DIR / name)
+        # The sandbox under the workspace root (shared by replicas) and this replica's MCP state.
+        for base in {services.settings.workspaces_path, services.settings.home}:
+            await fspool.run(remove_path, base / WORKSPACES_DIR / name)
     return Response(status_code=204)
 
 

@@ -1,9 +1,17 @@
-"""SQLite storage: one connection, one worker thread, numbered migrations.
+"""Ghost's database: one small interface (`Database`), SQLite and PostgreSQL behind it, numbered migrations.
 
-Every database call goes through `Database.run`, which executes it on a single dedicated thread.
-That gives one writer path (no "database is locked" between Ghost's own writers), keeps sqlite off
-the event loop, and lets callers write plain synchronous functions of a `sqlite3.Connection`.
-WAL mode lets other processes (a second Ghost reading, the `sqlite3` shell) read meanwhile.
+Every store module (history, scratchpad, summaries, users, responses) is written once, as plain
+synchronous functions of a connection (`Conn`: `execute`, `executemany`) in SQL both engines speak,
+with `?` placeholders. `Database.run(fn, *args)` runs `fn(conn, *args)` inside one transaction, off
+the event loop.
+
+SQLite (the default, `SqliteDatabase`): one connection on one dedicated thread. That gives one
+writer path (no "database is locked" between Ghost's own writers), keeps sqlite off the event loop,
+and lets callers write plain synchronous functions of a `sqlite3.Connection`. WAL mode lets other
+processes (a second Ghost reading, the `sqlite3` shell) read meanwhile.
+
+PostgreSQL (`ghost.store.postgres`, `--database-url postgresql://...`): a bounded pool, for
+several Ghost replicas sharing one store (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -13,12 +21,13 @@ import errno
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ghost.errors import InsufficientStorage
 from ghost.store.conversation import conversation_digest, opening_digest
@@ -27,6 +36,45 @@ from ghost.private import create_private_file, tighten_file
 SQLITE_FULL = 13
 P = ParamSpec("P")
 T = TypeVar("T")
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What a store function may use of its connection: a `sqlite3.Connection` is one as it is."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+
+def dialect_of(conn: Conn) -> str:
+    """"sqlite" or "postgresql": for the few statements the two engines spell differently."""
+    return SQLITE if isinstance(conn, sqlite3.Connection) else getattr(conn, "dialect", SQLITE)
+
+
+def write_lock(conn: Conn, name: str) -> None:
+    """Serialise this transaction with every other that takes the same `name`, until it ends.
+
+    For a check-then-write (a bound on entries, a name taken). SQLite's BEGIN IMMEDIATE already
+    lets one writer in at a time; PostgreSQL's READ COMMITTED does not, so there a transaction-
+    scoped advisory lock on the name's hash does it (a collision only serialises two unrelated
+    writes a little).
+    """
+    if dialect_of(conn) == POSTGRESQL:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
+
+
+def byte_length(conn: Conn, column: str) -> str:
+    """SQL for the length in bytes (UTF-8) of a text column."""
+    return f"length(CAST({column} AS BLOB))" if dialect_of(conn) == SQLITE else f"octet_length({column})"
 
 
 # (executescript would COMMIT the migration's transaction half-way, so statements run one by one.)
@@ -114,6 +162,8 @@ def _m004_users(conn: sqlite3.Connection) -> None:
     for table, (columns, key) in tables.items():
         names = [c.split()[0] for c in columns.split(", ")]
         conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+        if dialect_of(conn) == POSTGRESQL:  # a primary key's index is named after its table there
+            conn.execute(f"ALTER TABLE {table}_old RENAME CONSTRAINT {table}_pkey TO {table}_old_pkey")
         conn.execute(f"CREATE TABLE {table} (workspace TEXT NOT NULL, {columns}, PRIMARY KEY (workspace, {key}))")
         conn.execute(f"INSERT INTO {table} (workspace, {', '.join(names)}) "
                      f"SELECT ?, {', '.join(names)} FROM {table}_old", (ADMIN,))
@@ -139,20 +189,64 @@ def _m005_responses(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX responses_workspace ON responses (workspace, created_at)")
 
 
+def _m006_turn_starts(conn: Conn) -> None:
+    # When each user's recent turns started, for the per-user turns-per-minute limit when replicas
+    # share the store (ghost.store.turn_limits); one Ghost alone counts in memory.
+    conn.execute("CREATE TABLE turn_starts (user_name TEXT NOT NULL, started_at REAL NOT NULL)")
+    conn.execute("CREATE INDEX turn_starts_user ON turn_starts (user_name, started_at)")
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_context_summaries,
+MIGRATIONS: list[Callable[[Any], None]] = [_m001_initial, _m002_context_summaries,
                                                          _m003_history_digests, _m004_users,
-                                                         _m005_responses]
+                                                         _m005_responses, _m006_turn_starts]
 
 
-class Database:
+class Database(ABC):
+    """The store's one way in: `await db.run(fn, *args)` runs `fn(conn, *args)` in one transaction."""
+
+    dialect: str
+
+    @abstractmethod
+    async def open(self) -> "Database":
+        """Connect and bring the schema up to date (MIGRATIONS)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` off the event loop inside one transaction (rolled back if it raises)."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer a trivial query now (readiness probes)."""
+        await self.run(_ping)
+
+    def lease(self, name: str, *, exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
+        """Workspace `name`'s lease across every process sharing this store (ghost.store.lease).
+        SQLite is one machine's file: the in-process gate is all there is to coordinate, so none."""
+        return nullcontext()
+
+    def turn_slot(self, user: str, limit: int) -> AbstractAsyncContextManager[bool]:
+        """One of `user`'s `limit` turn slots across processes (yields False if none is free).
+        Only a store shared by replicas has them: one Ghost alone counts its turns in memory."""
+        raise NotImplementedError("turn slots live in a shared store (PostgreSQL)")
+
+
+def _ping(conn: Conn) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+class SqliteDatabase(Database):
+    dialect = SQLITE
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ghost-db")
         self._conn: sqlite3.Connection | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
-    async def open(self) -> "Database":
+    async def open(self) -> "SqliteDatabase":
         await self.run_raw(self._open_sync)
         return self
 
@@ -231,6 +325,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
+    """SQLite's schema version is `PRAGMA user_version` (PostgreSQL's: ghost.store.postgres)."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
         with transaction(conn):

@@ -7,16 +7,15 @@ Each row also keeps the conversation's digest and the digest of its opening
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
 from ghost.store.conversation import conversation_digest, opening_digest
-from ghost.store.db import ADMIN, Database
-from ghost.store.summaries import delete_session_summary, session_summary
+from ghost.store.db import ADMIN, Conn, Database
+from ghost.store.summaries import LOOKUP_CHUNK, delete_session_summary, session_summary
 
 
-def write(conn: sqlite3.Connection, ws: str, session_id: str, messages: list[dict[str, Any]],
+def write(conn: Conn, ws: str, session_id: str, messages: list[dict[str, Any]],
           now: float | None = None) -> None:
     """Store `messages` as the session's conversation (the one way a history row is written)."""
     conn.execute(
@@ -28,7 +27,7 @@ def write(conn: sqlite3.Connection, ws: str, session_id: str, messages: list[dic
     )
 
 
-def _get(conn: sqlite3.Connection, ws: str, session_id: str) -> dict[str, Any] | None:
+def _get(conn: Conn, ws: str, session_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT messages, updated_at FROM history WHERE workspace = ? AND session_id = ?",
                        (ws, session_id)).fetchone()
     if row is None:
@@ -38,36 +37,38 @@ def _get(conn: sqlite3.Connection, ws: str, session_id: str) -> dict[str, Any] |
             "summary": session_summary(conn, ws, session_id)}
 
 
-def _opening(conn: sqlite3.Connection, ws: str, session_id: str) -> str | None:
+def _opening(conn: Conn, ws: str, session_id: str) -> str | None:
     row = conn.execute("SELECT opening FROM history WHERE workspace = ? AND session_id = ?",
                        (ws, session_id)).fetchone()
     return None if row is None else row[0] or ""
 
 
-def _continued(conn: sqlite3.Connection, ws: str, digests: list[str]) -> str | None:
+def _continued(conn: Conn, ws: str, digests: list[str]) -> str | None:
     """The session whose conversation is the longest of the prefixes `digests` stand for."""
-    rows = conn.execute(
-        "SELECT session_id, digest FROM history WHERE workspace = ? AND digest IN (SELECT value FROM json_each(?)) "
-        "ORDER BY updated_at DESC", (ws, json.dumps(digests))).fetchall()
+    rows = []
+    for start in range(0, len(digests), LOOKUP_CHUNK):
+        chunk = digests[start:start + LOOKUP_CHUNK]
+        rows += conn.execute(f"SELECT session_id, digest, updated_at FROM history WHERE workspace = ? "
+                             f"AND digest IN ({','.join('?' * len(chunk))})", [ws, *chunk]).fetchall()
     position = {digest: index for index, digest in enumerate(digests)}
-    best = max(rows, key=lambda row: position[row[1]], default=None)  # max keeps the newest of a tie
+    best = max(rows, key=lambda row: (position[row[1]], row[2]), default=None)  # the newest of a tie
     return None if best is None else best[0]
 
 
-def _latest(conn: sqlite3.Connection, ws: str) -> str | None:
+def _latest(conn: Conn, ws: str) -> str | None:
     row = conn.execute("SELECT session_id FROM history WHERE workspace = ? ORDER BY updated_at DESC LIMIT 1",
                        (ws,)).fetchone()
     return None if row is None else row[0]
 
 
-def _list(conn: sqlite3.Connection, ws: str) -> list[dict[str, Any]]:
+def _list(conn: Conn, ws: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT session_id, json_array_length(messages), updated_at FROM history WHERE workspace = ? "
         "ORDER BY updated_at DESC", (ws,)).fetchall()
     return [{"id": sid, "messages": count, "updated_at": updated} for sid, count, updated in rows]
 
 
-def _delete(conn: sqlite3.Connection, ws: str, session_id: str) -> bool:
+def _delete(conn: Conn, ws: str, session_id: str) -> bool:
     delete_session_summary(conn, ws, session_id)
     return conn.execute("DELETE FROM history WHERE workspace = ? AND session_id = ?",
                         (ws, session_id)).rowcount > 0

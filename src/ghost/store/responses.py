@@ -9,12 +9,11 @@ is simply not there.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ghost.store.db import Database
+from ghost.store.db import Conn, Database
 
 
 @dataclass(frozen=True)
@@ -51,20 +50,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _save(conn: sqlite3.Connection, workspace: str, response_id: str, session_id: str | None, body: str,
+def _save(conn: Conn, workspace: str, response_id: str, session_id: str | None, body: str,
           messages: str, max_stored: int) -> None:
     conn.execute("INSERT INTO responses (id, workspace, session_id, body, messages, created_at) "
                  "VALUES (?, ?, ?, ?, ?, ?)", (response_id, workspace, session_id, body, messages, time.time()))
-    conn.execute("DELETE FROM responses WHERE workspace = ? AND rowid NOT IN (SELECT rowid FROM responses "
-                 "WHERE workspace = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+    conn.execute("DELETE FROM responses WHERE workspace = ? AND id NOT IN (SELECT id FROM responses "
+                 "WHERE workspace = ? ORDER BY created_at DESC, id DESC LIMIT ?)",
                  (workspace, workspace, max_stored))
 
 
-def _get(conn: sqlite3.Connection, workspace: str, response_id: str) -> tuple[str | None, str, str] | None:
+def _get(conn: Conn, workspace: str, response_id: str) -> tuple[str | None, str, str] | None:
     return conn.execute("SELECT session_id, body, messages FROM responses WHERE id = ? AND workspace = ?",
                         (response_id, workspace)).fetchone()
 
 
-def _delete(conn: sqlite3.Connection, workspace: str, response_id: str) -> bool:
+def _delete(conn: Conn, workspace: str, response_id: str) -> bool:
     return conn.execute("DELETE FROM responses WHERE id = ? AND workspace = ?",
                         (response_id, workspace)).rowcount > 0

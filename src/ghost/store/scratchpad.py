@@ -8,13 +8,12 @@ a write past a bound fails with LimitExceeded and changes nothing.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ghost.errors import BadRequest, LimitExceeded, NotFound
-from ghost.store.db import ADMIN, Database
+from ghost.store.db import ADMIN, Conn, Database, byte_length, write_lock
 
 MAX_KEY_CHARS = 200
 
@@ -86,8 +85,9 @@ class Scratchpad:
                                 f"at most {self.max_value_bytes:,} are allowed")
         return data
 
-    def _set(self, conn: sqlite3.Connection, key: str, data: str) -> None:
+    def _set(self, conn: Conn, key: str, data: str) -> None:
         ws = self.workspace
+        write_lock(conn, f"scratchpad:{ws}")
         exists = conn.execute("SELECT 1 FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).fetchone()
         if not exists and conn.execute("SELECT COUNT(*) FROM scratchpad WHERE workspace = ?",
                                        (ws,)).fetchone()[0] >= self.max_entries:
@@ -98,22 +98,22 @@ class Scratchpad:
             (ws, key, data, time.time()))
 
 
-def _get(conn: sqlite3.Connection, ws: str, key: str) -> str | None:
+def _get(conn: Conn, ws: str, key: str) -> str | None:
     row = conn.execute("SELECT value FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).fetchone()
     return None if row is None else row[0]
 
 
-def _list(conn: sqlite3.Connection, ws: str) -> list[Entry]:
-    rows = conn.execute("SELECT key, length(CAST(value AS BLOB)), updated_at FROM scratchpad WHERE workspace = ? "
+def _list(conn: Conn, ws: str) -> list[Entry]:
+    rows = conn.execute(f"SELECT key, {byte_length(conn, 'value')}, updated_at FROM scratchpad WHERE workspace = ? "
                         "ORDER BY key", (ws,))
     return [Entry(key, size, updated) for key, size, updated in rows.fetchall()]
 
 
-def _delete(conn: sqlite3.Connection, ws: str, key: str) -> bool:
+def _delete(conn: Conn, ws: str, key: str) -> bool:
     return conn.execute("DELETE FROM scratchpad WHERE workspace = ? AND key = ?", (ws, key)).rowcount > 0
 
 
-def _previews(conn: sqlite3.Connection, ws: str, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
+def _previews(conn: Conn, ws: str, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
     total = conn.execute("SELECT COUNT(*) FROM scratchpad WHERE workspace = ?", (ws,)).fetchone()[0]
     rows = conn.execute("SELECT key, substr(value, 1, ?) FROM scratchpad WHERE workspace = ? "
                         "ORDER BY updated_at DESC, key LIMIT ?", (chars, ws, limit)).fetchall()

@@ -6,12 +6,11 @@ instead of a new one each turn. It is bounded: past `MAX_ROWS` the oldest summar
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ghost.store.db import ADMIN, Database
+from ghost.store.db import ADMIN, Conn, Database
 
 MAX_ROWS = 10_000
 LOOKUP_CHUNK = 500  # bound variables per query
@@ -24,7 +23,7 @@ class StoredSummary:
     text: str
 
 
-def _longest(conn: sqlite3.Connection, ws: str, hashes: list[str]) -> StoredSummary | None:
+def _longest(conn: Conn, ws: str, hashes: list[str]) -> StoredSummary | None:
     best: StoredSummary | None = None
     for start in range(0, len(hashes), LOOKUP_CHUNK):
         chunk = hashes[start:start + LOOKUP_CHUNK]
@@ -36,17 +35,19 @@ def _longest(conn: sqlite3.Connection, ws: str, hashes: list[str]) -> StoredSumm
     return best
 
 
-def _put(conn: sqlite3.Connection, ws: str, summary: StoredSummary, session_id: str) -> None:
+def _put(conn: Conn, ws: str, summary: StoredSummary, session_id: str) -> None:
     now = time.time()
-    conn.execute("INSERT OR REPLACE INTO context_summaries (workspace, prefix_hash, covers, text, created_at) "
-                 "VALUES (?, ?, ?, ?, ?)", (ws, summary.prefix_hash, summary.covers, summary.text, now))
-    conn.execute("DELETE FROM context_summaries WHERE workspace = ? AND prefix_hash IN (SELECT prefix_hash FROM "
-                 "context_summaries WHERE workspace = ? ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+    conn.execute("INSERT INTO context_summaries (workspace, prefix_hash, covers, text, created_at) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(workspace, prefix_hash) DO UPDATE SET covers = excluded.covers, "
+                 "text = excluded.text, created_at = excluded.created_at",
+                 (ws, summary.prefix_hash, summary.covers, summary.text, now))
+    conn.execute("DELETE FROM context_summaries WHERE workspace = ? AND prefix_hash NOT IN (SELECT prefix_hash FROM "
+                 "context_summaries WHERE workspace = ? ORDER BY created_at DESC LIMIT ?)",
                  (ws, ws, MAX_ROWS))
     _use(conn, ws, session_id, summary)
 
 
-def _use(conn: sqlite3.Connection, ws: str, session_id: str, summary: StoredSummary) -> None:
+def _use(conn: Conn, ws: str, session_id: str, summary: StoredSummary) -> None:
     conn.execute(
         "INSERT INTO session_summaries (workspace, session_id, prefix_hash, covers, text, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(workspace, session_id) DO UPDATE SET prefix_hash = excluded.prefix_hash, covers = excluded.covers, "
@@ -54,13 +55,13 @@ def _use(conn: sqlite3.Connection, ws: str, session_id: str, summary: StoredSumm
         (ws, session_id, summary.prefix_hash, summary.covers, summary.text, time.time()))
 
 
-def session_summary(conn: sqlite3.Connection, ws: str, session_id: str) -> dict[str, Any] | None:
+def session_summary(conn: Conn, ws: str, session_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT covers, text, updated_at FROM session_summaries WHERE workspace = ? AND session_id = ?",
                        (ws, session_id)).fetchone()
     return None if row is None else {"messages": row[0], "text": row[1], "updated_at": row[2]}
 
 
-def delete_session_summary(conn: sqlite3.Connection, ws: str, session_id: str) -> None:
+def delete_session_summary(conn: Conn, ws: str, session_id: str) -> None:
     conn.execute("DELETE FROM session_summaries WHERE workspace = ? AND session_id = ?", (ws, session_id))
 
 

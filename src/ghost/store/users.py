@@ -12,13 +12,12 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ghost.errors import Conflict, NotFound, Unprocessable, echo
-from ghost.store.db import ADMIN, Database
+from ghost.store.db import ADMIN, Conn, Database, write_lock
 
 Role = Literal["admin", "user", "frontend"]
 ROLES: tuple[str, ...] = ("admin", "user", "frontend")
@@ -60,40 +59,42 @@ def new_key() -> tuple[str, str]:
 
 
 # --- on the database thread ---------------------------------------------------------------------
-def _by_key(conn: sqlite3.Connection, digest: str) -> User | None:
+def _by_key(conn: Conn, digest: str) -> User | None:
     row = conn.execute("SELECT u.name, u.role, u.limits FROM api_keys k JOIN users u ON u.name = k.user_name "
                        "WHERE k.key_hash = ?", (digest,)).fetchone()
     return None if row is None else User(row[0], row[1], json.loads(row[2]))
 
 
-def _get(conn: sqlite3.Connection, name: str) -> User | None:
+def _get(conn: Conn, name: str) -> User | None:
     row = conn.execute("SELECT name, role, limits FROM users WHERE name = ?", (name,)).fetchone()
     return None if row is None else User(row[0], row[1], json.loads(row[2]))
 
 
-def _add_key(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+def _add_key(conn: Conn, name: str) -> tuple[str, str]:
     key_id, key = new_key()
     conn.execute("INSERT INTO api_keys (key_hash, key_id, user_name, created_at) VALUES (?, ?, ?, ?)",
                  (key_hash(key), key_id, name, time.time()))
     return key_id, key
 
 
-def _create(conn: sqlite3.Connection, name: str, role: str, with_key: bool) -> tuple[str, str] | None:
+def _create(conn: Conn, name: str, role: str, with_key: bool) -> tuple[str, str] | None:
+    write_lock(conn, f"user:{name}")
     if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"user '{name}' already exists")
     conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", (name, role, time.time()))
     return _add_key(conn, name) if with_key else None
 
 
-def _ensure(conn: sqlite3.Connection, name: str) -> User:
+def _ensure(conn: Conn, name: str) -> User:
     """The user `name`, created with role `user` if it is new (a front end's end user)."""
+    write_lock(conn, f"user:{name}")
     if (user := _get(conn, name)) is not None:
         return user
     conn.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'user', ?)", (name, time.time()))
     return User(name, "user")
 
 
-def _key_for(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+def _key_for(conn: Conn, name: str) -> tuple[str, str]:
     if _get(conn, name) is None:
         raise NotFound(f"user '{name}' not found")
     if name == ADMIN:
@@ -101,11 +102,11 @@ def _key_for(conn: sqlite3.Connection, name: str) -> tuple[str, str]:
     return _add_key(conn, name)
 
 
-def _delete_key(conn: sqlite3.Connection, name: str, key_id: str) -> bool:
+def _delete_key(conn: Conn, name: str, key_id: str) -> bool:
     return conn.execute("DELETE FROM api_keys WHERE user_name = ? AND key_id = ?", (name, key_id)).rowcount > 0
 
 
-def _delete(conn: sqlite3.Connection, name: str, purge: bool) -> bool:
+def _delete(conn: Conn, name: str, purge: bool) -> bool:
     if name == ADMIN:
         raise Conflict("the built-in admin cannot be deleted")
     if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
@@ -113,10 +114,11 @@ def _delete(conn: sqlite3.Connection, name: str, purge: bool) -> bool:
     if purge:
         for table in ("scratchpad", "history", "context_summaries", "session_summaries"):
             conn.execute(f"DELETE FROM {table} WHERE workspace = ?", (name,))
+        conn.execute("DELETE FROM turn_starts WHERE user_name = ?", (name,))
     return True
 
 
-def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def _list(conn: Conn) -> list[dict[str, Any]]:
     keys: dict[str, list[str]] = {}
     for user_name, key_id in conn.execute("SELECT user_name, key_id FROM api_keys ORDER BY created_at"):
         keys.setdefault(user_name, []).append(key_id)
@@ -126,11 +128,11 @@ def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             for name, role, created, turns, limits in rows]
 
 
-def _count_turn(conn: sqlite3.Connection, name: str) -> None:
+def _count_turn(conn: Conn, name: str) -> None:
     conn.execute("UPDATE users SET turns = turns + 1 WHERE name = ?", (name,))
 
 
-def _set_limits(conn: sqlite3.Connection, name: str, limits: dict[str, int | None]) -> dict[str, int]:
+def _set_limits(conn: Conn, name: str, limits: dict[str, int | None]) -> dict[str, int]:
     user = _get(conn, name)
     if user is None:
         raise NotFound(f"user '{name}' not found")

@@ -105,6 +105,7 @@ class SkillStore:
         self._skills: dict[str, Skill] = {}
         self.skipped: list[dict[str, str]] = []  # sidecars the last scan refused: name, reason
         self._lock = asyncio.Lock()
+        self._stamp: tuple[int, int, int] | None = None  # the skills folder as the last scan saw it
 
     # --- reading ----------------------------------------------------------------------------------
     def all(self) -> list[Skill]:
@@ -127,6 +128,23 @@ class SkillStore:
             self._skills, self.skipped = await fspool.run(self._scan)
         log.info("acquired skills: %s", ", ".join(self._skills) or "none")
 
+    async def rescan_if_changed(self) -> bool:
+        """Scan again if the skills folder changed since the last scan: a skill made, removed or
+        updated by another replica sharing the workspace root. One fstat; True if it scanned."""
+        if await fspool.run(self._folder_stamp) == self._stamp:
+            return False
+        await self.scan()
+        return True
+
+    def _folder_stamp(self) -> tuple[int, int, int] | None:
+        # Skills are written by renames into the folder, so its mtime moves with every change.
+        try:
+            with self._folder() as fd:
+                info = os.fstat(fd)
+        except (OSError, ToolError):
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_ctime_ns
+
     async def scan_bounded(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self.scan(), timeout)
@@ -137,6 +155,7 @@ class SkillStore:
         return {"loaded": len(self._skills), "skipped": self.skipped}
 
     def _scan(self) -> tuple[dict[str, Skill], list[dict[str, str]]]:
+        self._stamp = self._folder_stamp()  # before reading: a change during the scan shows next time
         found: dict[str, Skill] = {}
         skipped: list[dict[str, str]] = []
         try:

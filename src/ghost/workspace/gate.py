@@ -6,6 +6,11 @@ running readers to finish and keeps new ones out while it swaps. A waiting write
 precedence, so a stream of turns cannot starve a load. Both waits are bounded and end in
 `Conflict` (409) rather than hanging a request.
 
+Across replicas sharing one PostgreSQL store, the gate also holds the workspace's lease there
+(`lease`, ghost.store.lease): shared while any turn of this process runs (one connection for all
+of them), exclusively for a load. The in-process gate is taken first, so a load here waits for the
+turns here before it waits for those elsewhere.
+
 State changes are plain synchronous assignments (asyncio runs one coroutine at a time), so leaving
 the gate never awaits and cannot be lost to a cancellation. Readers are not re-entrant while a
 writer waits: a turn that enters the gate again would wait for the writer, which waits for it —
@@ -15,17 +20,26 @@ the bounded wait turns that into a 409 instead of a deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from ghost.errors import Conflict
 
 DEFAULT_WAIT_S = 30.0
+# (exclusive, wait_s) -> the lease held for the block; the default: none (one process).
+Lease = Callable[[bool, float], AbstractAsyncContextManager[None]]
+
+
+def _no_lease(exclusive: bool, wait_s: float) -> AbstractAsyncContextManager[None]:
+    return nullcontext()
 
 
 class WorkspaceGate:
-    def __init__(self, wait_s: float = DEFAULT_WAIT_S) -> None:
+    def __init__(self, wait_s: float = DEFAULT_WAIT_S, lease: Lease = _no_lease) -> None:
         self.wait_s = wait_s
+        self._lease = lease
+        self._shared_lease: AbstractAsyncContextManager[None] | None = None
+        self._shared_lease_lock = asyncio.Lock()
         self._readers = 0
         self._writer = False
         self._no_writer = asyncio.Event()
@@ -52,7 +66,13 @@ class WorkspaceGate:
     @asynccontextmanager
     async def turn(self, timeout: float | None = None) -> AsyncIterator[None]:
         """Hold the workspace shared. Waits (bounded) while a load holds it; then `Conflict`."""
-        await self._enter_shared(self.wait_s if timeout is None else timeout)
+        wait = self.wait_s if timeout is None else timeout
+        await self._enter_shared(wait)
+        try:
+            await self._hold_shared_lease(wait)
+        except BaseException:
+            self._leave_shared()
+            raise
         try:
             yield
         finally:
@@ -61,11 +81,30 @@ class WorkspaceGate:
     @asynccontextmanager
     async def exclusive(self, timeout: float | None = None) -> AsyncIterator[None]:
         """Hold the workspace alone. New turns wait from now on; running ones get `timeout` seconds."""
-        await self._enter_exclusive(self.wait_s if timeout is None else timeout)
+        wait = self.wait_s if timeout is None else timeout
+        await self._enter_exclusive(wait)
         try:
-            yield
+            async with self._lease(True, wait):
+                yield
         finally:
             self._leave_exclusive()
+
+    # --- the lease across processes (shared: one for all of this process's readers) -------------
+    async def _hold_shared_lease(self, wait: float) -> None:
+        if self._lease is _no_lease:  # one process (SQLite): nothing to take, not even the lock
+            return
+        async with self._shared_lease_lock:
+            if self._shared_lease is None:
+                lease = self._lease(False, wait)
+                await lease.__aenter__()
+                self._shared_lease = lease
+
+    def _drop_shared_lease(self) -> None:
+        lease, self._shared_lease = self._shared_lease, None
+        if lease is not None:
+            # Leases release without waiting (ghost.store.lease schedules the close), so this
+            # coroutine finishes at its first step and leaving the gate never blocks.
+            asyncio.get_running_loop().create_task(_exit(lease))
 
     # --- shared ---------------------------------------------------------------------------------
     async def _enter_shared(self, timeout: float) -> None:
@@ -81,6 +120,7 @@ class WorkspaceGate:
     def _leave_shared(self) -> None:
         self._readers -= 1
         if self._readers == 0:
+            self._drop_shared_lease()
             self._no_readers.set()
 
     # --- exclusive ------------------------------------------------------------------------------
@@ -115,3 +155,7 @@ class WorkspaceGate:
     def _leave_exclusive(self) -> None:
         self._writer = False
         self._no_writer.set()
+
+
+async def _exit(lease: AbstractAsyncContextManager[None]) -> None:
+    await lease.__aexit__(None, None, None)

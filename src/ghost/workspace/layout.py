@@ -34,7 +34,18 @@ def tmp_dir(sandbox_root: Path) -> Path:
     load moves into the sandbox with a rename, and outside it, so that code running in the sandbox
     cannot see or tamper with half-written files.
     """
-    return sandbox_root.parent / f".{sandbox_root.name}.ghost-tmp"
+    return sandbox_root.parent / f".{sandbox_root.name}.ghost-tmp{_replica_suffix}"
+
+
+# Replicas sharing one workspace root each keep scratch space of their own next to each sandbox: a
+# replica's start empties its own (left-overs of its killed self), never another's uploads in flight.
+_replica_suffix = ""
+
+
+def use_replica_scratch(replica: str) -> None:
+    """Called once at start by a replica (ghost.app); `replica`: a stable name of it, "" on one machine."""
+    global _replica_suffix
+    _replica_suffix = f"-{replica}" if replica else ""
 
 
 def require_tmp_dir(sandbox_root: Path) -> Path:

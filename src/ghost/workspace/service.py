@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghost.config import Settings
-from ghost.store.db import ADMIN, Database
+from ghost.store.db import ADMIN, SQLITE, Database
+from ghost.store.engine import database_for
 from ghost.store.history import History
 from ghost.store.scratchpad import Scratchpad
 from ghost.workspace.gate import WorkspaceGate
@@ -48,11 +49,11 @@ class Workspace:
 
 def sandbox_root_for(settings: Settings, name: str) -> Path:
     """Where user `name`'s sandbox folder is: the admin keeps today's (--sandbox-dir or
-    <home>/sandbox), everyone else <home>/workspaces/<name>/sandbox. `name` is a checked user name
+    <workspace-root>/sandbox), everyone else <workspace-root>/workspaces/<name>/sandbox. `name` is a checked user name
     (ghost.store.users.valid_name): no separator, never '.' or '..'."""
     if name == ADMIN:
         return settings.sandbox_path
-    return settings.home / WORKSPACES_DIR / name / "sandbox"
+    return settings.workspaces_path / WORKSPACES_DIR / name / "sandbox"
 
 
 def user_workspace(settings: Settings, db: Database, name: str) -> Workspace:
@@ -62,11 +63,14 @@ def user_workspace(settings: Settings, db: Database, name: str) -> Workspace:
     prepare_sandbox_root(root)
     scratchpad = Scratchpad(db, max_entries=settings.scratchpad_max_entries,
                             max_value_bytes=settings.scratchpad_max_value_bytes, workspace=name)
-    return Workspace(settings, db, root, WorkspaceGate(settings.workspace_wait_s), scratchpad,
-                     History(db, name), name=name)
+    # Across replicas (PostgreSQL) the gate also holds the workspace's lease in the shared store.
+    gate = WorkspaceGate(settings.workspace_wait_s) if db.dialect == SQLITE else WorkspaceGate(
+        settings.workspace_wait_s, lease=lambda exclusive, wait: db.lease(name, exclusive=exclusive, wait_s=wait))
+    return Workspace(settings, db, root, gate, scratchpad, History(db, name), name=name)
 
 
 async def open_workspace(settings: Settings) -> Workspace:
     """Open the database (closed by the caller: `workspace.db.close()`) and the admin's workspace."""
-    db = await Database(settings.database_path).open()
+    db = await database_for(settings.database_url, settings.database_path,
+                            pool_size=settings.database_pool_size).open()
     return user_workspace(settings, db, ADMIN)

@@ -1,18 +1,18 @@
 """The workspace's database side: scratchpad and chat history, read and written in one transaction.
 
-Each function takes a `sqlite3.Connection` and runs inside one `Database.run` call, so a save
+Each function takes a connection (`ghost.store.db.Conn`) and runs inside one `Database.run` call, so a save
 sees one consistent snapshot and a load replaces both tables' content at once or not at all.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ghost.errors import ArchiveRejected
+from ghost.store.db import Conn
 from ghost.store.history import write as write_history
 from ghost.workspace.layout import ARCHIVE_FORMAT, ARCHIVE_VERSION
 
@@ -23,7 +23,7 @@ class SessionState:
     scratchpad: dict[str, Any]
 
 
-def snapshot(conn: sqlite3.Connection, ws: str, session_id: str, with_history: bool) -> SessionState:
+def snapshot(conn: Conn, ws: str, session_id: str, with_history: bool) -> SessionState:
     """Workspace `ws`'s scratchpad, and the session's stored history when `with_history` (else [])."""
     rows = conn.execute("SELECT key, value FROM scratchpad WHERE workspace = ? ORDER BY key", (ws,)).fetchall()
     history: list[dict[str, Any]] = []
@@ -34,7 +34,7 @@ def snapshot(conn: sqlite3.Connection, ws: str, session_id: str, with_history: b
     return SessionState(chat_history=history, scratchpad={key: json.loads(value) for key, value in rows})
 
 
-def restore(conn: sqlite3.Connection, ws: str, session_id: str, state: SessionState) -> None:
+def restore(conn: Conn, ws: str, session_id: str, state: SessionState) -> None:
     """Replace workspace `ws`'s whole scratchpad and the session's history with `state`."""
     now = time.time()
     conn.execute("DELETE FROM scratchpad WHERE workspace = ?", (ws,))
