@@ -284,3 +284,16 @@ def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpst
         for t in threads:
             t.join(60)
     assert results == {turn: f"answer to {turn} ({turn})" for turn in turns}
+
+
+def test_turns_reuse_one_upstream_connection(server: GhostServer, upstream: FakeUpstream) -> None:
+    # Sequential turns, streamed and not, go over one kept-alive connection to the upstream: a reply
+    # read to its end (the `[DONE]` marker and the body's terminator) gives the connection back.
+    # The fake records each request's client port, one per connection Ghost opened.
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
+        for i in range(40):
+            body = {"model": "fake-model", "messages": USER, "stream": i % 2 == 0}
+            assert http.post("/v1/chat/completions", json=body).status_code == 200
+    chats = upstream.chat_requests()
+    assert len(chats) == 40
+    assert len({r["client_port"] for r in chats}) == 1

@@ -276,9 +276,9 @@ async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[
     if not content_type.startswith("text/event-stream"):
         raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
     async for chunk in _sse_chunks(response, acc.bounds):
-        if chunk is None:
+        if chunk is None:  # not a return: `_sse_chunks` still drains the body, so the connection is reused
             acc.done = True
-            return
+            continue
         for delta in _checked_chunk(acc, chunk):
             yield delta
 
