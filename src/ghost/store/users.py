@@ -8,16 +8,19 @@ deleted without being known.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ghost.errors import Conflict, NotFound, Unprocessable, echo
+from ghost.errors import Conflict, InsufficientStorage, NotFound, Unprocessable, echo
 from ghost.store.db import ADMIN, Database
 
 Role = Literal["admin", "user", "frontend"]
@@ -26,6 +29,7 @@ NAME_PATTERN = r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127}"
 NAME_RULE = "1-128 characters of letters, digits and . _ @ -, not starting with '.'"
 _NAME = re.compile(NAME_PATTERN)
 KEY_PREFIX = "ghost_"
+log = logging.getLogger("ghost.users")
 LIMIT_NAMES = ("max_concurrent_turns", "turns_per_minute", "sandbox_bytes")
 
 
@@ -126,8 +130,9 @@ def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             for name, role, created, turns, limits in rows]
 
 
-def _count_turn(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("UPDATE users SET turns = turns + 1 WHERE name = ?", (name,))
+def _count_turns(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
+    conn.executemany("UPDATE users SET turns = turns + ? WHERE name = ?",
+                     [(count, name) for name, count in counts.items()])
 
 
 def _set_limits(conn: sqlite3.Connection, name: str, limits: dict[str, int | None]) -> dict[str, int]:
@@ -145,11 +150,17 @@ class Users:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Turns counted and not yet written: a write per turn cost a database round trip and a
+        # commit on the way to the turn's first token. Written in the background, the turns that
+        # came meanwhile in one statement; everything that reads or removes a count writes them first.
+        self._pending: Counter[str] = Counter()
+        self._writer: asyncio.Task[None] | None = None
 
     async def by_key(self, key: str) -> User | None:
         return await self.db.run(_by_key, key_hash(key))
 
     async def get(self, name: str) -> User | None:
+        await self.flush()
         return await self.db.run(_get, valid_name(name))
 
     async def create(self, name: str, role: str = "user") -> tuple[str, str]:
@@ -168,13 +179,33 @@ class Users:
         return await self.db.run(_delete_key, valid_name(name), key_id)
 
     async def delete(self, name: str, purge: bool = False) -> bool:
+        await self.flush()  # a name made again must not inherit its predecessor's pending turns
         return await self.db.run(_delete, valid_name(name), purge)
 
     async def list(self) -> list[dict[str, Any]]:
+        await self.flush()
         return await self.db.run(_list)
 
     async def count_turn(self, name: str) -> None:
-        await self.db.run(_count_turn, name)
+        """Count one admitted turn of `name` (written soon after, without waiting for it here)."""
+        self._pending[name] += 1
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+
+    async def flush(self) -> None:
+        """Wait until every turn counted so far is written (reads call it; so does shutdown)."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            counts, self._pending = dict(self._pending), Counter()
+            try:
+                await self.db.run(_count_turns, counts)
+            except InsufficientStorage:  # a counter is not worth failing anything for
+                log.warning("a full disk lost %d turns from the users' turn counts", sum(counts.values()))
+            except Exception:  # noqa: BLE001 - a background write: logged, never left unretrieved
+                log.exception("could not write the users' turn counts")
 
     async def set_limits(self, name: str, limits: dict[str, int | None]) -> dict[str, int]:
         for key, value in limits.items():
