@@ -155,6 +155,10 @@ async def test_turn_counts_that_come_together_are_written_together(tmp_path) -> 
         await users.flush()
         assert (await users.get("dora")) is not None and writes[-1] == {"dora": 1}
         assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 51
+        await users.count_turn("dora")
+        await users.aclose()  # shutdown: the writer still waiting is stopped, the count written
+        assert writes[-1] == {"dora": 1} and users._writer is not None and users._writer.cancelled()
+        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 52
     finally:
         await db.close()
 

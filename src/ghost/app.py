@@ -79,7 +79,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     context = await start_context(settings, upstream, workspace.db, workspace.sandbox_root, bundled_size)
     workspace.after_load.append(context.forget_saved)
     users = Users(workspace.db)
-    stack.push_async_callback(users.flush)  # before the database closes: the last turns' counts
+    stack.push_async_callback(users.aclose)  # before the database closes: the last turns' counts
     admin_user = await users.get(ADMIN)
     assert admin_user is not None  # made by the migration that added users
     parts = SpaceParts(settings, upstream, workspace.db, users, tools.executor, context,

@@ -30,6 +30,9 @@ NAME_RULE = "1-128 characters of letters, digits and . _ @ -, not starting with 
 _NAME = re.compile(NAME_PATTERN)
 KEY_PREFIX = "ghost_"
 log = logging.getLogger("ghost.users")
+# Turn counts are written this long after the first turn not yet written, with every turn counted
+# meanwhile: one write for many turns. A crash loses at most this much of the counts.
+TURN_COUNTS_WRITE_S = 1.0
 LIMIT_NAMES = ("max_concurrent_turns", "turns_per_minute", "sandbox_bytes")
 
 
@@ -152,7 +155,8 @@ class Users:
         self.db = db
         # Turns counted and not yet written: a write per turn cost a database round trip and a
         # commit on the way to the turn's first token. Written in the background, the turns that
-        # came meanwhile in one statement; everything that reads or removes a count writes them first.
+        # came meanwhile in one statement; everything that reads or removes a count writes them
+        # first (the database's one thread runs an earlier background write before that read).
         self._pending: Counter[str] = Counter()
         self._writer: asyncio.Task[None] | None = None
 
@@ -187,21 +191,31 @@ class Users:
         return await self.db.run(_list)
 
     async def count_turn(self, name: str) -> None:
-        """Count one admitted turn of `name` (written soon after, without waiting for it here)."""
+        """Count one admitted turn of `name` (written within `TURN_COUNTS_WRITE_S`, not waited for)."""
         self._pending[name] += 1
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
+            self._writer = asyncio.create_task(self._write_later())
 
     async def flush(self) -> None:
-        """Wait until every turn counted so far is written (reads call it; so does shutdown)."""
-        if self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        """Write every turn counted so far (reads call it first)."""
+        await self._write_pending()
+
+    async def aclose(self) -> None:
+        """At shutdown, before the database closes: the last turns' counts written."""
+        if self._writer is not None:
+            self._writer.cancel()
+        await self._write_pending()
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(TURN_COUNTS_WRITE_S)
+        await self._write_pending()
 
     async def _write_pending(self) -> None:
         while self._pending:
             counts, self._pending = dict(self._pending), Counter()
             try:
-                await self.db.run(_count_turns, counts)
+                # Shielded: shutdown cancels the writer, never a write already handed over.
+                await asyncio.shield(self.db.run(_count_turns, counts))
             except InsufficientStorage:  # a counter is not worth failing anything for
                 log.warning("a full disk lost %d turns from the users' turn counts", sum(counts.values()))
             except Exception:  # noqa: BLE001 - a background write: logged, never left unretrieved
