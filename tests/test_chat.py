@@ -284,3 +284,28 @@ def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpst
         for t in threads:
             t.join(60)
     assert results == {turn: f"answer to {turn} ({turn})" for turn in turns}
+
+
+def test_turns_reuse_the_upstream_connections(server: GhostServer, upstream: FakeUpstream) -> None:
+    # Sequential turns, streamed and not, go over kept-alive connections to the upstream: a reply
+    # read to its end (the `[DONE]` marker and the body's terminator) gives its connection back.
+    # The fake records each request's client port, one per connection Ghost opened. Connections
+    # earlier tests left in the pool may take turns too; after the first batch, no new one is made.
+    def batch(tag: str) -> set[int]:
+        upstream.reset()
+        # Paced: `[DONE]` and the body's end leave in separate writes, so a reader that stopped at
+        # `[DONE]` would leave the body unfinished and its connection closed.
+        upstream.script(*(Reply(delay=0.002) for _ in range(30)))
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
+            for i in range(30):
+                body = {"model": "fake-model", "messages": [{"role": "user", "content": f"{tag} {i}"}],
+                        "stream": i % 2 == 0}
+                assert http.post("/v1/chat/completions", json=body).status_code == 200
+        chats = upstream.chat_requests()
+        assert len(chats) == 30
+        return {r["client_port"] for r in chats}
+
+    first = batch("first")
+    second = batch("second")
+    assert len(first) < 10  # not one per turn
+    assert second <= first  # every turn of the second batch went over a connection already open

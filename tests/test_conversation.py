@@ -5,7 +5,12 @@ from __future__ import annotations
 from ghost.agent.client_tools import ClientTools
 from ghost.agent.catalog import ModelChoice, listed_models, resolve_model
 from ghost.events import ToolCall
-from ghost.store.conversation import conversation_digest, opening_digest, prefix_digests
+import hashlib
+
+import pytest
+
+from ghost.store import conversation
+from ghost.store.conversation import canonical, conversation_digest, opening_digest, prefix_digests
 
 USER = {"role": "user", "content": "hi"}
 REPLY = {"role": "assistant", "content": "Hello there."}
@@ -36,6 +41,45 @@ def test_what_the_conversation_says_does_count() -> None:
     assert conversation_digest([USER, {"role": "assistant", "content": "Hello, there."}]) != base
     assert conversation_digest([{"role": "system", "content": "hi"}, REPLY]) != base
     assert conversation_digest([USER, {**REPLY, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]) != base
+
+
+def _chain_from_scratch(messages: list) -> list[str]:
+    digests, previous = [], ""
+    for message in messages:
+        previous = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
+        digests.append(previous)
+    return digests
+
+
+def test_a_resent_conversation_chains_only_its_new_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    conversation._steps.clear()
+    chat = [USER, REPLY, *({"role": "user" if i % 2 else "assistant", "content": f"turn {i}"} for i in range(40))]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}
+    chat.append(call)
+    expected = _chain_from_scratch(chat)
+    assert prefix_digests(chat) == expected  # the first time: every message canonicalised
+    seen: list = []
+    real = conversation.canonical
+    monkeypatch.setattr(conversation, "canonical", lambda m: seen.append(m) or real(m))
+    new = {"role": "user", "content": "and one more"}
+    assert prefix_digests([*chat, new]) == _chain_from_scratch([*chat, new])
+    assert seen == [call, new]  # the plain messages came from memory; a tool call is always read
+    seen.clear()
+    changed = [USER, {"role": "assistant", "content": "Hello  there!"}, *chat[2:]]
+    assert prefix_digests(changed) == _chain_from_scratch(changed)  # an edit changes every later step
+    assert len(seen) == len(changed) - 1
+
+
+def test_the_remembered_steps_stay_within_their_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    conversation._steps.clear()
+    monkeypatch.setattr(conversation, "MAX_STEP_CHARS", 1000)
+    chat = [{"role": "user", "content": f"{i:03d}" + "x" * 97} for i in range(50)]  # 5,000 characters
+    assert prefix_digests(chat) == _chain_from_scratch(chat)
+    assert conversation._steps._chars <= 1000 and len(conversation._steps._steps) == 10
+    huge = {"role": "user", "content": "y" * (conversation.MAX_STEP_TEXT + 1)}
+    assert prefix_digests([huge]) == _chain_from_scratch([huge])
+    assert all(len(text) <= conversation.MAX_STEP_TEXT for _, _, text in conversation._steps._steps)
+    conversation._steps.clear()
 
 
 def test_the_opening_is_the_first_user_message() -> None:

@@ -145,6 +145,56 @@ async def test_prompt_summary_is_short_and_bounded(pad: Scratchpad, tools: tuple
     assert len(await pad_tools.prompt_summary(60)) <= 60
 
 
+async def test_previews_are_read_once_and_refreshed_by_every_write(pad: Scratchpad, db: Database,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real_run = db.run
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        if fn.__name__ == "_previews":
+            reads.append(1)
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(db, "run", counted)
+    await pad.set("a", 1)
+    for _ in range(5):
+        assert await pad.previews(80, 10) == (1, [("a", "1")])
+    assert len(reads) == 1  # the system prompt of every turn reads them: from memory after the first
+    await pad.set("b", "two")
+    assert await pad.previews(80, 10) == (2, [("b", '"two"'), ("a", "1")])
+    await pad.set("a", 3)
+    assert await pad.previews(80, 10) == (2, [("a", "3"), ("b", '"two"')])
+    assert await pad.delete("b")
+    assert await pad.previews(80, 10) == (1, [("a", "3")])
+    pad.changed()  # what a workspace load calls after it replaced the scratchpad
+    assert await pad.previews(80, 10) == (1, [("a", "3")])
+    assert len(reads) == 5
+
+
+async def test_a_preview_read_that_raced_a_write_is_not_kept(pad: Scratchpad, db: Database,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    await pad.set("a", 1)
+    real_run = db.run
+    read_started, write_done = asyncio.Event(), asyncio.Event()
+
+    async def slow_previews(fn: Any, *args: Any) -> Any:
+        if fn.__name__ != "_previews":
+            return await real_run(fn, *args)
+        result = await real_run(fn, *args)  # read before the write below...
+        read_started.set()
+        await write_done.wait()  # ...handed back only after it finished
+        return result
+
+    monkeypatch.setattr(db, "run", slow_previews)
+    reader = asyncio.create_task(pad.previews(80, 10))
+    await read_started.wait()
+    await pad.set("a", 2)
+    write_done.set()
+    assert await reader == (1, [("a", "1")])  # that caller got what was there when it asked
+    monkeypatch.setattr(db, "run", real_run)
+    assert await pad.previews(80, 10) == (1, [("a", "2")])  # the next one reads the write
+
+
 # --- through a real Ghost: the model saves a note, Ghost restarts, the model reads it back ---------
 
 def _tool_message(upstream: FakeUpstream) -> str:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 import zipfile
+from multiprocessing.pool import ThreadPool
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -110,6 +111,57 @@ def tool(upstream: FakeUpstream, client: httpx.Client, name: str, arguments: dic
 
 
 # --- the user routes --------------------------------------------------------------------------------
+
+def test_every_admitted_turn_is_counted(people: People) -> None:
+    # Counts are written in the background, several turns in one write; the list reads them all.
+    carol = people.add("carol")
+    assert people.admin.put("/api/users/carol/limits", json={"turns_per_minute": 0}).status_code == 200
+
+    def turns() -> int:
+        return {u["name"]: u for u in people.admin.get("/api/users").json()["users"]}["carol"]["usage"]["turns"]
+
+    assert turns() == 0
+    for i in range(3):
+        assert chat(carol, f"count {i}").status_code == 200
+    assert turns() == 3  # read right after the last turn: nothing pending is missed
+    with ThreadPool(2) as pool:  # a user runs 2 turns at once by default
+        assert all(r.status_code == 200 for r in pool.map(lambda i: chat(carol, f"burst {i}"), range(16)))
+    assert turns() == 19
+
+
+async def test_turn_counts_that_come_together_are_written_together(tmp_path) -> None:
+    from ghost.store.db import Database
+    from ghost.store.users import Users
+
+    db = await Database(tmp_path / "ghost.db").open()
+    try:
+        users = Users(db)
+        await users.create("dora")
+        writes: list[dict] = []
+        real_run = db.run
+
+        async def counted(fn: Any, *args: Any) -> Any:
+            if fn.__name__ == "_count_turns":
+                writes.append(args[0])
+            return await real_run(fn, *args)
+
+        db.run = counted  # type: ignore[method-assign]
+        for _ in range(50):
+            await users.count_turn("dora")  # returns without waiting for the database
+        assert writes == []
+        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 50
+        assert writes == [{"dora": 50}]  # one statement for the turns counted meanwhile
+        await users.count_turn("dora")
+        await users.flush()
+        assert (await users.get("dora")) is not None and writes[-1] == {"dora": 1}
+        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 51
+        await users.count_turn("dora")
+        await users.aclose()  # shutdown: the writer still waiting is stopped, the count written
+        assert writes[-1] == {"dora": 1} and users._writer is not None and users._writer.cancelled()
+        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 52
+    finally:
+        await db.close()
+
 
 def test_user_routes_follow_the_contract(people: People, alice: httpx.Client, frontend: httpx.Client) -> None:
     listed = people.admin.get("/api/users")

@@ -31,6 +31,7 @@ from ghost.config import Settings
 from ghost.keyfile import with_resolved_key
 from ghost.llm.bounds import ReplyBounds
 from ghost.llm.client import make_http_client
+from ghost.llm.transport import make_pool
 from ghost.llm.embedded import open_embedded_model
 from ghost.llm.upstream import HttpUpstream
 from ghost.looplag import LoopLagMonitor
@@ -62,10 +63,15 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
     workspace.after_load.append(tools.skills.scan)
     bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
-    upstream = HttpUpstream(http, bundled.url if bundled else settings.upstream_url,
-                            bundled.api_key if bundled else settings.upstream_api_key,
+    upstream_url = bundled.url if bundled else settings.upstream_url
+    # One aiohttp session for the chat path and the catch-all proxy: one pool of kept-alive connections.
+    session = make_pool(settings, upstream_url)
+    if session is not None:
+        stack.push_async_callback(session.aclose)
+    upstream = HttpUpstream(http, upstream_url, bundled.api_key if bundled else settings.upstream_api_key,
                             ReplyBounds.from_settings(settings), model_override=settings.upstream_model,
-                            check_available=bundled.check_available if bundled else lambda: None)
+                            check_available=bundled.check_available if bundled else lambda: None,
+                            session=session)
     if bundled is not None:  # the bundled model becomes the upstream; its self-test sends Ghost's tools
         upstream.models = [bundled.name]
         turns = TurnServices(settings, upstream, tools.registry, None, tools.sandbox_network)
@@ -80,6 +86,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     context = await start_context(settings, upstream, workspace.db, workspace.sandbox_root, bundled_size)
     workspace.after_load.append(context.forget_saved)
     users = Users(workspace.db)
+    stack.push_async_callback(users.aclose)  # before the database closes: the last turns' counts
     admin_user = await users.get(ADMIN)
     assert admin_user is not None  # made by the migration that added users
     parts = SpaceParts(settings, upstream, workspace.db, users, tools.executor, context,
@@ -101,9 +108,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
         resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
             services = await build_services(resolved, stack)
-            if pool := proxy.make_pool(resolved, services.upstream.url):  # the catch-all proxy's own session
-                app.state.proxy_pool = pool
-                stack.push_async_callback(pool.aclose)
+            if services.upstream.session is not None:  # the catch-all proxy sends over the chat path's session
+                app.state.proxy_pool = services.upstream.session
             app.state.services = services
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
                      services.upstream.url or "(none)", services.upstream.models)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import httpx
 
 from ghost.errors import UpstreamError, error_text
 from ghost.events import ToolCall, Usage
@@ -23,10 +22,10 @@ from ghost.jsondepth import too_deep
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, read_bounded
 from ghost.llm.overflow import context_overflow
 from ghost.llm.think import ThinkSplitter
-from ghost.llm.transport_errors import upstream_errors
 from ghost.sse import ServerSentEvent, aiter_sse
 
 if TYPE_CHECKING:
+    from ghost.llm.transport import UpstreamResponse
     from ghost.llm.upstream import HttpUpstream
 
 MAX_ERROR_BODY = 4096
@@ -175,11 +174,11 @@ def _usage(raw: dict[str, Any]) -> Usage | None:
     return None
 
 
-async def _raise_for_status(response: httpx.Response) -> None:
-    if response.status_code == 200:
+async def _raise_for_status(response: UpstreamResponse) -> None:
+    if response.status == 200:
         return
     body = b""
-    async for piece in response.aiter_bytes():
+    async for piece in response:
         body += piece
         if len(body) > MAX_ERROR_BODY:
             break
@@ -187,24 +186,24 @@ async def _raise_for_status(response: httpx.Response) -> None:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
-    if (overflow := context_overflow(response.status_code, parsed)) is not None:
+    if (overflow := context_overflow(response.status, parsed)) is not None:
         raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
     try:
         detail = error_text(parsed.get("error") or body[:300].decode(errors="replace"))
     except AttributeError:
-        detail = body[:300].decode(errors="replace").strip() or response.reason_phrase
-    raise UpstreamError(f"upstream answered {response.status_code}: {detail}")
+        detail = body[:300].decode(errors="replace").strip() or (response.response.reason or "")
+    raise UpstreamError(f"upstream answered {response.status}: {detail}")
 
 
-async def _sse_chunks(response: httpx.Response, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
+async def _sse_chunks(response: UpstreamResponse, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
     """Each parsed chunk of the upstream's event stream; None for the `[DONE]` marker.
 
     Only unnamed (`message`) events carry chunks; an `error` event is the upstream's failure; an
     event of any other name is not part of the chat stream and is skipped. After [DONE] the rest
     of the body (normally just the chunked terminator) is still read, so the pooled connection can
-    be reused: httpx closes a connection whose response was left unread.
+    be reused: a connection whose response was left unread is closed.
     """
-    events = aiter_sse(response.aiter_bytes(), bounds.sse_parser())
+    events = aiter_sse(response, bounds.sse_parser())
     async for event in events:
         data = event.data.strip()
         if event.event == "error":
@@ -261,13 +260,13 @@ def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]
     return parsed
 
 
-async def _read_json(response: httpx.Response, bounds: ReplyBounds) -> dict[str, Any]:
-    body = await read_bounded(response.aiter_bytes(), bounds.line_bytes)
+async def _read_json(response: UpstreamResponse, bounds: ReplyBounds) -> dict[str, Any]:
+    body = await read_bounded(response, bounds.line_bytes)
     return _parse_object(body, bounds, "reply (neither SSE nor a JSON object)")
 
 
-async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[Delta]:
-    content_type = response.headers.get("content-type", "")
+async def _deltas(response: UpstreamResponse, acc: _Accumulator) -> AsyncIterator[Delta]:
+    content_type = response.response.headers.get("content-type", "")
     if content_type.startswith("application/json"):  # an upstream that ignored stream=true
         for delta in _checked_chunk(acc, await _read_json(response, acc.bounds)):
             yield delta
@@ -276,9 +275,9 @@ async def _deltas(response: httpx.Response, acc: _Accumulator) -> AsyncIterator[
     if not content_type.startswith("text/event-stream"):
         raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
     async for chunk in _sse_chunks(response, acc.bounds):
-        if chunk is None:
+        if chunk is None:  # not a return: `_sse_chunks` still drains the body, so the connection is reused
             acc.done = True
-            return
+            continue
         for delta in _checked_chunk(acc, chunk):
             yield delta
 
@@ -292,20 +291,31 @@ def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
         raise UpstreamError(f"upstream sent a stream chunk of the wrong shape: {str(chunk)[:120]}") from exc
 
 
+def _request_body(payload: dict[str, Any]) -> bytes:
+    """The request's JSON (compact, UTF-8; NaN and infinities refused, as JSON has none)."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        raise UpstreamError(f"the request for the upstream is not valid JSON: {exc}") from exc
+
+
 async def stream_chat(upstream: HttpUpstream, payload: dict[str, Any], request_id: str
                       ) -> AsyncIterator[Delta | Completion]:
     url = f"{upstream.url}/v1/chat/completions"
-    headers = {**upstream.headers(), "x-request-id": request_id}
+    headers = [("content-type", "application/json"), *upstream.headers().items(), ("x-request-id", request_id)]
     acc = _Accumulator(upstream.bounds)
     started = time.perf_counter()
-    if not upstream.url:
+    if not upstream.url or upstream.session is None:
         raise UpstreamError("no upstream is configured")
     upstream.check_available()
-    with upstream_errors():
-        async with upstream.http.stream("POST", url, json=payload, headers=headers) as response:
-            await _raise_for_status(response)
-            async for delta in _deltas(response, acc):
-                yield delta
+    body = _request_body(payload)
+    response = await upstream.session.post(url, headers, body)
+    try:
+        await _raise_for_status(response)
+        async for delta in _deltas(response, acc):
+            yield delta
+    finally:
+        await response.aclose()  # read to its end: back to the pool; else the connection is closed
     for kind, text in acc.splitter.flush():
         yield Delta(kind, text)
     if not acc.done and acc.finish_reason is None:

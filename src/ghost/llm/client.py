@@ -1,4 +1,5 @@
-"""The shared upstream HTTP client (httpx) for chat, embeddings, model discovery and health.
+"""The upstream HTTP client (httpx) for embeddings, model discovery, token counts and health
+(chat completions and the proxy go over `ghost.llm.transport`'s aiohttp session).
 
 Its failures become Ghost's errors in `ghost.llm.transport_errors`.
 """

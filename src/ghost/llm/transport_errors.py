@@ -1,7 +1,8 @@
 """The one place a failure to talk to the upstream becomes Ghost's error, with its message.
 
-Ghost reaches the upstream through two HTTP clients: httpx for chat, embeddings and model discovery,
-aiohttp for the catch-all proxy (cheaper per request on that path). Both fail the same few ways,
+Ghost reaches the upstream through two HTTP clients: aiohttp for chat completions and the catch-all
+proxy (one session, `ghost.llm.transport`: cheaper per request on those paths), httpx for
+embeddings, model discovery, token counts and health. Both fail the same few ways,
 and a client must read the same error type for the same failure whichever path it took:
 
 - the upstream cannot be reached, or the connection broke: 502 `upstream_unavailable`;

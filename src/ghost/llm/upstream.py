@@ -3,7 +3,8 @@
 `Upstream` is the interface the agent and the routes use; `HttpUpstream` is the real one (any
 OpenAI-compatible server, the bundled model's included). Tests that need no network use the
 in-process `ghost.testing.scripted_upstream.ScriptedUpstream`. The catch-all proxy does not go
-through here: it relays bytes on its own transport (`ghost.api.proxy`).
+through here: it relays bytes (`ghost.api.proxy`) over the same aiohttp session as the chat path
+(`ghost.llm.transport`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 from ghost.llm.bounds import ReplyBounds
 from ghost.llm.chat import Completion, Delta, stream_chat
 from ghost.llm.embeddings import Embeddings, embed
+from ghost.llm.transport import UpstreamSession
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -54,6 +56,9 @@ class HttpUpstream:
     model_override: str = ""
     # Raises ModelUnavailable when the server is known to be gone for good (a failed bundled model).
     check_available: Callable[[], None] = _always_available
+    # The aiohttp session chat completions stream over (shared with the catch-all proxy); `http`
+    # serves the rest (embeddings, discovery, health, token counts).
+    session: UpstreamSession | None = None
 
     @property
     def default_model(self) -> str:

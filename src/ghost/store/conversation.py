@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 _FOLDED = re.compile(r"<think>.*?</think>|<details\b[^>]*>.*?</details>", re.DOTALL | re.IGNORECASE)
@@ -54,11 +56,71 @@ def canonical(message: dict[str, Any]) -> str:
     return json.dumps([message.get("role"), " ".join(text.split()), calls], ensure_ascii=False, sort_keys=True)
 
 
+# A client resends the whole conversation every turn, so all but its newest messages were chained
+# on an earlier turn: each step (digest before, role, text) -> digest is remembered, and a turn
+# computes `canonical` and a hash only for what is new. Bounded by the characters it holds.
+MAX_STEP_CHARS = 8_000_000  # texts kept as keys, in all
+MAX_STEP_TEXT = 200_000  # a longer text is hashed every time rather than held
+MAX_STEPS = 200_000
+
+
+class _ChainSteps:
+    def __init__(self) -> None:
+        self._steps: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()  # the history's writes chain on the database thread
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        with self._lock:
+            digest = self._steps.get(key)
+            if digest is not None:
+                self._steps.move_to_end(key)
+            return digest
+
+    def put(self, key: tuple[str, str, str], digest: str) -> None:
+        with self._lock:
+            if key in self._steps:
+                return
+            self._steps[key] = digest
+            self._chars += len(key[2])
+            while self._chars > MAX_STEP_CHARS or len(self._steps) > MAX_STEPS:
+                (_, _, text), _ = self._steps.popitem(last=False)
+                self._chars -= len(text)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._steps.clear()
+            self._chars = 0
+
+
+_steps = _ChainSteps()
+
+
+def _step_key(previous: str, message: Any) -> tuple[str, str, str] | None:
+    """The memo key of a plain text message (role and text are all `canonical` reads of it), else None."""
+    if not isinstance(message, dict) or message.get("tool_calls"):
+        return None
+    role, content = message.get("role"), message.get("content")
+    if type(role) is not str or type(content) is not str or len(content) > MAX_STEP_TEXT:
+        return None
+    return previous, role, content
+
+
+def _step(previous: str, message: Any) -> str:
+    key = _step_key(previous, message)
+    if key is not None and (known := _steps.get(key)) is not None:
+        return known
+    digest = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
+    if key is not None:
+        _steps.put(key, digest)
+    return digest
+
+
 def prefix_digests(messages: list[dict[str, Any]]) -> list[str]:
     """digests[k] is the digest of messages[:k + 1]."""
     digests, previous = [], ""
     for message in messages:
-        previous = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
+        previous = _step(previous, message)
         digests.append(previous)
     return digests
 

@@ -46,10 +46,17 @@ class Scratchpad:
         self.workspace = workspace  # every query reads and writes this workspace's rows only
         self.max_entries = max_entries
         self.max_value_bytes = max_value_bytes
+        # The system prompt shows the previews every turn, and they change only when the
+        # scratchpad is written: kept here, forgotten on every write (`changed`).
+        self._previews: dict[tuple[int, int], tuple[int, list[tuple[str, str]]]] = {}
+        self._generation = 0  # counts writes, so a read that raced one is not kept
 
     async def set(self, key: str, value: Any) -> None:
         data = self._checked(key, value)
-        await self.db.run(self._set, key, data)
+        try:
+            await self.db.run(self._set, key, data)
+        finally:
+            self.changed()
 
     async def get(self, key: str) -> Any:
         row = await self.db.run(_get, self.workspace, check_key(key))
@@ -61,11 +68,25 @@ class Scratchpad:
         return await self.db.run(_list, self.workspace)
 
     async def delete(self, key: str) -> bool:
-        return await self.db.run(_delete, self.workspace, check_key(key))
+        try:
+            return await self.db.run(_delete, self.workspace, check_key(key))
+        finally:
+            self.changed()
 
     async def previews(self, chars: int, limit: int) -> tuple[int, list[tuple[str, str]]]:
         """(number of entries, [(key, first `chars` characters of its JSON)]) newest first."""
-        return await self.db.run(_previews, self.workspace, chars, limit)
+        if (known := self._previews.get((chars, limit))) is not None:
+            return known[0], list(known[1])
+        generation = self._generation
+        total, rows = await self.db.run(_previews, self.workspace, chars, limit)
+        if generation == self._generation:  # no write finished meanwhile: what was read is current
+            self._previews[(chars, limit)] = (total, rows)
+        return total, list(rows)
+
+    def changed(self) -> None:
+        """Forget the previews: the scratchpad was written (by a tool, or a workspace load)."""
+        self._generation += 1
+        self._previews.clear()
 
     def checked_entries(self, entries: dict[str, Any]) -> dict[str, str]:
         """`entries` as stored JSON, if all of them fit this scratchpad's limits (else 413/400).

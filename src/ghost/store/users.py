@@ -8,15 +8,18 @@ deleted without being known.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ghost.errors import Conflict, NotFound, Unprocessable, echo
+from ghost.errors import Conflict, InsufficientStorage, NotFound, Unprocessable, echo
 from ghost.store.db import ADMIN, Conn, Database, write_lock
 
 Role = Literal["admin", "user", "frontend"]
@@ -25,6 +28,10 @@ NAME_PATTERN = r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127}"
 NAME_RULE = "1-128 characters of letters, digits and . _ @ -, not starting with '.'"
 _NAME = re.compile(NAME_PATTERN)
 KEY_PREFIX = "ghost_"
+log = logging.getLogger("ghost.users")
+# Turn counts are written this long after the first turn not yet written, with every turn counted
+# meanwhile: one write for many turns. A crash loses at most this much of the counts.
+TURN_COUNTS_WRITE_S = 1.0
 LIMIT_NAMES = ("max_concurrent_turns", "turns_per_minute", "sandbox_bytes")
 
 
@@ -128,8 +135,9 @@ def _list(conn: Conn) -> list[dict[str, Any]]:
             for name, role, created, turns, limits in rows]
 
 
-def _count_turn(conn: Conn, name: str) -> None:
-    conn.execute("UPDATE users SET turns = turns + 1 WHERE name = ?", (name,))
+def _count_turns(conn: Conn, counts: dict[str, int]) -> None:
+    conn.executemany("UPDATE users SET turns = turns + ? WHERE name = ?",
+                     [(count, name) for name, count in counts.items()])
 
 
 def _set_limits(conn: Conn, name: str, limits: dict[str, int | None]) -> dict[str, int]:
@@ -147,11 +155,18 @@ class Users:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Turns counted and not yet written: a write per turn cost a database round trip and a
+        # commit on the way to the turn's first token. Written in the background, the turns that
+        # came meanwhile in one statement; everything that reads or removes a count writes them
+        # first (the database's one thread runs an earlier background write before that read).
+        self._pending: Counter[str] = Counter()
+        self._writer: asyncio.Task[None] | None = None
 
     async def by_key(self, key: str) -> User | None:
         return await self.db.run(_by_key, key_hash(key))
 
     async def get(self, name: str) -> User | None:
+        await self.flush()
         return await self.db.run(_get, valid_name(name))
 
     async def create(self, name: str, role: str = "user") -> tuple[str, str]:
@@ -170,13 +185,43 @@ class Users:
         return await self.db.run(_delete_key, valid_name(name), key_id)
 
     async def delete(self, name: str, purge: bool = False) -> bool:
+        await self.flush()  # a name made again must not inherit its predecessor's pending turns
         return await self.db.run(_delete, valid_name(name), purge)
 
     async def list(self) -> list[dict[str, Any]]:
+        await self.flush()
         return await self.db.run(_list)
 
     async def count_turn(self, name: str) -> None:
-        await self.db.run(_count_turn, name)
+        """Count one admitted turn of `name` (written within `TURN_COUNTS_WRITE_S`, not waited for)."""
+        self._pending[name] += 1
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_later())
+
+    async def flush(self) -> None:
+        """Write every turn counted so far (reads call it first)."""
+        await self._write_pending()
+
+    async def aclose(self) -> None:
+        """At shutdown, before the database closes: the last turns' counts written."""
+        if self._writer is not None:
+            self._writer.cancel()
+        await self._write_pending()
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(TURN_COUNTS_WRITE_S)
+        await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            counts, self._pending = dict(self._pending), Counter()
+            try:
+                # Shielded: shutdown cancels the writer, never a write already handed over.
+                await asyncio.shield(self.db.run(_count_turns, counts))
+            except InsufficientStorage:  # a counter is not worth failing anything for
+                log.warning("a full disk lost %d turns from the users' turn counts", sum(counts.values()))
+            except Exception:  # noqa: BLE001 - a background write: logged, never left unretrieved
+                log.exception("could not write the users' turn counts")
 
     async def set_limits(self, name: str, limits: dict[str, int | None]) -> dict[str, int]:
         for key, value in limits.items():

@@ -144,6 +144,8 @@ async def _commit(workspace: Workspace, staged: Staged, session_id: str) -> int:
     except BaseException:
         await fspool.run(journal.undo)
         raise
+    finally:
+        workspace.scratchpad.changed()  # the restore replaced it: the system prompt's previews are stale
     return staged.sandbox_files + added
 
 

@@ -8,11 +8,11 @@ One module per concern (docs/proxy.md describes the behaviour):
 - `headers`: which headers cross in each direction;
 - `sniff`: telling a streamed exchange from a plain one;
 - `relay`: the upstream's reply as the client's response, with in-band errors mid-stream;
-- `transport`: the aiohttp session to the upstream, its stale-connection retry and write deadline.
+- the aiohttp session to the upstream, shared with the chat path, is `ghost.llm.transport`.
 """
 
 from ghost.api.proxy.forward import forward
 from ghost.api.proxy.route import ProxyFastPath, router
-from ghost.api.proxy.transport import UpstreamSession, make_pool
+from ghost.llm.transport import UpstreamSession, make_pool
 
 __all__ = ["ProxyFastPath", "UpstreamSession", "forward", "make_pool", "router"]

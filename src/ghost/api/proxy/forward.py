@@ -24,8 +24,8 @@ from ghost.api.disconnect import unless_disconnected
 from ghost.api.proxy.headers import body_length, forward_request_headers
 from ghost.api.proxy.relay import client_response
 from ghost.api.proxy.sniff import StreamFlagScanner
-from ghost.api.proxy.target import upstream_target
-from ghost.api.proxy.transport import UpstreamResponse, UpstreamSession
+from ghost.api.proxy.target import upstream_target, upstream_url
+from ghost.llm.transport import UpstreamResponse, UpstreamSession
 from ghost.api.services import services_of
 from ghost.errors import UpstreamUnavailable
 
@@ -46,7 +46,8 @@ async def send_upstream(pool: UpstreamSession, request: Request, headers: list[t
                         scanner: StreamFlagScanner | None, length: int | None) -> UpstreamResponse | None:
     """Send the request; the upstream's response once its headers are in, or None if the client left
     (then aiohttp has closed the half-done exchange). The hang-up watch starts once the body is read."""
-    sending = pool.request(request.method, upstream_target(request), headers,
+    url = upstream_url(pool.base, pool.origin, upstream_target(request))  # first: a refused target costs nothing
+    sending = pool.request(request.method, url, headers,
                            scanner.__aiter__() if scanner else None, length)
     try:
         return await unless_disconnected(request.receive, sending, after=scanner.done if scanner else None)

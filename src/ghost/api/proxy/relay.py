@@ -16,7 +16,7 @@ from starlette.responses import Response
 from ghost.api.encoders.openai_sse import sse_error
 from ghost.api.proxy.headers import forward_response_headers, header
 from ghost.api.proxy.sniff import is_event_stream, is_streaming_type
-from ghost.api.proxy.transport import UpstreamResponse
+from ghost.llm.transport import UpstreamResponse
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.errors import UpstreamError
 

@@ -1,11 +1,13 @@
-"""The proxy's road to the upstream: an aiohttp session that forwards bytes and nothing more.
+"""The one HTTP client to the upstream's chat and proxied paths: an aiohttp session, kept alive.
 
-aiohttp is used here, not the shared httpx client, because on a path that only moves bytes httpx
-cost several times the rest of Ghost per request (docs/proxy.md, "How it is built"). Two things
-aiohttp does not do are added: a request whose body is in memory is sent again when it went out
-on a kept-alive connection the upstream had just closed (`_send_again_if_stale`), and a streamed
-request body has a write deadline (`WriteWatch`). Failures become Ghost's errors in
-`ghost.llm.transport_errors`.
+Both the chat path (`ghost.llm.chat`, through `HttpUpstream.session`) and the catch-all proxy
+(`ghost.api.proxy`) send over it, so they share one connection pool. aiohttp is used, not httpx,
+because on these paths httpx cost several times the rest of Ghost per request (per-read cancel
+scopes, its chunk parsing, head and body in two writes; docs/proxy.md, "How it is built", and
+docs/benchmarks.md). Two things aiohttp does not do are added: a request whose body is in memory
+is sent again when it went out on a kept-alive connection the upstream had just closed
+(`_send_again_if_stale`), and a streamed request body has a write deadline (`WriteWatch`).
+Failures become Ghost's errors in `ghost.llm.transport_errors`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import aiohttp
 from starlette.requests import ClientDisconnect
 from yarl import URL
 
-from ghost.api.proxy.target import upstream_url
 from ghost.config import Settings
 from ghost.errors import GhostError, UpstreamError
 from ghost.llm.transport_errors import from_aiohttp
@@ -121,13 +122,20 @@ class UpstreamSession:
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False)
 
-    async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+    async def post(self, url: str, headers: list[tuple[str, str]], body: bytes) -> UpstreamResponse:
+        """POST a body held in memory (the chat path); the response once its headers are in."""
+        try:
+            response = await self._send_again_if_stale("POST", URL(url), headers, body)
+        except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
+            raise self.error(exc) from exc
+        return UpstreamResponse(self, response)
+
+    async def request(self, method: str, url: URL, headers: list[tuple[bytes, bytes]],
                       body: AsyncIterator[bytes] | None, content_length: int | None) -> UpstreamResponse:
         """Send one request and return once the upstream's headers are in.
 
         `body` None means no body; with a body, `content_length` None sends it chunked.
         """
-        url = upstream_url(self.base, self.origin, target)  # first: a refused target costs nothing
         pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
         try:
             if body is None or (content_length is not None and content_length <= SMALL_BODY):
@@ -203,7 +211,8 @@ class WriteWatch:
 
 
 def make_pool(settings: Settings, upstream_url: str) -> UpstreamSession | None:
-    """The proxy's upstream session (None without an upstream). Close it at shutdown."""
+    """The upstream session of the chat path and the proxy (None without an upstream); closed at
+    shutdown by whoever made it."""
     if not upstream_url:
         return None
     return UpstreamSession(upstream_url, max_connections=settings.upstream_max_connections,
