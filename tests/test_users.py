@@ -129,38 +129,34 @@ def test_every_admitted_turn_is_counted(people: People) -> None:
     assert turns() == 19
 
 
-async def test_turn_counts_that_come_together_are_written_together(tmp_path) -> None:
-    from ghost.store.db import Database
+async def test_turn_counts_that_come_together_are_written_together(db: Any) -> None:
+    """On each engine (the `db` fixture): the turns counted meanwhile go to the store in one statement."""
     from ghost.store.users import Users
 
-    db = await Database(tmp_path / "ghost.db").open()
-    try:
-        users = Users(db)
-        await users.create("dora")
-        writes: list[dict] = []
-        real_run = db.run
+    users = Users(db)
+    await users.create("dora")
+    writes: list[dict] = []
+    real_run = db.run
 
-        async def counted(fn: Any, *args: Any) -> Any:
-            if fn.__name__ == "_count_turns":
-                writes.append(args[0])
-            return await real_run(fn, *args)
+    async def counted(fn: Any, *args: Any) -> Any:
+        if fn.__name__ == "_count_turns":
+            writes.append(args[0])
+        return await real_run(fn, *args)
 
-        db.run = counted  # type: ignore[method-assign]
-        for _ in range(50):
-            await users.count_turn("dora")  # returns without waiting for the database
-        assert writes == []
-        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 50
-        assert writes == [{"dora": 50}]  # one statement for the turns counted meanwhile
-        await users.count_turn("dora")
-        await users.flush()
-        assert (await users.get("dora")) is not None and writes[-1] == {"dora": 1}
-        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 51
-        await users.count_turn("dora")
-        await users.aclose()  # shutdown: the writer still waiting is stopped, the count written
-        assert writes[-1] == {"dora": 1} and users._writer is not None and users._writer.cancelled()
-        assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 52
-    finally:
-        await db.close()
+    db.run = counted  # type: ignore[method-assign]
+    for _ in range(50):
+        await users.count_turn("dora")  # returns without waiting for the database
+    assert writes == []
+    assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 50
+    assert writes == [{"dora": 50}]  # one statement for the turns counted meanwhile
+    await users.count_turn("dora")
+    await users.flush()
+    assert (await users.get("dora")) is not None and writes[-1] == {"dora": 1}
+    assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 51
+    await users.count_turn("dora")
+    await users.aclose()  # shutdown: the writer still waiting is stopped, the count written
+    assert writes[-1] == {"dora": 1} and users._writer is not None and users._writer.cancelled()
+    assert {u["name"]: u["turns"] for u in await users.list()}["dora"] == 52
 
 
 def test_user_routes_follow_the_contract(people: People, alice: httpx.Client, frontend: httpx.Client) -> None:
