@@ -68,6 +68,10 @@ class RequestIdMiddleware:
             "status": status or None,
             "duration_ms": round(seconds * 1000, 2),
         }
+        if "ghost.route" in scope:  # the route template (ghost.api.observe)
+            line["route"] = scope["ghost.route"]
+        if "ghost.trace_id" in scope:
+            line["trace_id"] = scope["ghost.trace_id"]
         if "ghost.user" in scope:  # whose workspace the request acted on (ghost.api.caller)
             line["user"] = scope["ghost.user"]
         if "ghost.upstream_ms" in scope:
@@ -75,7 +79,8 @@ class RequestIdMiddleware:
         client = scope.get("client")
         if client:
             line["client"] = client[0]
-        access_log.info(json.dumps(line))
+        # Text logs show the fields as the message; JSON logs (ghost.observe.logs) take them as they are.
+        access_log.info(json.dumps(line), extra={"fields": line})
 
 
 class BodyLimitMiddleware:

@@ -185,6 +185,10 @@ MODELS = route_doc({"content": json_content(s.ModelList)}, {})
 HEALTH = route_doc({"content": json_content(s.Health)}, {},
                    description="Always 200 while Ghost runs; `status` is `degraded` when the upstream does "
                    "not answer or sandboxed execution is unavailable (`sandbox.reason` says why).")
+METRICS = route_doc({"content": {"text/plain": {"schema": {"type": "string"}}}},
+                    {403: "The key is not an admin's (the metrics show every user's counts)."}, raw=True,
+                    description="Prometheus' text format (docs/observability.md). Needs an admin's key "
+                    "unless Ghost runs with --metrics-public.")
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,

@@ -231,7 +231,7 @@ class McpServer:
             return await self.call(original, ghost_name, arguments)
 
         return Tool(ghost_name, f"{description} (from MCP server {self.name})", schema, handler,
-                    check_arguments=False)
+                    check_arguments=False, source=f"mcp:{self.name}")
 
     def info(self) -> dict[str, Any]:
         stdio = not isinstance(self.config, HttpServer)
