@@ -50,6 +50,10 @@ system-deps:
 	  echo ">> installing tmux (Debian package): the client's terminal tests run \`ghost chat\` in it"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null || echo "!! could not install tmux: its tests will fail"; }
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo ">> installing prometheus (Debian package): the metrics tests scrape Ghost with a real Prometheus"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null || echo "!! could not install prometheus: its tests will fail"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
