@@ -177,6 +177,18 @@ def test_metrics_need_an_admins_key(server: GhostServer) -> None:
     assert "# TYPE ghost_turns_total counter" in ok.text
 
 
+def test_workspace_operations_are_counted_by_outcome(server: GhostServer) -> None:
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as http:
+        assert http.post("/api/workspace/save").status_code == 200
+        bad = http.post("/api/workspace/load", files={"file": ("w.zip", b"not a zip", "application/zip")})
+        assert bad.status_code == 400, bad.text
+        assert http.get("/api/download/no-such-file.txt").status_code == 404
+        text = http.get("/metrics").text
+    assert _count(text, 'ghost_workspace_operations_total{operation="save",outcome="ok"}') == 1
+    assert _count(text, 'ghost_workspace_operations_total{operation="load",outcome="error"}') == 1
+    assert _count(text, 'ghost_workspace_operations_total{operation="download",outcome="error"}') == 1
+
+
 def test_metrics_public_serves_without_a_key(upstream: FakeUpstream, tmp_path: Path) -> None:
     with GhostServer("--upstream-url", upstream.url, "--metrics-public", home=tmp_path) as open_server:
         reply = httpx.get(f"{open_server.url}/metrics")
