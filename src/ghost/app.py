@@ -56,13 +56,14 @@ ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, chat.router,
 async def build_services(settings: Settings, stack: AsyncExitStack, telemetry: Telemetry | None = None) -> Services:
     """Start every service in dependency order; each pushes its own cleanup onto `stack`."""
     telemetry = telemetry or Telemetry(settings)
+    observed = telemetry if telemetry.observing else None
     http = await stack.enter_async_context(make_http_client(settings))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
     workspace = await open_workspace(settings)  # the built-in admin's: today's workspace
     stack.push_async_callback(workspace.db.close)
     await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload
-    tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack, telemetry=telemetry)
+    tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack, telemetry=observed)
     workspace.after_load.append(tools.skills.scan)
     bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
     upstream = HttpUpstream(http, bundled.url if bundled else settings.upstream_url,
@@ -156,7 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.telemetry = telemetry = Telemetry(settings)
     app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
-    routers = [*ROUTERS[:-1], metrics_api.router_for(settings), ROUTERS[-1]]  # the proxy stays last
+    served = [metrics_api.router_for(settings)] if telemetry.serves_metrics else []
+    routers = [*ROUTERS[:-1], *served, ROUTERS[-1]]  # the proxy stays last
     for router in routers:
         app.include_router(router)
     app.state.own_paths = own_paths(routers)
@@ -171,7 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
     )
     app.add_middleware(BoundaryMiddleware, settings=settings)  # Host and Origin: before routing
-    app.add_middleware(ObserveMiddleware, telemetry=telemetry)  # counts what the boundary refuses too
+    if telemetry.observing:
+        app.add_middleware(ObserveMiddleware, telemetry=telemetry)  # counts what the boundary refuses too
     app.add_middleware(RequestIdMiddleware)
     # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
     app.add_middleware(ErrorShape)

@@ -389,6 +389,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line (with request id, trace "
         "id, user, route, status and duration on each request's line).")
+    no_metrics: bool = Field(
+        False, description="Count nothing and serve no /metrics (it is then proxied like any other "
+        "path); with tracing on, turns, calls and tools are still observed for their spans.")
     metrics_public: bool = Field(
         False, description="Serve GET /metrics without a key (default: an admin's key is needed).")
     metrics_max_users: int = Field(

@@ -98,7 +98,7 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
             log.warning("!!! user %s's workspace runs on the %s backend, which does NOT isolate: its code "
                         "can read every other user's files and see their processes !!!", user.name, executor.name)
         tools = await start_tools(settings, root, workspace.scratchpad, stack, executor=executor,
-                                  telemetry=parts.telemetry)
+                                  telemetry=parts.telemetry if parts.telemetry.observing else None)
         workspace.after_load.append(tools.skills.scan)
     if mcp is None:
         mcp_home = settings.home / WORKSPACES_DIR / workspace.name / "mcp"
@@ -119,10 +119,12 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
             pass
 
     # The turn's upstream calls are observed at the interface (ghost.observe), nothing inside it.
-    turns = TurnServices(settings, parts.telemetry.upstream(parts.upstream), tools.registry, context,
-                         tools.sandbox_network)
+    observing = parts.telemetry.observing
+    turn_upstream = parts.telemetry.upstream(parts.upstream) if observing else parts.upstream
+    turns = TurnServices(settings, turn_upstream, tools.registry, context, tools.sandbox_network)
     chat = ChatService(settings, parts.upstream, turns, workspace.history, workspace.gate, limiter=parts.limiter,
-                       user_limits=limits, on_turn=count_turn, observer=parts.telemetry.turns_of(user.name))
+                       user_limits=limits, on_turn=count_turn,
+                       observer=parts.telemetry.turns_of(user.name) if observing else None)
     space = Space(space_user, workspace, tools, mcp, context, chat, limits)
     return space
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ghost.api.observe import route_label
 from ghost.errors import GhostError, LimitExceeded, error_body
 
 access_log = logging.getLogger("ghost.access")
@@ -68,8 +69,7 @@ class RequestIdMiddleware:
             "status": status or None,
             "duration_ms": round(seconds * 1000, 2),
         }
-        if "ghost.route" in scope:  # the route template (ghost.api.observe)
-            line["route"] = scope["ghost.route"]
+        line["route"] = route_label(scope)  # the template, as the metrics label it
         if "ghost.trace_id" in scope:
             line["trace_id"] = scope["ghost.trace_id"]
         if "ghost.user" in scope:  # whose workspace the request acted on (ghost.api.caller)

@@ -21,6 +21,9 @@ class Telemetry:
     def __init__(self, settings: Settings | None = None, traces: TraceSettings | None = None) -> None:
         self.metrics = Metrics(settings.metrics_max_users if settings is not None else 100)
         self.tracing = Tracing(traces)
+        # False: nothing is observed at all (--no-metrics and tracing off): no hook is installed.
+        self.observing = settings is None or not settings.no_metrics or self.tracing.enabled
+        self.serves_metrics = settings is None or not settings.no_metrics
 
     def turns_of(self, user: str) -> TurnObserver:
         return TurnObserver(self.metrics, self.tracing, user)

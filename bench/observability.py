@@ -1,0 +1,116 @@
+"""What observing costs: agent turns and the proxy with metrics on (the default) and with tracing on,
+against both off, interleaved in one run.
+
+    python bench/observability.py [--rounds 5] [--turns 40] [--window 2]
+
+Three Ghosts on one fake upstream (`python -m ghost.testing.fake_upstream`, its own process):
+`off` (--no-metrics, no OTEL_*), `metrics` (the default), `tracing` (the default plus
+OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP receiver in this process that decodes and drops the
+spans). Each round measures every Ghost in turn, the order rotating, so machine noise hits all alike:
+
+1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
+   `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
+   the latency added per turn against `off` (p50);
+2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections.
+
+Targets (a VERDICT line each; exit status 1 on a miss): metrics cost at most 2 % of turn
+throughput, tracing at most 5 %. The machine's load average is printed beside the numbers: on a
+shared machine they are noisy, and a miss under load is worth a second run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+from _common import FakeUpstreamProcess, GhostServer, Targets, bench_client, median, table
+from proxy import KEY, throughput_window
+
+from ghost.testing.otlp_receiver import OtlpReceiver
+
+CLIENT = bench_client()
+METRICS_SHARE, TRACING_SHARE = 0.98, 0.95
+TOOL_REPLY = {"content": "", "tool_calls": [{"name": "scratchpad_set", "arguments": {"key": "k", "value": "v"}}]}
+KINDS = ("plain", "tool")
+
+
+def one_turn(fake: FakeUpstreamProcess, ghost: GhostServer, kind: str) -> float:
+    """Seconds for one turn (the scripting of the fake upstream not counted)."""
+    if kind == "tool":
+        fake.script(TOOL_REPLY, {"content": "done"})
+    started = time.perf_counter()
+    response = CLIENT.post(ghost.url + "/v1/chat/completions", headers=ghost.headers,
+                           json={"model": "fake-model", "messages": [{"role": "user", "content": "go"}]})
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed
+
+
+def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int,
+            window: float) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[int]]]:
+    latencies: dict[tuple[str, str], list[float]] = {(n, k): [] for n in ghosts for k in KINDS}
+    proxied: dict[str, list[int]] = {n: [] for n in ghosts}
+    names = list(ghosts)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            for kind in KINDS:
+                latencies[(name, kind)] += [one_turn(fake, ghosts[name], kind) for _ in range(turns)]
+            proxied[name].append(asyncio.run(throughput_window(ghosts[name].port, 20, window)))
+    return latencies, proxied
+
+
+def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, list[int]], verdicts: Targets) -> None:
+    load = os.getloadavg()
+    print(f"\nload average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    rows = []
+    for kind in KINDS:
+        base = median(latencies[("off", kind)])
+        for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE)):
+            p50 = median(latencies[(name, kind)])
+            ratio = base / p50  # turns/s relative to off
+            rows.append([kind, name, f"{1 / p50:.1f}", f"{p50 * 1000:.2f}", f"{(p50 - base) * 1000:+.2f}",
+                         f"{ratio:.1%}"])
+            if share is not None:
+                verdicts.check(ratio >= share, f"{kind} turn throughput with {name}: {ratio:.1%} of off",
+                               f">= {share:.0%}")
+    table("1. Agent turns, one at a time (p50)", ["turn", "ghost", "turns/s", "ms/turn", "added ms", "vs off"], rows)
+    base = median(proxied["off"])
+    table("2. Proxy, 20 connections", ["ghost", "requests/s (median)", "vs off"],
+          [[name, f"{median(v):,.0f}", f"{median(v) / base:.1%}"] for name, v in proxied.items()])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=40, help="turns of each kind per Ghost per round")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of proxy load per Ghost per round")
+    args = parser.parse_args()
+    fake = FakeUpstreamProcess()
+    sink = OtlpReceiver(keep=False).start()
+    common = ("--upstream-url", fake.url, "--log-level", "warning")
+    ghosts = {
+        "off": GhostServer(*common, "--no-metrics", api_key=KEY),
+        "metrics": GhostServer(*common, api_key=KEY),
+        "tracing": GhostServer(*common, api_key=KEY, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}),
+    }
+    verdicts = Targets("bench/observability.py")
+    try:
+        for ghost in ghosts.values():
+            ghost.start()
+        measure(fake, ghosts, 1, 5, 0.5)  # warm-up
+        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window)
+        report(latencies, proxied, verdicts)
+        print(f"\nspans exported by the tracing Ghost: {sink.exports} batches")
+    finally:
+        for ghost in ghosts.values():
+            ghost.stop()
+        sink.stop()
+        fake.stop()
+    return verdicts.finish()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
