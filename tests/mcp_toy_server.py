@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("toy")
@@ -26,6 +26,13 @@ MARKS = Path(os.environ.get("TOY_MARKS", "."))
 def echo(text: str) -> str:
     """Return the text unchanged."""
     return text
+
+
+@app.tool()
+def trace_context(ctx: Context) -> str:
+    """The W3C traceparent this call carried in its _meta, or an empty text."""
+    meta = ctx.request_context.meta or {}
+    return str(meta.get("traceparent", ""))
 
 
 @app.tool()

@@ -18,6 +18,7 @@ from ghost.config import TraceSettings
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from ghost.testing.server import GhostServer
+from test_mcp import install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -36,7 +37,10 @@ def receiver() -> Iterator[OtlpReceiver]:
 def traced(upstream: FakeUpstream, receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
            "OTEL_SERVICE_NAME": "ghost-under-test"}
-    with GhostServer("--upstream-url", upstream.url, home=tmp_path_factory.mktemp("traced"), env=env) as server:
+    home = tmp_path_factory.mktemp("traced")
+    install_toy(home, "toy")
+    write_config(home, {"toy": toy()})  # a sandboxed stdio MCP server
+    with GhostServer("--upstream-url", upstream.url, home=home, env=env) as server:
         yield server
 
 
@@ -98,6 +102,18 @@ def test_a_two_round_tool_turn_is_one_trace_under_the_clients_parent(
     # The upstream saw each chat call's own span as its parent, in the client's trace.
     sent = [r["headers"].get("traceparent", "") for r in upstream.chat_requests()]
     assert sorted(sent) == sorted(f"00-{CLIENT_TRACE}-{c.span_id}-01" for c in chats)
+
+
+def test_an_mcp_call_carries_the_trace_context_in_its_meta(traced: GhostServer, upstream: FakeUpstream,
+                                                           receiver: OtlpReceiver) -> None:
+    trace = "9" * 32
+    upstream.script(Reply(content="", tool_calls=[{"id": "call_mcp", "name": "toy__trace_context", "arguments": {}}]),
+                    Reply(content="seen"))
+    assert _chat(traced, "which trace", {"traceparent": f"00-{trace}-{'a' * 16}-01"}).status_code == 200
+    spans = receiver.wait_for(lambda got: any(s.name == "execute_tool toy__trace_context" for s in _in_trace(got, trace)))
+    tool = next(s for s in _in_trace(spans, trace) if s.name == "execute_tool toy__trace_context")
+    told = upstream.chat_requests()[-1]["body"]["messages"][-1]
+    assert told["role"] == "tool" and told["content"] == f"00-{trace}-{tool.span_id}-01", told
 
 
 def test_no_prompt_or_file_content_is_in_the_spans(traced: GhostServer, upstream: FakeUpstream,
