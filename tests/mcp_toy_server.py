@@ -10,6 +10,7 @@ where it runs inside the sandbox.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -30,9 +31,11 @@ def echo(text: str) -> str:
 
 @app.tool()
 def trace_context(ctx: Context) -> str:
-    """The W3C traceparent this call carried in its _meta, or an empty text."""
+    """The W3C traceparent this call carried in its _meta, and (over HTTP) in its headers."""
     meta = ctx.request_context.meta or {}
-    return str(meta.get("traceparent", ""))
+    request = getattr(ctx.request_context, "request", None)
+    header = request.headers.get("traceparent", "") if request is not None else None
+    return json.dumps({"meta": meta.get("traceparent", ""), "header": header})
 
 
 @app.tool()

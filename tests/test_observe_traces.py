@@ -18,7 +18,7 @@ from ghost.config import TraceSettings
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from ghost.testing.server import GhostServer
-from test_mcp import install_toy, toy, write_config
+from test_mcp import HttpToy, install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -34,12 +34,23 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def traced(upstream: FakeUpstream, receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+def web_toy() -> Iterator[HttpToy]:
+    server = HttpToy()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def traced(upstream: FakeUpstream, receiver: OtlpReceiver, web_toy: HttpToy,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
            "OTEL_SERVICE_NAME": "ghost-under-test"}
     home = tmp_path_factory.mktemp("traced")
     install_toy(home, "toy")
-    write_config(home, {"toy": toy()})  # a sandboxed stdio MCP server
+    write_config(home, {"toy": toy(), "web": {"url": web_toy.url}})  # sandboxed stdio; Streamable HTTP
     with GhostServer("--upstream-url", upstream.url, home=home, env=env) as server:
         yield server
 
@@ -104,16 +115,21 @@ def test_a_two_round_tool_turn_is_one_trace_under_the_clients_parent(
     assert sorted(sent) == sorted(f"00-{CLIENT_TRACE}-{c.span_id}-01" for c in chats)
 
 
-def test_an_mcp_call_carries_the_trace_context_in_its_meta(traced: GhostServer, upstream: FakeUpstream,
-                                                           receiver: OtlpReceiver) -> None:
-    trace = "9" * 32
-    upstream.script(Reply(content="", tool_calls=[{"id": "call_mcp", "name": "toy__trace_context", "arguments": {}}]),
+@pytest.mark.parametrize(("server", "over_http"), [("toy", False), ("web", True)])
+def test_an_mcp_call_carries_the_trace_context_on(traced: GhostServer, upstream: FakeUpstream,
+                                                 receiver: OtlpReceiver, server: str, over_http: bool) -> None:
+    trace = ("9" if over_http else "b") * 32
+    name = f"{server}__trace_context"
+    upstream.script(Reply(content="", tool_calls=[{"id": "call_mcp", "name": name, "arguments": {}}]),
                     Reply(content="seen"))
     assert _chat(traced, "which trace", {"traceparent": f"00-{trace}-{'a' * 16}-01"}).status_code == 200
-    spans = receiver.wait_for(lambda got: any(s.name == "execute_tool toy__trace_context" for s in _in_trace(got, trace)))
-    tool = next(s for s in _in_trace(spans, trace) if s.name == "execute_tool toy__trace_context")
+    spans = receiver.wait_for(lambda got: any(s.name == f"execute_tool {name}" for s in _in_trace(got, trace)))
+    tool = next(s for s in _in_trace(spans, trace) if s.name == f"execute_tool {name}")
     told = upstream.chat_requests()[-1]["body"]["messages"][-1]
-    assert told["role"] == "tool" and told["content"] == f"00-{trace}-{tool.span_id}-01", told
+    assert told["role"] == "tool", told
+    expected = f"00-{trace}-{tool.span_id}-01"
+    # In the request's _meta always; over HTTP as the traceparent header too.
+    assert json.loads(told["content"]) == {"meta": expected, "header": expected if over_http else None}
 
 
 def test_no_prompt_or_file_content_is_in_the_spans(traced: GhostServer, upstream: FakeUpstream,
