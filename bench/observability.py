@@ -12,7 +12,10 @@ spans). Each round measures every Ghost in turn, the order rotating, so machine 
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
    the latency added per turn against `off` (p50), and the CPU time the Ghost process spent per
    turn (from /proc: user + system, all its threads);
-2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections.
+2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections;
+3. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
+   calls, one tool call through `ghost.observe`) against the same loop unobserved — the cost with
+   the noise of HTTP, the sandbox and the neighbours taken out (spans go to a receiver that drops them).
 
 Targets (a VERDICT line each; exit status 1 on a miss): metrics cost at most 2 % of turn
 throughput, tracing at most 5 %. The verdict reads throughput as what Ghost's CPU allows (CPU per
@@ -32,6 +35,10 @@ from pathlib import Path
 from _common import FakeUpstreamProcess, GhostServer, Targets, bench_client, median, table
 from proxy import KEY, throughput_window
 
+from ghost.config import TraceSettings
+from ghost.events import Done, TextDelta, ToolActivity, TurnStats, Usage
+from ghost.llm.chat import Completion, Delta
+from ghost.observe import Telemetry
 from ghost.testing.otlp_receiver import OtlpReceiver
 
 CLIENT = bench_client()
@@ -102,6 +109,66 @@ def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, lis
           [[name, f"{median(v):,.0f}", f"{median(v) / base:.1%}"] for name, v in proxied.items()])
 
 
+# --- 3. the observers alone, in-process ---------------------------------------------------------------
+
+async def _events():  # a short turn's events
+    for event in (ToolActivity("x", "start", "a"), ToolActivity("x", "end", "b"), *[TextDelta("w ")] * 8,
+                  Usage(10, 5), TurnStats(0.1, 0.1, 2), Done("stop")):
+        yield event
+
+
+class _Upstream:
+    async def _reply(self):
+        for _ in range(8):
+            yield Delta("content", "w")
+        yield Completion([], "stop", Usage(10, 5))
+
+    def stream_chat(self, payload: dict, request_id: str):
+        return self._reply()
+
+
+class _Result:
+    ok = True
+
+
+async def _tool() -> _Result:
+    return _Result()
+
+
+async def _turn(telemetry: Telemetry | None) -> None:
+    upstream = telemetry.upstream(_Upstream()) if telemetry else _Upstream()
+    events = telemetry.turns_of("admin").observe(_events(), "m") if telemetry else _events()
+    async for _ in events:
+        pass
+    for _ in range(2):
+        async for _ in upstream.stream_chat({"model": "m"}, "r"):
+            pass
+    await (telemetry.tool_call("execute", "execute", "c1", _tool()) if telemetry else _tool())
+
+
+async def _cpu_per_turn(telemetry: Telemetry | None, turns: int) -> float:
+    started = time.process_time()
+    for _ in range(turns):
+        await _turn(telemetry)
+    return (time.process_time() - started) / turns
+
+
+def observers_alone(sink_url: str, turns: int, rounds: int) -> None:
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink_url  # the SDK's exporter reads it, as in Ghost
+    untraced = TraceSettings(exporter_otlp_endpoint="", exporter_otlp_traces_endpoint="")
+    kinds = {"off": None, "metrics": Telemetry(None, untraced),
+             "tracing": Telemetry(None, TraceSettings(exporter_otlp_endpoint=sink_url))}
+    cpu: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(rounds):
+        for name, telemetry in kinds.items():
+            cpu[name].append(asyncio.run(_cpu_per_turn(telemetry, turns)))
+    base = median(cpu["off"])
+    table("3. The observers alone, in-process (CPU per turn: its events, 2 upstream calls, 1 tool call)",
+          ["", "CPU µs/turn (median)", "added µs/turn"],
+          [[name, f"{median(v) * 1e6:.0f}", f"{(median(v) - base) * 1e6:+.0f}"] for name, v in cpu.items()])
+    kinds["tracing"].shutdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -123,6 +190,7 @@ def main() -> int:
         measure(fake, ghosts, 1, 5, 0.5)  # warm-up
         latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window)
         report(latencies, proxied, verdicts)
+        observers_alone(sink.url, 2000, args.rounds)
         print(f"\nspans exported by the tracing Ghost: {sink.exports} batches")
     finally:
         for ghost in ghosts.values():
