@@ -42,6 +42,7 @@ def test_json_logs_are_one_object_per_line_with_the_request_fields(upstream: Fak
     assert (by_id["req-proxy-3"]["route"], by_id["req-proxy-3"]["status"]) == ("proxy", 200)
     warning = next(r for r in records if r["logger"] == "ghost.auth")
     assert warning["level"] == "warning" and "auth failed" in warning["message"]
+    assert warning["request_id"] == "req-refused-2"  # a line logged while serving names its request
 
 
 def test_text_logs_stay_the_default(ghost: GhostServer, client: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghost.api.observe import route_label
+from ghost.observe.logs import REQUEST_ID
 from ghost.errors import GhostError, LimitExceeded, error_body
 
 access_log = logging.getLogger("ghost.access")
@@ -55,10 +56,12 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             self._log(scope, request_id, status, time.perf_counter() - started)
+            REQUEST_ID.reset(token)
 
     @staticmethod
     def _log(scope: Scope, request_id: str, status: int, seconds: float) -> None:

@@ -1,6 +1,7 @@
 """Log lines as JSON (`--log-format json`): one object per line, for log shippers.
 
-Every record gets `time`, `level`, `logger` and `message`; the fields a record carries in its
+Every record gets `time`, `level`, `logger` and `message` (and `request_id` when logged while a
+request is served); the fields a record carries in its
 `fields` extra (the access log's request id, trace id, user, route, status, duration) are merged
 in at the top level, so each request's line reads without parsing its message.
 """
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import datetime, timezone
 
 FIELDS = "fields"  # the `extra` key structured records carry their fields under
+# The request being served (set by the request-id middleware): every JSON line logged while it is
+# served names it, the warnings of the auth check, a tool or the upstream included.
+REQUEST_ID: ContextVar[str] = ContextVar("ghost_request_id", default="")
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         else:
             line["message"] = record.getMessage()
+            if request_id := REQUEST_ID.get():
+                line["request_id"] = request_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
