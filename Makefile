@@ -14,7 +14,7 @@ test: install
 
 # Every benchmark, one after another; each prints its own table and a VERDICT line per target
 # (see docs/benchmarks.md). All run; the exit status is non-zero if any missed a target.
-BENCHES := proxy stream turn sandbox workspace embedded load context mcp
+BENCHES := proxy stream turn sandbox workspace embedded load context mcp observability
 bench: install
 	@status=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || status=1; done; exit $$status
 
@@ -59,6 +59,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql haproxy >/dev/null \
 	    || echo "!! could not install postgresql/haproxy: the PostgreSQL and replica tests will fail"; }
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo ">> installing prometheus (Debian package): the metrics tests scrape Ghost with a real Prometheus"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null || echo "!! could not install prometheus: its tests will fail"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

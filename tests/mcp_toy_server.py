@@ -10,12 +10,13 @@ where it runs inside the sandbox.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("toy")
@@ -26,6 +27,15 @@ MARKS = Path(os.environ.get("TOY_MARKS", "."))
 def echo(text: str) -> str:
     """Return the text unchanged."""
     return text
+
+
+@app.tool()
+def trace_context(ctx: Context) -> str:
+    """The W3C traceparent this call carried in its _meta, and (over HTTP) in its headers."""
+    meta = ctx.request_context.meta or {}
+    request = getattr(ctx.request_context, "request", None)
+    header = request.headers.get("traceparent", "") if request is not None else None
+    return json.dumps({"meta": meta.get("traceparent", ""), "header": header})
 
 
 @app.tool()

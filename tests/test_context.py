@@ -176,8 +176,10 @@ def test_compaction_is_visible_and_its_cost_counted(upstream: FakeUpstream, tmp_
             chunks = [json.loads(line[5:]) for line in response.iter_lines()
                       if line.startswith("data:") and line != "data: [DONE]"]
         session = httpx.get(ghost.url + "/api/sessions/seen", headers=ghost.headers, timeout=30).json()
+        metrics = httpx.get(ghost.url + "/metrics", headers=ghost.headers, timeout=30).text
     activity = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"])
     assert re.search(r"summarised \d+ earlier messages", activity)
+    assert re.search(r'^ghost_context_compactions_total\{kind="summary"\} [1-9]', metrics, re.M), metrics
     usage = chunks[-1]["usage"]
     calls = upstream.chat_requests()
     assert usage["prompt_tokens"] == sum(r["tokens"] for r in calls)  # the summary call included

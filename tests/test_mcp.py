@@ -411,7 +411,7 @@ def test_ghost_mcp_list_shows_servers_states_and_tools(ghost: GhostServer) -> No
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "time: ready (stdio, sandboxed, no network), 2 tools" in lines
-    assert "toyhost: ready (stdio, NOT sandboxed, network), 7 tools" in lines
+    assert "toyhost: ready (stdio, NOT sandboxed, network), 8 tools" in lines
     assert any(line.startswith("web: ready (http http://127.0.0.1:") for line in lines)
     assert "    time__get_current_time" in lines
     assert any(line.startswith("bad name!: skipped: server names") for line in lines)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
@@ -25,6 +25,8 @@ from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api import metrics as metrics_api
+from ghost.api.observe import ObserveMiddleware
 from ghost.api.protocols.responses import route as responses
 from ghost.api.services import Services
 from ghost.config import Settings
@@ -36,6 +38,7 @@ from ghost.llm.embedded import open_embedded_model
 from ghost.llm.upstream import HttpUpstream
 from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import start_mcp
+from ghost.observe import Telemetry
 from ghost.sandbox import fspool
 from ghost.store.db import ADMIN
 from ghost.store.users import Users
@@ -51,8 +54,10 @@ ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, probes.route
            sessions.router, workspace.router, users_api.router, proxy.router]
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+async def build_services(settings: Settings, stack: AsyncExitStack, telemetry: Telemetry | None = None) -> Services:
     """Start every service in dependency order; each pushes its own cleanup onto `stack`."""
+    telemetry = telemetry or Telemetry(settings)
+    observed = telemetry if telemetry.observing else None
     http = await stack.enter_async_context(make_http_client(settings))
     fspool.start_pool(settings.sandbox_file_threads)  # the sandbox file layer's own threads
     stack.callback(fspool.stop_pool)
@@ -60,7 +65,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     workspace = await open_workspace(settings)  # the built-in admin's: today's workspace
     stack.push_async_callback(workspace.db.close)
     await fspool.run(reset_tmp_dir, workspace.sandbox_root)  # left-overs of a killed save/load/upload
-    tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack)
+    tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack, telemetry=observed)
     workspace.after_load.append(tools.skills.scan)
     bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
     upstream_url = bundled.url if bundled else settings.upstream_url
@@ -90,7 +95,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     admin_user = await users.get(ADMIN)
     assert admin_user is not None  # made by the migration that added users
     parts = SpaceParts(settings, upstream, workspace.db, users, tools.executor, context,
-                       TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout))
+                       TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout), telemetry)
     admin = await open_space(parts, admin_user, workspace, stack, tools, mcp, context)
     spaces = Spaces(parts, admin)
     spaces.start()
@@ -107,7 +112,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
         private_dir(settings.home)  # database, key, logs, temp space: Ghost's user's alone
         resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
-            services = await build_services(resolved, stack)
+            telemetry: Telemetry = app.state.telemetry
+            stack.push_async_callback(asyncio.to_thread, telemetry.shutdown)  # the spans still queued
+            services = await build_services(resolved, stack, telemetry)
             if services.upstream.session is not None:  # the catch-all proxy sends over the chat path's session
                 app.state.proxy_pool = services.upstream.session
             app.state.services = services
@@ -121,9 +128,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     return lifespan
 
 
-def own_paths() -> frozenset[str]:
+def own_paths(routers: list[APIRouter] = ROUTERS) -> frozenset[str]:
     """Paths Ghost answers itself; a wrong method on one is a 405, not a proxied request."""
-    routes = (route for router in ROUTERS for route in router.routes)
+    routes = (route for router in routers for route in router.routes)
     return frozenset(r.path for r in routes if isinstance(r, APIRoute) and "{" not in r.path)
 
 
@@ -157,10 +164,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.readiness = probes.Readiness()  # turned to draining by SIGTERM (ghost.cli)
+    app.state.telemetry = telemetry = Telemetry(settings)
     app.router.routes.append(mcp_endpoint.route())  # before the catch-all proxy
-    for router in ROUTERS:
+    served = [metrics_api.router_for(settings)] if telemetry.serves_metrics else []
+    routers = [*ROUTERS[:-1], *served, ROUTERS[-1]]  # the proxy stays last
+    for router in routers:
         app.include_router(router)
-    app.state.own_paths = own_paths()
+    app.state.own_paths = own_paths(routers)
     openapi.install(app)  # the finished /openapi.json (security, streams, error shapes)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
@@ -172,6 +182,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
     )
     app.add_middleware(BoundaryMiddleware, settings=settings)  # Host and Origin: before routing
+    if telemetry.observing:
+        app.add_middleware(ObserveMiddleware, telemetry=telemetry)  # counts what the boundary refuses too
     app.add_middleware(RequestIdMiddleware)
     # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
     app.add_middleware(ErrorShape)

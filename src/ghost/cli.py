@@ -40,9 +40,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def configure_logging(level: str, log_format: str = "text") -> None:
+    from ghost.observe.logs import log_handler
+
+    logging.basicConfig(level=level.upper(), handlers=[log_handler(log_format)])
     # httpx logs every upstream request at INFO; Ghost's access log already covers them.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -58,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"ghost: invalid setting: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if reason := settings.refuse_reason():
         print(f"ghost: {reason}", file=sys.stderr)
         return 2
@@ -68,9 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ghost: {exc}", file=sys.stderr)
         return 2
     warn_about_weak_auth(settings)
+    # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
+    log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                            access_log=False, **log_config, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                             **server_limits(settings))
     draining_server(uvicorn.Server, config, settings.drain_seconds, app.state.readiness.drain).run()
     return 0

@@ -404,6 +404,19 @@ class Settings(BaseSettings):
     workspace_idle_s: float = Field(
         600.0, gt=0, description="Seconds a user's workspace stays open without a request before it is closed.")
 
+    # --- observability: metrics, traces, logs (ghost.observe; see docs/observability.md) ------
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (with request id, trace "
+        "id, user, route, status and duration on each request's line).")
+    no_metrics: bool = Field(
+        False, description="Count nothing and serve no /metrics (it is then proxied like any other "
+        "path); with tracing on, turns, calls and tools are still observed for their spans.")
+    metrics_public: bool = Field(
+        False, description="Serve GET /metrics without a key (default: an admin's key is needed).")
+    metrics_max_users: int = Field(
+        100, ge=0, description="Users counted under their own name in the per-user metrics; the rest "
+        "are counted together as 'other' (bounds the series Prometheus keeps).")
+
     @property
     def sandbox_path(self) -> Path:
         return (self.sandbox_dir or self.workspaces_path / "sandbox").expanduser().resolve()
@@ -510,3 +523,19 @@ class Settings(BaseSettings):
         if "*" in self.cors_origin_list() and weak:
             return f"refusing --cors-origins '*' with {weak}: any web page could drive Ghost"
         return None
+
+
+class TraceSettings(BaseSettings):
+    """The standard OpenTelemetry variables that decide whether Ghost traces at all. The SDK's
+    exporter reads the rest (headers, timeouts, protocol details) itself."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    exporter_otlp_endpoint: str = ""
+    exporter_otlp_traces_endpoint: str = ""
+    sdk_disabled: str = ""  # only "true" (any case) disables, as the specification says
+    service_name: str = "ghost"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.exporter_otlp_endpoint or self.exporter_otlp_traces_endpoint) and self.sdk_disabled.strip().lower() != "true"

@@ -30,6 +30,7 @@ from ghost.errors import InsufficientStorage, NotFound, echo
 from ghost.events import ClientToolCall, Done, Event, Notice, TextDelta
 from ghost.config import Settings
 from ghost.llm.upstream import Upstream
+from ghost.observe.turns import TurnObserver
 from ghost.store.history import History
 from ghost.workspace.gate import WorkspaceGate
 
@@ -71,13 +72,14 @@ class StartedTurn:
 class ChatService:
     def __init__(self, settings: Settings, upstream: Upstream, turns: TurnServices, history: History,
                  gate: WorkspaceGate, *, limiter: TurnLimiter | None = None, user_limits: UserLimits | None = None,
-                 on_turn: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_turn: Callable[[], Awaitable[None]] | None = None, observer: TurnObserver | None = None) -> None:
         self.settings, self.upstream, self.turns = settings, upstream, turns
         self.history, self.gate = history, gate
         # `limiter`: the server-wide bound, shared by every user's chat service; `user_limits`:
         # this user's own (checked first, answered at once); `on_turn`: counts an admitted turn.
         self.limiter = limiter or TurnLimiter(settings.max_concurrent_turns, settings.turn_queue_timeout)
         self.user_limits, self.on_turn = user_limits, on_turn
+        self.observer = observer  # metrics and the turn's span, from its events (ghost.observe)
         self.in_flight_turns = 0
 
     async def run(self, chat: ChatRequest, request_id: str, *, plain: bool = False) -> StartedTurn:
@@ -126,8 +128,10 @@ class ChatService:
                 await self.on_turn()
             self.in_flight_turns += 1
             try:
-                turn = AgentTurn(self.turns, upstream_chat, request_id, options)
-                async for event in _recording(turn.run(), chat.messages, self.history, store_as):
+                events = AgentTurn(self.turns, upstream_chat, request_id, options).run()
+                if self.observer is not None:
+                    events = self.observer.observe(events, choice.name)
+                async for event in _recording(events, chat.messages, self.history, store_as):
                     yield event
             finally:
                 self.in_flight_turns -= 1

@@ -25,6 +25,7 @@ from ghost.config import Settings
 from ghost.errors import InsufficientStorage
 from ghost.llm.upstream import HttpUpstream
 from ghost.mcp.setup import McpServices, start_mcp
+from ghost.observe import Telemetry
 from ghost.sandbox import fspool
 from ghost.sandbox.base import Executor
 from ghost.store.db import ADMIN, Database
@@ -73,6 +74,7 @@ class SpaceParts:
     executor: Executor  # the admin's; other users' are `executor.with_root(their folder)`
     context: ContextServices  # the admin's; others share its window and counter only
     limiter: TurnLimiter  # the server-wide bound on turns
+    telemetry: Telemetry  # the app's metrics and tracing
 
 
 def limit_values(settings: Settings, user: User) -> LimitValues:
@@ -96,7 +98,8 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
         if not executor.isolated:
             log.warning("!!! user %s's workspace runs on the %s backend, which does NOT isolate: its code "
                         "can read every other user's files and see their processes !!!", user.name, executor.name)
-        tools = await start_tools(settings, root, workspace.scratchpad, stack, executor=executor)
+        tools = await start_tools(settings, root, workspace.scratchpad, stack, executor=executor,
+                                  telemetry=parts.telemetry if parts.telemetry.observing else None)
         workspace.after_load.append(tools.skills.scan)
     if mcp is None:
         mcp_home = settings.home / WORKSPACES_DIR / workspace.name / "mcp"
@@ -126,9 +129,13 @@ async def open_space(parts: SpaceParts, user: User, workspace: Workspace, stack:
         except InsufficientStorage:  # a counter is not worth failing a turn for
             pass
 
-    turns = TurnServices(settings, parts.upstream, tools.registry, context, tools.sandbox_network)
+    # The turn's upstream calls are observed at the interface (ghost.observe), nothing inside it.
+    observing = parts.telemetry.observing
+    turn_upstream = parts.telemetry.upstream(parts.upstream) if observing else parts.upstream
+    turns = TurnServices(settings, turn_upstream, tools.registry, context, tools.sandbox_network)
     chat = ChatService(settings, parts.upstream, turns, workspace.history, workspace.gate, limiter=parts.limiter,
-                       user_limits=limits, on_turn=count_turn)
+                       user_limits=limits, on_turn=count_turn,
+                       observer=parts.telemetry.turns_of(user.name) if observing else None)
     space = Space(space_user, workspace, tools, mcp, context, chat, limits)
     return space
 

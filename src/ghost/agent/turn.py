@@ -242,5 +242,5 @@ class AgentTurn:
             known = [s["function"]["name"] for s in self._tool_schemas()]
             return ToolResult(json.dumps({"error": f"unknown tool '{call.name}'", "available": known}),
                               ok=False, summary="unknown tool")
-        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id or "")
+        context = ToolContext(request_id=self.request_id, session_id=self.request.session_id or "", call_id=call.id)
         return await self.registry.call(call.name, call.arguments, context)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ghost.api.observe import route_label
+from ghost.observe.logs import REQUEST_ID
 from ghost.errors import GhostError, LimitExceeded, error_body
 
 access_log = logging.getLogger("ghost.access")
@@ -54,10 +56,12 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             self._log(scope, request_id, status, time.perf_counter() - started)
+            REQUEST_ID.reset(token)
 
     @staticmethod
     def _log(scope: Scope, request_id: str, status: int, seconds: float) -> None:
@@ -68,6 +72,9 @@ class RequestIdMiddleware:
             "status": status or None,
             "duration_ms": round(seconds * 1000, 2),
         }
+        line["route"] = route_label(scope)  # the template, as the metrics label it
+        if "ghost.trace_id" in scope:
+            line["trace_id"] = scope["ghost.trace_id"]
         if "ghost.user" in scope:  # whose workspace the request acted on (ghost.api.caller)
             line["user"] = scope["ghost.user"]
         if "ghost.upstream_ms" in scope:
@@ -75,7 +82,8 @@ class RequestIdMiddleware:
         client = scope.get("client")
         if client:
             line["client"] = client[0]
-        access_log.info(json.dumps(line))
+        # Text logs show the fields as the message; JSON logs (ghost.observe.logs) take them as they are.
+        access_log.info(json.dumps(line), extra={"fields": line})
 
 
 class BodyLimitMiddleware:

@@ -192,6 +192,10 @@ READY = route_doc({"content": json_content(s.ReadyProbe)}, {},
                   "execution is available, and it is not draining after SIGTERM. Otherwise 503 with the "
                   "same body (`status`: starting, draining or unavailable; `checks` says which failed).",
                   more={503: {"description": "Not ready", "content": json_content(s.ReadyProbe)}})
+METRICS = route_doc({"content": {"text/plain": {"schema": {"type": "string"}}}},
+                    {403: "The key is not an admin's (the metrics show every user's counts)."}, raw=True,
+                    description="Prometheus' text format (docs/observability.md). Needs an admin's key "
+                    "unless Ghost runs with --metrics-public.")
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,

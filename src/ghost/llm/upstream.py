@@ -20,6 +20,7 @@ from ghost.llm.bounds import ReplyBounds
 from ghost.llm.chat import Completion, Delta, stream_chat
 from ghost.llm.embeddings import Embeddings, embed
 from ghost.llm.transport import UpstreamSession
+from ghost.observe.tracing import outgoing_headers
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -65,7 +66,10 @@ class HttpUpstream:
         return self.models[0]
 
     def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        """The key, and the current span's `traceparent` when tracing is on (so every request to the
+        upstream, the agent's chat calls and the proxy's alike, continues the trace)."""
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return {**headers, **outgoing_headers()}
 
     def upstream_model(self, served_name: str) -> str:
         """The name the upstream knows a model by that Ghost serves as `served_name`."""

@@ -29,6 +29,7 @@ from ghost.mcp.config import HttpServer, ServerConfig
 from ghost.mcp.names import namespaced
 from ghost.mcp.results import tool_result
 from ghost.mcp.transport import Link
+from ghost.observe.tracing import outgoing_headers
 from ghost.tools.base import ToolResult
 from ghost.tools.registry import TOOL_NAME, Tool
 
@@ -102,7 +103,8 @@ class McpServer:
         try:
             async with asyncio.timeout(self.limits.call_timeout):
                 async with self._slots:
-                    result = await client.call_tool(tool, arguments)
+                    # With tracing on, the call's trace context goes in `_meta` (MCP's place for it).
+                    result = await client.call_tool(tool, arguments, meta=outgoing_headers() or None)
         except TimeoutError:
             return ToolResult(f"{ghost_name}: the MCP server {self.name!r} did not answer within "
                               f"{self.limits.call_timeout:g} s (--mcp-call-timeout); the call was cancelled.",
@@ -231,7 +233,7 @@ class McpServer:
             return await self.call(original, ghost_name, arguments)
 
         return Tool(ghost_name, f"{description} (from MCP server {self.name})", schema, handler,
-                    check_arguments=False)
+                    check_arguments=False, source=f"mcp:{self.name}")
 
     def info(self) -> dict[str, Any]:
         stdio = not isinstance(self.config, HttpServer)

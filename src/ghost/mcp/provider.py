@@ -9,6 +9,7 @@ most the start timeout (a slow server goes on starting in the background).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,11 +125,27 @@ class McpTools:
         return open_stdio
 
 
+async def _trace_header(request: httpx2.Request) -> None:
+    """A call's `traceparent` (in its `_meta` with tracing on: `McpServer.call`) as the HTTP header
+    too. The SDK sends requests from its connection's own task, which is outside the call's trace
+    context, so the header is taken from the message itself."""
+    content = request.content if request.method == "POST" else b""
+    if b'"traceparent"' not in content:  # tracing off: nothing more to look at
+        return
+    try:
+        meta = json.loads(content).get("params", {}).get("_meta", {})
+    except (ValueError, AttributeError):
+        return
+    if isinstance(meta, dict) and isinstance(value := meta.get("traceparent"), str):
+        request.headers["traceparent"] = value
+
+
 @asynccontextmanager
 async def http_transport(entry: HttpServer, max_message_bytes: int) -> AsyncIterator[TransportStreams]:
     # Not from the environment: an HTTP(S)_PROXY must not redirect Ghost's calls elsewhere. The
     # SDK follows a redirect only within the URL's own origin.
     timeout = httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=None)
-    async with httpx2.AsyncClient(headers=entry.headers, timeout=timeout, trust_env=False) as http:
+    async with httpx2.AsyncClient(headers=entry.headers, timeout=timeout, trust_env=False,
+                                  event_hooks={"request": [_trace_header]}) as http:
         async with streamable_http_client(entry.url, http_client=http, max_sse_event_size=max_message_bytes) as streams:
             yield streams

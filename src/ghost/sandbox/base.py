@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,6 +72,15 @@ class ExecResult:
     def ok(self) -> bool:
         return self.exit_code == 0 and self.limit is None
 
+    @property
+    def outcome(self) -> str:
+        """ok, error (a non-zero exit), timeout, or killed (another limit stopped it)."""
+        if self.limit == "timeout":
+            return "timeout"
+        if self.limit is not None:
+            return "killed"
+        return "ok" if self.exit_code == 0 else "error"
+
 
 class Executor(ABC):
     """Runs a command with the sandbox directory as its working directory.
@@ -94,10 +103,21 @@ class Executor(ABC):
         self._bash = bash
         self._cgroups = cgroups
 
+    # Told each run's `ExecResult.outcome` ("error" when the run raised): the metrics' hook.
+    on_outcome: Callable[[str], None] | None = None
+
     async def run(self, argv: Sequence[str], *, stdin: bytes = b"", limits: Limits | None = None) -> ExecResult:
         """Run `argv` (argv[0] as seen inside the sandbox) and wait for it, within `limits`."""
         async with self._slots:  # a flood of runs queues here instead of forking the host to death
-            return await self._run(list(argv), stdin, limits or self.limits)
+            if self.on_outcome is None:
+                return await self._run(list(argv), stdin, limits or self.limits)
+            try:
+                result = await self._run(list(argv), stdin, limits or self.limits)
+            except Exception:
+                self.on_outcome("error")
+                raise
+            self.on_outcome(result.outcome)
+            return result
 
     @abstractmethod
     async def _run(self, argv: list[str], stdin: bytes, limits: Limits) -> ExecResult: ...

@@ -22,6 +22,7 @@ class ToolResult:
 class ToolContext:
     request_id: str
     session_id: str
+    call_id: str = ""  # the model's id of this call (traces show it)
 
 
 class ToolRegistry(Protocol):

@@ -21,6 +21,9 @@ from ghost.tools.schema import SchemaError, check_schema, function_schema, valid
 log = logging.getLogger("ghost.tools")
 TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Handler = Callable[..., Awaitable[ToolResult]]
+# Observing a call (ghost.observe): (tool label, tool name, call id, the call) -> its result.
+CallObserver = Callable[[str, str, str, Awaitable[ToolResult]], Awaitable[ToolResult]]
+UNKNOWN_TOOL = "unknown"  # the label of a call to a tool no source has
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Tool:
     # False for tools whose source checks the arguments itself (an MCP server, against a schema
     # that may use more of JSON Schema than Ghost's validator understands).
     check_arguments: bool = True
+    # Where a tool comes from, for metrics: "" for Ghost's own (counted by name), "skill",
+    # "mcp:<server>" — so the label set stays bounded whatever skills and servers add.
+    source: str = ""
 
     def schema(self) -> dict[str, Any]:
         return {"type": "function",
@@ -60,6 +66,8 @@ class Registry:
         self._builtin: dict[str, Tool] = {}
         self._providers: list[ToolProvider] = []
         self._summaries: list[Callable[[int], Awaitable[str]]] = []
+        self._observer: CallObserver | None = None
+        self._label: Callable[[str, str], str] = lambda name, source: source or name
 
     # --- building -------------------------------------------------------------------------------
     def add(self, tool: Tool) -> None:
@@ -78,6 +86,10 @@ class Registry:
         self._providers.append(provider)
         self._summaries.append(provider.prompt_summary)
 
+    def observe(self, label: Callable[[str, str], str], observer: CallObserver) -> None:
+        """Hand every call to `observer`; `label(name, source)` names a tool in the metrics."""
+        self._label, self._observer = label, observer
+
     def add_summary(self, summary: Callable[[int], Awaitable[str]]) -> None:
         self._summaries.insert(0, summary)
 
@@ -94,6 +106,12 @@ class Registry:
 
     async def call(self, name: str, arguments: str, context: ToolContext) -> ToolResult:
         tool = self._find(name)
+        if self._observer is None:
+            return await self._call(tool, name, arguments, context)
+        label = UNKNOWN_TOOL if tool is None else self._label(tool.name, tool.source)
+        return await self._observer(label, name, context.call_id, self._call(tool, name, arguments, context))
+
+    async def _call(self, tool: Tool | None, name: str, arguments: str, context: ToolContext) -> ToolResult:
         if tool is None:
             return ToolResult(f"There is no tool named {name!r}. Available: {', '.join(self._all())}.",
                               ok=False, summary=f"unknown tool {name}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost.config import Settings
+from ghost.observe import Telemetry
 from ghost.sandbox.base import Executor
 from ghost.sandbox.factory import make_executor
 from ghost.store.scratchpad import Scratchpad
@@ -35,12 +36,16 @@ class Toolbox:
 
 
 async def start_tools(settings: Settings, sandbox_root: Path, scratchpad: Scratchpad,
-                      stack: AsyncExitStack, executor: Executor | None = None) -> Toolbox:
+                      stack: AsyncExitStack, executor: Executor | None = None,
+                      telemetry: Telemetry | None = None) -> Toolbox:
     """Start the sandbox backend (closed with `stack`), scan the skills, and register every tool.
     `executor`: one already made for this sandbox folder (another user's: `Executor.with_root`)."""
     executor = executor or await make_executor(settings, sandbox_root)
     stack.push_async_callback(executor.aclose)
     registry = Registry(result_max_chars=settings.tool_result_max_chars)
+    if telemetry is not None:
+        executor.on_outcome = telemetry.sandbox_run
+        registry.observe(telemetry.tool_label, telemetry.tool_call)
     files = FileTools(sandbox_root, FileLimits(
         file_size_bytes=settings.sandbox_file_size_bytes, max_entries=settings.tool_list_max_entries,
         search_max_file_bytes=settings.tool_search_max_file_bytes,

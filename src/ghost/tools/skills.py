@@ -98,7 +98,7 @@ class SkillTools:
             return self._result(skill.name, await self.store.call(skill.name, arguments))
 
         note = " (acquired skill; failing lately)" if self.store.is_failing(skill) else " (acquired skill)"
-        return Tool(skill.name, skill.description + note, skill.parameters, run)
+        return Tool(skill.name, skill.description + note, skill.parameters, run, source="skill")
 
     def _result(self, name: str, result: ExecResult) -> ToolResult:
         if result.ok:

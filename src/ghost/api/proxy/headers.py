@@ -28,6 +28,7 @@ _RESPONSE_DROP = _HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
 _NO_BUFFERING = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 
 Headers = list[tuple[bytes, bytes]]
+_TRACE_CONTEXT = frozenset({b"traceparent", b"tracestate"})
 
 
 def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -43,8 +44,11 @@ def forward_request_headers(request: Request, upstream: HttpUpstream) -> Headers
     """The client's headers as the upstream should see them (repeats kept, nothing invented)."""
     raw = request.scope["headers"]
     drop = _REQUEST_DROP | listed if (listed := _connection_listed(raw)) else _REQUEST_DROP
+    own = upstream.headers()
+    if "traceparent" in own:  # tracing on: the upstream's parent is Ghost's span, not the client's
+        drop = drop | _TRACE_CONTEXT
     headers = [(name, value) for name, value in raw if name not in drop]
-    headers += [(k.encode(), v.encode()) for k, v in upstream.headers().items()]
+    headers += [(k.encode(), v.encode()) for k, v in own.items()]
     headers.append((b"x-request-id", request.scope.get("ghost.request_id", "").encode()))
     return headers
 

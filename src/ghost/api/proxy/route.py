@@ -65,6 +65,7 @@ async def proxy(request: Request) -> Response:
 async def checked_forward(request: Request) -> Response:
     """The key (checked once per request: the caller is kept in its scope), then whether its
     holder may reach this path through the proxy, then forward."""
+    request.scope["ghost.route"] = "proxy"  # the metrics' route label (ghost.api.observe)
     caller = await check_key(request)
     check_proxy_access(caller, request.url.path, services_of(request).settings)
     return await forward(request)

@@ -1,0 +1,116 @@
+"""OpenTelemetry traces: off unless an OTLP endpoint is configured (the standard `OTEL_*`
+variables, read once at start by `ghost.config.TraceSettings`).
+
+With tracing off nothing here touches the SDK: `Tracing.enabled` is false, the SDK is never
+imported, and every caller checks that flag once and takes its plain path. With it on, each app
+has its own `TracerProvider` (not the process-wide one), exporting over OTLP/HTTP in batches.
+
+W3C trace context crosses Ghost both ways: an incoming `traceparent` is the parent of the request's
+span; `outgoing_headers` gives the `traceparent` of whatever span is current for the upstream
+and MCP requests Ghost makes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ghost import __version__
+from ghost.config import TraceSettings
+
+log = logging.getLogger("ghost.observe")
+_PROPAGATOR = TraceContextTextMapPropagator()
+T = TypeVar("T")
+Span = trace.Span
+Context = otel_context.Context
+
+
+class Tracing:
+    def __init__(self, settings: TraceSettings | None = None) -> None:
+        settings = settings or TraceSettings()
+        self.enabled = settings.enabled
+        self._provider: Any = None
+        self.tracer: trace.Tracer = trace.NoOpTracer()
+        if self.enabled:
+            self._start(settings)
+
+    def _start(self, settings: TraceSettings) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        resource = Resource.create({SERVICE_NAME: settings.service_name, SERVICE_VERSION: __version__})
+        self._provider = TracerProvider(resource=resource)
+        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.tracer = self._provider.get_tracer("ghost", __version__)
+        log.info("tracing on: spans go to the OTLP/HTTP endpoint of the OTEL_* settings")
+
+    def shutdown(self) -> None:
+        """Send the spans still queued (blocking: call it off the event loop)."""
+        if self._provider is not None:
+            self._provider.shutdown()
+
+    def start_span(self, name: str, kind: trace.SpanKind, attributes: dict[str, Any],
+                   parent: Context | None = None) -> tuple[Span, Context]:
+        """A started span and the context that has it as the current span."""
+        span = self.tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        return span, trace.set_span_in_context(span, parent)
+
+
+def incoming_context(headers: Iterable[tuple[bytes, bytes]]) -> Context:
+    """The caller's trace context from its `traceparent`/`tracestate` (empty if none or invalid)."""
+    carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers
+               if name in (b"traceparent", b"tracestate")}
+    return _PROPAGATOR.extract(carrier)
+
+
+def outgoing_headers() -> dict[str, str]:
+    """`traceparent` (and `tracestate`) of the current span; empty when no span is recording —
+    always so with tracing off, as nothing then starts one."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def trace_id_of(span: Span) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
+def fail(span: Span, error_type: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(trace.StatusCode.ERROR)
+
+
+async def within(ctx: Context, events: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`events`, each step of it run with `ctx` as the current context.
+
+    The context is attached around each step and detached before the value is handed on, so it
+    never leaks into the consumer between steps (an async generator's frame has no context of its
+    own: a `with` around its whole body would attach in one step and detach in another)."""
+    iterator = aiter(events)
+    try:
+        while True:
+            token = otel_context.attach(ctx)
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield item
+    finally:
+        closing = getattr(iterator, "aclose", None)
+        if closing is not None:
+            token = otel_context.attach(ctx)
+            try:
+                await closing()
+            finally:
+                otel_context.detach(token)

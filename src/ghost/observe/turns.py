@@ -1,0 +1,104 @@
+"""Watching an agent turn from outside: its events (`ghost.events`) counted into the metrics,
+and its `invoke_agent` span around every step of it when tracing is on.
+
+Nothing inside the turn calls this: `ChatService` hands the turn's event stream through
+`observed_turn`, which sees what any client sees — text, tool activity, usage, the turn's stats,
+how it ended — and so stays right whatever the turn does inside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from opentelemetry.trace import SpanKind
+
+from ghost.events import ClientToolCall, Done, Error, Event, ToolActivity, TurnStats, Usage
+from ghost.observe.metrics import Metrics
+from ghost.observe.tracing import Span, Tracing, fail, within
+
+CONTEXT_ACTIVITY = "context"  # the name the context fitting reports its work under
+KNOWN_STOPS = frozenset({"max_tool_rounds"})
+
+
+@dataclass
+class _Outcome:
+    """What the event stream said about the turn so far."""
+
+    outcome: str = "cancelled"  # until an end is seen: the client left, or the turn was stopped
+    error_type: str = ""
+    usage: Usage | None = None
+    rounds: int | None = None
+
+    def see(self, event: Event, metrics: Metrics) -> None:
+        if isinstance(event, Done):
+            self.outcome = _done_outcome(event)
+        elif isinstance(event, Error):
+            self.outcome, self.error_type = "error", event.type
+        elif isinstance(event, ClientToolCall):
+            self.outcome = "client_tool_call"
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, TurnStats):
+            self.rounds = event.rounds
+        elif isinstance(event, ToolActivity) and event.name == CONTEXT_ACTIVITY and event.phase == "end":
+            metrics.compactions.labels("tool_results" if "shortened" in event.text else "summary").inc()
+
+
+def _done_outcome(done: Done) -> str:
+    if done.stop_reason:
+        return done.stop_reason if done.stop_reason in KNOWN_STOPS else "stopped"
+    return "length" if done.finish_reason == "length" else "ok"
+
+
+class TurnObserver:
+    """Observes one user's turns (the user is fixed per chat service)."""
+
+    def __init__(self, metrics: Metrics, tracing: Tracing, user: str) -> None:
+        self.metrics, self.tracing = metrics, tracing
+        self.user = metrics.user(user)
+
+    def observe(self, events: AsyncIterator[Event], model: str) -> AsyncIterator[Event]:
+        if not self.tracing.enabled:
+            return self._counted(events, model, None)
+        span, ctx = self.tracing.start_span(f"invoke_agent {model}", SpanKind.INTERNAL, {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "ghost", "gen_ai.request.model": model})
+        return self._counted(within(ctx, events), model, span)
+
+    async def _counted(self, events: AsyncIterator[Event], model: str, span: Span | None) -> AsyncIterator[Event]:
+        metrics, seen = self.metrics, _Outcome()
+        started = time.perf_counter()
+        metrics.turns_in_progress.inc()
+        try:
+            async for event in events:
+                seen.see(event, metrics)
+                yield event
+        except BaseException as exc:
+            seen.outcome, seen.error_type = "error", type(exc).__name__
+            if not isinstance(exc, Exception):  # cancelled or closed: the caller went away
+                seen.outcome = "cancelled"
+            raise
+        finally:
+            metrics.turns_in_progress.dec()
+            self._record(seen, model, time.perf_counter() - started, span)
+
+    def _record(self, seen: _Outcome, model: str, seconds: float, span: Span | None) -> None:
+        metrics = self.metrics
+        metrics.turns.labels(metrics.model(model), seen.outcome).inc()
+        metrics.turn_duration.observe(seconds)
+        metrics.user_turns.labels(self.user).inc()
+        if seen.rounds is not None:
+            metrics.turn_rounds.observe(seen.rounds)
+        if seen.usage is not None:
+            metrics.user_tokens.labels(self.user, "input").inc(seen.usage.prompt_tokens)
+            metrics.user_tokens.labels(self.user, "output").inc(seen.usage.completion_tokens)
+        if span is None:
+            return
+        if seen.usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", seen.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", seen.usage.completion_tokens)
+        if seen.outcome == "error":
+            fail(span, seen.error_type or "error")
+        span.set_attribute("ghost.turn.outcome", seen.outcome)
+        span.end()

@@ -1,0 +1,81 @@
+"""The agent's upstream chat calls, watched at the `Upstream` interface: the same object with
+`stream_chat` counted (outcome, time to first token, tokens) and, with tracing on, each call in a
+`chat` span that is current while the call runs, so the request carries its `traceparent`.
+
+It wraps whatever implements `ghost.llm.upstream.Upstream` and reads the stream's values only by
+their shape (a final value with `usage` and `finish_reason`), so it does not depend on how the
+call is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from ghost.errors import GhostError
+from ghost.events import Usage
+from ghost.observe.metrics import Metrics
+from ghost.observe.tracing import Span, Tracing, fail, within
+
+
+class ObservedUpstream:
+    """`inner` with its chat calls observed; every other attribute is `inner`'s own."""
+
+    def __init__(self, inner: Any, metrics: Metrics, tracing: Tracing) -> None:
+        self.__dict__["_inner"] = inner
+        self.__dict__["_metrics"] = metrics
+        self.__dict__["_tracing"] = tracing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def stream_chat(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[Any]:
+        tracing = self._tracing
+        if not tracing.enabled:
+            return self._counted(lambda: self._inner.stream_chat(payload, request_id), None)
+        model = str(payload.get("model", ""))
+        span, ctx = tracing.start_span(f"chat {model}", SpanKind.CLIENT, {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.system": "openai"})
+        return within(ctx, self._counted(lambda: self._inner.stream_chat(payload, request_id), span))
+
+    async def _counted(self, call: Any, span: Span | None) -> AsyncIterator[Any]:
+        metrics = self._metrics
+        started = time.perf_counter()
+        first, outcome, error_type = True, "cancelled", ""
+        try:
+            async for item in call():  # made here, so a span's context is current when it starts
+                if first:
+                    metrics.upstream_ttft.observe(time.perf_counter() - started)
+                    first = False
+                if isinstance(usage := getattr(item, "usage", None), Usage):
+                    _count_tokens(metrics, usage, span)
+                if (reason := getattr(item, "finish_reason", None)) is not None:
+                    outcome = "ok"  # the final value: the caller may close the stream right after it
+                    if span is not None and reason:
+                        span.set_attribute("gen_ai.response.finish_reasons", (str(reason),))
+                yield item
+            outcome = "ok"
+        except Exception as exc:
+            outcome = "error"
+            error_type = exc.error_type if isinstance(exc, GhostError) else type(exc).__name__
+            raise
+        finally:
+            metrics.upstream_requests.labels(outcome).inc()
+            if span is not None:
+                if outcome == "error":
+                    fail(span, error_type)
+                span.end()
+
+
+def _count_tokens(metrics: Metrics, usage: Usage, span: Span | None) -> None:
+    metrics.upstream_tokens.labels("input").inc(usage.prompt_tokens)
+    metrics.upstream_tokens.labels("output").inc(usage.completion_tokens)
+    if span is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
