@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The parent's environment without any GHOST_ setting, so tests see only what they pass."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GHOST_")}
+    """The parent's environment without any GHOST_ or OTEL_ setting, so tests see only what they pass
+    (an exporter endpoint set where the suite runs would otherwise turn tracing on in every Ghost)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GHOST_", "OTEL_"))}
     env.update(extra or {})
     return env
 
