@@ -205,6 +205,55 @@ def test_a_load_on_one_replica_waits_for_a_turn_on_another(cluster: Cluster) -> 
     assert events[0].split()[-1] != events[2].split()[-1]  # two replicas
 
 
+def test_two_turns_of_one_session_on_two_replicas_run_as_on_one_machine(cluster: Cluster) -> None:
+    # On one machine (ghost.agent.service): turns of one workspace hold its gate shared, so two turns
+    # of the same workspace, even of the same session, run side by side (tests/test_chat.py), and
+    # the session keeps the conversation of the turn that finished last (ghost.store.history.write).
+    # Across replicas: both hold the workspace's lease shared at once, and the later finish wins.
+    upstream = cluster.upstream
+    opening = [{"role": "user", "content": "two at once"}]
+    upstream.script(Reply(content="Ready."))
+    with cluster.client() as client:
+        session = chat(client, opening).headers["x-ghost-session"]
+    earlier = [*opening, {"role": "assistant", "content": "Ready."}]
+    for turn in ("turn A", "turn B"):
+        upstream.script_for(turn, Reply(chunks=[f"answer to {turn}", "."], hold=turn, hold_after=1))
+    answers: dict[str, httpx.Response] = {}
+    finished: list[str] = []
+
+    def send(turn: str) -> None:
+        with cluster.client({**ADMIN, "X-Ghost-Session": session}) as client:
+            answers[turn] = client.post("/v1/chat/completions", json={
+                "model": "fake-model", "messages": [*earlier, {"role": "user", "content": turn}]})
+        finished.append(turn)
+
+    threads = {turn: threading.Thread(target=send, args=(turn,)) for turn in ("turn A", "turn B")}
+    try:
+        for thread in threads.values():
+            thread.start()
+        # Serialised turns (an exclusive lease, a per-session lock) would never have both open together.
+        for turn in threads:
+            assert upstream.wait_hold_state(turn, "open", timeout=60) == "open", f"{turn} never reached the upstream"
+        # The turn sent first finishes last: its conversation is the one the session keeps.
+        upstream.release("turn B")
+        threads["turn B"].join(60)
+        upstream.release("turn A")
+        threads["turn A"].join(60)
+    finally:
+        upstream.release_all()
+        for thread in threads.values():
+            thread.join(60)
+    assert finished == ["turn B", "turn A"]
+    for turn, answer in answers.items():
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"] == f"answer to {turn}."
+        assert answer.headers["x-ghost-session"] == session
+    assert served_by(answers["turn A"]) != served_by(answers["turn B"])  # two replicas
+    with cluster.client() as client:
+        stored = client.get(f"/api/sessions/{session}").json()["messages"]
+    assert [m["content"] for m in stored] == ["two at once", "Ready.", "turn A", "answer to turn A."]
+
+
 def test_per_user_turn_limits_hold_across_replicas(cluster: Cluster) -> None:
     upstream = cluster.upstream
     with cluster.client() as client:
