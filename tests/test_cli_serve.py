@@ -1,4 +1,5 @@
-"""`ghost serve`: its help documents every setting, and bad settings stop it with a clear message."""
+"""`ghost serve`: its help documents every setting, and bad settings or an unreachable store stop it
+with a clear message."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from ghost.config import Settings
+from ghost.store.reachable import _one_line
+from ghost.testing.postgres import PostgresServer
 from ghost.testing.server import clean_env, free_port
 
 
@@ -68,3 +71,34 @@ def test_environment_variable_is_read(tmp_path: Path) -> None:
                              "--home", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "empty API key" in result.stderr
+
+
+# --- a store it cannot reach: one line, not a traceback ---------------------------------------------
+
+
+def test_an_unreachable_database_stops_serve_with_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = run_ghost("serve", "--home", str(tmp_path), "--port", str(free_port()),
+                       "--database-url", f"postgresql://bob:pw-s3cret@127.0.0.1:{port}/ghost")
+    assert result.returncode == 1
+    said = [line for line in result.stderr.splitlines() if line.startswith("ghost: ")]
+    assert len(said) == 1, result.stderr  # the log lines before it are the key's
+    assert said[0].startswith(f"ghost: cannot connect to the database postgresql://bob@127.0.0.1:{port}/ghost: ")
+    assert "Connection refused" in said[0]
+    assert "Traceback" not in result.stderr and "Application startup failed" not in result.stderr
+    assert "pw-s3cret" not in result.stderr
+
+
+def test_a_database_the_server_refuses_is_named_at_once(tmp_path: Path, postgres: PostgresServer) -> None:
+    # A real server answering "no such database": said at once (no waiting as for one starting up).
+    result = run_ghost("serve", "--home", str(tmp_path), "--port", str(free_port()),
+                       "--database-url", postgres.url("no_such_db"))
+    assert result.returncode == 1
+    assert 'database "no_such_db" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_password_the_driver_repeats_is_cut_out() -> None:
+    # The driver's messages do not carry the password today; should one ever do, it is not shown.
+    planted = Exception("connection to server at 'h' failed: password pw-s3cret rejected\n  try again")
+    assert _one_line(planted, ["pw-s3cret"]) == "connection to server at 'h' failed: password *** rejected try again"

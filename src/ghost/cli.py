@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ghost.api.slowclients import server_limits
     from ghost.app import create_app
+    from ghost.store.reachable import unreachable_reason
 
     try:
         settings = settings_from_args(args)
@@ -69,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ghost: {exc}", file=sys.stderr)
         return 2
     warn_about_weak_auth(settings)
+    if reason := unreachable_reason(settings.database_url):  # one line, not the start-up's traceback
+        print(f"ghost: {reason}", file=sys.stderr)
+        return 1
     # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
     log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
     app = create_app(settings)
