@@ -115,7 +115,8 @@ class StreamOptions(Body):
 
 
 class OllamaOptions(Body):
-    """Ollama sampling options; mapped to the OpenAI fields when those are not given."""
+    """Ollama sampling options; mapped to the OpenAI fields when those are not given. Options that
+    load a model (`num_ctx`, `num_gpu`, ...) are refused on agent models (`ghost.api.chat_params`)."""
 
     temperature: Number | None = None
     top_p: Number | None = None
@@ -124,6 +125,17 @@ class OllamaOptions(Body):
     seed: int | None = None
     presence_penalty: Number | None = None
     frequency_penalty: Number | None = None
+    top_k: int | None = None
+    min_p: Number | None = None
+    typical_p: Number | None = None
+    repeat_penalty: Number | None = Field(None, description="Sent as llama.cpp's `repeat_penalty` and vLLM's "
+                                          "`repetition_penalty`.")
+    repeat_last_n: int | None = None
+    mirostat: int | None = None
+    mirostat_tau: Number | None = None
+    mirostat_eta: Number | None = None
+    tfs_z: Number | None = None
+    num_keep: int | None = Field(None, description="Sent as llama.cpp's `n_keep`.")
 
 
 class Sampling(Body):
@@ -140,6 +152,9 @@ class Sampling(Body):
     response_format: dict[str, Any] | None = None
     logit_bias: dict[str, Number] | None = None
     user: str | None = None
+    format: Annotated[str | dict[str, Any] | None, _says('must be "json" or a JSON schema')] = Field(
+        None, description='Ollama: `"json"`, or a JSON schema the answer must match (sent upstream as '
+        '`response_format`).')
 
 
 # --- the bodies -----------------------------------------------------------------------------------
