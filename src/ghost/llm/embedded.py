@@ -153,6 +153,8 @@ class LaunchSpec:
             # Logits for the last token only: the server's default keeps them for every position
             # of the context (n_ctx x vocabulary floats, over a GB for SmolLM2 at 8k).
             "--logits_all", "False",
+            # /v1/embeddings (and Ghost's /api/embed) from the same model; generation is unchanged.
+            "--embedding", "True",
         ]
 
 
