@@ -83,7 +83,8 @@ class _Accumulator:
             self.usage = _usage(data["usage"]) or self.usage
         out: list[Delta] = []
         for choice in data.get("choices") or []:
-            out += self._choice(choice)
+            if choice.get("index", 0) == 0:  # a relayed `n` > 1: the first choice is the reply (docs/clients.md)
+                out += self._choice(choice)
         return out
 
     def _choice(self, choice: dict[str, Any]) -> list[Delta]:
