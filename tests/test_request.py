@@ -190,3 +190,13 @@ def test_the_plain_relay_keeps_every_field() -> None:
              "some_server_extension": {"a": 1}, "temperature": 0.5}
     request = parse(**given, session_id="s1", options={"top_k": 7}, format="json", keep_alive="5m")
     assert request.relay == {**given, "top_k": 7, "response_format": {"type": "json_object"}}
+
+
+@pytest.mark.parametrize("field,value", [("suffix", "end"), ("raw", True), ("template", "{{ .Prompt }}"),
+                                         ("context", [1, 2])])
+def test_generate_refuses_raw_completion_fields_by_name(field: str, value: object) -> None:
+    from ghost.api.openai_request import generate_request
+    from ghost.errors import BadRequest
+    payload = {"model": "m", "prompt": "hi", field: value}
+    with pytest.raises(BadRequest, match=f"^{field}: not supported"):
+        generate_request(bodies.parsed(bodies.GenerateRequest, payload), payload)

@@ -172,7 +172,7 @@ def error_text(error: object) -> str:
 # A stack as Python, Node/Java and Go print it, and the source line Python shows under a frame.
 _TRACEBACK_LINE = re.compile(r"^\s*(Traceback \(most recent call last\):|During handling of the above exception"
                              r"|The above exception was the direct cause|goroutine \d+ \[)")
-_FRAME_LINE = re.compile(r'^\s*(File "[^"]*", line \d+|at \S+ ?\(?\S*[:.]\d+\)?$|at [\w$.<>]+\(.*\)$)')
+_FRAME_LINE = re.compile(r'^(\s*File "[^"]*", line \d+|\s+at \S)')  # Python's; Node's and Java's, indented
 _CARETS = re.compile(r"^\s*[\^~]+\s*$")
 # An absolute file path: under a usual root, or ending in a file name with an extension. Not the
 # path part of a URL (`host:8080/v1/...`), not an API route (`/v1/chat/completions`).

@@ -72,6 +72,16 @@ def _refused_value(name: str, value: Any) -> str | None:
 
 REFUSED = ("n", "logprobs", "top_logprobs", "functions", "function_call", "modalities", "audio", "prediction",
            "web_search_options", "suffix", "raw", "template", "context")
+# /api/generate's fields that need a raw-completion server: the upstream is sent chat requests.
+GENERATE_REFUSED = ("suffix", "raw", "template", "context")
+
+
+def generate_refusal(payload: dict[str, Any]) -> str | None:
+    """Why /api/generate cannot take this request — naming the field — or None."""
+    for name in GENERATE_REFUSED:
+        if (value := payload.get(name)) not in (None, False, "", []):
+            return f"{name}: not supported: Ghost sends the upstream a chat request, which has no {name}"
+    return None
 
 
 def agent_refusal(payload: dict[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ from ghost.api import bodies, chat_params
 from ghost.api.ollama_request import (generate_messages, images_as_parts, matching_call_id, openai_tool_call,
                                       options_as_sampling)
 from ghost.api.session_id import optional_session_id
+from ghost.errors import BadRequest
 from ghost.llm.think import strip_think
 
 def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_stream: bool,
@@ -37,6 +38,8 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
 
 def generate_request(body: bodies.GenerateRequest, payload: dict[str, Any]) -> ChatRequest:
     """/api/generate: one prompt, no tools, streamed unless asked otherwise; a relay like `-plain` models."""
+    if (refusal := chat_params.generate_refusal(payload)) is not None:
+        raise BadRequest(refusal)
     return ChatRequest(messages=openai_messages(generate_messages(body)), model=body.model or "",
                        stream=True if body.stream is None else body.stream, sampling=sampling(body, payload),
                        relay=relay(body, payload))
