@@ -177,3 +177,14 @@ def test_an_upstream_traceback_reaches_the_client_without_frames_or_paths(
     assert "ValueError: grammar failed for <path>" in message
     for leak in ("Traceback", 'File "', "/opt/venv", "/srv/models", "line 376", "^^^"):
         assert leak not in message, message
+
+
+def test_tool_choice_none_sends_the_format_on_the_one_call(ghost: GhostServer, upstream: FakeUpstream) -> None:
+    upstream.script(Reply(content=ANSWER))
+    reply = openai_client(ghost).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "A pet"}], response_format={"type": "json_object"},
+        tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+        tool_choice="none")
+    assert json.loads(reply.choices[0].message.content)["age"] == 3
+    (only,) = sent(upstream)
+    assert only["response_format"] == {"type": "json_object"} and only["tool_choice"] == "none"

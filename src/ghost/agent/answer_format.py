@@ -13,8 +13,8 @@ refuse the pair, fails the request. So on an agent turn with a format:
   is the answer.
 
 That costs one more upstream call on turns that ask for a format, and none on others. A call that
-offers no tools at all (a `-plain` model, `/api/generate`) is sent the format as the client gave
-it: the relay changes nothing.
+offers no tools at all (a `-plain` model, `/api/generate`), or a turn whose `tool_choice` is
+"none", is sent the format on its one call as the client gave it.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ class AgentTurn:
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(services.settings.max_turn_output_tokens)
-        self.format = AnswerFormat(request.sampling, agent=options.use_tools)
+        # tool_choice "none": no call can come, so the one call may carry the format at once
+        self.format = AnswerFormat(request.sampling, agent=options.use_tools and request.tool_choice != "none")
         self.drafting = False  # this round runs tools without the format (see ghost.agent.answer_format)
         self.calls = 0  # upstream calls made, summaries included
         self.chooser = ToolChooser(schema_tokens, _chosen_tool(self.client_tools.tool_choice_for_model(
