@@ -41,8 +41,9 @@ OLLAMA_SAMPLING: dict[str, tuple[str, ...]] = {
 # Ollama `options` that load a model (context size, GPU layers, threads...): the upstream's model
 # is loaded with its own settings, which no request of Ghost's can change.
 OLLAMA_LOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "vocab_only",
-                                 "use_mmap", "use_mlock", "num_thread", "numa", "logits_all", "embedding_only",
-                                 "penalize_newline"})
+                                 "use_mmap", "use_mlock", "num_thread", "numa", "logits_all", "embedding_only"})
+# Ollama options with no counterpart on an OpenAI-compatible server.
+OLLAMA_UNMAPPED_OPTIONS = frozenset({"penalize_newline"})
 
 # Ollama's top-level fields the chat routes take: `format` becomes `response_format`, `options`
 # sampling fields; `keep_alive` has nothing to do (Ghost keeps its models for as long as it runs)
@@ -53,12 +54,10 @@ OLLAMA_FIELDS = frozenset({"format", "options", "keep_alive", "think", "images",
 def _refused_value(name: str, value: Any) -> str | None:
     """Why an agent model cannot take `name` with this value, or None when it can."""
     if name == "n":
-        return None if value in (None, 1) else ("an agent turn makes one answer; ask again for another, or use "
-                                                "the model's -plain variant")
+        return None if value in (None, 1) else "an agent turn makes one answer; ask again for another"
     if name == "logprobs":
         return None if value in (None, False) else ("an agent turn's answer is made by several upstream calls "
-                                                    "whose token log-probabilities it cannot return; use the "
-                                                    "model's -plain variant")
+                                                    "whose token log-probabilities it cannot return")
     if name == "top_logprobs":
         return None if value is None else "it needs `logprobs`, which an agent model refuses"
     if name in ("functions", "function_call"):
@@ -94,6 +93,8 @@ def agent_refusal(payload: dict[str, Any]) -> str | None:
         if name in OLLAMA_LOAD_OPTIONS and options[name] is not None:
             return (f"options.{name}: not supported: the upstream's model is loaded with its own settings, "
                     "which a request cannot change")
+        if name in OLLAMA_UNMAPPED_OPTIONS and options[name] is not None:
+            return f"options.{name}: not supported: OpenAI-compatible servers have no such setting"
     return None
 
 
