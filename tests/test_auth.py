@@ -20,6 +20,7 @@ CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], 
 AUTHED_ROUTES = [
     ("GET", "/v1/models", None),
     ("GET", "/api/health", None),
+    ("GET", "/api/ps", None),  # what runs now: not for anyone who can reach the port
     ("POST", "/v1/chat/completions", CHAT),
     ("POST", "/chat", CHAT),
     ("POST", "/api/chat", CHAT),
@@ -40,7 +41,6 @@ OPEN_ROUTES = [
     ("GET", "/api/version", None),
     ("POST", "/api/show", {}),
     ("GET", "/api/tags", None),
-    ("GET", "/api/ps", None),
 ]
 
 BAD_CREDENTIALS = {

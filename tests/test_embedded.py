@@ -11,10 +11,13 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
+import ollama
 import openai
 import pytest
+from pydantic import BaseModel
 
 from ghost.llm.embedded import bundled_model_file
 from ghost.llm.gguf import GGUFError, read_model_meta
@@ -261,6 +264,44 @@ def test_an_agent_turn_with_tools_ends_in_an_answer(ghost: GhostServer) -> None:
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text.strip()
     assert "Ghost stopped this turn" not in text  # the model answered instead of looping on tools
+
+
+# --- structured output and embeddings (issue 25) ---------------------------------------------------
+
+
+class Verdict(BaseModel):
+    answer: Literal["yes", "no"]  # an enum: the schema's grammar keeps the reply short
+    sure: bool
+
+
+def test_parse_with_a_schema_gets_schema_valid_json_from_the_bundled_model(ghost: GhostServer) -> None:
+    client = openai.OpenAI(base_url=f"{ghost.url}/v1", api_key=ghost.api_key, max_retries=0)
+    # The agent model, as a user gets it: its tool round(s) free, the answering call under the schema.
+    reply = client.chat.completions.parse(model=MODEL, response_format=Verdict, temperature=0, max_tokens=MAX_TOKENS,
+                                          messages=[{"role": "user", "content": "Is the sky blue? Answer in JSON."}])
+    assert isinstance(reply.choices[0].message.parsed, Verdict), reply.choices[0].message.content
+
+
+def test_the_model_server_takes_a_json_schema_response_format(ghost: GhostServer) -> None:
+    # Straight to the model server (what the -plain model relays): no traceback, JSON of the schema.
+    schema = Verdict.model_json_schema()
+    reply = httpx.post(embedded_info(ghost)["url"] + "/v1/chat/completions", timeout=120, headers=model_headers(ghost),
+                       json={"messages": [{"role": "user", "content": "Is water wet?"}], "temperature": 0,
+                             "max_tokens": MAX_TOKENS, "response_format": {
+                                 "type": "json_schema", "json_schema": {"name": "Verdict", "schema": schema}}})
+    assert reply.status_code == 200, reply.text[:500]
+    Verdict.model_validate_json(reply.json()["choices"][0]["message"]["content"])
+
+
+def test_the_bundled_model_serves_embeddings_on_both_routes(ghost: GhostServer) -> None:
+    client = openai.OpenAI(base_url=f"{ghost.url}/v1", api_key=ghost.api_key, max_retries=0)
+    texts = ["The cat sat on the mat.", "Quarterly revenue grew by four percent."]
+    vectors = [row.embedding for row in client.embeddings.create(model=MODEL, input=texts).data]
+    assert len(vectors) == 2 and len(vectors[0]) == len(vectors[1]) > 100  # one pooled vector per text
+    assert vectors[0] != vectors[1]
+    ollama_reply = ollama.Client(host=ghost.url, headers={"X-Ghost-Key": ghost.api_key}).embed(model=MODEL, input=texts)
+    assert len(ollama_reply.embeddings) == 2
+    assert [round(x, 4) for x in ollama_reply.embeddings[0]] == [round(x, 4) for x in vectors[0]]
 
 
 # --- the model server answers only Ghost (issue 21) ---------------------------------------------

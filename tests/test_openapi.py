@@ -23,8 +23,8 @@ ANTHROPIC_ERROR_REF = "#/components/schemas/AnthropicError"
 def error_ref(path: str) -> str:
     """The error shape a path's clients read: Ollama's, Anthropic's, or Ghost's own."""
     return OLLAMA_ERROR_REF if is_ollama_path(path) else ANTHROPIC_ERROR_REF if path in ANTHROPIC_PATHS else ERROR_REF
-OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("get", "/api/ps"),
-                   ("post", "/api/show"), ("get", "/api/health/live"), ("get", "/api/health/ready")}
+OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("post", "/api/show"),
+                   ("get", "/api/health/live"), ("get", "/api/health/ready")}
 # Each route that reads a body, and the media types it takes.
 BODIES = {
     ("post", "/v1/chat/completions"): {"application/json"},

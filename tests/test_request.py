@@ -11,7 +11,7 @@ from ghost.errors import Unprocessable
 
 
 def parse_chat_request(body: dict, *, default_stream: bool, session_header: str | None = None):
-    return chat_request(bodies.parsed(bodies.ChatRequest, body), default_stream=default_stream,
+    return chat_request(bodies.parsed(bodies.ChatRequest, body), body, default_stream=default_stream,
                         session_header=session_header)
 
 
@@ -126,3 +126,77 @@ def test_what_is_passed_on_keeps_the_fields_ghost_does_not_know() -> None:
     assert request.messages[0]["content"] == [part]
     assert request.client_tools == [tool]
     assert request.sampling == {"temperature": 1} and isinstance(request.sampling["temperature"], int)
+
+
+# --- Ollama's format and options, the parameter rule (ghost.api.chat_params) ------------------------
+
+
+def test_ollama_format_json_is_json_mode() -> None:
+    assert parse(format="json").sampling["response_format"] == {"type": "json_object"}
+
+
+def test_ollama_format_schema_is_a_json_schema_response_format() -> None:
+    schema = {"title": "Pet", "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    assert parse(format=schema).sampling["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "Pet", "schema": schema, "strict": False}}
+    closed = {**schema, "additionalProperties": False, "title": "not a name!"}
+    assert parse(format=closed).sampling["response_format"]["json_schema"] == {
+        "name": "response", "schema": closed, "strict": True}
+
+
+def test_openai_response_format_wins_over_ollama_format() -> None:
+    given = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
+    assert parse(format="json", response_format=given).sampling["response_format"] == given
+
+
+@pytest.mark.parametrize("bad", ["yaml", 5, ["json"]])
+def test_a_format_that_is_neither_json_nor_a_schema_is_refused(bad: object) -> None:
+    with pytest.raises(Exception) as caught:
+        parse(format=bad)
+    assert "format" in str(getattr(caught.value, "message", caught.value))
+
+
+def test_ollama_sampling_options_are_passed_on() -> None:
+    options = {"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1, "typical_p": 0.9, "repeat_last_n": 64,
+               "mirostat": 2, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "tfs_z": 1.0, "num_keep": 4}
+    sampling = parse(options=options).sampling
+    assert sampling == {"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1, "repetition_penalty": 1.1,
+                        "typical_p": 0.9, "repeat_last_n": 64, "mirostat": 2, "mirostat_tau": 5.0,
+                        "mirostat_eta": 0.1, "tfs_z": 1.0, "n_keep": 4}
+
+
+def test_openai_parameters_an_agent_applies_are_kept() -> None:
+    given = {"parallel_tool_calls": False, "reasoning_effort": "low", "top_k": 3, "min_p": 0.1, "n": 1,
+             "logprobs": False}
+    sampling = parse(**given).sampling
+    assert sampling == {"parallel_tool_calls": False, "reasoning_effort": "low", "top_k": 3, "min_p": 0.1}
+    assert parse(**given).refused is None
+
+
+@pytest.mark.parametrize("field,value", [("n", 2), ("logprobs", True), ("top_logprobs", 3),
+                                         ("functions", [{"name": "f"}]), ("modalities", ["text", "audio"]),
+                                         ("prediction", {"type": "content", "content": "x"})])
+def test_parameters_an_agent_cannot_apply_are_named(field: str, value: object) -> None:
+    refused = parse(**{field: value}).refused
+    assert refused is not None and refused.startswith(f"{field}: not supported on an agent model")
+
+
+def test_ollama_load_options_are_refused_by_name() -> None:
+    assert parse(options={"num_ctx": 8192}).refused.startswith("options.num_ctx: not supported")
+
+
+def test_the_plain_relay_keeps_every_field() -> None:
+    given = {"n": 3, "logprobs": True, "top_logprobs": 2, "parallel_tool_calls": False, "reasoning_effort": "high",
+             "some_server_extension": {"a": 1}, "temperature": 0.5}
+    request = parse(**given, session_id="s1", options={"top_k": 7}, format="json", keep_alive="5m")
+    assert request.relay == {**given, "top_k": 7, "response_format": {"type": "json_object"}}
+
+
+@pytest.mark.parametrize("field,value", [("suffix", "end"), ("raw", True), ("template", "{{ .Prompt }}"),
+                                         ("context", [1, 2])])
+def test_generate_refuses_raw_completion_fields_by_name(field: str, value: object) -> None:
+    from ghost.api.openai_request import generate_request
+    from ghost.errors import BadRequest
+    payload = {"model": "m", "prompt": "hi", field: value}
+    with pytest.raises(BadRequest, match=f"^{field}: not supported"):
+        generate_request(bodies.parsed(bodies.GenerateRequest, payload), payload)

@@ -48,15 +48,19 @@ def test_default_model_is_the_responses_api(run_config: RunConfig) -> None:
 
 
 async def test_function_tool_and_output_type(run_config: RunConfig, upstream: FakeUpstream) -> None:
+    # Tool rounds go without the format (ghost.agent.answer_format); once the model answers, one more
+    # call without tools carries it: that reply is the structured answer.
     upstream.script(Reply(content="", tool_calls=[{"name": "get_weather", "arguments": {"city": "Lima"}}]),
-                    Reply(content='{"city": "Lima", "sky": "sunny"}'))
+                    Reply(content="Sunny in Lima, then."), Reply(content='{"city": "Lima", "sky": "sunny"}'))
     agent = Agent(name="forecaster", instructions="Use the tool.", model="fake-model", tools=[get_weather],
                   output_type=Forecast)
     result = await Runner.run(agent, "Weather in Lima?", run_config=run_config)
     assert result.final_output == Forecast(city="Lima", sky="sunny")
-    first, second = [r["body"] for r in upstream.chat_requests()][-2:]
-    assert first["response_format"]["type"] == "json_schema"
-    assert set(first["response_format"]["json_schema"]["schema"]["properties"]) == {"city", "sky"}
+    first, second, answer = [r["body"] for r in upstream.chat_requests()][-3:]
+    assert "response_format" not in first and "response_format" not in second
+    assert answer["response_format"]["type"] == "json_schema" and "tools" not in answer
+    assert set(answer["response_format"]["json_schema"]["schema"]["properties"]) == {"city", "sky"}
+    assert answer["messages"] == second["messages"]
     assert any(t["function"]["name"] == "get_weather" for t in first["tools"])
     tool_result = second["messages"][-1]
     assert tool_result["role"] == "tool" and tool_result["content"] == "sunny in Lima"

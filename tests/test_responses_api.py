@@ -170,7 +170,8 @@ def test_non_streamed_object_equals_the_streamed_one(server: GhostServer, upstre
 def test_instructions_sampling_and_text_format_reach_the_upstream(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
               "additionalProperties": False}
-    upstream.script(Reply(content='{"n": 4}'))
+    # The tool round goes without the format (its text is reasoning); the answering call carries it.
+    upstream.script(Reply(content="Two and two make four."), Reply(content='{"n": 4}'))
     response = oai.responses.create(
         input="two plus two", instructions="Answer in JSON.", temperature=0.2, top_p=0.9, max_output_tokens=50,
         text={"format": {"type": "json_schema", "name": "sum", "schema": schema, "strict": True}})

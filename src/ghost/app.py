@@ -50,7 +50,7 @@ from ghost.private import private_dir
 log = logging.getLogger("ghost")
 
 # Routers in match order. The catch-all proxy must stay last.
-ROUTERS = [info.router, ollama.router, ollama.keyed, health.router, probes.router, chat.router, anthropic.router, responses.router,
+ROUTERS = [info.router, ollama.keyed, health.router, probes.router, chat.router, anthropic.router, responses.router,
            sessions.router, workspace.router, users_api.router, proxy.router]
 
 

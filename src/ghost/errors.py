@@ -29,6 +29,8 @@ sqlite, zipfile) are translated where they are caught, with `raise ... from exc`
 
 from __future__ import annotations
 
+import re
+
 
 class GhostError(Exception):
     status_code: int = 500
@@ -166,12 +168,49 @@ def error_body(message: str, error_type: str) -> dict[str, dict[str, str]]:
 
 
 def error_text(error: object) -> str:
-    """The text of an `error` value another server sent: its `message` if it has one, else itself.
+    """The text of an `error` value another server sent: its `message` if it has one, else itself,
+    scrubbed (`upstream_text`).
 
     Servers send either Ghost's (and OpenAI's) `{"message": ..., "type": ...}` or a plain string."""
     if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)
+        return upstream_text(str(error.get("message") or error))
+    return upstream_text(str(error))
+
+
+# A stack as Python, Node/Java and Go print it, and the source line Python shows under a frame.
+_TRACEBACK_LINE = re.compile(r"^\s*(Traceback \(most recent call last\):|During handling of the above exception"
+                             r"|The above exception was the direct cause|goroutine \d+ \[)")
+_FRAME_LINE = re.compile(r'^(\s*File "[^"]*", line \d+|\s+at \S)')  # Python's; Node's and Java's, indented
+_CARETS = re.compile(r"^\s*[\^~]+\s*$")
+# An absolute file path: under a usual root, or ending in a file name with an extension. Not the
+# path part of a URL (`host:8080/v1/...`), not an API route (`/v1/chat/completions`).
+_ROOTS = "home|root|usr|opt|var|tmp|srv|etc|app|work|mnt|data|models|proc|lib|lib64|nix|private|Users|snap|workspace"
+_PATH = re.compile(r"(?<![\w.:/~-])(?:/(?:" + _ROOTS + r")(?:/[^\s\"'`,;:()\[\]{}]+)+"
+                   r"|(?:/[\w.@+-]+)+/[\w@+-]+\.[A-Za-z]\w{0,7}\b)"
+                   r"|\b[A-Za-z]:\\[^\s\"'()]+")
+
+
+def upstream_text(text: str) -> str:
+    """Error text another server wrote, as a client may read it: no stack frames, no file paths.
+
+    The one rule for every place an upstream's (or the bundled model server's) error text reaches
+    a client: a Python traceback tells the client nothing it can act on and shows the server's
+    layout; the exception's own line (`ValueError: ...`) stays, with any path in it as `<path>`."""
+    kept: list[str] = []
+    in_frame = False
+    for line in text.splitlines():
+        if _TRACEBACK_LINE.match(line) or _CARETS.match(line):
+            continue
+        if _FRAME_LINE.match(line):
+            in_frame = True  # Python prints the frame's source line next, indented deeper
+            continue
+        if in_frame and line.startswith("    ") and not line.strip().startswith("File "):
+            in_frame = False
+            continue
+        in_frame = False
+        kept.append(_PATH.sub("<path>", line))
+    cleaned = "\n".join(line for line in kept if line.strip()).strip()
+    return cleaned or "(the upstream's error text was only a stack trace)"
 
 
 ECHO_CHARS = 80

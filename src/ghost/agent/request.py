@@ -17,7 +17,10 @@ class ChatRequest:
     stream: bool
     session_id: str | None = None  # asked for by the client; the service decides where it is stored
     client_tools: list[dict[str, Any]] = field(default_factory=list)
-    sampling: dict[str, Any] = field(default_factory=dict)  # OpenAI sampling fields, passed on as given
+    sampling: dict[str, Any] = field(default_factory=dict)  # the fields an agent turn sends upstream
+    # A `-plain` model's fields instead: all the client sent (None: `sampling`). See ghost.api.chat_params.
+    relay: dict[str, Any] | None = None
+    refused: str | None = None  # why an agent model cannot take this request (400), naming the parameter
     include_usage: bool = False
     tool_choice: Any = None
     store: bool = True  # False: answer the turn and keep no history of it (Responses `store: false`)

@@ -26,7 +26,7 @@ from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest
 from ghost.agent.user_limits import UserLimits
 from ghost.agent.turn import AgentTurn, TurnOptions, TurnServices
-from ghost.errors import InsufficientStorage, NotFound, echo
+from ghost.errors import BadRequest, InsufficientStorage, NotFound, echo
 from ghost.events import ClientToolCall, Done, Event, Notice, TextDelta
 from ghost.config import Settings
 from ghost.llm.upstream import Upstream
@@ -87,7 +87,11 @@ class ChatService:
         model = chat.model or self.upstream.models[0]
         choice = self._model(model)
         if plain or choice.plain:
+            if chat.relay is not None:
+                chat = dataclasses.replace(chat, sampling=chat.relay)
             return await self._start(model, None, self._turn(chat, choice, PLAIN, request_id, None))
+        if chat.refused is not None:
+            raise BadRequest(chat.refused)
         if self.user_limits is not None:
             await self.user_limits.check_disk()
         session = await session_for(self.history, chat.messages, chat.session_id) if chat.store else None

@@ -11,6 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from ghost.agent.answer_format import AnswerFormat, without_format
 from ghost.agent.budget import OutputBudget, budget_note
 from ghost.agent.context import ContextFitter, ExtraCall, tools_json
 from ghost.agent.context_services import ContextServices
@@ -102,6 +103,9 @@ class AgentTurn:
         self.tool_seconds = 0.0
         self.rounds = 0
         self.budget = OutputBudget(services.settings.max_turn_output_tokens)
+        # tool_choice "none": no call can come, so the one call may carry the format at once
+        self.format = AnswerFormat(request.sampling, agent=options.use_tools and request.tool_choice != "none")
+        self.drafting = False  # this round runs tools without the format (see ghost.agent.answer_format)
         self.calls = 0  # upstream calls made, summaries included
         self.chooser = ToolChooser(schema_tokens, _chosen_tool(self.client_tools.tool_choice_for_model(
             request.tool_choice))) if schema_tokens is not None else None
@@ -113,8 +117,10 @@ class AgentTurn:
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
         limit = self.options.max_tool_rounds
-        for round_index in range(limit + 1):
-            tools = self._tool_schemas()  # per round: a skill made this turn is callable next round
+        for round_index in range(limit + 2):  # the last one only for a format's answering call
+            # per round: a skill made this turn is callable next round
+            tools = [] if self.format.answering else self._tool_schemas()
+            self.drafting = self.format.drafting(tools)
             completion, text = None, []
             async with aclosing(self._upstream(messages, tools)) as items:
                 async for item in items:
@@ -130,7 +136,7 @@ class AgentTurn:
                     self.budget.add(item.text)
                     if item.kind == "content":
                         text.append(item.text)
-                        yield TextDelta(item.text)
+                        yield ReasoningDelta(item.text) if self.drafting else TextDelta(item.text)
                     else:
                         yield ReasoningDelta(item.text)
                     if self.budget.spent:
@@ -144,6 +150,9 @@ class AgentTurn:
             self.upstream_seconds += completion.upstream_seconds
             self._count_usage(completion.usage)
             self.budget.end_round(completion)
+            if not completion.tool_calls and self.drafting:
+                self.format.answer_next()  # the model answers: once more, constrained to the format
+                continue
             if not completion.tool_calls:
                 for event in self._ending(Done(completion.finish_reason)):
                     yield event
@@ -217,6 +226,8 @@ class AgentTurn:
     def _payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.request.model, "messages": messages, "stream": True,
                                    "stream_options": {"include_usage": True}, **self.request.sampling}
+        if self.drafting:
+            payload = without_format(payload)
         if tools:
             payload["tools"] = tools
             if self.request.tool_choice is not None:

@@ -7,7 +7,8 @@ schemas, so the parser and the document cannot disagree.
 
 Validation is strict (no "yes" for true, no "0.5" for a number) and reports the first problem in
 Ghost's error shape, naming the field: `messages: must be a non-empty list`. Unknown fields are
-ignored (clients send plenty); the parts Ghost passes to the upstream as given (content parts,
+ignored on agent models (clients send plenty) and relayed on `-plain` ones; which parameters an
+agent model applies or refuses is `chat_params`; the parts Ghost passes to the upstream as given (content parts,
 the client's tool definitions) keep theirs, and say so in the schema. Turning a valid body into
 the agent's request is `openai_request` (and `ollama_request` for Ollama's shapes).
 """
@@ -115,7 +116,8 @@ class StreamOptions(Body):
 
 
 class OllamaOptions(Body):
-    """Ollama sampling options; mapped to the OpenAI fields when those are not given."""
+    """Ollama sampling options; mapped to the OpenAI fields when those are not given. Options that
+    load a model (`num_ctx`, `num_gpu`, ...) are refused on agent models (`ghost.api.chat_params`)."""
 
     temperature: Number | None = None
     top_p: Number | None = None
@@ -124,6 +126,17 @@ class OllamaOptions(Body):
     seed: int | None = None
     presence_penalty: Number | None = None
     frequency_penalty: Number | None = None
+    top_k: int | None = None
+    min_p: Number | None = None
+    typical_p: Number | None = None
+    repeat_penalty: Number | None = Field(None, description="Sent as llama.cpp's `repeat_penalty` and vLLM's "
+                                          "`repetition_penalty`.")
+    repeat_last_n: int | None = None
+    mirostat: int | None = None
+    mirostat_tau: Number | None = None
+    mirostat_eta: Number | None = None
+    tfs_z: Number | None = None
+    num_keep: int | None = Field(None, description="Sent as llama.cpp's `n_keep`.")
 
 
 class Sampling(Body):
@@ -140,6 +153,15 @@ class Sampling(Body):
     response_format: dict[str, Any] | None = None
     logit_bias: dict[str, Number] | None = None
     user: str | None = None
+    n: int | None = Field(None, description="Answers to make: 1 on agent models (more is a 400); relayed on "
+                          "`-plain` models.")
+    logprobs: bool | None = Field(None, description="Agent models: `true` is a 400; relayed on `-plain` models.")
+    top_logprobs: int | None = Field(None, description="Agent models: a 400; relayed on `-plain` models.")
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    format: Annotated[str | dict[str, Any] | None, _says('must be "json" or a JSON schema')] = Field(
+        None, description='Ollama: `"json"`, or a JSON schema the answer must match (sent upstream as '
+        '`response_format`).')
 
 
 # --- the bodies -----------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
-    body = bodies.parsed(bodies.ChatRequest, await read_json_object(request))
+    payload = await read_json_object(request)
+    body = bodies.parsed(bodies.ChatRequest, payload)
     # A front end acting for its end user names the session by its own chat id (X-OpenWebUI-Chat-Id).
-    chat = chat_request(body, default_stream=wire is not Wire.OPENAI,
+    chat = chat_request(body, payload, default_stream=wire is not Wire.OPENAI,
                         session_header=request.headers.get(SESSION_HEADER) or known_caller(request).session)
     return await _run(request, chat, wire, service)
 
@@ -65,5 +66,6 @@ async def ollama_chat(request: Request, service: ChatService = Depends(get_chat)
 @router.post("/api/generate", summary="Single-prompt completion (Ollama format, no tools)",
              **openapi.GENERATE)
 async def generate(request: Request, service: ChatService = Depends(get_chat)) -> Response:
-    chat = generate_request(bodies.parsed(bodies.GenerateRequest, await read_json_object(request)))
+    payload = await read_json_object(request)
+    chat = generate_request(bodies.parsed(bodies.GenerateRequest, payload), payload)
     return await _run(request, chat, Wire.OLLAMA_GENERATE, service, plain=True)

@@ -1,6 +1,6 @@
 """Ollama's remaining routes, answered by Ghost rather than proxied to an OpenAI upstream.
 
-`/api/ps` lists the served models; `/api/embed` and `/api/embeddings` are translated to the
+`/api/ps` lists the served models (with the key, unlike `/api/tags`: it tells what runs now); `/api/embed` and `/api/embeddings` are translated to the
 upstream's `/v1/embeddings`; the model-management routes answer in Ollama's shape — a pull of a
 served model succeeds at once, everything else says that Ghost serves a fixed set.
 """
@@ -25,12 +25,11 @@ from ghost.api.services import Services, get_services
 from ghost.api.info import model_details, model_digest, model_size
 from ghost.errors import Forbidden, NotFound, Unprocessable
 
-router = APIRouter()
 keyed = APIRouter(dependencies=[Depends(require_key)])
 PULL_STEPS = ("pulling manifest", "verifying sha256 digest", "writing manifest", "success")
 
 
-@router.get("/api/ps", summary="Models Ghost is serving now, Ollama style", **openapi.PS)
+@keyed.get("/api/ps", summary="Models Ghost is serving now, Ollama style", **openapi.PS)
 async def running(services: Services = Depends(get_services)) -> dict[str, Any]:
     # Ghost serves its models for as long as it runs: "expires" a day ahead, refreshed on each call.
     expires = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()

@@ -15,19 +15,12 @@ import uuid
 from typing import Any
 
 from ghost.api.bodies import ChatMessage, GenerateRequest, OllamaOptions, ToolCallIn
+from ghost.api.chat_params import ollama_sampling
 from ghost.events import ToolCall
 
-# Ollama `options` -> OpenAI field.
-_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "num_predict": "max_tokens", "stop": "stop",
-            "seed": "seed", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}
-
-
 def options_as_sampling(options: OllamaOptions | None) -> dict[str, Any]:
-    """The OpenAI sampling fields that Ollama's `options` set."""
-    if options is None:
-        return {}
-    given = options.model_dump(exclude_none=True)
-    return {target: given[name] for name, target in _OPTIONS.items() if name in given}
+    """The upstream sampling fields that Ollama's `options` set (the mapping is `chat_params`')."""
+    return ollama_sampling(options.model_dump(exclude_none=True)) if options is not None else {}
 
 
 def generate_messages(body: GenerateRequest) -> list[ChatMessage]:

@@ -11,18 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from ghost.agent.request import ChatRequest
-from ghost.api import bodies
+from ghost.api import bodies, chat_params
 from ghost.api.ollama_request import (generate_messages, images_as_parts, matching_call_id, openai_tool_call,
                                       options_as_sampling)
 from ghost.api.session_id import optional_session_id
+from ghost.errors import BadRequest
 from ghost.llm.think import strip_think
 
-# OpenAI sampling fields passed through to the upstream as given.
-_PASSTHROUGH = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-                "presence_penalty", "frequency_penalty", "response_format", "logit_bias", "user")
-
-
-def chat_request(body: bodies.ChatRequest, *, default_stream: bool, session_header: str | None = None) -> ChatRequest:
+def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_stream: bool,
+                 session_header: str | None = None) -> ChatRequest:
+    """`payload`: the body as received, for the fields no model of `bodies` declares (see `chat_params`)."""
     options = body.stream_options
     return ChatRequest(
         messages=openai_messages(body.messages),
@@ -30,23 +28,44 @@ def chat_request(body: bodies.ChatRequest, *, default_stream: bool, session_head
         stream=default_stream if body.stream is None else body.stream,
         session_id=optional_session_id(body.session_id or session_header),
         client_tools=client_tools(body.tools),
-        sampling=sampling(body),
+        sampling=sampling(body, payload),
         include_usage=bool(options and options.include_usage),
         tool_choice=body.tool_choice,
+        relay=relay(body, payload),
+        refused=chat_params.agent_refusal(payload),
     )
 
 
-def generate_request(body: bodies.GenerateRequest) -> ChatRequest:
-    """/api/generate: one prompt, no tools, streamed unless asked otherwise."""
+def generate_request(body: bodies.GenerateRequest, payload: dict[str, Any]) -> ChatRequest:
+    """/api/generate: one prompt, no tools, streamed unless asked otherwise; a relay like `-plain` models."""
+    if (refusal := chat_params.generate_refusal(payload)) is not None:
+        raise BadRequest(refusal)
     return ChatRequest(messages=openai_messages(generate_messages(body)), model=body.model or "",
-                       stream=True if body.stream is None else body.stream, sampling=sampling(body))
+                       stream=True if body.stream is None else body.stream, sampling=sampling(body, payload),
+                       relay=relay(body, payload))
 
 
-def sampling(body: bodies.Sampling) -> dict[str, Any]:
-    """The sampling fields for the upstream: OpenAI's as given, else Ollama's `options` mapped."""
-    given = body.model_dump(include=set(_PASSTHROUGH), exclude_none=True)
-    params = {**options_as_sampling(body.options), **given}
-    if params.get("max_tokens", 0) < 0:  # Ollama's num_predict -1 = no limit
+def sampling(body: bodies.Sampling, payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields an agent turn sends upstream: OpenAI's as given, else those Ollama's `format` and
+    `options` set."""
+    given = {name: payload[name] for name in chat_params.APPLIED if payload.get(name) is not None}
+    return _with_max_tokens({**_ollama_fields(body), **given})
+
+
+def relay(body: bodies.Sampling, payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields a `-plain` model sends upstream: every one the client sent, Ollama's translated."""
+    return _with_max_tokens({**_ollama_fields(body), **chat_params.relayed(payload)})
+
+
+def _ollama_fields(body: bodies.Sampling) -> dict[str, Any]:
+    fields = options_as_sampling(body.options)
+    if (response_format := chat_params.response_format(body.format)) is not None:
+        fields["response_format"] = response_format
+    return fields
+
+
+def _with_max_tokens(params: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(params.get("max_tokens"), int) and params["max_tokens"] < 0:  # Ollama's num_predict -1 = no limit
         del params["max_tokens"]
     return params
 

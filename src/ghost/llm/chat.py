@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ghost.errors import UpstreamError, error_text
+from ghost.errors import UpstreamError, error_text, upstream_text
 from ghost.events import ToolCall, Usage
 from ghost.jsondepth import too_deep
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, read_bounded
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ghost.llm.upstream import HttpUpstream
 
 MAX_ERROR_BODY = 4096
+MAX_ERROR_DETAIL = 300  # characters of the upstream's error text a client is shown
 DRAIN_SECONDS = 1.0
 
 
@@ -81,7 +82,8 @@ class _Accumulator:
             self.usage = _usage(data["usage"]) or self.usage
         out: list[Delta] = []
         for choice in data.get("choices") or []:
-            out += self._choice(choice)
+            if choice.get("index", 0) == 0:  # a relayed `n` > 1: the first choice is the reply (docs/clients.md)
+                out += self._choice(choice)
         return out
 
     def _choice(self, choice: dict[str, Any]) -> list[Delta]:
@@ -188,11 +190,13 @@ async def _raise_for_status(response: UpstreamResponse) -> None:
         parsed = None
     if (overflow := context_overflow(response.status, parsed)) is not None:
         raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
-    try:
-        detail = error_text(parsed.get("error") or body[:300].decode(errors="replace"))
-    except AttributeError:
-        detail = body[:300].decode(errors="replace").strip() or (response.response.reason or "")
-    raise UpstreamError(f"upstream answered {response.status}: {detail}")
+    # Scrubbed whole, then cut: a traceback's one useful line (the exception) comes last.
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if error:
+        detail = error_text(error)
+    else:
+        detail = upstream_text(body.decode(errors="replace")) if body.strip() else (response.response.reason or "")
+    raise UpstreamError(f"upstream answered {response.status}: {detail[:MAX_ERROR_DETAIL]}")
 
 
 async def _sse_chunks(response: UpstreamResponse, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
@@ -225,7 +229,8 @@ def _error_chunk(event: ServerSentEvent, bounds: ReplyBounds) -> dict[str, Any]:
     try:
         payload = _parse_object(event.data, bounds, "error event")
     except UpstreamError:
-        return {"error": event.text[:300].strip() or "an error event without a message"}
+        return {"error": upstream_text(event.text)[:MAX_ERROR_DETAIL] if event.text.strip()
+                else "an error event without a message"}
     return payload if isinstance(payload.get("error"), (dict, str)) else {"error": payload}
 
 

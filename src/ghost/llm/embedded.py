@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 
 from ghost.config import Settings
-from ghost.errors import GhostError
+from ghost.errors import GhostError, upstream_text
 from ghost.llm.availability import check_model_available
 from ghost.llm.embedded_gate import KEY_ENV
 from ghost.llm.gguf import GGUFError, read_model_meta
@@ -153,6 +153,8 @@ class LaunchSpec:
             # Logits for the last token only: the server's default keeps them for every position
             # of the context (n_ctx x vocabulary floats, over a GB for SmolLM2 at 8k).
             "--logits_all", "False",
+            # /v1/embeddings (and Ghost's /api/embed) from the same model; generation is unchanged.
+            "--embedding", "True",
         ]
 
 
@@ -331,7 +333,7 @@ class EmbeddedServer:
         tail = log_tail(self.log_path)
         log.error("the bundled model server %s while starting; last lines of %s:\n%s",
                   exit_description(code), self.log_path, tail)
-        last = tail.splitlines()[-1].strip() if tail.strip() else ""
+        last = upstream_text(tail.splitlines()[-1]).strip() if tail.strip() else ""  # the log has it whole
         return f"the model server {exit_description(code)} while starting" + (f" ({last[:300]})" if last else "")
 
     async def _watch(self) -> None:

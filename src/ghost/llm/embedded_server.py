@@ -15,6 +15,14 @@ Its request model also refuses `content: null` on an assistant message that carr
 (valid OpenAI, and what an agent sends back on its next round); `NullContentAsEmpty` fixes that
 on the way in.
 
+Structured output: the stock server's request model knows OpenAI's `json_object` but not
+`json_schema` (a 500 quoting its own traceback); `adapted_chat_body` rewrites a `json_schema`
+format into the `json_object` + `schema` form it takes, and `handle_chat` generates the answer
+(never the tool choice) under that schema's grammar. Embeddings: the model is loaded with
+`--embedding True`, which llama-cpp-python 0.3.36 allows beside generation (same tokens out; the
+cost is in `bench/embedded_embeddings.py`); a model whose GGUF names no pooling (a chat model such
+as SmolLM2 would give one vector per token) is mean-pooled (`pool_by_mean_unless_declared`).
+
 Three more things the stock server does not do:
 - it answers only Ghost: the key Ghost generated, its loopback Host, no CORS
   (`ghost.llm.embedded_gate`);
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import llama_cpp
 import llama_cpp.llama_cpp as llama_c
 from llama_cpp import Llama, llama_chat_format
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -45,6 +54,7 @@ from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
 from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
 from ghost.llm.embedded_gate import KEY_ENV, GhostOnly
+from ghost.llm.gguf import GGUFError, read_metadata
 from ghost.llm.toolcalls import (CALL, END, MESSAGE, Reply, chosen_tool, forced_tool, opening_grammar,
                                  render_prompt, repeats_a_call, tool_by_name, tool_rounds_since_user, usage_of)
 
@@ -84,7 +94,8 @@ def handle_chat(llama: Llama, messages: list[dict[str, Any]], tools: list[dict[s
     # The client's own value wins; "no limit" (Ollama's num_predict -1 arrives as max_tokens -1,
     # which llama.cpp reads as "until the context is full") gets the default too.
     max_tokens = MAX_TOKENS if max_tokens is None or max_tokens <= 0 else max_tokens
-    turn = ChatTurn(llama, stream, max_tokens, _stops(stop), {k: kwargs[k] for k in SAMPLING if kwargs.get(k) is not None})
+    turn = ChatTurn(llama, stream, max_tokens, _stops(stop), {k: kwargs[k] for k in SAMPLING if kwargs.get(k) is not None},
+                    answer_grammar=format_grammar(kwargs.get("response_format")))
     tools = [] if tool_choice == "none" else list(tools or [])
     prompt = render_prompt(messages, tools)
     name = forced_tool(tool_choice)
@@ -102,8 +113,10 @@ class ChatTurn:
     """The llama.cpp calls of one chat request, and the reply they make."""
 
     def __init__(self, llama: Llama, stream: bool, max_tokens: int | None, stops: list[str],
-                 sampling: dict[str, Any]) -> None:
+                 sampling: dict[str, Any], answer_grammar: LlamaGrammar | None = None) -> None:
         self.llama, self.stream, self.max_tokens, self.stops, self.sampling = llama, stream, max_tokens, stops, sampling
+        # the answer's own grammar (a response_format); tool choice and arguments keep theirs
+        self.answer_sampling = {**sampling, "grammar": answer_grammar} if answer_grammar is not None else sampling
         self.reply = Reply(Path(llama.model_path).stem)
         self.steps: list[dict[str, Any]] = []
 
@@ -135,9 +148,9 @@ class ChatTurn:
             prompt_tokens = len(self.llama.tokenize(prompt.encode(), special=True))
             earlier = usage_of(*self.steps)["completion_tokens"] if self.steps else 0
             return self.reply.stream_text(self.llama.create_completion(
-                prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, stream=True, **self.sampling),
+                prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, stream=True, **self.answer_sampling),
                 prompt_tokens, earlier)
-        done = self._complete(prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, **self.sampling)
+        done = self._complete(prompt=prompt, max_tokens=self.max_tokens, stop=self.stops, **self.answer_sampling)
         choice = done["choices"][0]
         message = {"role": "assistant", "content": choice["text"].lstrip("\r\n")}
         return self.reply.completion(message, choice.get("finish_reason") or "stop", usage_of(*self.steps))
@@ -152,7 +165,33 @@ CHAT_PATH = "/v1/chat/completions"
 STATUS_PATH = "/ghost/status"
 
 
-def null_content_as_empty(body: bytes) -> bytes:
+def format_grammar(response_format: Any) -> LlamaGrammar | None:
+    """The grammar a `response_format` (as the server's request model passed it) puts the answer
+    under: a schema's, else any JSON object's; None for text."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_object":
+        return None
+    schema = response_format.get("schema")
+    if isinstance(schema, dict) and schema:
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            pass  # a schema llama.cpp's converter does not handle: valid JSON at least
+    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def schema_format(response_format: Any) -> Any:
+    """OpenAI's `{"type": "json_schema", "json_schema": {"schema": ...}}` in the server's
+    `{"type": "json_object", "schema": ...}` form; any other value as it is."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return response_format
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return {"type": "json_object", **({"schema": schema} if isinstance(schema, dict) else {})}
+
+
+def adapted_chat_body(body: bytes) -> bytes:
+    """A chat request as the stock server's request model takes it: `content: null` on an assistant
+    message as "", a `json_schema` response format in its `json_object` + `schema` form."""
     try:
         request = json.loads(body)
         messages = request["messages"]
@@ -161,11 +200,16 @@ def null_content_as_empty(body: bytes) -> bytes:
     for message in messages if isinstance(messages, list) else []:
         if isinstance(message, dict) and message.get("role") == "assistant" and message.get("content") is None:
             message["content"] = ""
+    if isinstance(request, dict) and "response_format" in request:
+        request["response_format"] = schema_format(request["response_format"])
     return json.dumps(request).encode()
 
 
+null_content_as_empty = adapted_chat_body  # its first job, under the name the tests know
+
+
 class NullContentAsEmpty:
-    """ASGI middleware: chat requests reach the server with `content: ""` instead of `null`."""
+    """ASGI middleware: chat requests reach the server as `adapted_chat_body` makes them."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
@@ -175,7 +219,7 @@ class NullContentAsEmpty:
             return await _send_json(send, load_status())
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        body = null_content_as_empty(await _read_body(receive))
+        body = adapted_chat_body(await _read_body(receive))
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
         scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
         replayed = False
@@ -226,6 +270,33 @@ def load_with_extra_buffers(enabled: bool) -> None:
     llama_c.llama_model_default_params = model_params
 
 
+def declared_pooling(model_path: str) -> int | None:
+    """The pooling type the GGUF file names (`<architecture>.pooling_type`), or None."""
+    try:
+        metadata = read_metadata(Path(model_path))
+    except (OSError, GGUFError):
+        return None
+    value = metadata.get(f"{metadata.get('general.architecture')}.pooling_type")
+    return value if isinstance(value, int) else None
+
+
+def pool_by_mean_unless_declared() -> None:
+    """Models this process loads pool their embeddings by mean unless their file names a pooling.
+
+    A chat model names none, and llama.cpp then returns one vector per token, which is not what
+    `/v1/embeddings` answers. llama-cpp-python's server has no pooling option, so the `Llama` it
+    constructs gets the default here (as `load_with_extra_buffers` does for the model parameters)."""
+    base = llama_cpp.Llama
+
+    class MeanPooled(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if "pooling_type" not in kwargs and declared_pooling(str(kwargs.get("model_path", ""))) is None:
+                kwargs["pooling_type"] = llama_c.LLAMA_POOLING_TYPE_MEAN
+            super().__init__(*args, **kwargs)
+
+    llama_cpp.Llama = MeanPooled
+
+
 def _flag(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise argparse.ArgumentTypeError("expected True or False")
@@ -244,6 +315,7 @@ def main() -> None:
     key = os.environ.pop(KEY_ENV, "")  # out of the environment that llama.cpp and its children see
     TOOL_ROUNDS, MAX_TOKENS = args.ghost_tool_rounds, args.ghost_max_tokens
     load_with_extra_buffers(args.ghost_extra_buffers)
+    pool_by_mean_unless_declared()
     print(f"ghost: loading the model with llama.cpp's extra buffer types "
           f"{'on' if args.ghost_extra_buffers else 'off'}", flush=True)
     server: ServerSettings = parse_model_from_args(ServerSettings, args)

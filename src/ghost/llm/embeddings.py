@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ghost.errors import UpstreamError
+import httpx
+
+from ghost.errors import UpstreamError, error_text
 from ghost.llm.chat import MAX_ERROR_BODY
 from ghost.llm.transport_errors import upstream_errors
 
@@ -33,7 +35,7 @@ async def embed(upstream: HttpUpstream, model: str, inputs: list[str], request_i
                             f"{response.status_code}); use an upstream that serves embeddings")
     if response.status_code != 200:
         raise UpstreamError(f"upstream embeddings answered {response.status_code}: "
-                            f"{response.text[:MAX_ERROR_BODY // 16]}")
+                            f"{_error_detail(response)}")
     return _parsed(response.content, len(inputs))
 
 
@@ -49,3 +51,13 @@ def _parsed(body: bytes, expected: int) -> Embeddings:
     usage: Any = reply.get("usage") if isinstance(reply, dict) else None
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return Embeddings(vectors, tokens if isinstance(tokens, int) else None)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The upstream's error message (scrubbed of stack frames and paths), from its JSON or its text."""
+    text = response.text[:MAX_ERROR_BODY]
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return error_text(error if error else text)[:MAX_ERROR_BODY // 16]

@@ -106,6 +106,12 @@ def _read_header(stream: BinaryIO) -> tuple[dict[str, Any], int]:
     return metadata, parameters
 
 
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The file's key/value pairs. Blocking: run it in a thread."""
+    with path.open("rb") as stream:
+        return _read_header(stream)[0]
+
+
 def read_model_meta(path: Path) -> ModelMeta:
     """Blocking: run it in a thread."""
     try:
