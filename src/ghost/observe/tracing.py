@@ -34,6 +34,9 @@ class Tracing:
     def __init__(self, settings: TraceSettings | None = None) -> None:
         settings = settings or TraceSettings()
         self.enabled = settings.enabled
+        # Content on spans (ghost.observe.content): only when asked for, bounded per attribute.
+        self.captures_content = settings.captures_content
+        self.content_max_chars = settings.trace_content_max_chars
         self._provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
         if self.enabled:

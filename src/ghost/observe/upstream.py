@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from ghost.errors import GhostError
 from ghost.events import Usage
+from ghost.observe.content import reply_attribute, request_attributes
 from ghost.observe.metrics import Metrics
 from ghost.observe.tracing import Span, Tracing, fail, within
 
@@ -40,14 +41,17 @@ class ObservedUpstream:
         if not tracing.enabled:
             return self._counted(lambda: self._inner.stream_chat(payload, request_id), None)
         model = str(payload.get("model", ""))
-        span, ctx = tracing.start_span(f"chat {model}", SpanKind.CLIENT, {
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.system": "openai"})
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.system": "openai"}
+        if tracing.captures_content:
+            attributes.update(request_attributes(payload.get("messages") or (), tracing.content_max_chars))
+        span, ctx = tracing.start_span(f"chat {model}", SpanKind.CLIENT, attributes)
         return within(ctx, self._counted(lambda: self._inner.stream_chat(payload, request_id), span))
 
     async def _counted(self, call: Any, span: Span | None) -> AsyncIterator[Any]:
         metrics = self._metrics
         started = time.perf_counter()
         first, outcome, error_type = True, "cancelled", ""
+        reply: list[str] | None = [] if span is not None and self._tracing.captures_content else None
         try:
             async for item in call():  # made here, so a span's context is current when it starts
                 if first:
@@ -55,10 +59,17 @@ class ObservedUpstream:
                     first = False
                 if isinstance(usage := getattr(item, "usage", None), Usage):
                     _count_tokens(metrics, usage, span)
+                if reply is not None and getattr(item, "kind", None) == "content" and \
+                        len(reply) < self._tracing.content_max_chars:  # enough kept: the rest is cut anyway
+                    reply.append(item.text)
                 if (reason := getattr(item, "finish_reason", None)) is not None:
                     outcome = "ok"  # the final value: the caller may close the stream right after it
                     if span is not None and reason:
                         span.set_attribute("gen_ai.response.finish_reasons", (str(reason),))
+                    if span is not None and reply is not None:
+                        span.set_attribute("gen_ai.output.messages", reply_attribute(
+                            "".join(reply), getattr(item, "tool_calls", ()) or (), str(reason or ""),
+                            self._tracing.content_max_chars))
                 yield item
             outcome = "ok"
         except Exception as exc:
