@@ -191,7 +191,7 @@ def test_with_content_capture_on_the_spans_carry_messages_and_tool_io(
     upstream.script(Reply(content="", tool_calls=[{"id": "call_c", "name": "write_file",
                                                    "arguments": {"path": "c.txt", "content": secret}}]),
                     Reply(content=f"saved {secret}"))
-    trace = "9" * 32
+    trace = "c0" * 16
     assert _chat(content_traced, f"remember {secret}", {"traceparent": f"00-{trace}-{'a' * 16}-01"}).status_code == 200
     spans = _in_trace(receiver.wait_for(
         lambda got: sum(s.name.startswith("chat") for s in _in_trace(got, trace)) == 2), trace)
@@ -223,7 +223,7 @@ def test_captured_content_is_cut_at_its_bound(content_traced: GhostServer, upstr
                                              receiver: OtlpReceiver) -> None:
     long_reply = "word " * 400  # 2,000 characters
     upstream.script(Reply(content=long_reply))
-    trace = "b" * 32
+    trace = "d0" * 16
     assert _chat(content_traced, "x" * 3000, {"traceparent": f"00-{trace}-{'c' * 16}-01"}).status_code == 200
     spans = receiver.wait_for(lambda got: any(s.name.startswith("chat") for s in _in_trace(got, trace)))
     chat = next(s for s in _in_trace(spans, trace) if s.name.startswith("chat"))
