@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ghost.config import TraceSettings
-from ghost.observe.content import CUT_MARK
+from ghost.observe.content import CUT_MARK, request_attributes
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from ghost.testing.server import GhostServer
@@ -276,3 +276,13 @@ def test_the_standard_variables_turn_tracing_on(monkeypatch: pytest.MonkeyPatch,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert TraceSettings().enabled is enabled
+
+
+def test_a_long_history_keeps_its_newest_messages_whole_as_valid_json() -> None:
+    messages = [{"role": "user", "content": f"message {i} " + "y" * 100} for i in range(50)]
+    value = request_attributes(messages, 1000)["gen_ai.input.messages"]
+    kept = json.loads(value)
+    assert len(value) <= 1000 and 1 <= len(kept) < 50
+    assert kept[-1]["parts"][0]["content"] == messages[-1]["content"]  # the newest, whole
+    assert [m["parts"][0]["content"] for m in kept] == [m["content"] for m in messages[-len(kept):]]
+    assert CUT_MARK not in value
