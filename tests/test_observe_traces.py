@@ -18,7 +18,7 @@ from ghost.config import TraceSettings
 from ghost.observe.content import CUT_MARK, request_attributes
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from ghost.testing.server import GhostServer
+from ghost.testing.server import GhostServer, clean_env
 from test_mcp import HttpToy, install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -286,3 +286,12 @@ def test_a_long_history_keeps_its_newest_messages_whole_as_valid_json() -> None:
     assert kept[-1]["parts"][0]["content"] == messages[-1]["content"]  # the newest, whole
     assert [m["parts"][0]["content"] for m in kept] == [m["content"] for m in messages[-len(kept):]]
     assert CUT_MARK not in value
+
+
+def test_a_bad_content_bound_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    env = clean_env({"GHOST_TRACE_CONTENT_MAX_CHARS": "lots"})
+    done = subprocess.run([sys.executable, "-m", "ghost", "serve", "--home", str(tmp_path), "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid setting" in done.stderr and "GHOST_TRACE_CONTENT_MAX_CHARS" in done.stderr
+    assert "Traceback" not in done.stderr
