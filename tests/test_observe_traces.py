@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from ghost.config import TraceSettings
+from ghost.observe.content import CUT_MARK, request_attributes
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from ghost.testing.server import GhostServer
+from ghost.testing.server import GhostServer, clean_env
 from test_mcp import HttpToy, install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -169,6 +170,72 @@ def test_the_proxy_carries_the_trace_on(traced: GhostServer, upstream: FakeUpstr
     assert values == [f"00-{CLIENT_TRACE}-{proxy.span_id}-01"]  # Ghost's span, once: not the client's too
 
 
+# --- content, only when asked for ----------------------------------------------------------------------
+
+CONTENT_MAX_CHARS = 600
+
+
+@pytest.fixture(scope="module")
+def content_traced(upstream: FakeUpstream, receiver: OtlpReceiver,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+           "GHOST_TRACE_CONTENT_MAX_CHARS": str(CONTENT_MAX_CHARS)}
+    with GhostServer("--upstream-url", upstream.url, home=tmp_path_factory.mktemp("content"), env=env) as server:
+        yield server
+
+
+def test_with_content_capture_on_the_spans_carry_messages_and_tool_io(
+        content_traced: GhostServer, upstream: FakeUpstream, receiver: OtlpReceiver) -> None:
+    secret = "zebra-quartz-7781"
+    upstream.script(Reply(content="", tool_calls=[{"id": "call_c", "name": "write_file",
+                                                   "arguments": {"path": "c.txt", "content": secret}}]),
+                    Reply(content=f"saved {secret}"))
+    trace = "c0" * 16
+    assert _chat(content_traced, f"remember {secret}", {"traceparent": f"00-{trace}-{'a' * 16}-01"}).status_code == 200
+    spans = _in_trace(receiver.wait_for(
+        lambda got: sum(s.name.startswith("chat") for s in _in_trace(got, trace)) == 2), trace)
+    chats = [s for s in spans if s.name.startswith("chat")]
+    first = next(c for c in chats if c.attributes["gen_ai.response.finish_reasons"] == ("tool_calls",))
+    second = next(c for c in chats if c.attributes["gen_ai.response.finish_reasons"] == ("stop",))
+
+    asked = json.loads(first.attributes["gen_ai.input.messages"])
+    assert asked[-1] == {"role": "user", "parts": [{"type": "text", "content": f"remember {secret}"}]}
+    system = json.loads(first.attributes["gen_ai.system_instructions"])  # Ghost's prompt, cut at the bound
+    assert system[0]["type"] == "text" and system[0]["content"].endswith(CUT_MARK)
+    called = json.loads(first.attributes["gen_ai.output.messages"])
+    assert called[0]["role"] == "assistant" and called[0]["finish_reason"] == "tool_calls"
+    call = next(p for p in called[0]["parts"] if p["type"] == "tool_call")
+    assert (call["id"], call["name"], json.loads(call["arguments"])) == \
+        ("call_c", "write_file", {"path": "c.txt", "content": secret})
+    answered = json.loads(second.attributes["gen_ai.output.messages"])
+    assert answered[0]["parts"] == [{"type": "text", "content": f"saved {secret}"}]
+    # The second call's input has the tool's result as the model saw it.
+    assert any(p["type"] == "tool_call_response" and p["id"] == "call_c"
+               for m in json.loads(second.attributes["gen_ai.input.messages"]) for p in m["parts"])
+
+    tool = next(s for s in spans if s.name.startswith("execute_tool"))
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"path": "c.txt", "content": secret}
+    assert "c.txt" in tool.attributes["gen_ai.tool.call.result"]
+
+
+def test_captured_content_is_cut_at_its_bound(content_traced: GhostServer, upstream: FakeUpstream,
+                                             receiver: OtlpReceiver) -> None:
+    long_reply = "word " * 400  # 2,000 characters
+    upstream.script(Reply(content=long_reply))
+    trace = "d0" * 16
+    assert _chat(content_traced, "x" * 3000, {"traceparent": f"00-{trace}-{'c' * 16}-01"}).status_code == 200
+    spans = receiver.wait_for(lambda got: any(s.name.startswith("chat") for s in _in_trace(got, trace)))
+    chat = next(s for s in _in_trace(spans, trace) if s.name.startswith("chat"))
+    for name in ("gen_ai.input.messages", "gen_ai.output.messages"):
+        value = chat.attributes[name]
+        assert len(value) <= CONTENT_MAX_CHARS, name
+        (message,) = json.loads(value)  # still valid JSON: the text inside is what was cut
+        assert message["parts"][0]["content"].endswith(CUT_MARK), name
+        kept = message["parts"][0]["content"][:-len(CUT_MARK)]
+        assert len(kept) > CONTENT_MAX_CHARS // 4 and (("x" * 3000).startswith(kept) or long_reply.startswith(kept))
+
+
 # --- tracing off, the default -----------------------------------------------------------------------
 
 
@@ -209,3 +276,22 @@ def test_the_standard_variables_turn_tracing_on(monkeypatch: pytest.MonkeyPatch,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert TraceSettings().enabled is enabled
+
+
+def test_a_long_history_keeps_its_newest_messages_whole_as_valid_json() -> None:
+    messages = [{"role": "user", "content": f"message {i} " + "y" * 100} for i in range(50)]
+    value = request_attributes(messages, 1000)["gen_ai.input.messages"]
+    kept = json.loads(value)
+    assert len(value) <= 1000 and 1 <= len(kept) < 50
+    assert kept[-1]["parts"][0]["content"] == messages[-1]["content"]  # the newest, whole
+    assert [m["parts"][0]["content"] for m in kept] == [m["content"] for m in messages[-len(kept):]]
+    assert CUT_MARK not in value
+
+
+def test_a_bad_content_bound_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    env = clean_env({"GHOST_TRACE_CONTENT_MAX_CHARS": "lots"})
+    done = subprocess.run([sys.executable, "-m", "ghost", "serve", "--home", str(tmp_path), "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid setting" in done.stderr and "GHOST_TRACE_CONTENT_MAX_CHARS" in done.stderr
+    assert "Traceback" not in done.stderr

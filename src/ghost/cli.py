@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import ValidationError
 
 from ghost.client.commands import add_client_commands
-from ghost.config import Settings
+from ghost.config import Settings, TraceSettings
 from ghost.keyfile import KeyFileError, read_key, with_resolved_key
 
 
@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
+        TraceSettings()  # the tracing variables checked here too: a bad one is this message, not a traceback
     except ValidationError as exc:
         print(f"ghost: invalid setting: {exc}", file=sys.stderr)
         return 2

@@ -535,6 +535,17 @@ class TraceSettings(BaseSettings):
     exporter_otlp_traces_endpoint: str = ""
     sdk_disabled: str = ""  # only "true" (any case) disables, as the specification says
     service_name: str = "ghost"
+    # The GenAI conventions' switch for recording prompts, replies and tool arguments/results on
+    # spans: off unless "true" (any case), as content may be private.
+    instrumentation_genai_capture_message_content: str = ""
+    # Ghost's own bound on each recorded content attribute (characters; longer values are cut).
+    trace_content_max_chars: int = Field(
+        default=8192, ge=64, validation_alias="GHOST_TRACE_CONTENT_MAX_CHARS",
+        description="With content capture on, the most characters of one content attribute on a span.")
+
+    @property
+    def captures_content(self) -> bool:
+        return self.enabled and self.instrumentation_genai_capture_message_content.strip().lower() == "true"
 
     @property
     def enabled(self) -> bool:

@@ -11,6 +11,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from ghost.config import Settings, TraceSettings
+from ghost.observe.content import bounded
 from ghost.observe.metrics import Metrics
 from ghost.observe.tracing import Tracing, fail
 from ghost.observe.turns import TurnObserver
@@ -36,21 +37,27 @@ class Telemetry:
         """The `tool` label: Ghost's own tool by name, a skill or MCP server's by its source."""
         return self.metrics.source(source) if source else name
 
-    async def tool_call(self, label: str, name: str, call_id: str, call: Awaitable[Any]) -> Any:
+    async def tool_call(self, label: str, name: str, call_id: str, call: Awaitable[Any], arguments: str = "") -> Any:
         """Await one tool call (a `ToolResult`), counted and, with tracing on, in an `execute_tool`
-        span that is current while it runs (an MCP server's request carries its `traceparent`)."""
+        span that is current while it runs (an MCP server's request carries its `traceparent`).
+        `arguments` (the model's JSON) and the result go on the span only with content capture on."""
         started = time.perf_counter()
         span = token = None
         if self.tracing.enabled:
             attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
             if call_id:
                 attributes["gen_ai.tool.call.id"] = call_id
+            if self.tracing.captures_content:
+                attributes["gen_ai.tool.call.arguments"] = bounded(arguments, self.tracing.content_max_chars)
             span, ctx = self.tracing.start_span(f"execute_tool {name}", SpanKind.INTERNAL, attributes)
             token = otel_context.attach(ctx)
         outcome, error_type = "cancelled", ""
         try:
             result = await call
             outcome, error_type = ("ok", "") if getattr(result, "ok", False) else ("error", "tool_error")
+            if span is not None and self.tracing.captures_content:
+                span.set_attribute("gen_ai.tool.call.result",
+                                   bounded(str(getattr(result, "content", "")), self.tracing.content_max_chars))
             return result
         except Exception as exc:
             outcome, error_type = "error", type(exc).__name__

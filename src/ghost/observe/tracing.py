@@ -34,6 +34,9 @@ class Tracing:
     def __init__(self, settings: TraceSettings | None = None) -> None:
         settings = settings or TraceSettings()
         self.enabled = settings.enabled
+        # Content on spans (ghost.observe.content): only when asked for, bounded per attribute.
+        self.captures_content = settings.captures_content
+        self.content_max_chars = settings.trace_content_max_chars
         self._provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
         if self.enabled:
@@ -89,28 +92,35 @@ def fail(span: Span, error_type: str) -> None:
     span.set_status(trace.StatusCode.ERROR)
 
 
-async def within(ctx: Context, events: AsyncIterator[T]) -> AsyncIterator[T]:
-    """`events`, each step of it run with `ctx` as the current context.
+END: Any = object()  # what `step_within` gives for an iterator's end
 
-    The context is attached around each step and detached before the value is handed on, so it
+
+async def step_within(ctx: Context | None, iterator: AsyncIterator[T]) -> T:
+    """The next value of `iterator` (`END` at its end), the step run with `ctx` as the current
+    context (as it is with None).
+
+    The context is attached around the one step and detached before the value is handed on, so it
     never leaks into the consumer between steps (an async generator's frame has no context of its
-    own: a `with` around its whole body would attach in one step and detach in another)."""
-    iterator = aiter(events)
+    own: a `with` around its whole body would attach in one step and detach in another). Called by
+    the observers' own loops, not wrapped around them: a wrapping generator would add a hop for
+    every event of every turn."""
+    if ctx is None:
+        return await anext(iterator, END)
+    token = otel_context.attach(ctx)
     try:
-        while True:
-            token = otel_context.attach(ctx)
-            try:
-                item = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            finally:
-                otel_context.detach(token)
-            yield item
+        return await anext(iterator, END)
     finally:
-        closing = getattr(iterator, "aclose", None)
-        if closing is not None:
-            token = otel_context.attach(ctx)
-            try:
-                await closing()
-            finally:
-                otel_context.detach(token)
+        otel_context.detach(token)
+
+
+async def close_within(ctx: Context | None, iterator: AsyncIterator[Any]) -> None:
+    """Close `iterator` (if it can be) with `ctx` current, as `step_within` runs its steps."""
+    closing = getattr(iterator, "aclose", None)
+    if closing is None:
+        return
+    token = otel_context.attach(ctx) if ctx is not None else None
+    try:
+        await closing()
+    finally:
+        if token is not None:
+            otel_context.detach(token)

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from ghost.events import ClientToolCall, Done, Error, Event, ToolActivity, TurnStats, Usage
 from ghost.observe.metrics import Metrics
-from ghost.observe.tracing import Span, Tracing, fail, within
+from ghost.observe.tracing import END, Context, Span, Tracing, close_within, fail, step_within
 
 CONTEXT_ACTIVITY = "context"  # the name the context fitting reports its work under
 KNOWN_STOPS = frozenset({"max_tool_rounds"})
@@ -61,17 +61,20 @@ class TurnObserver:
 
     def observe(self, events: AsyncIterator[Event], model: str) -> AsyncIterator[Event]:
         if not self.tracing.enabled:
-            return self._counted(events, model, None)
+            return self._counted(events, model, None, None)
         span, ctx = self.tracing.start_span(f"invoke_agent {model}", SpanKind.INTERNAL, {
             "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "ghost", "gen_ai.request.model": model})
-        return self._counted(within(ctx, events), model, span)
+        return self._counted(events, model, span, ctx)
 
-    async def _counted(self, events: AsyncIterator[Event], model: str, span: Span | None) -> AsyncIterator[Event]:
+    async def _counted(self, events: AsyncIterator[Event], model: str, span: Span | None,
+                       ctx: Context | None) -> AsyncIterator[Event]:
+        """`events`, counted; each step of the turn run with `ctx` (its span) current."""
         metrics, seen = self.metrics, _Outcome()
         started = time.perf_counter()
         metrics.turns_in_progress.inc()
+        iterator = aiter(events)
         try:
-            async for event in events:
+            while (event := await step_within(ctx, iterator)) is not END:
                 seen.see(event, metrics)
                 yield event
         except BaseException as exc:
@@ -80,8 +83,11 @@ class TurnObserver:
                 seen.outcome = "cancelled"
             raise
         finally:
-            metrics.turns_in_progress.dec()
-            self._record(seen, model, time.perf_counter() - started, span)
+            try:
+                await close_within(ctx, iterator)
+            finally:
+                metrics.turns_in_progress.dec()
+                self._record(seen, model, time.perf_counter() - started, span)
 
     def _record(self, seen: _Outcome, model: str, seconds: float, span: Span | None) -> None:
         metrics = self.metrics

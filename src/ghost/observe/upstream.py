@@ -13,12 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from ghost.errors import GhostError
 from ghost.events import Usage
+from ghost.observe.content import reply_attribute, request_attributes
 from ghost.observe.metrics import Metrics
-from ghost.observe.tracing import Span, Tracing, fail, within
+from ghost.observe.tracing import END, Context, Span, Tracing, fail
 
 
 class ObservedUpstream:
@@ -38,39 +40,65 @@ class ObservedUpstream:
     def stream_chat(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[Any]:
         tracing = self._tracing
         if not tracing.enabled:
-            return self._counted(lambda: self._inner.stream_chat(payload, request_id), None)
+            return self._counted(lambda: self._inner.stream_chat(payload, request_id), None, None)
         model = str(payload.get("model", ""))
-        span, ctx = tracing.start_span(f"chat {model}", SpanKind.CLIENT, {
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.system": "openai"})
-        return within(ctx, self._counted(lambda: self._inner.stream_chat(payload, request_id), span))
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.system": "openai"}
+        if tracing.captures_content:
+            attributes.update(request_attributes(payload.get("messages") or (), tracing.content_max_chars))
+        span, ctx = tracing.start_span(f"chat {model}", SpanKind.CLIENT, attributes)
+        return self._counted(lambda: self._inner.stream_chat(payload, request_id), span, ctx)
 
-    async def _counted(self, call: Any, span: Span | None) -> AsyncIterator[Any]:
+    async def _counted(self, call: Any, span: Span | None, ctx: Context | None) -> AsyncIterator[Any]:
+        """The call's values, counted. Only its first step runs with `ctx` (the span) current: that
+        step makes the request, which takes its `traceparent` from the current span; the rest only
+        read the response, so attaching the context around each of them would be cost for nothing."""
         metrics = self._metrics
         started = time.perf_counter()
         first, outcome, error_type = True, "cancelled", ""
+        reply: list[str] | None = [] if span is not None and self._tracing.captures_content else None
+        stream: AsyncIterator[Any] | None = None
         try:
-            async for item in call():  # made here, so a span's context is current when it starts
+            token = otel_context.attach(ctx) if ctx is not None else None
+            try:
+                stream = aiter(call())  # made here, so a span's context is current when it starts
+                item = await anext(stream, END)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            while item is not END:
                 if first:
                     metrics.upstream_ttft.observe(time.perf_counter() - started)
                     first = False
                 if isinstance(usage := getattr(item, "usage", None), Usage):
                     _count_tokens(metrics, usage, span)
+                if reply is not None and getattr(item, "kind", None) == "content" and \
+                        len(reply) < self._tracing.content_max_chars:  # enough kept: the rest is cut anyway
+                    reply.append(item.text)
                 if (reason := getattr(item, "finish_reason", None)) is not None:
                     outcome = "ok"  # the final value: the caller may close the stream right after it
                     if span is not None and reason:
                         span.set_attribute("gen_ai.response.finish_reasons", (str(reason),))
+                    if span is not None and reply is not None:
+                        span.set_attribute("gen_ai.output.messages", reply_attribute(
+                            "".join(reply), getattr(item, "tool_calls", ()) or (), str(reason or ""),
+                            self._tracing.content_max_chars))
                 yield item
+                item = await anext(stream, END)
             outcome = "ok"
         except Exception as exc:
             outcome = "error"
             error_type = exc.error_type if isinstance(exc, GhostError) else type(exc).__name__
             raise
         finally:
-            metrics.upstream_requests.labels(outcome).inc()
-            if span is not None:
-                if outcome == "error":
-                    fail(span, error_type)
-                span.end()
+            try:
+                if stream is not None and (closing := getattr(stream, "aclose", None)) is not None:
+                    await closing()  # the response back to the pool (or closed) now, not when collected
+            finally:
+                metrics.upstream_requests.labels(outcome).inc()
+                if span is not None:
+                    if outcome == "error":
+                        fail(span, error_type)
+                    span.end()
 
 
 def _count_tokens(metrics: Metrics, usage: Usage, span: Span | None) -> None:

@@ -21,8 +21,9 @@ from ghost.tools.schema import SchemaError, check_schema, function_schema, valid
 log = logging.getLogger("ghost.tools")
 TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Handler = Callable[..., Awaitable[ToolResult]]
-# Observing a call (ghost.observe): (tool label, tool name, call id, the call) -> its result.
-CallObserver = Callable[[str, str, str, Awaitable[ToolResult]], Awaitable[ToolResult]]
+# Observing a call (ghost.observe): (tool label, tool name, call id, the call, arguments=the model's
+# JSON) -> its result.
+CallObserver = Callable[..., Awaitable[ToolResult]]
 UNKNOWN_TOOL = "unknown"  # the label of a call to a tool no source has
 
 
@@ -109,7 +110,8 @@ class Registry:
         if self._observer is None:
             return await self._call(tool, name, arguments, context)
         label = UNKNOWN_TOOL if tool is None else self._label(tool.name, tool.source)
-        return await self._observer(label, name, context.call_id, self._call(tool, name, arguments, context))
+        return await self._observer(label, name, context.call_id, self._call(tool, name, arguments, context),
+                                    arguments=arguments)
 
     async def _call(self, tool: Tool | None, name: str, arguments: str, context: ToolContext) -> ToolResult:
         if tool is None:
