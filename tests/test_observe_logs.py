@@ -4,6 +4,7 @@ its request id, trace id, user, route, status and duration. Text stays the defau
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -45,9 +46,21 @@ def test_json_logs_are_one_object_per_line_with_the_request_fields(upstream: Fak
     assert warning["request_id"] == "req-refused-2"  # a line logged while serving names its request
 
 
+def access_line(ghost: GhostServer, request_id: str) -> str:
+    """The log line naming `request_id`: written as the request ends, which may be just after the
+    client has its reply, so it is waited for (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + 60
+    while True:
+        lines = [line for line in ghost.log_path.read_text().splitlines() if request_id in line]
+        if lines or time.monotonic() > deadline:
+            assert lines, f"no log line names {request_id}"
+            return lines[0]
+        time.sleep(0.02)
+
+
 def test_text_logs_stay_the_default(ghost: GhostServer, client: httpx.Client) -> None:
     assert client.get("/api/health", headers={"X-Request-ID": "req-text-1"}).status_code == 200
-    line = next(line for line in ghost.log().splitlines() if "req-text-1" in line)
+    line = access_line(ghost, "req-text-1")
     assert " INFO ghost.access: {" in line  # time, level, logger, then the fields
     try:
         json.loads(line)
