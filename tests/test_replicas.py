@@ -270,7 +270,9 @@ def test_per_user_turn_limits_hold_across_replicas(cluster: Cluster) -> None:
     with cluster.client() as client:
         assert client.put("/api/users/lim/limits", json={"turns_per_minute": None,
                                                          "max_concurrent_turns": 1}).status_code == 200
-    upstream.script(Reply(chunks=["a", "b"], hold="lim", hold_after=1))
+    # hold_after=2: the role chunk and "a" go out, so the held turn's headers arrive (Ghost sends them
+    # with the first content, never before)
+    upstream.script(Reply(chunks=["a", "b"], hold="lim", hold_after=2))
     held: list[str] = []
 
     def slow_turn() -> None:
@@ -288,7 +290,7 @@ def test_per_user_turn_limits_hold_across_replicas(cluster: Cluster) -> None:
             refused = [client.post("/v1/chat/completions", json={"model": "fake-model", "messages": messages})
                        for _ in range(2)]  # two other replicas
         assert [r.status_code for r in refused] == [429, 429], [r.text for r in refused]
-        for _ in range(200):  # the held turn's headers arrive with its first streamed event
+        for _ in range(1200):  # a hang guard: the held turn's headers arrive with its first streamed event
             if held:
                 break
             time.sleep(0.05)
@@ -305,7 +307,7 @@ def test_kill_9_of_the_replica_running_a_turn(cluster: Cluster) -> None:
     upstream = cluster.upstream
     with cluster.client() as client:
         before = client.get("/api/sessions").json()
-    upstream.script(Reply(chunks=["a", "b", "c"], hold="doomed", hold_after=1))
+    upstream.script(Reply(chunks=["a", "b", "c"], hold="doomed", hold_after=2))  # headers sent with "a"
     outcome: dict[str, object] = {}
 
     def turn() -> None:
@@ -322,7 +324,7 @@ def test_kill_9_of_the_replica_running_a_turn(cluster: Cluster) -> None:
     turning = threading.Thread(target=turn)
     turning.start()
     assert upstream.wait_hold_state("doomed", "open", timeout=60) == "open"
-    for _ in range(200):
+    for _ in range(1200):  # a hang guard
         if "replica" in outcome:
             break
         time.sleep(0.05)
