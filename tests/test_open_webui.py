@@ -267,8 +267,12 @@ def test_a_busy_server_is_an_ollama_shaped_429(upstream: FakeUpstream, tmp_path_
 # --- the other Ollama routes Open WebUI calls ---------------------------------------------------------
 
 
-def test_ps_lists_the_served_models_without_a_key(server: GhostServer) -> None:
-    listed = ollama.Client(host=server.url).ps()
+def test_ps_lists_the_served_models_with_the_connections_key(server: GhostServer) -> None:
+    # Open WebUI sends its connection's key to /api/ps as to /api/tags; Ghost asks for it there.
+    with pytest.raises(ollama.ResponseError) as keyless:
+        ollama.Client(host=server.url).ps()
+    assert keyless.value.status_code == 401
+    listed = ollama.Client(host=server.url, headers=server.headers).ps()
     assert [m.model for m in listed.models] == [DEFAULT_MODEL]
     assert listed.models[0].details.family == "qwen3" and listed.models[0].expires_at is not None
 
