@@ -240,9 +240,38 @@ async def test_other_processes_are_invisible(sandbox: Executor) -> None:
 
 
 async def test_no_capabilities_and_no_new_user_namespaces(sandbox: Executor) -> None:
-    result = await sandbox.run([sandbox.bash, "-c", "grep CapEff /proc/self/status; "
+    # Every set, not only the effective one: a bounding or ambient set left full lets an exec'd
+    # program (a file capability, a setuid binary) get back what the effective set lacks.
+    result = await sandbox.run([sandbox.bash, "-c", "grep ^Cap /proc/self/status; "
                                                     "unshare --user true 2>/dev/null && echo UNSHARED || echo refused"])
-    assert result.stdout.split() == ["CapEff:", "0000000000000000", "refused"], result
+    *sets, verdict = result.stdout.splitlines()
+    capabilities = dict(line.split(":\t") for line in sets)
+    assert set(capabilities) == {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}, result
+    assert set(capabilities.values()) == {"0000000000000000"}, capabilities
+    assert verdict == "refused", result
+
+
+# Mounts that may be writable: the sandbox directory, the private /tmp, the private /proc (its
+# kernel interfaces are covered read-only, see test_sandbox_identity) and bubblewrap's own /dev
+# entries (device nodes, /dev/pts, the bounded /dev/shm). Everything else is mounted read-only.
+WRITABLE_MOUNTS = ("/sandbox", "/tmp", "/proc")
+
+
+def mount_options(mountinfo: str) -> dict[str, list[str]]:
+    """Mount point -> per-mount options, for every line of /proc/self/mountinfo (see proc(5))."""
+    return {fields[4]: fields[5].split(",") for fields in map(str.split, mountinfo.splitlines())}
+
+
+async def test_everything_but_the_sandbox_and_tmp_is_mounted_read_only(sandbox: Executor) -> None:
+    # A mount property, not a file mode: the sandbox user cannot write /usr by its permissions
+    # anyway, but a writable mount would be one chmod or one root-owned bug away from it.
+    result = await sandbox.run([sandbox.bash, "-c", "cat /proc/self/mountinfo"])
+    mounts = mount_options(result.stdout)
+    assert {"/", "/usr", "/etc/ld.so.cache", "/dev", "/sandbox", "/tmp"} <= set(mounts), result
+    assert "rw" in mounts["/sandbox"] and "rw" in mounts["/tmp"]  # the probe sees writable mounts
+    writable = [point for point, options in mounts.items() if "rw" in options
+                and point not in WRITABLE_MOUNTS and not point.startswith("/dev/")]
+    assert writable == [], mounts
 
 
 async def test_ghost_home_under_a_mounted_directory_is_masked(tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ BAD_ARCHIVES = f"{ARCHIVE}::test_bad_archive_is_refused_and_the_workspace_is_unc
 SANDBOX = "tests/test_sandbox.py"
 BOUNDARY = "tests/test_sandbox_boundary.py"
 IDENTITY = "tests/test_sandbox_identity.py"
+# Ghost's home mounted read-only at its own path, reached through the stage (the stage's second
+# entry) when sandboxes run as the sandbox user, directly otherwise.
+HOME_MOUNT_OLD = '        args += ["--bind", str(source), SANDBOX_MOUNT,'
+HOME_MOUNT_NEW = ('        args += ["--ro-bind", str(staged(1) if self.identity is not None else self.hidden), '
+                  'str(self.hidden), "--bind", str(source), SANDBOX_MOUNT,')
+HOME_STAGED = ("sandbox/layout.py", "        return [self.sandbox_root, *[path for path in",
+               "        return [self.sandbox_root, self.hidden, *[path for path in")
 
 GUARDS: list[Removal] = [
     # --- safe-path resolution (sandbox/paths.py) ----------------------------------------------------
@@ -226,13 +233,24 @@ GUARDS: list[Removal] = [
     Removal("sandbox: no network", "sandbox/layout.py",
             old="        if self.network:\n", new="        if True:\n",
             tests=(f"{SANDBOX}::test_no_network_not_even_loopback",), why="`--share-net` always"),
+    # One guard kept in two places: bubblewrap started as an unprivileged user (the sandbox
+    # identity) gives the sandbox no capability in any set, with or without `--cap-drop ALL`
+    # (measured with bubblewrap 0.8, also with `--uid 0`); started as root, it keeps the full
+    # bounding, permitted and effective sets unless told to drop them. So the flag is what stands
+    # where the identity is lost, and the entry removes both.
     Removal("sandbox: no capabilities", "sandbox/layout.py",
             old='"--new-session", "--cap-drop", "ALL", ', new='"--new-session", ',
-            tests=(f"{SANDBOX}::test_no_capabilities_and_no_new_user_namespaces",), why="capabilities kept"),
+            also=(("sandbox/identity.py", "    if os.geteuid() != 0:\n        return None\n",
+                   "    if True:\n        return None\n"),),
+            tests=(f"{SANDBOX}::test_no_capabilities_and_no_new_user_namespaces",),
+            why="`--cap-drop ALL` left out and bubblewrap started as root: the full capability sets kept"),
+    # A mount property: the sandbox user cannot write root-owned system folders by their modes
+    # anyway, so the test reads the mount table, where the read-only flag is this guard's own.
     Removal("sandbox: system mounted read-only", "sandbox/layout.py",
             old='            args += ["--ro-bind", str(source), target]\n',
             new='            args += ["--bind", str(source), target]\n',
-            tests=(f"{SANDBOX}::test_writing_outside_the_sandbox_fails",), why="system folders writable"),
+            tests=(f"{SANDBOX}::test_everything_but_the_sandbox_and_tmp_is_mounted_read_only",),
+            why="system folders (and the Python prefix) mounted writable"),
     Removal("sandbox: its root read-only", "sandbox/layout.py",
             old='"--remount-ro", "/", "--clearenv"]', new='"--clearenv"]',
             tests=(f"{SANDBOX}::test_writing_outside_the_sandbox_fails",), why="`/` of the sandbox writable"),
@@ -250,9 +268,11 @@ GUARDS: list[Removal] = [
             new="        return []\n",
             tests=(f"{SANDBOX}::test_ghost_home_under_a_mounted_directory_is_masked",),
             why="a home under a mounted folder visible"),
+    # The home is mounted the way every read-only source is: through the stage when sandboxes run
+    # as the sandbox user (who could not reach the private home by its path: bubblewrap would
+    # refuse to start, and the tests would fail for that reason instead).
     Removal("sandbox: Ghost's home never mounted", "sandbox/layout.py",
-            old='        args += ["--bind", str(source), SANDBOX_MOUNT,',
-            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(source), SANDBOX_MOUNT,',
+            old=HOME_MOUNT_OLD, new=HOME_MOUNT_NEW, also=(HOME_STAGED,),
             tests=(f"{SANDBOX}::test_ghosts_database_is_not_visible",
                    "tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox"),
             why="the home mounted read-only at its host path"),
@@ -401,8 +421,7 @@ GUARDS: list[Removal] = [
 
 PROOFS: list[Removal] = [
     Removal("sandbox probe: Ghost's home visible", "sandbox/layout.py",
-            old='        args += ["--bind", str(source), SANDBOX_MOUNT,',
-            new='        args += ["--ro-bind", str(self.hidden), str(self.hidden), "--bind", str(source), SANDBOX_MOUNT,',
+            old=HOME_MOUNT_OLD, new=HOME_MOUNT_NEW, also=(HOME_STAGED,),
             tests=("tests/test_sandbox_server.py::test_ghost_keeps_serving_while_the_model_abuses_the_sandbox",),
             why="the home mounted read-only at its host path"),
     Removal("sandbox probe: other processes visible", "sandbox/layout.py",
