@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ghost.errors import BadRequest, NotFound, UnsafePath
 from ghost.sandbox import fs, fspool
-from ghost.sandbox.paths import shown_user_path, split_relative
+from ghost.sandbox.paths import shown_user_path
 from ghost.workspace.service import Workspace
 from ghost.workspace.tasks import in_thread_to_completion
 
