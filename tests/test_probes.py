@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 import httpx
 import pytest
 
-from ghost.testing.fake_upstream import FakeUpstream, Reply
+from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.held_turn import HeldTurn, sigterm
 from ghost.testing.postgres import PostgresServer
 from ghost.testing.server import GhostServer
-
-USER = [{"role": "user", "content": "hi"}]
 
 
 def test_probes_answer_without_a_key(anon: httpx.Client) -> None:
@@ -28,21 +26,9 @@ def test_sigterm_drains_ready_first_then_running_turns_finish(
         upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
     ghost = GhostServer("--upstream-url", upstream.url, "--drain-seconds", "4", "--shutdown-grace-seconds", "20",
                         home=tmp_path_factory.mktemp("drain")).start()
-    upstream.script(Reply(chunks=["a", "b", "c", "d"], hold="drain", hold_after=2))
-    received: list[str] = []
-
-    def stream() -> None:
-        with httpx.stream("POST", ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=60,
-                          json={"model": "fake-model", "messages": USER, "stream": True}) as response:
-            received.extend(response.iter_lines())
-
-    worker = threading.Thread(target=stream)
-    worker.start()
-    try:
-        assert upstream.wait_hold_state("drain", "open", timeout=30) == "open"
-        assert ghost.process is not None
+    with HeldTurn(ghost, upstream, "drain") as turn:
         assert httpx.get(ghost.url + "/api/health/ready", timeout=10).status_code == 200
-        ghost.process.send_signal(signal.SIGTERM)
+        sigterm(ghost)
         # Readiness turns false while Ghost still serves: the listener is open, other requests work.
         states = []
         for _ in range(100):
@@ -55,13 +41,10 @@ def test_sigterm_drains_ready_first_then_running_turns_finish(
         assert states[-1] == 503, states
         assert httpx.get(ghost.url + "/api/health/live", timeout=10).status_code == 200
         assert httpx.get(ghost.url + "/api/version", timeout=10).status_code == 200
-        assert upstream.hold_state("drain") == "open"  # the turn is still running meanwhile
-    finally:
-        upstream.release("drain")
-    worker.join(60)
-    assert ghost.process.wait(60) == -signal.SIGTERM
-    text = "\n".join(received)
-    assert '"content":"d"' in text and "data: [DONE]" in text
+        assert turn.running  # the turn is still running meanwhile
+    turn.finish()
+    assert ghost.process is not None and ghost.process.wait(60) == -signal.SIGTERM
+    assert turn.completed, turn.lines
 
 
 def test_ready_says_when_the_store_is_down(upstream: FakeUpstream,

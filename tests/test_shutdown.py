@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
+from ghost.testing.held_turn import HeldTurn, sigterm
 from ghost.testing.server import GhostServer
 
 USER = [{"role": "user", "content": "hi"}]
@@ -20,36 +21,21 @@ def test_sigterm_lets_a_running_turn_finish(upstream: FakeUpstream, tmp_path_fac
     ghost = GhostServer("--upstream-url", upstream.url, "--shutdown-grace-seconds", "20",
                         home=tmp_path_factory.mktemp("shutdown")).start()
     # The turn's reply is held half-way until the test has seen new connections refused.
-    upstream.script(Reply(chunks=["a", "b", "c", "d"], hold="shutdown", hold_after=3))
-    received: list[str] = []
-
-    def stream() -> None:
-        with httpx.stream("POST", ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=30,
-                          json={"model": "fake-model", "messages": USER, "stream": True}) as response:
-            received.extend(response.iter_lines())
-
-    worker = threading.Thread(target=stream)
-    worker.start()
-    assert upstream.wait_hold_state("shutdown", "open", timeout=60) == "open"
-    assert ghost.process is not None
-    ghost.process.send_signal(signal.SIGTERM)
-    try:
+    with HeldTurn(ghost, upstream, "shutdown", hold_after=3) as turn:
+        sigterm(ghost)
         refused = wait_until_refused(ghost.url + "/api/version", timeout=20)
         assert refused, "Ghost still took new connections after SIGTERM"
-        assert upstream.hold_state("shutdown") == "open"  # ...while the turn was still running
+        assert turn.running  # ...while the turn was still running
         # The grace timer starts only after uvicorn's own pause that follows the refusal, and it
         # says so in the log: hold the turn until then, and well past it, so that a grace shorter
         # than the hold cuts the turn (a release inside the pause would pass any grace).
         assert wait_for_log(ghost, GRACE_STARTED, timeout=60), ghost.log()
         time.sleep(HOLD_PAST_GRACE_START_S)
-        assert upstream.hold_state("shutdown") == "open"
-    finally:
-        upstream.release("shutdown")
-    worker.join(30)
+        assert turn.running
+    turn.finish()
     # uvicorn finishes gracefully, then re-raises the signal so the exit status says SIGTERM.
-    assert ghost.process.wait(30) == -signal.SIGTERM
-    text = "\n".join(received)
-    assert '"content":"d"' in text and "data: [DONE]" in text
+    assert ghost.process is not None and ghost.process.wait(30) == -signal.SIGTERM
+    assert turn.completed, turn.lines
     assert upstream.closed_early == 0
 
 
@@ -99,7 +85,7 @@ def test_grace_period_bounds_a_turn_that_does_not_finish(upstream: FakeUpstream,
     while not upstream.open_streams:
         time.sleep(0.02)
     assert ghost.process is not None
-    ghost.process.send_signal(signal.SIGTERM)
+    sigterm(ghost)
     assert ghost.process.wait(20) == -signal.SIGTERM  # did not wait for the 50 s reply
     worker.join(10)
     # The cut is visible to the client as an incomplete stream, never as a clean end.
