@@ -16,6 +16,7 @@ import pytest
 from ghost.errors import Conflict
 from ghost.store.lease import LEASE_CLASS
 from ghost.store.postgres import PostgresDatabase
+from ghost.testing.gate_order import LOAD, TURN_ENDED, TURN_STARTED, load_during_a_turn
 from ghost.workspace.gate import WorkspaceGate
 
 
@@ -34,29 +35,8 @@ def gate(db: PostgresDatabase, name: str = "alice", wait_s: float = 30.0) -> Wor
 
 
 async def test_a_load_on_one_replica_waits_for_a_turn_on_another(replicas) -> None:
-    a, b = gate(replicas[0]), gate(replicas[1])
-    events: list[str] = []
-    turn_may_end = asyncio.Event()
-
-    async def turn() -> None:
-        async with a.turn():
-            events.append("turn started")
-            await turn_may_end.wait()
-            events.append("turn ended")
-
-    async def load() -> None:
-        async with b.exclusive():
-            events.append("load")
-
-    turning = asyncio.create_task(turn())
-    while "turn started" not in events:
-        await asyncio.sleep(0.01)
-    loading = asyncio.create_task(load())
-    await asyncio.sleep(0.5)  # room for a wrong order to show; the order itself is what is checked
-    assert "load" not in events
-    turn_may_end.set()
-    await asyncio.gather(turning, loading)
-    assert events == ["turn started", "turn ended", "load"]
+    events = await load_during_a_turn(gate(replicas[0]), gate(replicas[1]), room_s=0.5)
+    assert events == [TURN_STARTED, TURN_ENDED, LOAD]
 
 
 async def test_turns_on_two_replicas_run_side_by_side(replicas) -> None:

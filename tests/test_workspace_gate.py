@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from ghost.errors import Conflict
+from ghost.testing.gate_order import LOAD, TURN_ENDED, TURN_STARTED, load_during_a_turn
 from ghost.workspace.gate import WorkspaceGate
 
 
@@ -24,30 +25,8 @@ def test_turns_run_side_by_side() -> None:
 
 
 def test_load_waits_for_running_turns_then_proceeds() -> None:
-    async def scenario() -> list[str]:
-        gate, events = WorkspaceGate(wait_s=5), []
-        release = asyncio.Event()
-
-        async def turn() -> None:
-            async with gate.turn():
-                events.append("turn started")
-                await release.wait()
-                events.append("turn ended")
-
-        async def load() -> None:
-            async with gate.exclusive():
-                events.append("load swapping")
-
-        turn_task = asyncio.create_task(turn())
-        await asyncio.sleep(0)
-        load_task = asyncio.create_task(load())
-        await asyncio.sleep(0.05)
-        assert events == ["turn started"], "the load must wait for the running turn"
-        release.set()
-        await asyncio.gather(turn_task, load_task)
-        return events
-
-    assert run(scenario()) == ["turn started", "turn ended", "load swapping"]
+    gate = WorkspaceGate(wait_s=5)
+    assert run(load_during_a_turn(gate, gate, room_s=0.05)) == [TURN_STARTED, TURN_ENDED, LOAD]
 
 
 def test_new_turns_wait_while_a_load_holds_the_gate() -> None:
