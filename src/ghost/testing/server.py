@@ -22,6 +22,10 @@ TEST_KEY = "test-key-123"
 # seconds to minutes (on a busy machine) on the model's start-up self-test. The tests of the
 # bundled model turn it on.
 TEST_ENV = {"GHOST_EMBEDDED_SELF_TEST": "off"}
+# How long `start` waits for Ghost to answer, or to exit: a hang guard only, never what a test
+# checks. Generous because the start's imports alone take ~4 CPU-seconds, which a loaded 2-core
+# machine stretches to 20-35 s of wall time (measured at load average 13); 60 s was crossed there.
+START_TIMEOUT_S = 180.0
 
 
 def free_port() -> int:
@@ -71,7 +75,7 @@ class GhostServer:
             cmd += ["--api-key", self.api_key]
         return cmd + self.args
 
-    def start(self, timeout: float = 60.0) -> "GhostServer":
+    def start(self, timeout: float = START_TIMEOUT_S) -> "GhostServer":
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
