@@ -83,7 +83,6 @@ def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostSer
 
     poller = threading.Thread(target=poll)
     poller.start()
-    tool_results: dict[str, str] = {}
     # Positive controls: the key probe finds the key when run outside the sandbox, and the database
     # probe finds a ghost.db planted in the sandbox.
     outside = subprocess.run([sys.executable, "-c", READ_THE_KEY], capture_output=True, text=True, timeout=60)
@@ -91,28 +90,32 @@ def test_ghost_keeps_serving_while_the_model_abuses_the_sandbox(server: GhostSer
     (server.home / "sandbox" / "planted" / "deep").mkdir(parents=True)
     (server.home / "sandbox" / "planted" / "deep" / "ghost.db").write_text("planted")
     assert (server.home / "ghost.db").exists()
-    abuse = {**ABUSE, "read the key": READ_THE_KEY,
-             "read the database": FIND_THE_DATABASE.replace("HOME", repr(str(server.home)))}
+    # Each result is checked as soon as it is back, the probes first: a probe that finds the key or
+    # the home fails the test at once, without waiting for the abuses' time limits.
+    checks: dict[str, tuple[str, Callable[[str], bool]]] = {
+        "read the key": (READ_THE_KEY, lambda r: server.api_key not in r and "GHOST" not in r
+                         and str(server.home) not in r),
+        "read the database": (FIND_THE_DATABASE.replace("HOME", repr(str(server.home))),
+                              lambda r: "stdout:\n['/sandbox/planted/deep/ghost.db']\nhome visible: False" in r),
+        "fork bomb": (ABUSE["fork bomb"], lambda r: r.startswith("stopped: it ran past the time limit")),
+        "memory hog": (ABUSE["memory hog"], lambda r: "MemoryError" in r),
+        "infinite loop": (ABUSE["infinite loop"], lambda r: r.startswith("stopped: it ran past the time limit")),
+        "100 MB of stdout": (ABUSE["100 MB of stdout"],
+                             lambda r: r.startswith("stopped: it wrote more output than allowed") and len(r) < 80_000),
+    }
     try:
-        for name, code in abuse.items():
+        for name, (code, check) in checks.items():
             upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {"code": code}}]),
                             Reply(content=f"survived {name}"))
             reply = chat(server)
             assert reply.status_code == 200
             assert reply.json()["choices"][0]["message"]["content"] == f"survived {name}"
-            tool_results[name] = upstream.chat_requests()[-1]["body"]["messages"][-1]["content"]
+            result = upstream.chat_requests()[-1]["body"]["messages"][-1]["content"]
+            assert check(result), f"{name}: {result[:2000]}"
     finally:
         stop.set()
         poller.join()
     assert statuses and set(statuses) == {200}
-    assert tool_results["fork bomb"].startswith("stopped: it ran past the time limit")
-    assert "MemoryError" in tool_results["memory hog"]
-    assert tool_results["infinite loop"].startswith("stopped: it ran past the time limit")
-    assert tool_results["100 MB of stdout"].startswith("stopped: it wrote more output than allowed")
-    assert len(tool_results["100 MB of stdout"]) < 80_000
-    assert server.api_key not in tool_results["read the key"] and "GHOST" not in tool_results["read the key"]
-    assert str(server.home) not in tool_results["read the key"]
-    assert "stdout:\n['/sandbox/planted/deep/ghost.db']\nhome visible: False" in tool_results["read the database"]
 
 
 def _running(marker: str) -> bool:
