@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ghost.testing.server import GhostServer
+from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.server import GhostServer, no_bundled_model
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
-    with GhostServer(home=tmp_path_factory.mktemp("ghost-down")) as ghost:
+def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+    with GhostServer(*no_bundled_model(upstream.url), home=tmp_path_factory.mktemp("ghost-down")) as ghost:
         yield ghost
 
 
@@ -111,7 +112,7 @@ def test_download_needs_the_key(server: GhostServer, content: bytes) -> None:
 
 def test_a_name_with_a_line_break_is_served_not_proxied(server: GhostServer, http: httpx.Client) -> None:
     # Found by schema fuzzing: Starlette's `path` parameter stops at a line break, so such a name
-    # missed this route and went to the catch-all proxy (here: no upstream, 502).
+    # missed this route and went to the catch-all proxy, which forwarded it upstream.
     (server.home / "sandbox" / "two\nlines.txt").write_text("both")
     response = http.get("/api/download/two%0Alines.txt")
     assert (response.status_code, response.text) == (200, "both")

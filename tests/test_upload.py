@@ -11,15 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ghost.testing.server import GhostServer
+from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.server import GhostServer, no_bundled_model
 
 MB = 1024 * 1024
 SMALL_CAP = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
-    with GhostServer("--upload-max-bytes", str(SMALL_CAP), home=tmp_path_factory.mktemp("ghost-up")) as ghost:
+def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+    with GhostServer("--upload-max-bytes", str(SMALL_CAP), *no_bundled_model(upstream.url),
+                     home=tmp_path_factory.mktemp("ghost-up")) as ghost:
         yield ghost
 
 
@@ -166,8 +168,8 @@ def test_upload_needs_the_key(server: GhostServer, sandbox: Path) -> None:
     assert listing(sandbox) == []
 
 
-def test_default_cap_takes_100_mb_and_refuses_one_byte_more(tmp_path: Path) -> None:
-    with GhostServer(home=tmp_path / "home") as ghost, \
+def test_default_cap_takes_100_mb_and_refuses_one_byte_more(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with GhostServer(*no_bundled_model(upstream.url), home=tmp_path / "home") as ghost, \
             httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=120) as client:
         ok = client.post("/api/upload", files={"file": ("full.bin", bytes(100 * MB))})
         assert ok.status_code == 200, ok.text

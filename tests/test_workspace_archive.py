@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ghost.testing.server import GhostServer
+from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.server import GhostServer, no_bundled_model
 
 MAX_ENTRIES = 500  # the module's Ghost runs with this entry cap, so "too many" stays small
 ZIP_TYPE = {"content-type": "application/zip"}
@@ -29,9 +30,10 @@ ZIP_TYPE = {"content-type": "application/zip"}
 
 # --- a Ghost and its workspace ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
+def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     home = tmp_path_factory.mktemp("ghost-ws-home")
-    with GhostServer("--workspace-load-max-entries", str(MAX_ENTRIES), home=home) as ghost:
+    with GhostServer("--workspace-load-max-entries", str(MAX_ENTRIES), *no_bundled_model(upstream.url),
+                     home=home) as ghost:
         yield ghost
 
 
@@ -245,8 +247,9 @@ def test_save_skips_links_and_never_follows_them(server: GhostServer, http: http
     assert not any("secret" in n or "escape" in n or "pipe" in n for n in names)
 
 
-def test_save_over_the_cap_is_413_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    with GhostServer("--workspace-save-max-bytes", "100000", home=tmp_path / "home") as ghost:
+def test_save_over_the_cap_is_413_and_leaves_no_temp_file(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with GhostServer("--workspace-save-max-bytes", "100000", *no_bundled_model(upstream.url),
+                     home=tmp_path / "home") as ghost:
         (ghost.home / "sandbox" / "big.bin").write_bytes(os.urandom(300_000))
         with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
             response = client.post("/api/workspace/save")
@@ -331,8 +334,8 @@ def test_a_client_that_goes_away_mid_download_leaves_no_archive_behind(server: G
     assert tmp_leftovers(server) == []
 
 
-def test_no_temp_files_remain_after_a_killed_server_restarts(tmp_path: Path) -> None:
-    ghost = GhostServer(home=tmp_path / "home").start()
+def test_no_temp_files_remain_after_a_killed_server_restarts(upstream: FakeUpstream, tmp_path: Path) -> None:
+    ghost = GhostServer(*no_bundled_model(upstream.url), home=tmp_path / "home").start()
     stale = ghost.home / ".sandbox.ghost-tmp" / "stage-leftover"
     stale.mkdir()
     (stale / "half.bin").write_bytes(b"x" * 1000)
@@ -497,8 +500,8 @@ def test_load_multipart_without_file_field_is_400(http: httpx.Client, sandbox: P
     assert response.status_code == 400
 
 
-def test_load_upload_over_the_cap_is_413_and_leaves_nothing(tmp_path: Path) -> None:
-    with GhostServer("--upload-max-bytes", "50000", home=tmp_path / "home") as ghost:
+def test_load_upload_over_the_cap_is_413_and_leaves_nothing(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with GhostServer("--upload-max-bytes", "50000", *no_bundled_model(upstream.url), home=tmp_path / "home") as ghost:
         (ghost.home / "sandbox" / "keep.txt").write_text("keep")
         big = with_zipfile(("sandbox/r.bin", os.urandom(80_000)))
         with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:

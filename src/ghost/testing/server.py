@@ -28,6 +28,13 @@ TEST_ENV = {"GHOST_EMBEDDED_SELF_TEST": "off"}
 START_TIMEOUT_S = 180.0
 
 
+def no_bundled_model(upstream_url: str) -> tuple[str, str]:
+    """Flags for a test Ghost whose tests never chat (files, uploads, the workspace): an upstream
+    (the fake one) instead of the bundled model, whose server would otherwise start and load its
+    model in every such Ghost, for nothing."""
+    return ("--upstream-url", upstream_url)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
