@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from tempfile import mkdtemp
 
-from _common import FakeUpstreamProcess, GhostServer, Targets, free_port, percentile, table
+from _common import FakeUpstreamProcess, GhostServer, RawConnection, Targets, free_port, percentile, request_bytes, table
 
 from ghost.testing.server import clean_env
 
@@ -55,49 +55,6 @@ def chat_body(prior: int) -> bytes:
     return json.dumps({"model": "fake-model", "messages": messages, "stream": True}).encode()
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection that times a streamed reply's first chunk and its end."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def open(self) -> "Connection":
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def turn(self, body: bytes) -> tuple[float, float]:
-        """(seconds to the first body chunk, seconds to the end of the reply)."""
-        head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {KEY}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        started = time.perf_counter()
-        self.writer.write(head + body)
-        status_line = await self.reader.readuntil(b"\r\n")
-        assert b" 200 " in status_line, status_line
-        chunked, length = False, 0
-        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"content-length":
-                length = int(value)
-        first = 0.0
-        if not chunked:
-            await self.reader.readexactly(length)
-            first = time.perf_counter()
-            return first - started, first - started
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await self.reader.readexactly(size + 2)
-            if size and not first:
-                first = time.perf_counter()
-            if size == 0:
-                return first - started, time.perf_counter() - started
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14 and 15)
@@ -106,7 +63,8 @@ def cpu_seconds(pid: int) -> float:
 async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost_pid: int
                   ) -> tuple[dict[str, list[float]], dict[str, list[float]], float]:
     """Interleaved sequential turns: (total ms per way, first-chunk ms per way, Ghost CPU ms per turn)."""
-    conns = {way: await Connection(port).open() for way, port in ports.items()}
+    conns = {way: await RawConnection(port).open() for way, port in ports.items()}
+    raw = request_bytes("POST", PATH, KEY, body)
     total: dict[str, list[float]] = {way: [] for way in ports}
     first: dict[str, list[float]] = {way: [] for way in ports}
     cpu_before = 0.0
@@ -115,7 +73,8 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
             cpu_before = cpu_seconds(ghost_pid)
         order = WAYS[i % 3:] + WAYS[:i % 3]  # rotate who goes first
         for way in order:
-            to_first, to_end = await conns[way].turn(body)
+            status, _, to_first, to_end = await conns[way].send(raw)
+            assert status == 200, (way, status)
             if i >= warmup:
                 total[way].append(to_end * 1000)
                 first[way].append(to_first * 1000)
@@ -126,14 +85,15 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
 
 
 async def throughput_window(port: int, body: bytes, concurrency: int, seconds: float) -> float:
-    conns = [await Connection(port).open() for _ in range(concurrency)]
+    conns = [await RawConnection(port).open() for _ in range(concurrency)]
+    raw = request_bytes("POST", PATH, KEY, body)
     deadline = time.perf_counter() + seconds
     done = 0
 
-    async def worker(conn: Connection) -> None:
+    async def worker(conn: RawConnection) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            await conn.turn(body)
+            await conn.send(raw)
             done += 1
 
     started = time.perf_counter()
