@@ -76,13 +76,14 @@ def rss_kb(pid: int, field_name: str = "VmRSS") -> int:
 # --- a minimal HTTP/1.1 keep-alive client, timing a reply's first body chunk and its end ----------------
 
 
-def request_head(method: str, path: str, length: int, key: str) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {key}\r\n"
+def request_head(method: str, path: str, length: int, key: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {key}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
 
 
-def request_bytes(method: str, path: str, key: str, body: bytes = b"") -> bytes:
-    return request_head(method, path, len(body), key) + body
+def request_bytes(method: str, path: str, key: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    return request_head(method, path, len(body), key, headers) + body
 
 
 class RawConnection:

@@ -40,6 +40,13 @@ PATH = "/v1/chat/completions"
 WAYS = ("direct", "proxy", "ghost")
 TARGETS = {"p50_ms": 2.0, "p99_ms": 4.0, "first_ms": 2.0, "cpu_ms": 1.5, "turns_s": 400, "long_p50_ms": 4.0}
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+# --session: every turn names one session, so a resent conversation is that session's, stored in
+# place (its last turn regenerated); without it each resend is a new session of its own.
+SESSION: list[bool] = [False]
+
+
+def session_header(body: bytes) -> dict[str, str]:
+    return {"X-Ghost-Session": f"bench-{len(body)}"} if SESSION[0] else {}  # one session per conversation
 
 
 def chat_body(prior: int) -> bytes:
@@ -64,7 +71,7 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
                   ) -> tuple[dict[str, list[float]], dict[str, list[float]], float]:
     """Interleaved sequential turns: (total ms per way, first-chunk ms per way, Ghost CPU ms per turn)."""
     conns = {way: await RawConnection(port).open() for way, port in ports.items()}
-    raw = request_bytes("POST", PATH, KEY, body)
+    raw = request_bytes("POST", PATH, KEY, body, session_header(body))
     total: dict[str, list[float]] = {way: [] for way in ports}
     first: dict[str, list[float]] = {way: [] for way in ports}
     cpu_before = 0.0
@@ -86,7 +93,7 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
 
 async def throughput_window(port: int, body: bytes, concurrency: int, seconds: float) -> float:
     conns = [await RawConnection(port).open() for _ in range(concurrency)]
-    raw = request_bytes("POST", PATH, KEY, body)
+    raw = request_bytes("POST", PATH, KEY, body, session_header(body))
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -141,7 +148,10 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=3.0, help="seconds per throughput window")
     parser.add_argument("--rounds", type=int, default=3, help="throughput windows per way")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--session", action="store_true",
+                        help="send every turn under one session id (X-Ghost-Session) instead of none")
     args = parser.parse_args()
+    SESSION[0] = args.session
 
     load_before = os.getloadavg()
     upstream = FakeUpstreamProcess()
@@ -172,7 +182,8 @@ def main() -> int:
                          f"+{added(samples, 'proxy', q):.2f}", f"+{added(samples, 'ghost', q):.2f}"])
     rows.append(["turns/s at concurrency 20", f"{tput['direct']:.0f}", f"{tput['proxy']:.0f}", f"{tput['ghost']:.0f}"])
     rows.append(["Ghost CPU per turn (ms)", "", "", f"{cpu_ms:.2f} (200 prior: {long_cpu_ms:.2f})"])
-    print(f"bench/turn.py: {args.turns} sequential turns per way ({args.long_turns} with 200 prior messages), "
+    print(f"bench/turn.py{' --session' if args.session else ''}: {args.turns} sequential turns per way "
+          f"({args.long_turns} with 200 prior messages), "
           f"{args.rounds}x{args.window:.0f}s windows at concurrency {args.concurrency}; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     table("An agent turn vs the upstream directly and a thin proxy", ["measure", "direct", "thin proxy adds",
