@@ -129,6 +129,26 @@ async def test_history_two_turns_at_once_keep_both_replies_in_finish_order(db: D
     assert (await history.head("s")).opening == head.opening
 
 
+async def test_history_writes_of_one_session_at_once_all_land(db: Database) -> None:
+    # Two turns' writes in flight together (on PostgreSQL, in two pool connections at once): each
+    # appends at the length it reads, so without the session's write lock the later insert would hit
+    # the earlier one's positions. Many rounds, each a pair started from the same stored head.
+    history = History(db, "alice")
+    stored = [_say("user", "q"), _say("assistant", "a")]
+    await history.save("s", stored)
+    rounds = 150
+    for i in range(rounds):
+        head = await history.head("s")
+        assert head is not None
+        pair = [[*stored, _say("user", f"{i} {who}"), _say("assistant", f"answer {i} {who}")] for who in "AB"]
+        await asyncio.gather(*(history.save("s", turn, head.writes) for turn in pair))
+        got = await history.get("s")
+        assert got is not None
+        stored = got["messages"]
+        assert {m["content"] for m in stored[-4:]} == {f"{i} A", f"answer {i} A", f"{i} B", f"answer {i} B"}
+    assert len(stored) == 2 + 4 * rounds
+
+
 async def test_history_replace_and_snapshot_move_whole_conversations(db: Database) -> None:
     history = History(db, "alice")
     await history.save("s", [_say("user", "old"), _say("assistant", "old")])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.store.conversation import opening_digest, prefix_digests
-from ghost.store.db import ADMIN, Conn, Database
+from ghost.store.db import ADMIN, Conn, Database, write_lock
 from ghost.store.summaries import LOOKUP_CHUNK, delete_session_summary, session_summary
 
 
@@ -64,6 +64,7 @@ def append_turn(conn: Conn, ws: str, session_id: str, conversation: list[dict[st
     (None: the caller saw every write, so a differing tail is always replaced)."""
     now = time.time() if now is None else now
     digests = prefix_digests(conversation)
+    _lock_session(conn, ws, session_id)
     head = _head(conn, ws, session_id)
     length, stored_digest, writes = head if head is not None else (0, "", 0)
     if length == 0 or (length <= len(conversation) and digests[length - 1] == stored_digest):
@@ -94,6 +95,7 @@ def append_turn(conn: Conn, ws: str, session_id: str, conversation: list[dict[st
 
 def replace(conn: Conn, ws: str, session_id: str, messages: list[Any], now: float | None = None) -> None:
     """Make `messages` the session's whole conversation (a loaded workspace archive's history)."""
+    _lock_session(conn, ws, session_id)
     head = _head(conn, ws, session_id)
     writes = (head[2] if head is not None else 0) + 1
     conn.execute("DELETE FROM history_messages WHERE workspace = ? AND session_id = ?", (ws, session_id))
@@ -101,6 +103,12 @@ def replace(conn: Conn, ws: str, session_id: str, messages: list[Any], now: floa
     _insert_messages(conn, ws, session_id, 0, messages, digests, writes)
     _set_head(conn, ws, session_id, len(messages), digests[-1] if digests else "", opening_digest(messages),
               writes, time.time() if now is None else now)
+
+
+def _lock_session(conn: Conn, ws: str, session_id: str) -> None:
+    # Two replicas' turns of one session may write at once: each reads the head, then appends at
+    # the length it read, so they take turns (SQLite's writers already do).
+    write_lock(conn, f"history {ws} {session_id}")  # a collision only makes two writes take turns
 
 
 def _stored_opening(conn: Conn, ws: str, session_id: str) -> str:
