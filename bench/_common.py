@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -65,11 +66,73 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field_name: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field_name + ":"):
             return int(line.split()[1])
     return 0
+
+
+# --- a minimal HTTP/1.1 keep-alive client, timing a reply's first body chunk and its end ----------------
+
+
+def request_head(method: str, path: str, length: int, key: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {key}\r\n{extra}"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def request_bytes(method: str, path: str, key: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    return request_head(method, path, len(body), key, headers) + body
+
+
+class RawConnection:
+    """One keep-alive connection to 127.0.0.1:port, as little client as a measurement can have."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+
+    async def open(self) -> "RawConnection":
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
+        return self
+
+    async def send(self, raw: bytes) -> tuple[int, int, float, float]:
+        """Write one request, read its whole response: (status, body bytes, seconds to the first
+        body chunk, seconds to the end)."""
+        started = time.perf_counter()
+        self.writer.write(raw)
+        status, size, first = await self.read_response()
+        return status, size, first - started, time.perf_counter() - started
+
+    async def read_response(self) -> tuple[int, int, float]:
+        """(status, body bytes, perf_counter at the first body chunk)."""
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, chunked = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if not chunked:
+            await self.reader.readexactly(length)
+            return status, length, time.perf_counter()
+        total, first = 0, 0.0
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await self.reader.readexactly(size + 2)
+            if size and not first:
+                first = time.perf_counter()
+            total += size
+            if size == 0:
+                return status, total, first or time.perf_counter()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class Targets:
@@ -120,7 +183,8 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-__all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "Targets", "percentile", "median", "rss_kb", "table", "json", "os", "time"]
+__all__ = ["bench_client", "FakeUpstreamProcess", "GhostServer", "RawConnection", "Targets", "free_port", "percentile",
+           "median", "request_bytes", "request_head", "rss_kb", "table", "json", "os", "time"]
 
 
 async def start_toolbox(settings: Settings, stack: AsyncExitStack) -> tuple[Workspace, Toolbox]:

@@ -22,8 +22,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import mkdtemp
 
-from _common import Targets
+from _common import FakeUpstreamProcess, RawConnection as Connection, Targets, percentile, request_bytes as _request_bytes, \
+    request_head as _request_head, rss_kb
 
-from ghost.testing.server import GhostServer, clean_env
+from ghost.testing.server import GhostServer
 
 KEY = "bench-key-0123456789"
 CHAT_PATH = "/echo/v1/chat/completions"
@@ -47,71 +46,18 @@ CHAT_BODY = json.dumps({
     "max_tokens": 64,
     "stream": False,
 }).encode()
-TARGETS = {"p50_ms": 1.5, "p99_ms": 4.0, "throughput_ratio": 0.12, "rss_mb": 32.0}
-
-
-# --- a minimal HTTP/1.1 keep-alive client ----------------------------------------------------------
-
-
 def request_head(method: str, path: str, length: int) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+    return _request_head(method, path, length, KEY)
 
 
 def request_bytes(method: str, path: str, body: bytes = b"") -> bytes:
-    return request_head(method, path, len(body)) + body
+    return _request_bytes(method, path, KEY, body)
 
 
-class Connection:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader
-        self.writer: asyncio.StreamWriter
-
-    async def open(self) -> "Connection":
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
-        return self
-
-    async def send(self, raw: bytes) -> tuple[int, int]:
-        """Write one request, read its whole response; returns (status, body bytes)."""
-        self.writer.write(raw)
-        return await self.read_response()
-
-    async def read_response(self) -> tuple[int, int]:
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, chunked = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        if chunked:
-            return status, await self._read_chunked()
-        await self.reader.readexactly(length)
-        return status, length
-
-    async def _read_chunked(self) -> int:
-        total = 0
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await self.reader.readexactly(size + 2)
-            total += size
-            if size == 0:
-                return total
-
-    def close(self) -> None:
-        self.writer.close()
+TARGETS = {"p50_ms": 1.5, "p99_ms": 4.0, "throughput_ratio": 0.12, "rss_mb": 32.0}
 
 
 # --- measurements --------------------------------------------------------------------------------------
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def latency(direct_port: int, ghost_port: int, n: int) -> dict[str, list[float]]:
@@ -122,7 +68,7 @@ async def latency(direct_port: int, ghost_port: int, n: int) -> dict[str, list[f
         order = ("direct", "ghost") if i % 2 else ("ghost", "direct")
         for name in order:
             started = time.perf_counter()
-            status, _ = await conns[name].send(raw)
+            status, *_ = await conns[name].send(raw)
             elapsed = (time.perf_counter() - started) * 1000
             assert status == 200, (name, status)
             if i >= 200:
@@ -141,7 +87,7 @@ async def throughput_window(port: int, concurrency: int, seconds: float) -> int:
     async def worker(conn: Connection) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            status, _ = await conn.send(raw)
+            status, *_ = await conn.send(raw)
             assert status == 200, status
             done += 1
 
@@ -165,13 +111,6 @@ async def throughput(direct_port: int, ghost_port: int, concurrency: int, window
 
 
 # --- memory ---------------------------------------------------------------------------------------------
-
-
-def rss_kb(pid: int, field_name: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field_name} for {pid}")
 
 
 @dataclass
@@ -212,7 +151,7 @@ async def upload(port: int, total: int, chunk: int = 256 * 1024) -> tuple[int, f
         conn.writer.write(piece)
         await conn.writer.drain()
         sent += len(piece)
-    status, _ = await conn.read_response()
+    status, *_ = await conn.read_response()
     conn.close()
     return status, time.perf_counter() - started
 
@@ -220,7 +159,7 @@ async def upload(port: int, total: int, chunk: int = 256 * 1024) -> tuple[int, f
 async def download(port: int, total: int) -> tuple[int, float]:
     conn = await Connection(port).open()
     started = time.perf_counter()
-    status, size = await conn.send(request_bytes("GET", f"/bytes/{total}"))
+    status, size, *_ = await conn.send(request_bytes("GET", f"/bytes/{total}"))
     conn.close()
     assert size == total, size
     return status, time.perf_counter() - started
@@ -244,13 +183,6 @@ def memory(ghost: GhostServer, body_mb: int) -> dict[str, float]:
 
 
 # --- processes ------------------------------------------------------------------------------------------
-
-
-def start_upstream() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([sys.executable, "-m", "ghost.testing.fake_upstream", "--port", "0"],
-                               stdout=subprocess.PIPE, text=True, env=clean_env())
-    assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())["url"]
 
 
 def use_uvloop() -> Callable[[], None]:
@@ -298,9 +230,9 @@ def main() -> int:
     args = parser.parse_args()
 
     use_uvloop()()
-    upstream, upstream_url = start_upstream()
-    direct_port = int(upstream_url.rsplit(":", 1)[1])
-    ghost = GhostServer("--upstream-url", upstream_url, api_key=KEY, home=Path(mkdtemp(prefix="ghost-bench-")))
+    upstream = FakeUpstreamProcess()
+    direct_port = upstream.port
+    ghost = GhostServer("--upstream-url", upstream.url, api_key=KEY, home=Path(mkdtemp(prefix="ghost-bench-")))
     try:
         ghost.start()
         lat = asyncio.run(latency(direct_port, ghost.port, args.requests))
@@ -308,8 +240,7 @@ def main() -> int:
         mem = memory(ghost, args.body_mb)
     finally:
         ghost.stop()
-        upstream.terminate()
-        upstream.wait(10)
+        upstream.stop()
     table = list(rows(lat, tput, mem))
     print(f"Ghost proxy benchmark: {args.requests} sequential requests per path, "
           f"{args.rounds}x{args.window:.0f}s windows at concurrency {args.concurrency}, {args.body_mb} MB bodies; "

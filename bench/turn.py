@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from tempfile import mkdtemp
 
-from _common import FakeUpstreamProcess, GhostServer, Targets, free_port, percentile, table
+from _common import FakeUpstreamProcess, GhostServer, RawConnection, Targets, free_port, percentile, request_bytes, table
 
 from ghost.testing.server import clean_env
 
@@ -40,6 +40,13 @@ PATH = "/v1/chat/completions"
 WAYS = ("direct", "proxy", "ghost")
 TARGETS = {"p50_ms": 2.0, "p99_ms": 4.0, "first_ms": 2.0, "cpu_ms": 1.5, "turns_s": 400, "long_p50_ms": 4.0}
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+# --session: every turn names one session, so a resent conversation is that session's, stored in
+# place (its last turn regenerated); without it each resend is a new session of its own.
+SESSION: list[bool] = [False]
+
+
+def session_header(body: bytes) -> dict[str, str]:
+    return {"X-Ghost-Session": f"bench-{len(body)}"} if SESSION[0] else {}  # one session per conversation
 
 
 def chat_body(prior: int) -> bytes:
@@ -55,49 +62,6 @@ def chat_body(prior: int) -> bytes:
     return json.dumps({"model": "fake-model", "messages": messages, "stream": True}).encode()
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection that times a streamed reply's first chunk and its end."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def open(self) -> "Connection":
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def turn(self, body: bytes) -> tuple[float, float]:
-        """(seconds to the first body chunk, seconds to the end of the reply)."""
-        head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ghost-Key: {KEY}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        started = time.perf_counter()
-        self.writer.write(head + body)
-        status_line = await self.reader.readuntil(b"\r\n")
-        assert b" 200 " in status_line, status_line
-        chunked, length = False, 0
-        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"content-length":
-                length = int(value)
-        first = 0.0
-        if not chunked:
-            await self.reader.readexactly(length)
-            first = time.perf_counter()
-            return first - started, first - started
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await self.reader.readexactly(size + 2)
-            if size and not first:
-                first = time.perf_counter()
-            if size == 0:
-                return first - started, time.perf_counter() - started
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14 and 15)
@@ -106,7 +70,8 @@ def cpu_seconds(pid: int) -> float:
 async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost_pid: int
                   ) -> tuple[dict[str, list[float]], dict[str, list[float]], float]:
     """Interleaved sequential turns: (total ms per way, first-chunk ms per way, Ghost CPU ms per turn)."""
-    conns = {way: await Connection(port).open() for way, port in ports.items()}
+    conns = {way: await RawConnection(port).open() for way, port in ports.items()}
+    raw = request_bytes("POST", PATH, KEY, body, session_header(body))
     total: dict[str, list[float]] = {way: [] for way in ports}
     first: dict[str, list[float]] = {way: [] for way in ports}
     cpu_before = 0.0
@@ -115,7 +80,8 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
             cpu_before = cpu_seconds(ghost_pid)
         order = WAYS[i % 3:] + WAYS[:i % 3]  # rotate who goes first
         for way in order:
-            to_first, to_end = await conns[way].turn(body)
+            status, _, to_first, to_end = await conns[way].send(raw)
+            assert status == 200, (way, status)
             if i >= warmup:
                 total[way].append(to_end * 1000)
                 first[way].append(to_first * 1000)
@@ -126,14 +92,15 @@ async def latency(ports: dict[str, int], body: bytes, n: int, warmup: int, ghost
 
 
 async def throughput_window(port: int, body: bytes, concurrency: int, seconds: float) -> float:
-    conns = [await Connection(port).open() for _ in range(concurrency)]
+    conns = [await RawConnection(port).open() for _ in range(concurrency)]
+    raw = request_bytes("POST", PATH, KEY, body, session_header(body))
     deadline = time.perf_counter() + seconds
     done = 0
 
-    async def worker(conn: Connection) -> None:
+    async def worker(conn: RawConnection) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            await conn.turn(body)
+            await conn.send(raw)
             done += 1
 
     started = time.perf_counter()
@@ -181,7 +148,10 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=3.0, help="seconds per throughput window")
     parser.add_argument("--rounds", type=int, default=3, help="throughput windows per way")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--session", action="store_true",
+                        help="send every turn under one session id (X-Ghost-Session) instead of none")
     args = parser.parse_args()
+    SESSION[0] = args.session
 
     load_before = os.getloadavg()
     upstream = FakeUpstreamProcess()
@@ -212,7 +182,8 @@ def main() -> int:
                          f"+{added(samples, 'proxy', q):.2f}", f"+{added(samples, 'ghost', q):.2f}"])
     rows.append(["turns/s at concurrency 20", f"{tput['direct']:.0f}", f"{tput['proxy']:.0f}", f"{tput['ghost']:.0f}"])
     rows.append(["Ghost CPU per turn (ms)", "", "", f"{cpu_ms:.2f} (200 prior: {long_cpu_ms:.2f})"])
-    print(f"bench/turn.py: {args.turns} sequential turns per way ({args.long_turns} with 200 prior messages), "
+    print(f"bench/turn.py{' --session' if args.session else ''}: {args.turns} sequential turns per way "
+          f"({args.long_turns} with 200 prior messages), "
           f"{args.rounds}x{args.window:.0f}s windows at concurrency {args.concurrency}; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     table("An agent turn vs the upstream directly and a thin proxy", ["measure", "direct", "thin proxy adds",

@@ -59,7 +59,7 @@ def anon(ghost: GhostServer) -> Iterator[httpx.Client]:
 
 # --- the store on both engines (SQLite, PostgreSQL; docs/scaling.md) ----------------------------
 ENGINES = ("sqlite", "postgresql")
-STATE_TABLES = ("scratchpad", "history", "context_summaries", "session_summaries", "responses", "api_keys",
+STATE_TABLES = ("scratchpad", "history_messages", "history", "context_summaries", "session_summaries", "responses", "api_keys",
                 "turn_starts")
 
 

@@ -702,12 +702,12 @@ def test_sqlite_disk_full_is_insufficient_storage(small_disk: Path) -> None:
     fill(small_disk / "filler")
     with pytest.raises(InsufficientStorage):
         with transaction(conn) as c:
-            c.execute("INSERT INTO history (workspace, session_id, messages, updated_at) VALUES ('admin', 'x', ?, 0)",
+            c.execute("INSERT INTO scratchpad (workspace, key, value, updated_at) VALUES ('admin', 'x', ?, 0)",
                       ("z" * (4 * 2**20),))
     assert not conn.in_transaction  # nothing left open for the next writer
     (small_disk / "filler").unlink()
     with transaction(conn) as c:
-        c.execute("INSERT INTO history (workspace, session_id, messages, updated_at) VALUES ('admin', 'y', '[]', 0)")
+        c.execute("INSERT INTO scratchpad (workspace, key, value, updated_at) VALUES ('admin', 'y', '[]', 0)")
     conn.close()
 
 

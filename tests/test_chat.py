@@ -286,6 +286,51 @@ def test_concurrent_turns_are_independent(oai: openai.OpenAI, upstream: FakeUpst
     assert results == {turn: f"answer to {turn} ({turn})" for turn in turns}
 
 
+def test_two_turns_of_one_session_at_once_keep_both_replies(server: GhostServer, upstream: FakeUpstream) -> None:
+    # Both turns continue the same stored conversation and are held at the upstream together; the
+    # one sent first is released last. History is append-only: neither reply overwrites the other,
+    # and they are stored in the order the turns finished (events, not clocks, set that order).
+    opening = [{"role": "user", "content": "two turns of one session"}]
+    upstream.script(Reply(content="Ready."))
+    headers = server.headers
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        first = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": opening})
+        session = first.headers["x-ghost-session"]
+    earlier = [*opening, {"role": "assistant", "content": "Ready."}]
+    for turn in ("turn A", "turn B"):
+        upstream.script_for(turn, Reply(chunks=[f"answer to {turn}", "."], hold=turn, hold_after=1))
+    finished: list[str] = []
+    answers: dict[str, httpx.Response] = {}
+
+    def send(turn: str) -> None:
+        with httpx.Client(base_url=server.url, headers={**headers, "X-Ghost-Session": session}, timeout=60) as http:
+            answers[turn] = http.post("/v1/chat/completions", json={
+                "model": "fake-model", "messages": [*earlier, {"role": "user", "content": turn}]})
+        finished.append(turn)
+
+    threads = {turn: threading.Thread(target=send, args=(turn,)) for turn in ("turn A", "turn B")}
+    try:
+        for thread in threads.values():
+            thread.start()
+        for turn in threads:
+            assert upstream.wait_hold_state(turn, "open", timeout=60) == "open", f"{turn} never reached the upstream"
+        upstream.release("turn B")
+        threads["turn B"].join(60)
+        upstream.release("turn A")
+        threads["turn A"].join(60)
+    finally:
+        upstream.release_all()
+        for thread in threads.values():
+            thread.join(60)
+    assert finished == ["turn B", "turn A"]
+    for turn, answer in answers.items():
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-ghost-session"] == session
+    stored = httpx.get(f"{server.url}/api/sessions/{session}", headers=headers, timeout=30).json()["messages"]
+    assert [m["content"] for m in stored] == ["two turns of one session", "Ready.", "turn B", "answer to turn B.",
+                                              "turn A", "answer to turn A."]
+
+
 def test_turns_reuse_the_upstream_connections(server: GhostServer, upstream: FakeUpstream) -> None:
     # Sequential turns, streamed and not, go over kept-alive connections to the upstream: a reply
     # read to its end (the `[DONE]` marker and the body's terminator) gives its connection back.

@@ -208,8 +208,8 @@ def test_a_load_on_one_replica_waits_for_a_turn_on_another(cluster: Cluster) -> 
 def test_two_turns_of_one_session_on_two_replicas_run_as_on_one_machine(cluster: Cluster) -> None:
     # On one machine (ghost.agent.service): turns of one workspace hold its gate shared, so two turns
     # of the same workspace, even of the same session, run side by side (tests/test_chat.py), and
-    # the session keeps the conversation of the turn that finished last (ghost.store.history.write).
-    # Across replicas: both hold the workspace's lease shared at once, and the later finish wins.
+    # the session keeps both replies, in the order the turns finished (ghost.store.history.append_turn).
+    # Across replicas: both hold the workspace's lease shared at once, and the same holds.
     upstream = cluster.upstream
     opening = [{"role": "user", "content": "two at once"}]
     upstream.script(Reply(content="Ready."))
@@ -234,7 +234,7 @@ def test_two_turns_of_one_session_on_two_replicas_run_as_on_one_machine(cluster:
         # Serialised turns (an exclusive lease, a per-session lock) would never have both open together.
         for turn in threads:
             assert upstream.wait_hold_state(turn, "open", timeout=60) == "open", f"{turn} never reached the upstream"
-        # The turn sent first finishes last: its conversation is the one the session keeps.
+        # The turn sent first finishes last: its messages come after the other's.
         upstream.release("turn B")
         threads["turn B"].join(60)
         upstream.release("turn A")
@@ -251,7 +251,8 @@ def test_two_turns_of_one_session_on_two_replicas_run_as_on_one_machine(cluster:
     assert served_by(answers["turn A"]) != served_by(answers["turn B"])  # two replicas
     with cluster.client() as client:
         stored = client.get(f"/api/sessions/{session}").json()["messages"]
-    assert [m["content"] for m in stored] == ["two at once", "Ready.", "turn A", "answer to turn A."]
+    assert [m["content"] for m in stored] == ["two at once", "Ready.", "turn B", "answer to turn B.",
+                                              "turn A", "answer to turn A."]
 
 
 def test_per_user_turn_limits_hold_across_replicas(cluster: Cluster) -> None:

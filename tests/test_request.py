@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ghost.api import bodies
-from ghost.api.openai_request import chat_request, openai_messages
+from ghost.api.known_messages import known_messages
+from ghost.api.openai_request import chat_request, openai_messages, parsed_chat
 from ghost.api.session_id import session_id
 from ghost.errors import Unprocessable
 
@@ -200,3 +201,60 @@ def test_generate_refuses_raw_completion_fields_by_name(field: str, value: objec
     payload = {"model": "m", "prompt": "hi", field: value}
     with pytest.raises(BadRequest, match=f"^{field}: not supported"):
         generate_request(bodies.parsed(bodies.GenerateRequest, payload), payload)
+
+
+# --- messages validated once (ghost.api.known_messages) -------------------------------------------------
+
+
+def _through_memo(payload: dict, workspace: str):
+    body, known = parsed_chat(payload, workspace)
+    return body, chat_request(body, payload, default_stream=True, known=known, workspace=workspace)
+
+
+def test_a_resent_conversation_validates_only_its_new_messages() -> None:
+    known_messages.clear()
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    body, chat = _through_memo({"messages": first}, "alice")
+    assert len(body.messages) == 2  # nothing known yet: all validated
+    reply = {"role": "assistant", "content": "<think>hmm</think>Hello."}
+    resent = [*first, reply, {"role": "user", "content": "more"},
+              {"role": "tool", "content": "a tool's result"}]  # a tool message is never taken as known
+    body, chat = _through_memo({"messages": resent}, "alice")
+    assert len(body.messages) == 3  # the two seen on the first turn were not validated again
+    _, again = _through_memo({"messages": resent}, "alice")
+    assert [m.role for m in parsed_chat({"messages": resent}, "alice")[0].messages] == ["tool"]
+    # What the memo gives is what validating and converting the whole list gives.
+    whole = parse_chat_request({"messages": resent}, default_stream=True).messages
+    def without_ids(messages: list[dict]) -> list[dict]:  # a tool message's made-up call id differs each time
+        return [{k: v for k, v in m.items() if k != "tool_call_id"} for m in messages]
+
+    assert without_ids(chat.messages) == without_ids(again.messages) == without_ids(whole)
+    assert whole[2] == {"role": "assistant", "content": "Hello."}
+    # Each workspace has its own memo: another user's first turn validates everything.
+    assert len(parsed_chat({"messages": resent}, "bob")[0].messages) == 5
+
+
+def test_a_bad_message_after_known_ones_is_named_at_its_own_position() -> None:
+    known_messages.clear()
+    good = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
+    _through_memo({"messages": good}, "alice")
+    with pytest.raises(Unprocessable) as caught:
+        parsed_chat({"messages": [*good, {"role": "wizard", "content": "x"}]}, "alice")
+    assert caught.value.message.startswith("messages[2].role")
+    with pytest.raises(Unprocessable) as caught:  # another field wrong: named as without the memo
+        parsed_chat({"messages": [*good, {"role": "user", "content": "x"}], "stream": "yes"}, "alice")
+    assert caught.value.message.startswith("stream")
+
+
+def test_the_memo_of_known_messages_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghost.api import known_messages as module
+
+    memo = module.KnownMessages()
+    monkeypatch.setattr(module, "MAX_KNOWN_CHARS", 100)
+    raw = [{"role": "user", "content": f"{i:02d}" + "x" * 18} for i in range(20)]  # 20 characters each
+    memo.learn("w", raw, [dict(m) for m in raw])
+    assert memo._chars <= 100 and len(memo._converted) == 5
+    assert memo.leading("w", raw[-5:]) == raw[-5:] and memo.leading("w", raw[:1]) == []
+    long_text = {"role": "user", "content": "y" * (module.MAX_KNOWN_TEXT + 1)}
+    memo.learn("w", [long_text], [dict(long_text)])
+    assert memo.leading("w", [long_text]) == []

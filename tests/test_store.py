@@ -49,13 +49,116 @@ async def test_history_continuation_finds_the_longest_prefix(db: Database) -> No
     await history.save("short", CHAT[:1])
     await history.save("long", CHAT)
     request = [*CHAT, {"role": "user", "content": "and then?"}]
-    assert await history.continued_by(prefix_digests(request)) == "long"
+    continued = await history.continued_by(prefix_digests(request))
+    assert continued is not None and continued.session_id == "long" and continued.writes == 1
     assert await history.continued_by(prefix_digests([{"role": "user", "content": "other"}])) is None
-    assert await history.opening("long") == await history.opening("short") != ""
+    long, short = await history.head("long"), await history.head("short")
+    assert long is not None and short is not None and long.opening == short.opening != ""
+    assert await history.head("nothing") is None
     # A conversation longer than one lookup chunk of digests.
     many = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(1200)]
     await history.save("many", many)
-    assert await history.continued_by(prefix_digests([*many, {"role": "user", "content": "x"}])) == "many"
+    continued = await history.continued_by(prefix_digests([*many, {"role": "user", "content": "x"}]))
+    assert continued is not None and continued.session_id == "many"
+
+
+def _rows(conn, ws: str, session_id: str) -> list[tuple[int, str, int]]:
+    return [tuple(row) for row in conn.execute(
+        "SELECT position, message, written FROM history_messages WHERE workspace = ? AND session_id = ? "
+        "ORDER BY position", (ws, session_id)).fetchall()]
+
+
+def _say(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+async def test_history_a_turn_appends_its_new_messages_only(db: Database) -> None:
+    history = History(db, "alice")
+    first = [_say("user", "one"), _say("assistant", "1")]
+    await history.save("s", first)
+    before = await db.run(_rows, "alice", "s")
+    second = [*first, _say("user", "two"), _say("assistant", "2")]
+    await history.save("s", second, 1)
+    after = await db.run(_rows, "alice", "s")
+    # The first turn's rows are as they were (a rewrite would mark them with the second write).
+    assert after[:2] == before and [written for _, _, written in after] == [1, 1, 2, 2]
+    got = await history.get("s")
+    assert got is not None and got["messages"] == second
+    continued = await history.continued_by(prefix_digests([*second, _say("user", "three")]))
+    assert continued is not None and continued.session_id == "s" and continued.writes == 2
+    assert (await history.list())[0]["messages"] == 4
+
+
+async def test_history_a_regenerated_turn_replaces_what_it_differs_in(db: Database) -> None:
+    history = History(db, "alice")
+    opening = [_say("user", "q"), _say("assistant", "a")]
+    await history.save("s", [*opening, _say("user", "first try"), _say("assistant", "meh")])
+    head = await history.head("s")
+    assert head is not None and head.writes == 1
+    # The client edited its last message after the turn was stored: that tail is replaced.
+    edited = [*opening, _say("user", "second try"), _say("assistant", "better")]
+    await history.save("s", edited, head.writes)
+    got = await history.get("s")
+    assert got is not None and got["messages"] == edited
+    assert [written for _, _, written in await db.run(_rows, "alice", "s")] == [1, 1, 2, 2]
+    shorter = [_say("user", "q"), _say("assistant", "again")]  # regenerated the first reply
+    await history.save("s", shorter, 2)
+    got = await history.get("s")
+    assert got is not None and got["messages"] == shorter
+    continued = await history.continued_by(prefix_digests([*shorter, _say("user", "next")]))
+    assert continued is not None and continued.session_id == "s"
+
+
+async def test_history_two_turns_at_once_keep_both_replies_in_finish_order(db: Database) -> None:
+    history = History(db, "alice")
+    opening = [_say("user", "q"), _say("assistant", "a")]
+    await history.save("s", opening)
+    head = await history.head("s")
+    assert head is not None
+    # Both turns started from the same stored conversation; B finishes first, then A.
+    turn_b = [*opening, _say("user", "B"), _say("assistant", "answer B")]
+    turn_a = [*opening, _say("user", "A"), _say("assistant", "answer A")]
+    await history.save("s", turn_b, head.writes)
+    await history.save("s", turn_a, head.writes)
+    got = await history.get("s")
+    both = [*opening, _say("user", "B"), _say("assistant", "answer B"), _say("user", "A"), _say("assistant", "answer A")]
+    assert got is not None and got["messages"] == both
+    # The stored digests chain over what is stored: a client sending all of it continues the session.
+    continued = await history.continued_by(prefix_digests([*both, _say("user", "next")]))
+    assert continued is not None and continued.session_id == "s" and continued.writes == 3
+    assert (await history.head("s")).opening == head.opening
+
+
+async def test_history_writes_of_one_session_at_once_all_land(db: Database) -> None:
+    # Two turns' writes in flight together (on PostgreSQL, in two pool connections at once): each
+    # appends at the length it reads, so without the session's write lock the later insert would hit
+    # the earlier one's positions. Many rounds, each a pair started from the same stored head.
+    history = History(db, "alice")
+    stored = [_say("user", "q"), _say("assistant", "a")]
+    await history.save("s", stored)
+    rounds = 150
+    for i in range(rounds):
+        head = await history.head("s")
+        assert head is not None
+        pair = [[*stored, _say("user", f"{i} {who}"), _say("assistant", f"answer {i} {who}")] for who in "AB"]
+        await asyncio.gather(*(history.save("s", turn, head.writes) for turn in pair))
+        got = await history.get("s")
+        assert got is not None
+        stored = got["messages"]
+        assert {m["content"] for m in stored[-4:]} == {f"{i} A", f"answer {i} A", f"{i} B", f"answer {i} B"}
+    assert len(stored) == 2 + 4 * rounds
+
+
+async def test_history_replace_and_snapshot_move_whole_conversations(db: Database) -> None:
+    history = History(db, "alice")
+    await history.save("s", [_say("user", "old"), _say("assistant", "old")])
+    loaded = state.SessionState(chat_history=[_say("user", "from the archive")], scratchpad={})
+    await db.run(state.restore, "alice", "s", loaded)
+    assert (await db.run(state.snapshot, "alice", "s", True)).chat_history == loaded.chat_history
+    assert (await db.run(state.snapshot, "alice", "other", True)).chat_history == []
+    got = await history.get("s")
+    assert got is not None and got["messages"] == loaded.chat_history
+    assert await history.delete("s") is True and await db.run(_rows, "alice", "s") == []
 
 
 async def test_summaries_longest_use_and_bound(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:

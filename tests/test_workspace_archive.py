@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.store.history import messages_of, replace as replace_history
 from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.server import GhostServer, no_bundled_model
 
@@ -56,6 +57,7 @@ def wipe(server: GhostServer) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     with db(server) as conn:
         conn.execute("DELETE FROM scratchpad")
+        conn.execute("DELETE FROM history_messages")
         conn.execute("DELETE FROM history")
 
 
@@ -69,15 +71,13 @@ def set_state(server: GhostServer, scratchpad: dict, history: dict[str, list]) -
             conn.execute("INSERT OR REPLACE INTO scratchpad (workspace, key, value, updated_at) VALUES ('admin', ?, ?, ?)",
                          (key, json.dumps(value), time.time()))
         for session, messages in history.items():
-            conn.execute("INSERT OR REPLACE INTO history (workspace, session_id, messages, updated_at) "
-                         "VALUES ('admin', ?, ?, ?)",
-                         (session, json.dumps(messages), time.time()))
+            replace_history(conn, "admin", session, messages)
 
 
 def get_state(server: GhostServer) -> tuple[dict, dict]:
     with db(server) as conn:
         pad = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM scratchpad")}
-        hist = {k: json.loads(v) for k, v in conn.execute("SELECT session_id, messages FROM history")}
+        hist = {k: messages_of(conn, "admin", k) for (k,) in conn.execute("SELECT session_id FROM history").fetchall()}
     return pad, hist
 
 

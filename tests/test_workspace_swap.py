@@ -21,6 +21,7 @@ from ghost.errors import Conflict, LimitExceeded
 from ghost.workspace.service import Workspace, open_workspace
 from ghost.workspace import archive, stage, swap
 from ghost.sandbox import fs
+from ghost.store.history import messages_of
 from ghost.workspace.layout import reset_tmp_dir, tmp_dir
 from ghost.workspace.stage import Staged
 from ghost.workspace.state import SessionState
@@ -168,7 +169,7 @@ def archive_file(tmp_path: Path) -> Path:
 def db_state(opened: Opened) -> tuple[list, list]:
     def read(conn: sqlite3.Connection) -> tuple[list, list]:
         return (conn.execute("SELECT key, value FROM scratchpad").fetchall(),
-                conn.execute("SELECT session_id, messages FROM history").fetchall())
+                [(sid, json.dumps(messages_of(conn, ws, sid))) for ws, sid in conn.execute("SELECT workspace, session_id FROM history")])
     return run(opened, opened.workspace.db.run(read))
 
 

@@ -13,20 +13,35 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from ghost.store.conversation import opening_digest, prefix_digests
 from ghost.store.history import History
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a turn is stored: `session_id` (None: nowhere), and the session's write count as the
+    turn found it (a write after that is another turn's: ghost.store.history.append_turn)."""
+
+    session_id: str | None
+    seen_writes: int = 0
+
+
+NOWHERE = Placement(None)
+
+
 def new_session_id() -> str:
     return f"chat-{uuid.uuid4().hex[:16]}"
 
 
-async def session_for(history: History, messages: list[dict[str, Any]], asked: str | None) -> str | None:
-    """The session this turn's conversation is stored under; None: answer it, store nothing."""
+async def session_for(history: History, messages: list[dict[str, Any]], asked: str | None) -> Placement:
+    """The session this turn's conversation is stored under; session None: answer it, store nothing."""
     if asked is not None:
-        stored = await history.opening(asked)
-        return asked if stored is None or stored == opening_digest(messages) else None
+        head = await history.head(asked)
+        if head is None:
+            return Placement(asked)
+        return Placement(asked, head.writes) if head.opening == opening_digest(messages) else NOWHERE
     continued = await history.continued_by(prefix_digests(messages[:-1]))
-    return continued or new_session_id()
+    return Placement(continued.session_id, continued.writes) if continued else Placement(new_session_id())

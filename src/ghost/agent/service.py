@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghost.agent.catalog import ModelChoice, listed_models, resolve_model
-from ghost.agent.continuation import session_for
+from ghost.agent.continuation import NOWHERE, Placement, session_for
 from ghost.agent.limits import TurnLimiter
 from ghost.agent.pump import pumped
 from ghost.agent.request import ChatRequest
@@ -89,15 +89,15 @@ class ChatService:
         if plain or choice.plain:
             if chat.relay is not None:
                 chat = dataclasses.replace(chat, sampling=chat.relay)
-            return await self._start(model, None, self._turn(chat, choice, PLAIN, request_id, None))
+            return await self._start(model, None, self._turn(chat, choice, PLAIN, request_id, NOWHERE))
         if chat.refused is not None:
             raise BadRequest(chat.refused)
         if self.user_limits is not None:
             await self.user_limits.check_disk()
-        session = await session_for(self.history, chat.messages, chat.session_id) if chat.store else None
-        chat = dataclasses.replace(chat, session_id=session)
+        place = await session_for(self.history, chat.messages, chat.session_id) if chat.store else NOWHERE
+        chat = dataclasses.replace(chat, session_id=place.session_id)
         options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
-        return await self._start(model, session, self._turn(chat, choice, options, request_id, session))
+        return await self._start(model, place.session_id, self._turn(chat, choice, options, request_id, place))
 
     async def count_tokens(self, chat: ChatRequest, request_id: str) -> int:
         """The prompt tokens `chat` would cost as Ghost sends it: its system prompt and tools included."""
@@ -124,7 +124,7 @@ class ChatService:
         return choice
 
     async def _turn(self, chat: ChatRequest, choice: ModelChoice, options: TurnOptions,
-                    request_id: str, store_as: str | None) -> AsyncIterator[Event]:
+                    request_id: str, store_as: Placement) -> AsyncIterator[Event]:
         # The upstream knows the model by its own name (--upstream-model), else by the served one.
         upstream_chat = dataclasses.replace(chat, model=self.upstream.upstream_model(choice.name))
         async with self._user_slot(), self.limiter.slot(), self.gate.turn():
@@ -147,8 +147,9 @@ class ChatService:
 
 
 async def _recording(events: AsyncIterator[Event], messages: list[dict[str, Any]], history: History,
-                     session: str | None) -> AsyncIterator[Event]:
+                     place: Placement) -> AsyncIterator[Event]:
     """Pass events through; when the turn finishes, store the conversation before saying Done."""
+    session = place.session_id
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     async for event in events:
@@ -160,15 +161,16 @@ async def _recording(events: AsyncIterator[Event], messages: list[dict[str, Any]
             reply: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
             if calls:
                 reply["tool_calls"] = calls
-            if notice := await _saved_or_notice(history, session, [*messages, reply]):
+            if notice := await _saved_or_notice(history, session, place.seen_writes, [*messages, reply]):
                 yield notice
         yield event
 
 
-async def _saved_or_notice(history: History, session_id: str, messages: list[dict[str, Any]]) -> Notice | None:
-    """Store the conversation; if the disk is full, say so instead of losing the reply with it."""
+async def _saved_or_notice(history: History, session_id: str, seen_writes: int,
+                           messages: list[dict[str, Any]]) -> Notice | None:
+    """Store the conversation (its new messages); if the disk is full, say so instead of losing the reply."""
     try:
-        await history.save(session_id, messages)
+        await history.save(session_id, messages, seen_writes)
     except InsufficientStorage as exc:
         log.warning("the reply of session %s was delivered but not saved to the history: %s",
                     session_id, exc.message)

@@ -19,7 +19,7 @@ from ghost.api.auth import require_key
 from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.encoders.common import ReplyInfo
-from ghost.api.openai_request import chat_request, generate_request
+from ghost.api.openai_request import chat_request, generate_request, parsed_chat
 from ghost.api.caller import get_chat, known_caller
 from ghost.api.services import services_of
 from ghost.api.session_id import SESSION_HEADER
@@ -29,10 +29,12 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
     payload = await read_json_object(request)
-    body = bodies.parsed(bodies.ChatRequest, payload)
+    workspace = service.history.workspace
+    body, known = parsed_chat(payload, workspace)  # messages validated on an earlier turn are not again
     # A front end acting for its end user names the session by its own chat id (X-OpenWebUI-Chat-Id).
     chat = chat_request(body, payload, default_stream=wire is not Wire.OPENAI,
-                        session_header=request.headers.get(SESSION_HEADER) or known_caller(request).session)
+                        session_header=request.headers.get(SESSION_HEADER) or known_caller(request).session,
+                        known=known, workspace=workspace)
     return await _run(request, chat, wire, service)
 
 

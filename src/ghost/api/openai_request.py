@@ -11,19 +11,42 @@ from __future__ import annotations
 from typing import Any
 
 from ghost.agent.request import ChatRequest
+from pydantic import ValidationError
+
 from ghost.api import bodies, chat_params
+from ghost.api.known_messages import known_messages
 from ghost.api.ollama_request import (generate_messages, images_as_parts, matching_call_id, openai_tool_call,
                                       options_as_sampling)
 from ghost.api.session_id import optional_session_id
 from ghost.errors import BadRequest
 from ghost.llm.think import strip_think
 
+def parsed_chat(payload: dict[str, Any], workspace: str) -> tuple[bodies.ChatRequest, list[dict[str, Any]]]:
+    """The chat body validated, but for its leading messages validated on an earlier turn
+    (`known_messages`): (the body with the rest of its messages, those known ones converted)."""
+    raw = payload.get("messages")
+    # The last message is always validated: the body's model wants one message at least.
+    known = known_messages.leading(workspace, raw[:-1]) if isinstance(raw, list) else []
+    if known:
+        try:
+            return bodies.ChatRequest.model_validate({**payload, "messages": raw[len(known):]}), known  # type: ignore[index]
+        except ValidationError:
+            pass  # validated whole below, so the error names the field at its own position
+    return bodies.parsed(bodies.ChatRequest, payload), []
+
+
 def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_stream: bool,
-                 session_header: str | None = None) -> ChatRequest:
-    """`payload`: the body as received, for the fields no model of `bodies` declares (see `chat_params`)."""
+                 session_header: str | None = None, known: list[dict[str, Any]] | None = None,
+                 workspace: str | None = None) -> ChatRequest:
+    """`payload`: the body as received, for the fields no model of `bodies` declares (see `chat_params`);
+    `known`: the converted messages that come before `body.messages` (`parsed_chat`); `workspace`:
+    whose memo of validated messages learns this request's (None: none does)."""
     options = body.stream_options
+    messages = openai_messages(body.messages, known or [])
+    if workspace is not None and isinstance(payload.get("messages"), list):
+        known_messages.learn(workspace, payload["messages"], messages)
     return ChatRequest(
-        messages=openai_messages(body.messages),
+        messages=messages,
         model=body.model or "",
         stream=default_stream if body.stream is None else body.stream,
         session_id=optional_session_id(body.session_id or session_header),
@@ -77,8 +100,10 @@ def client_tools(tools: list[bodies.ToolSpec] | None) -> list[dict[str, Any]]:
 # --- messages ---------------------------------------------------------------------------------------
 
 
-def openai_messages(messages: list[bodies.ChatMessage]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def openai_messages(messages: list[bodies.ChatMessage], earlier: list[dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
+    """`messages` OpenAI-shaped, after `earlier` (already converted): the whole list."""
+    out: list[dict[str, Any]] = list(earlier or [])
     for message in messages:
         out.append(openai_message(message, out))
     return out

@@ -116,9 +116,9 @@ def _step(previous: str, message: Any) -> str:
     return digest
 
 
-def prefix_digests(messages: list[dict[str, Any]]) -> list[str]:
-    """digests[k] is the digest of messages[:k + 1]."""
-    digests, previous = [], ""
+def prefix_digests(messages: list[dict[str, Any]], previous: str = "") -> list[str]:
+    """digests[k] is the digest of messages[:k + 1]; `previous`: the digest of what comes before them."""
+    digests = []
     for message in messages:
         previous = _step(previous, message)
         digests.append(previous)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ghost.errors import InsufficientStorage
-from ghost.store.conversation import conversation_digest, opening_digest
+from ghost.store.conversation import conversation_digest, opening_digest, prefix_digests
 from ghost.private import create_private_file, tighten_file
 
 SQLITE_FULL = 13
@@ -196,10 +196,39 @@ def _m006_turn_starts(conn: Conn) -> None:
     conn.execute("CREATE INDEX turn_starts_user ON turn_starts (user_name, started_at)")
 
 
+def _m007_history_messages(conn: Conn) -> None:
+    # History stored append-only (ghost.store.history): a row per message, so a turn writes what
+    # it adds instead of the whole conversation again. `history` keeps one head row per session:
+    # its length, digests, and `writes` (a turn's write after another's began keeps both replies).
+    conn.execute("""
+        CREATE TABLE history_messages (
+            workspace  TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            position   INTEGER NOT NULL,       -- 0 for the conversation's first message
+            message    TEXT NOT NULL,          -- JSON: one chat message
+            digest     TEXT NOT NULL,          -- the chain digest of the conversation up to this message
+            written    INTEGER NOT NULL,       -- the session's `writes` by the write that stored it
+            PRIMARY KEY (workspace, session_id, position)
+        )""")
+    conn.execute("ALTER TABLE history ADD COLUMN length INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE history ADD COLUMN writes INTEGER NOT NULL DEFAULT 0")
+    for ws, session_id, messages in conn.execute("SELECT workspace, session_id, messages FROM history").fetchall():
+        stored = json.loads(messages)
+        digests = prefix_digests(stored)
+        conn.executemany(
+            "INSERT INTO history_messages (workspace, session_id, position, message, digest, written) "
+            "VALUES (?, ?, ?, ?, ?, 1)",
+            [(ws, session_id, i, json.dumps(m, ensure_ascii=False), d) for i, (m, d) in enumerate(zip(stored, digests))])
+        conn.execute("UPDATE history SET length = ?, writes = 1, digest = ? WHERE workspace = ? AND session_id = ?",
+                     (len(stored), digests[-1] if digests else "", ws, session_id))
+    conn.execute("ALTER TABLE history DROP COLUMN messages")
+
+
 # Append only; never edit a released migration. Index + 1 is the schema version it produces.
 MIGRATIONS: list[Callable[[Any], None]] = [_m001_initial, _m002_context_summaries,
                                                          _m003_history_digests, _m004_users,
-                                                         _m005_responses, _m006_turn_starts]
+                                                         _m005_responses, _m006_turn_starts,
+                                                         _m007_history_messages]
 
 
 class Database(ABC):

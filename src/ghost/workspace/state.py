@@ -13,7 +13,7 @@ from typing import Any
 
 from ghost.errors import ArchiveRejected
 from ghost.store.db import Conn
-from ghost.store.history import write as write_history
+from ghost.store.history import messages_of, replace as replace_history
 from ghost.workspace.layout import ARCHIVE_FORMAT, ARCHIVE_VERSION
 
 
@@ -28,9 +28,7 @@ def snapshot(conn: Conn, ws: str, session_id: str, with_history: bool) -> Sessio
     rows = conn.execute("SELECT key, value FROM scratchpad WHERE workspace = ? ORDER BY key", (ws,)).fetchall()
     history: list[dict[str, Any]] = []
     if with_history:
-        row = conn.execute("SELECT messages FROM history WHERE workspace = ? AND session_id = ?",
-                           (ws, session_id)).fetchone()
-        history = json.loads(row[0]) if row else []
+        history = messages_of(conn, ws, session_id) or []
     return SessionState(chat_history=history, scratchpad={key: json.loads(value) for key, value in rows})
 
 
@@ -42,7 +40,7 @@ def restore(conn: Conn, ws: str, session_id: str, state: SessionState) -> None:
         "INSERT INTO scratchpad (workspace, key, value, updated_at) VALUES (?, ?, ?, ?)",
         [(ws, key, json.dumps(value), now) for key, value in state.scratchpad.items()],
     )
-    write_history(conn, ws, session_id, state.chat_history, now)
+    replace_history(conn, ws, session_id, state.chat_history, now)
 
 
 def encode_session(state: SessionState, session_id: str, saved_at: str) -> bytes:
