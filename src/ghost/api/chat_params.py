@@ -98,6 +98,21 @@ def agent_refusal(payload: dict[str, Any]) -> str | None:
     return None
 
 
+# What a `-plain` model cannot relay on Ollama's wire (/api/chat, /api/generate): its reply is one
+# message, and Ghost's Ollama encoder carries no log-probabilities. OpenAI's wire relays them.
+OLLAMA_RELAY_REFUSED = ("n", "logprobs", "top_logprobs")
+
+
+def ollama_relay_refusal(payload: dict[str, Any]) -> str | None:
+    """Why a `-plain` model on Ollama's wire refuses this request — naming the field — or None."""
+    for name in OLLAMA_RELAY_REFUSED:
+        if _refused_value(name, payload.get(name)) is not None:
+            return (f"{name}: not relayed on Ollama's API, whose reply is one message without "
+                    "log-probabilities; send it to /v1/chat/completions, where a -plain model relays the "
+                    "upstream's reply as it is")
+    return None
+
+
 def relayed(payload: dict[str, Any]) -> dict[str, Any]:
     """The fields a `-plain` model sends to the upstream as the client sent them."""
     return {name: value for name, value in payload.items()

@@ -38,7 +38,7 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
 
 def generate_request(body: bodies.GenerateRequest, payload: dict[str, Any]) -> ChatRequest:
     """/api/generate: one prompt, no tools, streamed unless asked otherwise; a relay like `-plain` models."""
-    if (refusal := chat_params.generate_refusal(payload)) is not None:
+    if (refusal := chat_params.generate_refusal(payload) or chat_params.ollama_relay_refusal(payload)) is not None:
         raise BadRequest(refusal)
     return ChatRequest(messages=openai_messages(generate_messages(body)), model=body.model or "",
                        stream=True if body.stream is None else body.stream, sampling=sampling(body, payload),
