@@ -27,7 +27,7 @@ same way: after `hold_after` streamed chunks (or, unanswered, before a non-strea
 `release(name)`; `hold_state(name)` tells where it is. `script_for(text, ...)` queues replies
 only for requests whose last user message contains `text`, so concurrent turns get their own
 replies whatever order they arrive in. `/broken/{n}` sends n chunks (n SSE events
-with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers.
+with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers; `/status/{code}` sends the request's body back with that status.
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ class FakeUpstream:
             Route("/hold/{name}", self._held, methods=["GET", "POST"]),
             Route("/broken/{n:int}", self._broken, methods=["GET", "POST"]),
             Route("/hop", self._hop, methods=["GET"]),
+            Route("/status/{code:int}", self._status, methods=["POST"]),
         ])
 
     def _record(self, request: Request, body: Any) -> None:
@@ -513,6 +514,13 @@ class FakeUpstream:
             raise ConnectionAbortedError("scripted broken body")
 
         return StreamingResponse(body(), media_type="text/event-stream" if sse else "application/octet-stream")
+
+    async def _status(self, request: Request) -> Response:
+        """The request's body and content type, sent back with the status `code` (an error reply)."""
+        body = await request.body()
+        self._record(request, None)
+        return Response(body, status_code=request.path_params["code"],
+                        media_type=request.headers.get("content-type", "text/plain"))
 
     async def _hop(self, request: Request) -> Response:
         response = Response(b"hop", media_type="text/plain")
