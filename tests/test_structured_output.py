@@ -128,8 +128,8 @@ def test_a_parameter_an_agent_cannot_apply_is_a_400_naming_it(ghost: GhostServer
 
 def test_an_ollama_load_option_is_a_400_naming_it(ghost: GhostServer, upstream: FakeUpstream) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
-        ollama_client(ghost).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_ctx": 8192})
-    assert caught.value.status_code == 400 and "options.num_ctx" in caught.value.error
+        ollama_client(ghost).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_gpu": 8})
+    assert caught.value.status_code == 400 and "options.num_gpu" in caught.value.error
     assert sent(upstream) == []
 
 
