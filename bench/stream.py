@@ -2,8 +2,9 @@
 
     python bench/stream.py [--runs 7]
 
-Paths: the upstream directly, and through Ghost on /v1/chat/completions, /api/chat, the
-Responses API's /v1/responses (typed events) and Anthropic's /v1/messages.
+Paths: the upstream directly, and through Ghost on /v1/chat/completions (the agent model, and its
+`-plain` variant, which relays the upstream's own chunks), /api/chat, the Responses API's
+/v1/responses (typed events) and Anthropic's /v1/messages.
 
 1. Relay ceiling: a 2,000-token reply from an upstream that emits as fast as it can.
 2. Paced upstream at 200 tokens/s: throughput ratio and time to first token.
@@ -54,6 +55,8 @@ def targets(fake: FakeUpstreamProcess, ghost: GhostServer) -> dict[str, tuple[st
     return {
         "direct upstream": (fake.url + "/v1/chat/completions", {}, False, CHAT_BODY),
         "ghost /v1/chat/completions": (ghost.url + "/v1/chat/completions", ghost.headers, False, CHAT_BODY),
+        "ghost /v1/chat/completions -plain": (ghost.url + "/v1/chat/completions", ghost.headers, False,
+                                              {**CHAT_BODY, "model": "fake-model-plain"}),
         "ghost /api/chat": (ghost.url + "/api/chat", ghost.headers, True, CHAT_BODY),
         "ghost /v1/responses": (ghost.url + "/v1/responses", ghost.headers, False, RESPONSES_BODY),
         "ghost /v1/messages": (ghost.url + "/v1/messages", ghost.headers, False, MESSAGES_BODY),

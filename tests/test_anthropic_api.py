@@ -352,3 +352,23 @@ def test_encoder_notice_is_a_comment_and_usage_lands_in_message_delta() -> None:
     delta = next(data for name, data in items if name == "message_delta")
     assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"] == {"input_tokens": 7, "output_tokens": 3}
     assert items[0][1]["message"]["id"] == "msg_r1"
+
+
+BAD_BODIES = [b"[]", b'"text"', b"1", b"null", b"[1, {}]", b'{"messages": 5}', b'{"max_tokens": "x"}',
+              b'{"model": 5, "max_tokens": 1, "messages": []}', b'{"max_tokens": 1, "messages": [{"role": 5}]}',
+              b'{"system": {"a": 1}, "max_tokens": 1, "messages": []}', b"{", b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_every_bad_body_or_header_is_a_400_in_anthropic_shape_never_a_422(server: GhostServer, upstream: FakeUpstream,
+                                                                          path: str) -> None:
+    headers = {"x-api-key": server.api_key, "content-type": "application/json"}
+    cases = [(body, headers) for body in BAD_BODIES]
+    good = json.dumps({"model": "fake-model", "max_tokens": 8, "messages": USER}).encode()
+    cases.append((good, {**headers, "X-Ghost-Session": "not a valid id!"}))  # the 422 the fuzzer once saw
+    for body, sent_headers in cases:
+        response = httpx.post(server.url + path, content=body, headers=sent_headers, timeout=30)
+        assert response.status_code == 400, (body, response.status_code, response.text)
+        payload = response.json()
+        assert payload["type"] == "error" and payload["error"]["type"] == "invalid_request_error", payload
+    assert upstream.chat_requests() == []

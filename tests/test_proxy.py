@@ -131,6 +131,13 @@ def test_upstream_status_and_body_pass_through(client: httpx.Client) -> None:
     assert response.text == "Not Found"  # the upstream's own answer, untouched
 
 
+def test_a_users_own_upstreams_error_text_is_relayed_as_it_is(client: httpx.Client) -> None:
+    # Only the bundled model's error replies are scrubbed (tests/test_embedded.py): this is the user's server.
+    traceback = 'Traceback (most recent call last):\n  File "/srv/app.py", line 3, in f\nValueError: x'
+    response = client.post("/status/500", content=traceback, headers={"content-type": "text/plain"})
+    assert response.status_code == 500 and response.text == traceback
+
+
 # --- headers ---------------------------------------------------------------------------------------
 
 

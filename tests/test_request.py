@@ -183,7 +183,14 @@ def test_parameters_an_agent_cannot_apply_are_named(field: str, value: object) -
 
 
 def test_ollama_load_options_are_refused_by_name() -> None:
-    assert parse(options={"num_ctx": 8192}).refused.startswith("options.num_ctx: not supported")
+    assert parse(options={"num_gpu": 8}).refused.startswith("options.num_gpu: not supported")
+
+
+def test_num_ctx_is_the_turns_context_window_not_a_sampling_field() -> None:
+    request = parse(options={"num_ctx": 4096, "top_k": 5})
+    assert request.refused is None and request.context_window == 4096
+    assert "num_ctx" not in request.sampling and "num_ctx" not in (request.relay or {})
+    assert parse().context_window is None
 
 
 def test_the_plain_relay_keeps_every_field() -> None:

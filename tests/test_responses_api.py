@@ -354,3 +354,14 @@ def test_cut_by_the_token_limit_is_incomplete(server: GhostServer, upstream: Fak
     assert final["type"] == "response.incomplete"
     assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert sent_upstream(upstream)["max_tokens"] == 3
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"1", b"null", b'[{"input": "x"}]', b"{", b"\xff\xfe",
+                                  b'{"input": 5}', b'{"input": [{"type": "message", "role": 5}]}',
+                                  b'{"input": "x", "tools": [{"type": "function"}]}', b'{"input": "x", "text": 3}'])
+def test_every_bad_body_is_a_400_never_a_422(server: GhostServer, upstream: FakeUpstream, body: bytes) -> None:
+    response = httpx.post(server.url + "/v1/responses", content=body, timeout=30,
+                          headers={**server.headers, "content-type": "application/json"})
+    assert response.status_code == 400, (body, response.text)
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert upstream.chat_requests() == []

@@ -128,8 +128,8 @@ def test_a_parameter_an_agent_cannot_apply_is_a_400_naming_it(ghost: GhostServer
 
 def test_an_ollama_load_option_is_a_400_naming_it(ghost: GhostServer, upstream: FakeUpstream) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
-        ollama_client(ghost).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_ctx": 8192})
-    assert caught.value.status_code == 400 and "options.num_ctx" in caught.value.error
+        ollama_client(ghost).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_gpu": 8})
+    assert caught.value.status_code == 400 and "options.num_gpu" in caught.value.error
     assert sent(upstream) == []
 
 
@@ -190,14 +190,15 @@ def test_tool_choice_none_sends_the_format_on_the_one_call(ghost: GhostServer, u
     assert only["response_format"] == {"type": "json_object"} and only["tool_choice"] == "none"
 
 
-def test_a_relayed_reply_of_two_choices_answers_the_first_not_both_merged(client: httpx.Client,
-                                                                          upstream: FakeUpstream) -> None:
+def test_a_relayed_reply_of_two_choices_keeps_both_apart(client: httpx.Client, upstream: FakeUpstream) -> None:
     chunks = [{"choices": [{"index": 0, "delta": {"content": "first"}}, {"index": 1, "delta": {"content": "second"}}]},
               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"},
                            {"index": 1, "delta": {}, "finish_reason": "stop"}]}]
     upstream.script(Reply(raw_stream="".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"))
-    response = client.post("/v1/chat/completions", json={"model": PLAIN, "n": 2,
+    response = client.post("/v1/chat/completions", json={"model": PLAIN, "n": 2, "stream": True,
                                                          "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == "first"
+    relayed = [json.loads(b.removeprefix("data: ")) for b in response.text.split("\n\n")
+               if b.startswith("data: {")]
+    assert [c["choices"] for c in relayed] == [c["choices"] for c in chunks]  # as the upstream sent them
     assert sent(upstream)[-1]["n"] == 2

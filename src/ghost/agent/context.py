@@ -73,8 +73,9 @@ class ContextFitter:
     """One turn's view of the conversation as sent upstream; lives as long as the turn."""
 
     def __init__(self, upstream: Upstream, services: ContextServices, *, model: str, session_id: str | None,
-                 request_id: str, chooser: ToolChooser | None = None) -> None:
+                 request_id: str, chooser: ToolChooser | None = None, window_cap: int | None = None) -> None:
         self.upstream, self.services, self.model = upstream, services, model
+        self.window_cap = window_cap  # the client's own window for this turn (Ollama's num_ctx), if smaller
         assert services.schema_tokens is not None
         self.chooser = chooser or ToolChooser(services.schema_tokens)
         self.offered: list[dict[str, Any]] = []  # the tools of the call being fitted
@@ -122,15 +123,21 @@ class ContextFitter:
         offer = await self.chooser.choose(tools, messages, self._tools_budget(budget, fixed_raw))
         return self.counter.calibrated(self._raw(messages) + offer.tokens)
 
+    @property
+    def window_tokens(self) -> int:
+        """The window this turn fits into: the upstream's, or the client's when it asked for less."""
+        tokens = self.services.window.tokens
+        return min(tokens, self.window_cap) if self.window_cap else tokens
+
     def _reply_tokens(self, payload: dict[str, Any]) -> int:
-        window = self.services.window.tokens
+        window = self.window_tokens
         asked = payload.get("max_tokens") or payload.get("max_completion_tokens")
         if isinstance(asked, int) and asked > 0:
             return min(asked, window // 2)
         return min(self.services.settings.context_reply_reserve, window // 8)
 
     def _budget(self, reply: int, harder: bool) -> int:
-        window = self.services.window.tokens
+        window = self.window_tokens
         budget = window - reply - math.ceil(window * self.services.settings.context_safety_margin)
         return int(budget * HARDER) if harder else budget
 
@@ -144,7 +151,7 @@ class ContextFitter:
             self.counter.learn(self.raw_sent, exc.needed)
 
     def _final(self, exc: ContextLengthExceeded) -> ContextLengthExceeded:
-        allowed = exc.allowed or self.services.window.tokens
+        allowed = exc.allowed or self.window_tokens
         message = overflow_message(exc.needed, allowed, "even after compacting, the conversation")
         return ContextLengthExceeded(message, needed=exc.needed, allowed=allowed)
 
@@ -172,16 +179,16 @@ class ContextFitter:
                 yield item
         if not self._fits(view, tools_raw, budget):
             needed = self.counter.calibrated(self.raw_sent) + reply
-            raise ContextLengthExceeded(overflow_message(needed, self.services.window.tokens,
+            raise ContextLengthExceeded(overflow_message(needed, self.window_tokens,
                                                          "the conversation history, even after shortening tool results and summarising earlier "
                                                          "messages,"),
-                                        needed=needed, allowed=self.services.window.tokens)
+                                        needed=needed, allowed=self.window_tokens)
         sent.extend(self._compose(view))
 
     def _tools_budget(self, budget: int, fixed_raw: int) -> int:
         """Raw tokens the tool schemas may take: their share of the window, at most the room the
         system prompt and the newest message leave (the message is never refused for the tools)."""
-        share = int(self.services.window.tokens * self.services.settings.context_tools_share)
+        share = int(self.window_tokens * self.services.settings.context_tools_share)
         room = budget - self.counter.calibrated(fixed_raw)
         return max(0, int(min(share, room) / max(self.counter.factor, 1e-6)))
 
@@ -194,7 +201,7 @@ class ContextFitter:
 
     def _too_big(self, head_raw: int, newest_raw: int, reply: int) -> ContextLengthExceeded:
         """The overflow error naming what does not fit: the system prompt or the newest message."""
-        window = self.services.window.tokens
+        window = self.window_tokens
         needed = self.counter.calibrated(head_raw + newest_raw) + reply
         head, newest = self.counter.calibrated(head_raw), self.counter.calibrated(newest_raw)
         if head >= newest:
@@ -205,6 +212,8 @@ class ContextFitter:
             what = f"the newest message (about {newest:,} tokens)"
             advice = ("Shorten the message or send the text as a file (POST /api/upload) and ask about it, "
                       "or use a model with a larger window (--context-window).")
+        if window < self.services.window.tokens:
+            advice += f" The request's own num_ctx set this turn's window to {window:,} tokens."
         message = (f"{what} does not fit the model's context window (needs about {needed:,} tokens; the "
                    f"model's context window allows {window:,}; room for the answer included). The tools are "
                    f"not the cause: they are left out when there is no room. {advice}")

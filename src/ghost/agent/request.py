@@ -23,4 +23,7 @@ class ChatRequest:
     refused: str | None = None  # why an agent model cannot take this request (400), naming the parameter
     include_usage: bool = False
     tool_choice: Any = None
+    # The client's context window for this turn (Ollama's `options.num_ctx`): fitted into when it is
+    # smaller than the upstream's, never larger than it (ghost.agent.context).
+    context_window: int | None = None
     store: bool = True  # False: answer the turn and keep no history of it (Responses `store: false`)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,55 @@ class ChatService:
         chat = dataclasses.replace(chat, session_id=place.session_id)
         options = TurnOptions(max_tool_rounds=self.settings.max_tool_rounds)
         return await self._start(model, place.session_id, self._turn(chat, choice, options, request_id, place))
+
+    def is_plain(self, asked: str) -> bool:
+        """Whether `asked` names a `-plain` model (an unknown name is the 404 `run` would answer)."""
+        return self._model(asked or self.upstream.models[0]).plain
+
+    async def relay_stream(self, chat: ChatRequest, request_id: str) -> StartedTurn:
+        """A `-plain` model's reply streamed as the upstream sends it, every choice and field of each
+        chunk kept (`ghost.llm.relay`); started as a turn is, so a failure before the first chunk raises.
+        Its "events" are the upstream's chunks, `RelayEnd` and `Heartbeat`s: OpenAI's wire only."""
+        model, payload = self._relay_payload(chat)
+        return await self._start(model, None, self._relaying(self.upstream.relay_stream(payload, request_id)))
+
+    async def relay_reply(self, chat: ChatRequest, request_id: str) -> dict[str, Any]:
+        """A `-plain` model's non-streamed reply, whole as the upstream sent it."""
+        _, payload = self._relay_payload(chat)
+        async with self._relay_slot():
+            return await self.upstream.relay_reply(payload, request_id)
+
+    def _relay_payload(self, chat: ChatRequest) -> tuple[str, dict[str, Any]]:
+        """The name the reply goes under, and the body the upstream gets: the client's, but for its
+        model's upstream name (no system prompt, no tools of Ghost's, no context fitting)."""
+        model = chat.model or self.upstream.models[0]
+        payload: dict[str, Any] = {"model": self.upstream.upstream_model(self._model(model).name),
+                                   "messages": chat.messages, **(chat.sampling if chat.relay is None else chat.relay)}
+        if chat.client_tools:
+            payload["tools"] = chat.client_tools
+        if chat.tool_choice is not None:
+            payload["tool_choice"] = chat.tool_choice
+        if chat.stream and chat.include_usage:
+            payload["stream_options"] = {"include_usage": True}
+        return model, payload
+
+    async def _relaying(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async with self._relay_slot(), aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    @asynccontextmanager
+    async def _relay_slot(self) -> AsyncIterator[None]:
+        """A relay takes a turn's slots (the user's, the server's) and counts as a turn; it touches no
+        workspace, so it does not wait for the workspace gate."""
+        async with self._user_slot(), self.limiter.slot():
+            if self.on_turn is not None:
+                await self.on_turn()
+            self.in_flight_turns += 1
+            try:
+                yield
+            finally:
+                self.in_flight_turns -= 1
 
     async def count_tokens(self, chat: ChatRequest, request_id: str) -> int:
         """The prompt tokens `chat` would cost as Ghost sends it: its system prompt and tools included."""

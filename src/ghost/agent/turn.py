@@ -111,7 +111,8 @@ class AgentTurn:
             request.tool_choice))) if schema_tokens is not None else None
         self.context = ContextFitter(services.upstream, services.context, model=request.model,
                                      request_id=request_id, chooser=self.chooser,
-                                     session_id=request.session_id if options.session_summary else None) \
+                                     session_id=request.session_id if options.session_summary else None,
+                                     window_cap=request.context_window) \
             if services.context is not None else None
 
     async def run(self) -> AsyncIterator[Event]:

@@ -116,8 +116,9 @@ class StreamOptions(Body):
 
 
 class OllamaOptions(Body):
-    """Ollama sampling options; mapped to the OpenAI fields when those are not given. Options that
-    load a model (`num_ctx`, `num_gpu`, ...) are refused on agent models (`ghost.api.chat_params`)."""
+    """Ollama sampling options; mapped to the OpenAI fields when those are not given. `num_ctx` is
+    the turn's context window (at most the upstream's); options that load a model (`num_gpu`, ...)
+    are refused on agent models (`ghost.api.chat_params`)."""
 
     temperature: Number | None = None
     top_p: Number | None = None
@@ -137,6 +138,8 @@ class OllamaOptions(Body):
     mirostat_eta: Number | None = None
     tfs_z: Number | None = None
     num_keep: int | None = Field(None, description="Sent as llama.cpp's `n_keep`.")
+    num_ctx: int | None = Field(None, ge=1, description="The context window of this turn, in tokens: Ghost "
+                                "fits the conversation into it, or into the upstream's window when that is smaller.")
 
 
 class Sampling(Body):

@@ -14,15 +14,17 @@ from fastapi.responses import Response
 
 from ghost.agent.request import ChatRequest
 from ghost.agent.service import ChatService
-from ghost.api import bodies, openapi
+from ghost.api import bodies, chat_params, openapi
 from ghost.api.auth import require_key
 from ghost.api.chat_reply import Wire, reply
 from ghost.api.deps import read_json_object, request_id
 from ghost.api.encoders.common import ReplyInfo
 from ghost.api.openai_request import chat_request, generate_request, parsed_chat
+from ghost.api.plain_relay import relayed
 from ghost.api.caller import get_chat, known_caller
 from ghost.api.services import services_of
 from ghost.api.session_id import SESSION_HEADER
+from ghost.errors import BadRequest
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
@@ -35,6 +37,11 @@ async def _chat(request: Request, wire: Wire, service: ChatService) -> Response:
     chat = chat_request(body, payload, default_stream=wire is not Wire.OPENAI,
                         session_header=request.headers.get(SESSION_HEADER) or known_caller(request).session,
                         known=known, workspace=workspace)
+    if service.is_plain(chat.model):
+        if wire is Wire.OPENAI:  # the upstream's reply as it is: every choice, logprobs
+            return await relayed(request, chat, service)
+        if (refusal := chat_params.ollama_relay_refusal(payload)) is not None:
+            raise BadRequest(refusal)
     return await _run(request, chat, wire, service)
 
 

@@ -40,7 +40,8 @@ OLLAMA_SAMPLING: dict[str, tuple[str, ...]] = {
 
 # Ollama `options` that load a model (context size, GPU layers, threads...): the upstream's model
 # is loaded with its own settings, which no request of Ghost's can change.
-OLLAMA_LOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "vocab_only",
+# (`num_ctx` is not one of them: it becomes the turn's context window, see `context_window`.)
+OLLAMA_LOAD_OPTIONS = frozenset({"num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "vocab_only",
                                  "use_mmap", "use_mlock", "num_thread", "numa", "logits_all", "embedding_only"})
 # Ollama options with no counterpart on an OpenAI-compatible server.
 OLLAMA_UNMAPPED_OPTIONS = frozenset({"penalize_newline"})
@@ -98,10 +99,32 @@ def agent_refusal(payload: dict[str, Any]) -> str | None:
     return None
 
 
+# What a `-plain` model cannot relay on Ollama's wire (/api/chat, /api/generate): its reply is one
+# message, and Ghost's Ollama encoder carries no log-probabilities. OpenAI's wire relays them.
+OLLAMA_RELAY_REFUSED = ("n", "logprobs", "top_logprobs")
+
+
+def ollama_relay_refusal(payload: dict[str, Any]) -> str | None:
+    """Why a `-plain` model on Ollama's wire refuses this request — naming the field — or None."""
+    for name in OLLAMA_RELAY_REFUSED:
+        if _refused_value(name, payload.get(name)) is not None:
+            return (f"{name}: not relayed on Ollama's API, whose reply is one message without "
+                    "log-probabilities; send it to /v1/chat/completions, where a -plain model relays the "
+                    "upstream's reply as it is")
+    return None
+
+
 def relayed(payload: dict[str, Any]) -> dict[str, Any]:
     """The fields a `-plain` model sends to the upstream as the client sent them."""
     return {name: value for name, value in payload.items()
             if name not in STRUCTURAL and name not in OLLAMA_FIELDS}
+
+
+def context_window(options: dict[str, Any] | None) -> int | None:
+    """Ollama's `num_ctx` as the turn's context window: never sent upstream (it would reload the
+    model), applied by fitting the conversation into it when it is smaller than the upstream's."""
+    value = (options or {}).get("num_ctx")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def ollama_sampling(options: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,15 @@ async def read_json_object(request: Request, *, allow_empty: bool = False) -> di
     return payload
 
 
+async def read_json_object_or_400(request: Request) -> dict:
+    """`read_json_object`, with a body that is not an object a 400 too: the Responses and Messages
+    APIs answer every bad body with a 400 (OpenAI's and Anthropic's `invalid_request_error`)."""
+    try:
+        return await read_json_object(request)
+    except Unprocessable as exc:
+        raise BadRequest(exc.message) from None
+
+
 # JSON may write a character as a surrogate pair (`\ud83d\ude00`, as clients with ASCII-only output
 # do); one surrogate alone is no character, and no UTF-8 can carry it: let in, it would fail every
 # later step that encodes the conversation (the session digest, the history, the upstream request).

@@ -44,6 +44,13 @@ def reshaper_for(path: str) -> Callable[[Any, int], Any] | None:
     return None
 
 
+def status_for(path: str, status: int) -> int:
+    """The status an error reply goes out with: Anthropic's API has no 422 (every invalid request is
+    its 400 `invalid_request_error`), so on its paths Ghost's 422s — a bad `X-Ghost-Session`, a
+    front end's user header sent twice — are 400s too."""
+    return 400 if status == 422 and path in ANTHROPIC_PATHS else status
+
+
 def anthropic_error(payload: Any, status: int) -> Any:
     """`{"error": {"message": m, ...}}` -> `{"type": "error", "error": {"type": t, "message": m}}`."""
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -71,14 +78,16 @@ class ErrorShape:
         if reshape is None:
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _ReshapingSend(send, reshape).send)
+        path = scope["path"]
+        await self.app(scope, receive, _ReshapingSend(send, reshape, lambda status: status_for(path, status)).send)
 
 
 
 class _ReshapingSend:
-    def __init__(self, send: Send, reshape: Callable[[Any, int], Any]) -> None:
+    def __init__(self, send: Send, reshape: Callable[[Any, int], Any], status: Callable[[int], int]) -> None:
         self._send = send
         self._reshape = reshape
+        self._status = status
         self._start: Message | None = None  # held back while an error body is collected
         self._body = bytearray()
 
@@ -99,6 +108,8 @@ class _ReshapingSend:
         start, original = self._start, bytes(self._body)
         assert start is not None
         self._start = None
+        if (status := self._status(start["status"])) != start["status"]:
+            start = {**start, "status": status}
         body = original if more_body else _reshaped(original, lambda p: self._reshape(p, start["status"]))
         if body != original:  # (an empty HEAD body, say, keeps its headers as they were)
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]

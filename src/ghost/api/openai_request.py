@@ -56,16 +56,17 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
         tool_choice=body.tool_choice,
         relay=relay(body, payload),
         refused=chat_params.agent_refusal(payload),
+        context_window=_context_window(body),
     )
 
 
 def generate_request(body: bodies.GenerateRequest, payload: dict[str, Any]) -> ChatRequest:
     """/api/generate: one prompt, no tools, streamed unless asked otherwise; a relay like `-plain` models."""
-    if (refusal := chat_params.generate_refusal(payload)) is not None:
+    if (refusal := chat_params.generate_refusal(payload) or chat_params.ollama_relay_refusal(payload)) is not None:
         raise BadRequest(refusal)
     return ChatRequest(messages=openai_messages(generate_messages(body)), model=body.model or "",
                        stream=True if body.stream is None else body.stream, sampling=sampling(body, payload),
-                       relay=relay(body, payload))
+                       relay=relay(body, payload), context_window=_context_window(body))
 
 
 def sampling(body: bodies.Sampling, payload: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +79,10 @@ def sampling(body: bodies.Sampling, payload: dict[str, Any]) -> dict[str, Any]:
 def relay(body: bodies.Sampling, payload: dict[str, Any]) -> dict[str, Any]:
     """The fields a `-plain` model sends upstream: every one the client sent, Ollama's translated."""
     return _with_max_tokens({**_ollama_fields(body), **chat_params.relayed(payload)})
+
+
+def _context_window(body: bodies.Sampling) -> int | None:
+    return chat_params.context_window(body.options.model_dump(exclude_none=True) if body.options else None)
 
 
 def _ollama_fields(body: bodies.Sampling) -> dict[str, Any]:

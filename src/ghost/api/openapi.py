@@ -199,7 +199,9 @@ METRICS = route_doc({"content": {"text/plain": {"schema": {"type": "string"}}}},
 OPENAI_CHAT = route_doc(
     {"content": {**json_content(s.ChatCompletion), **sse_content(s.ChatCompletionChunk)},
      "headers": dict(SESSION_REPLY_HEADER)}, CHAT_ERRORS,
-    description="A `chat.completion`, or with `stream: true` an SSE stream of chunks.",
+    description="A `chat.completion`, or with `stream: true` an SSE stream of chunks. A `-plain` model "
+    "answers with the upstream's own reply under Ghost's model name and id: every choice of `n`, "
+    "`logprobs`, and any field that server adds (docs/clients.md).",
     extra={**json_body(bodies.ChatRequest, required=True), **_CHAT_EXTRA})
 OLLAMA_CHAT = route_doc(
     {"content": {**json_content(s.OllamaChatResponse), **ndjson_content(s.OllamaChatChunk),

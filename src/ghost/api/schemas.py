@@ -90,10 +90,15 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCallOut] | None = Field(None, description="Calls of the client's own tools.")
 
 
+LOGPROBS = ("The upstream's token log-probabilities (`{\"content\": [...]}`): only a `-plain` model's reply, "
+            "relayed as the upstream sent it, when the request asked for `logprobs`.")
+
+
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str
+    logprobs: dict[str, Any] | None = Field(None, description=LOGPROBS)
 
 
 class ChatCompletion(BaseModel):
@@ -120,6 +125,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     finish_reason: str | None
+    logprobs: dict[str, Any] | None = Field(None, description=LOGPROBS)
 
 
 class ChatCompletionChunk(BaseModel):

@@ -19,6 +19,7 @@ import httpx
 from ghost.llm.bounds import ReplyBounds
 from ghost.llm.chat import Completion, Delta, stream_chat
 from ghost.llm.embeddings import Embeddings, embed
+from ghost.llm.relay import RelayEnd, relay_reply, relay_stream
 from ghost.llm.transport import UpstreamSession
 from ghost.observe.tracing import outgoing_headers
 
@@ -34,6 +35,10 @@ class Upstream(Protocol):
     def stream_chat(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[Delta | Completion]: ...
 
     async def embed(self, model: str, inputs: list[str], request_id: str) -> Embeddings: ...
+
+    def relay_stream(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[dict[str, Any] | RelayEnd]: ...
+
+    async def relay_reply(self, payload: dict[str, Any], request_id: str) -> dict[str, Any]: ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -80,6 +85,14 @@ class HttpUpstream:
 
     async def embed(self, model: str, inputs: list[str], request_id: str) -> Embeddings:
         return await embed(self, model, inputs, request_id)
+
+    def relay_stream(self, payload: dict[str, Any], request_id: str) -> AsyncIterator[dict[str, Any] | RelayEnd]:
+        """A `-plain` model's streamed reply, chunk by chunk as the upstream sent it (`ghost.llm.relay`)."""
+        return relay_stream(self, payload, request_id)
+
+    async def relay_reply(self, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+        """A `-plain` model's non-streamed reply, whole as the upstream sent it."""
+        return await relay_reply(self, payload, request_id)
 
     async def discover_models(self) -> list[str]:
         """The upstream's model ids, or [] if it cannot tell us right now."""

@@ -8,6 +8,9 @@ In-process:    fake = FakeUpstream().start(); fake.script(Reply(content="hi")); 
 Out-of-process: python -m ghost.testing.fake_upstream --port 9000
                 then POST /_fake/script with a JSON list of Reply fields, GET /_fake/requests.
 
+A chat request with `n` > 1 gets n choices (the scripted answer, then variants ending " (2)",
+" (3)"...), and one with `logprobs: true` a made-up but stable log-probability for each piece, with
+`top_logprobs` alternatives (`ReplyOptions`).
 `/v1/embeddings` answers stable vectors made from each input's hash (`serves_embeddings = False`
 turns it into a 404). Other routes, for proxy tests: `/echo/...` (any method) answers with what it received, hashing the
 body as it streams in; `/sse/{n}` streams n events; `/bytes/{n}` sends n bytes; `/slow/{s}` waits.
@@ -24,7 +27,7 @@ same way: after `hold_after` streamed chunks (or, unanswered, before a non-strea
 `release(name)`; `hold_state(name)` tells where it is. `script_for(text, ...)` queues replies
 only for requests whose last user message contains `text`, so concurrent turns get their own
 replies whatever order they arrive in. `/broken/{n}` sends n chunks (n SSE events
-with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers.
+with `?type=sse`) and then breaks the connection. `/hop` answers with hop-by-hop and repeated headers; `/status/{code}` sends the request's body back with that status.
 """
 
 from __future__ import annotations
@@ -236,6 +239,7 @@ class FakeUpstream:
             Route("/hold/{name}", self._held, methods=["GET", "POST"]),
             Route("/broken/{n:int}", self._broken, methods=["GET", "POST"]),
             Route("/hop", self._hop, methods=["GET"]),
+            Route("/status/{code:int}", self._status, methods=["POST"]),
         ])
 
     def _record(self, request: Request, body: Any) -> None:
@@ -377,25 +381,27 @@ class FakeUpstream:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             # Watched: notices Ghost hanging up at once, so `closed_early` is exact.
-            return WatchedStreamingResponse(self._stream(reply, model, include_usage), media_type="text/event-stream")
-        return JSONResponse(completion(reply, model))
+            return WatchedStreamingResponse(self._stream(reply, model, include_usage, ReplyOptions.of(body)),
+                                            media_type="text/event-stream")
+        return JSONResponse(completion(reply, model, ReplyOptions.of(body)))
 
     def _reply_for(self, body: dict[str, Any]) -> Reply:
         if self.responder is not None:
             return self.responder(body)
         return self._next_reply(body)
 
-    async def _stream(self, reply: Reply, model: str, include_usage: bool):
+    async def _stream(self, reply: Reply, model: str, include_usage: bool, options: ReplyOptions):
         self.open_streams += 1
         finished = False
         try:
             if not reply.delay and reply.fail_after is None and not reply.hold:
                 # As fast as possible: one write, so the fake is never the bottleneck of a benchmark.
-                yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in stream_chunks(reply, model, include_usage))
+                chunks = stream_chunks(reply, model, include_usage, options)
+                yield b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
                 yield b"data: [DONE]\n\n"
                 finished = True
                 return
-            for index, chunk in enumerate(stream_chunks(reply, model, include_usage)):
+            for index, chunk in enumerate(stream_chunks(reply, model, include_usage, options)):
                 if reply.fail_after is not None and index >= reply.fail_after:
                     raise ConnectionAbortedError("scripted mid-stream failure")
                 if reply.delay and index:
@@ -509,6 +515,13 @@ class FakeUpstream:
 
         return StreamingResponse(body(), media_type="text/event-stream" if sse else "application/octet-stream")
 
+    async def _status(self, request: Request) -> Response:
+        """The request's body and content type, sent back with the status `code` (an error reply)."""
+        body = await request.body()
+        self._record(request, None)
+        return Response(body, status_code=request.path_params["code"],
+                        media_type=request.headers.get("content-type", "text/plain"))
+
     async def _hop(self, request: Request) -> Response:
         response = Response(b"hop", media_type="text/plain")
         response.raw_headers += [
@@ -546,35 +559,78 @@ def _finish_reason(reply: Reply) -> str:
     return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
 
 
-def completion(reply: Reply, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.pieces()) or None}
-    if reply.reasoning:
-        message["reasoning_content"] = reply.reasoning
-    if reply.tool_calls:
-        message["tool_calls"] = [{k: v for k, v in e.items() if k != "index"} for e in _tool_call_entries(reply)]
+def completion(reply: Reply, model: str, options: ReplyOptions | None = None) -> dict[str, Any]:
+    options = options or ReplyOptions()
+    choices = []
+    for index, pieces in enumerate(choice_pieces(reply, options.n)):
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) or None}
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            message["tool_calls"] = [{k: v for k, v in e.items() if k != "index"} for e in _tool_call_entries(reply)]
+        choice = {"index": index, "message": message, "finish_reason": _finish_reason(reply)}
+        if options.logprobs:
+            choice["logprobs"] = {"content": [token_logprob(p, k, options.top_logprobs) for k, p in enumerate(pieces)]}
+        choices.append(choice)
     result = {
         "id": f"chatcmpl-fake{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": int(time.time()),
-        "model": model, "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(reply)}],
+        "model": model, "choices": choices,
     }
     if reply.usage is not None:
         result["usage"] = reply.usage
     return result
 
 
-def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ReplyOptions:
+    """What a request asks of the reply's shape: `n` choices, log-probabilities of each token."""
+
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> "ReplyOptions":
+        n, top = body.get("n"), body.get("top_logprobs")
+        return cls(n if isinstance(n, int) and n > 1 else 1, body.get("logprobs") is True,
+                   top if isinstance(top, int) and top > 0 else 0)
+
+
+def choice_pieces(reply: Reply, n: int) -> list[list[str]]:
+    """The answer pieces of each of `n` choices: the scripted one, then variants ending " (2)", " (3)"..."""
+    pieces = reply.pieces()
+    return [pieces] + [[*pieces, f" ({index + 1})"] for index in range(1, n)]
+
+
+def token_logprob(token: str, position: int, top: int) -> dict[str, Any]:
+    """A made-up but stable log-probability entry for one token, with `top` alternatives (the token first)."""
+    logprob = -round(0.125 * (position + 1), 3)
+    alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}] + [
+        {"token": f"alt{k}", "logprob": logprob - k, "bytes": list(f"alt{k}".encode())} for k in range(1, top)]
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": alternatives[:top]}
+
+
+def stream_chunks(reply: Reply, model: str, include_usage: bool,
+                  options: ReplyOptions | None = None) -> list[dict[str, Any]]:
+    options = options or ReplyOptions()
     base = {"id": f"chatcmpl-fake{uuid.uuid4().hex[:8]}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
+    chunks = []
+    for index, pieces in enumerate(choice_pieces(reply, options.n)):
+        def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "finish_reason": finish}
+            if options.logprobs:
+                choice["logprobs"] = logprobs
+            return {**base, "choices": [choice]}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    if reply.reasoning:
-        chunks += [chunk({"reasoning_content": piece}) for piece in _words(reply.reasoning)]
-    chunks += [chunk({"content": piece}) for piece in reply.pieces()]
-    for entry in _tool_call_entries(reply):
-        chunks.append(chunk({"tool_calls": [entry]}))
-    chunks.append(chunk({}, _finish_reason(reply)))
+        chunks.append(chunk({"role": "assistant", "content": ""}))
+        if reply.reasoning:
+            chunks += [chunk({"reasoning_content": piece}) for piece in _words(reply.reasoning)]
+        chunks += [chunk({"content": piece}, logprobs={"content": [token_logprob(piece, k, options.top_logprobs)]})
+                   for k, piece in enumerate(pieces)]
+        for entry in _tool_call_entries(reply):
+            chunks.append(chunk({"tool_calls": [entry]}))
+        chunks.append(chunk({}, _finish_reason(reply)))
     if include_usage and reply.usage is not None:
         chunks.append({**base, "choices": [], "usage": reply.usage})
     return chunks

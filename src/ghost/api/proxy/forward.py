@@ -23,6 +23,7 @@ from starlette.responses import Response
 from ghost.api.disconnect import unless_disconnected
 from ghost.api.proxy.headers import body_length, forward_request_headers
 from ghost.api.proxy.relay import client_response
+from ghost.api.proxy.scrub import scrubbed_error
 from ghost.api.proxy.sniff import StreamFlagScanner
 from ghost.api.proxy.target import upstream_target, upstream_url
 from ghost.llm.transport import UpstreamResponse, UpstreamSession
@@ -57,7 +58,8 @@ async def send_upstream(pool: UpstreamSession, request: Request, headers: list[t
 
 async def forward(request: Request) -> Response:
     """Proxy one request to the upstream; the response streams the upstream's reply back."""
-    upstream = services_of(request).upstream
+    services = services_of(request)
+    upstream = services.upstream
     upstream.check_available()
     pool = _pool(request.app.state)
     headers = forward_request_headers(request, upstream)
@@ -69,4 +71,6 @@ async def forward(request: Request) -> Response:
         log.info("client went away before the upstream answered %s %s", request.method, request.url.path)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     request.scope["ghost.upstream_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    if services.bundled is not None and upstream.status >= 400:  # Ghost's own server: no traceback out
+        return await scrubbed_error(upstream)
     return client_response(request, upstream, scanner is not None and scanner.streaming)

@@ -10,7 +10,6 @@ one every version since 2023-06-01 shares.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +18,7 @@ from ghost.agent.service import ChatService
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.chat_reply import collected_response, stream_response
-from ghost.api.deps import read_json_object, request_id
+from ghost.api.deps import read_json_object_or_400, request_id
 from ghost.api.encoders.common import ReplyInfo
 from ghost.api.protocols.anthropic import request as anthropic_request
 from ghost.api.protocols.anthropic.paths import COUNT_TOKENS_PATH, MESSAGES_PATH
@@ -27,23 +26,14 @@ from ghost.api.protocols.anthropic.encoder import AnthropicStreamEncoder, Messag
 from ghost.api.caller import get_chat
 from ghost.api.services import services_of
 from ghost.api.session_id import SESSION_HEADER
-from ghost.errors import BadRequest, Unprocessable
 from ghost.events import Event
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; any body that is not one is a 400, as Anthropic answers it."""
-    try:
-        return await read_json_object(request)
-    except Unprocessable as exc:
-        raise BadRequest(exc.message) from None
-
-
 @router.post(MESSAGES_PATH, summary="Chat with the agent (Anthropic Messages API)", **openapi.ANTHROPIC_MESSAGES)
 async def messages(request: Request, service: ChatService = Depends(get_chat)) -> Response:
-    body = anthropic_request.parse(anthropic_request.MessagesRequest, await _json_object(request))
+    body = anthropic_request.parse(anthropic_request.MessagesRequest, await read_json_object_or_400(request))
     chat = anthropic_request.chat_request(body, session_header=request.headers.get(SESSION_HEADER))
     started, created = time.perf_counter(), int(time.time())
     turn = await service.run(chat, request_id(request))
@@ -67,6 +57,6 @@ async def messages(request: Request, service: ChatService = Depends(get_chat)) -
 @router.post(COUNT_TOKENS_PATH, summary="Count a Messages request's input tokens as Ghost would send it",
              **openapi.ANTHROPIC_COUNT_TOKENS)
 async def count_tokens(request: Request, service: ChatService = Depends(get_chat)) -> Response:
-    body = anthropic_request.parse(anthropic_request.CountTokensRequest, await _json_object(request))
+    body = anthropic_request.parse(anthropic_request.CountTokensRequest, await read_json_object_or_400(request))
     tokens = await service.count_tokens(anthropic_request.count_request(body), request_id(request))
     return JSONResponse({"input_tokens": tokens})

@@ -52,9 +52,9 @@ CREATE = openapi.route_doc(
     {"content": {**openapi.json_content(ResponseObject), **_EVENTS},
      "headers": dict(openapi.SESSION_REPLY_HEADER)},
     {**openapi.CHAT_ERRORS,
-     400: "Not JSON, or a field, item, part or tool Ghost does not serve (the message names it).",
+     400: "Not a JSON object, or a field, item, part or tool Ghost does not serve (the message names it).",
      404: "The model is not one this server serves, or `previous_response_id` names no stored response.",
-     422: "The body is not a JSON object."},
+     422: "A front end's user header (`--user-headers`) is not a valid user name, or is sent twice."},
     description="A `response` object, or with `stream: true` its typed events.",
     extra=openapi.json_body(ResponsesBody, required=True))
 GET = openapi.route_doc({"content": openapi.json_content(ResponseObject)}, _NOT_STORED, extra=_STORED_ID)

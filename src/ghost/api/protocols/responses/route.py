@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from ghost.agent.service import ChatService, StartedTurn
 from ghost.api.auth import require_key
 from ghost.api.chat_reply import CLIENT_CLOSED, SSE_HEADERS
-from ghost.api.deps import read_json_object, request_id
+from ghost.api.deps import read_json_object_or_400, request_id
 from ghost.api.disconnect import unless_disconnected
 from ghost.api.protocols.responses import openapi as docs
 from ghost.api.protocols.responses.encoder import KEEPALIVE, ResponseBuilder, new_id, sse
@@ -48,7 +48,7 @@ async def response_store(request: Request, workspace: Workspace = Depends(get_wo
              **docs.CREATE)
 async def create_response(request: Request, service: ChatService = Depends(get_chat),
                           store: ResponseStore = Depends(response_store)) -> Response:
-    asked = responses_request(parsed_body(await read_json_object(request)))
+    asked = responses_request(parsed_body(await read_json_object_or_400(request)))
     await _continue(asked, store)
     turn = await service.run(asked.chat, request_id(request))
     builder = ResponseBuilder(new_id("resp"), turn.model, int(time.time()), asked.echo,
