@@ -5,8 +5,8 @@ against both off, interleaved in one run.
 
 Three Ghosts on one fake upstream (`python -m ghost.testing.fake_upstream`, its own process):
 `off` (--no-metrics, no OTEL_*), `metrics` (the default), `tracing` (the default plus
-OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP receiver in this process that decodes and drops the
-spans). Each round measures every Ghost in turn, the order rotating, so machine noise hits all alike:
+OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP receiver in a process of its own that reads and drops
+the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). Each round measures every Ghost in turn, the order rotating, so machine noise hits all alike:
 
 1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +41,6 @@ from ghost.config import TraceSettings
 from ghost.events import Done, TextDelta, ToolActivity, TurnStats, Usage
 from ghost.llm.chat import Completion, Delta
 from ghost.observe import Telemetry
-from ghost.testing.otlp_receiver import OtlpReceiver
 
 CLIENT = bench_client()
 METRICS_SHARE, TRACING_SHARE = 0.98, 0.95
@@ -109,6 +110,21 @@ def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, lis
           [[name, f"{median(v):,.0f}", f"{median(v) / base:.1%}"] for name, v in proxied.items()])
 
 
+class ReceiverProcess:
+    """The OTLP/HTTP receiver (`ghost.testing.otlp_receiver`, dropping what it gets) in its own process."""
+
+    def __init__(self) -> None:
+        code = ("import time; from ghost.testing.otlp_receiver import OtlpReceiver; "
+                "r = OtlpReceiver(keep=False).start(); print(r.url, flush=True); time.sleep(10 ** 6)")
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
 # --- 3. the observers alone, in-process ---------------------------------------------------------------
 
 async def _events():  # a short turn's events
@@ -176,7 +192,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=2.0, help="seconds of proxy load per Ghost per round")
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
-    sink = OtlpReceiver(keep=False).start()
+    sink = ReceiverProcess()
     common = ("--upstream-url", fake.url, "--log-level", "warning")
     ghosts = {
         "off": GhostServer(*common, "--no-metrics", api_key=KEY),
@@ -191,7 +207,7 @@ def main() -> int:
         latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window)
         report(latencies, proxied, verdicts)
         observers_alone(sink.url, 2000, args.rounds)
-        print(f"\nspans exported by the tracing Ghost: {sink.exports} batches")
+        print(f"\nthe OTLP receiver's own CPU (its process, all sections): {cpu_seconds(sink.process.pid):.2f} s")
     finally:
         for ghost in ghosts.values():
             ghost.stop()

@@ -13,6 +13,7 @@ from ghost.store.engine import database_for
 from ghost.testing.fake_upstream import FakeUpstream
 from ghost.testing.postgres import PostgresServer
 from ghost.testing.server import GhostServer
+from mcp_toys import HttpToy
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -95,3 +96,14 @@ def _empty(conn: Conn) -> None:
     for table in STATE_TABLES:
         conn.execute(f"DELETE FROM {table}")
     conn.execute("DELETE FROM users WHERE name <> 'admin'")
+
+
+@pytest.fixture(scope="module")
+def http_toy() -> Iterator[HttpToy]:
+    """The toy MCP server over Streamable HTTP, for a module's Ghost to reach as `{"url": ...}`."""
+    server = HttpToy()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

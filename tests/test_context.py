@@ -269,6 +269,10 @@ def test_shortened_tool_result_can_be_read_back(upstream: FakeUpstream, tmp_path
         (ghost.home / "sandbox" / "big.txt").write_text(BIG)
         reply = oai_for(ghost).chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "go"}])
         on_disk = (ghost.home / "sandbox" / saved["path"]).read_text()
+        metrics = httpx.get(ghost.url + "/metrics", headers=ghost.headers, timeout=30).text
+    # The kind comes from the event's typed field: shortened results, and no summary made.
+    assert re.search(r'^ghost_context_compactions_total\{kind="tool_results"\} [1-9]', metrics, re.M), metrics
+    assert 'kind="summary"' not in metrics
     assert reply.choices[0].message.content == "done"
     assert saved["path"].startswith(".ghost/outputs/") and saved["path"].endswith(".txt")
     assert saved["read"].startswith("\n".join(BIG_LINES[200:203]) + "\n")  # then "continues after line 203"

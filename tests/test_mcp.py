@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +22,17 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
-from ghost.testing.server import GhostServer, clean_env, free_port
+from ghost.testing.server import GhostServer, clean_env
+from mcp_toys import PYTHON, HttpToy, install_toy, toy, wait_for, write_config
 
 # Each Ghost here starts several Python MCP servers in sandboxes; on a loaded 2-core machine
 # that alone takes tens of seconds. A hang guard, not a time budget.
 pytestmark = pytest.mark.timeout(600)
 
-TOY = Path(__file__).with_name("mcp_toy_server.py")
-PYTHON = sys.executable  # Ghost's environment, which the sandbox mounts read-only
 CANARY = "canary-" + uuid.uuid4().hex
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-def install_toy(home: Path, name: str) -> Path:
-    directory = home / "mcp" / name
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(TOY, directory / "toy.py")
-    return directory / "toy.py"
-
-
-def write_config(home: Path, servers: dict[str, Any]) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "mcp.json").write_text(json.dumps({"mcpServers": servers}))
-
-
-def toy(**extra: Any) -> dict[str, Any]:
-    return {"command": PYTHON, "args": ["/sandbox/toy.py"], **extra}
-
 
 def chat(ghost: GhostServer, stream: bool = False) -> httpx.Response:
     return httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=120, json={
@@ -80,15 +60,6 @@ def health_mcp(ghost: GhostServer) -> dict[str, Any]:
 
 def server_info(ghost: GhostServer, name: str) -> dict[str, Any]:
     return next(s for s in health_mcp(ghost)["servers"] if s["name"] == name)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout  # a hang guard, not a timing assertion
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_ready(ghost: GhostServer, *names: str) -> None:
@@ -122,41 +93,6 @@ class TcpListener:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-class HttpToy:
-    """The toy server on its own, over Streamable HTTP on a real uvicorn; can be stopped and
-    started again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([PYTHON, str(TOY), "--http", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _accepts(self.port), "the HTTP toy server", timeout=120)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def http_toy() -> Iterator[HttpToy]:
-    server = HttpToy()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
 
 @pytest.fixture(scope="module")
 def listener() -> Iterator[TcpListener]:

@@ -19,7 +19,7 @@ from ghost.observe.content import CUT_MARK, request_attributes
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from ghost.testing.server import GhostServer, clean_env
-from test_mcp import HttpToy, install_toy, toy, write_config
+from mcp_toys import HttpToy, install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -35,23 +35,13 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def web_toy() -> Iterator[HttpToy]:
-    server = HttpToy()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def traced(upstream: FakeUpstream, receiver: OtlpReceiver, web_toy: HttpToy,
+def traced(upstream: FakeUpstream, receiver: OtlpReceiver, http_toy: HttpToy,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GhostServer]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
            "OTEL_SERVICE_NAME": "ghost-under-test"}
     home = tmp_path_factory.mktemp("traced")
     install_toy(home, "toy")
-    write_config(home, {"toy": toy(), "web": {"url": web_toy.url}})  # sandboxed stdio; Streamable HTTP
+    write_config(home, {"toy": toy(), "web": {"url": http_toy.url}})  # sandboxed stdio; Streamable HTTP
     with GhostServer("--upstream-url", upstream.url, home=home, env=env) as server:
         yield server
 

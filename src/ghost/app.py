@@ -30,6 +30,7 @@ from ghost.api.observe import ObserveMiddleware
 from ghost.api.protocols.responses import route as responses
 from ghost.api.services import Services
 from ghost.config import Settings
+from ghost.heap import freeze_startup_heap
 from ghost.keyfile import with_resolved_key
 from ghost.llm.bounds import ReplyBounds
 from ghost.llm.client import make_http_client
@@ -120,6 +121,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
             app.state.services = services
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
                      services.upstream.url or "(none)", services.upstream.models)
+            if getattr(app.state, "freeze_heap", False):  # set by `ghost serve` for its own process
+                freeze_startup_heap()
             try:
                 yield
             finally:

@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
     log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
     app = create_app(settings)
+    app.state.freeze_heap = True  # this process serves this one app: its start-up heap is for life
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, **log_config, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                             **server_limits(settings))

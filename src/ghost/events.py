@@ -21,6 +21,9 @@ class ReasoningDelta:
     text: str
 
 
+CompactionKind = Literal["tool_results", "summary"]
+
+
 @dataclass(frozen=True)
 class ToolActivity:
     """Ghost running one of its tools: shown to people, never part of the answer."""
@@ -29,6 +32,9 @@ class ToolActivity:
     phase: Literal["start", "end"]
     text: str  # one human-readable line
     ok: bool = True
+    # Set on the end of the context fitting's work (name "context"): how it shrank the conversation,
+    # for the metrics (the text is for people and may change). Not on the wire.
+    compaction: CompactionKind | None = None
 
 
 @dataclass(frozen=True)

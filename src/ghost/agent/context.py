@@ -288,7 +288,8 @@ class ContextFitter:
             saved = sorted({p for p in done if p})
             where = f" (full text in {', '.join(saved[:3])}{'…' if len(saved) > 3 else ''})" if saved else ""
             yield ToolActivity("context", "end", f"← shortened {len(done)} tool result"
-                               f"{'s' if len(done) > 1 else ''} to fit the context window{where}")
+                               f"{'s' if len(done) > 1 else ''} to fit the context window{where}",
+                               compaction="tool_results")
 
     async def _shorten_one(self, message: dict[str, Any], keep: int) -> str | None:
         text = message["content"]
@@ -339,7 +340,7 @@ class ContextFitter:
         if summary.written_by_model:
             await self._store(stored)
         verb = "summarised" if summary.written_by_model else "could not summarise (kept excerpts of)"
-        yield ToolActivity("context", "end", f"← {verb} {len(covered)} earlier messages")
+        yield ToolActivity("context", "end", f"← {verb} {len(covered)} earlier messages", compaction="summary")
 
     def _fold_end(self, view: "_View", ends: list[int], tools_raw: int, budget: int) -> int:
         """The least folding that leaves the rest within the fold target (else the most possible)."""

@@ -40,6 +40,21 @@ def route_label(scope: Scope) -> str:
     return PROXY_ROUTE if path.startswith("/{path") else path
 
 
+class _StatusSend:
+    """`send`, noting the status the client got (0 while none was sent)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class ObserveMiddleware:
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         self.app = app
@@ -55,46 +70,33 @@ class ObserveMiddleware:
             return
         if trace_id := _incoming_trace_id(scope["headers"]):
             scope[TRACE_SCOPE_KEY] = trace_id
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = _StatusSend(send)
         started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, sent)
         finally:
-            self._count(scope, status, time.perf_counter() - started)
+            self._count(scope, sent.status, time.perf_counter() - started)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         span, ctx = self.tracing.start_span(method, SpanKind.SERVER, {
             "http.request.method": method, "url.path": scope["path"]}, parent=incoming_context(scope["headers"]))
         scope[TRACE_SCOPE_KEY] = trace_id_of(span)
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = _StatusSend(send)
         started = time.perf_counter()
         token = otel_context.attach(ctx)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, sent)
         finally:
             otel_context.detach(token)
+            status = sent.status
             route = self._count(scope, status, time.perf_counter() - started)
             span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", status)
+            attributes: dict[str, str | int] = {"http.route": route, "http.response.status_code": status}
             if status >= 500 or not status:
                 span.set_status(StatusCode.ERROR)
-                span.set_attribute("error.type", str(status) if status else "aborted")
+                attributes["error.type"] = str(status) if status else "aborted"
+            span.set_attributes(attributes)  # one call: the SDK takes its lock and checks once a call
             span.end()
 
     def _count(self, scope: Scope, status: int, seconds: float) -> str:

@@ -18,7 +18,6 @@ from ghost.events import ClientToolCall, Done, Error, Event, ToolActivity, TurnS
 from ghost.observe.metrics import Metrics
 from ghost.observe.tracing import END, Context, Span, Tracing, close_within, fail, step_within
 
-CONTEXT_ACTIVITY = "context"  # the name the context fitting reports its work under
 KNOWN_STOPS = frozenset({"max_tool_rounds"})
 
 
@@ -42,8 +41,8 @@ class _Outcome:
             self.usage = event
         elif isinstance(event, TurnStats):
             self.rounds = event.rounds
-        elif isinstance(event, ToolActivity) and event.name == CONTEXT_ACTIVITY and event.phase == "end":
-            metrics.compactions.labels("tool_results" if "shortened" in event.text else "summary").inc()
+        elif isinstance(event, ToolActivity) and event.compaction is not None:
+            metrics.compactions.labels(event.compaction).inc()
 
 
 def _done_outcome(done: Done) -> str:
