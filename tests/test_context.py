@@ -114,6 +114,7 @@ def run_session(oai: openai.OpenAI, turns: int, session: str) -> list[str]:
     return answers
 
 
+@pytest.mark.timeout(900)  # 200 turns of two upstream calls each on a busy machine; a hang guard only
 @pytest.mark.parametrize("kind", ["llama.cpp", "vllm"])
 def test_200_turns_with_large_tool_results_fit_a_4k_window(upstream: FakeUpstream, tmp_path: Path, oai_for: Any,
                                                            kind: str) -> None:
