@@ -385,6 +385,26 @@ def test_the_model_server_refuses_a_foreign_host(ghost: GhostServer, host: str) 
     assert response.json()["error"]["type"] == "forbidden"
 
 
+def test_an_error_of_the_model_server_reaches_a_proxied_request_without_a_traceback(ghost: GhostServer) -> None:
+    bad_input = {"model": MODEL, "input": [[1, 2, 3]]}  # token lists: llama-cpp-python's server answers 500
+    # The probe: straight to the model server, the reply has the frame and the install's paths.
+    direct = httpx.post(embedded_info(ghost)["url"] + "/v1/embeddings", json=bad_input, headers=model_headers(ghost),
+                        timeout=60)
+    message = direct.json()["error"]["message"]
+    assert direct.status_code == 500 and 'File "' in message and "site-packages" in message, message
+    cases = [("/v1/embeddings", bad_input), ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 2,
+                                                                 "stop": 5})]
+    for path, body in cases:
+        proxied = httpx.post(ghost.url + path, json=body, headers=ghost.headers, timeout=60)
+        assert proxied.status_code == 500, proxied.text  # the status stays
+        error = proxied.json()["error"]
+        assert set(error) == set(direct.json()["error"])  # so does the JSON shape
+        assert "Input should be a valid string" in error["message"]  # and what the client can act on
+        for leak in ('File "', "site-packages", "line ", ".py"):
+            assert leak not in error["message"] and leak not in proxied.text, proxied.text
+        assert int(proxied.headers["content-length"]) == len(proxied.content)
+
+
 def test_killed_model_server_is_restarted(ghost: GhostServer) -> None:
     before = embedded_info(ghost)
     os.kill(before["pid"], signal.SIGKILL)
@@ -532,23 +552,3 @@ def test_gguf_reader_rejects_a_truncated_file(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<I", 3))
     with pytest.raises(GGUFError, match="truncated"):
         read_model_meta(path)
-
-
-def test_an_error_of_the_model_server_reaches_a_proxied_request_without_a_traceback(ghost: GhostServer) -> None:
-    bad_input = {"model": MODEL, "input": [[1, 2, 3]]}  # token lists: llama-cpp-python's server answers 500
-    # The probe: straight to the model server, the reply has the frame and the install's paths.
-    direct = httpx.post(embedded_info(ghost)["url"] + "/v1/embeddings", json=bad_input, headers=model_headers(ghost),
-                        timeout=60)
-    message = direct.json()["error"]["message"]
-    assert direct.status_code == 500 and 'File "' in message and "site-packages" in message, message
-    cases = [("/v1/embeddings", bad_input), ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 2,
-                                                                 "stop": 5})]
-    for path, body in cases:
-        proxied = httpx.post(ghost.url + path, json=body, headers=ghost.headers, timeout=60)
-        assert proxied.status_code == 500, proxied.text  # the status stays
-        error = proxied.json()["error"]
-        assert set(error) == set(direct.json()["error"])  # so does the JSON shape
-        assert "Input should be a valid string" in error["message"]  # and what the client can act on
-        for leak in ('File "', "site-packages", "line ", ".py"):
-            assert leak not in error["message"] and leak not in proxied.text, proxied.text
-        assert int(proxied.headers["content-length"]) == len(proxied.content)
