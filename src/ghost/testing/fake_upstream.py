@@ -626,7 +626,9 @@ def stream_chunks(reply: Reply, model: str, include_usage: bool,
         chunks.append(chunk({"role": "assistant", "content": ""}))
         if reply.reasoning:
             chunks += [chunk({"reasoning_content": piece}) for piece in _words(reply.reasoning)]
-        chunks += [chunk({"content": piece}, logprobs={"content": [token_logprob(piece, k, options.top_logprobs)]})
+        # Log-probabilities only when asked: a scripted reply may hold a lone surrogate, which has no bytes.
+        chunks += [chunk({"content": piece}, logprobs={"content": [token_logprob(piece, k, options.top_logprobs)]}
+                         if options.logprobs else None)
                    for k, piece in enumerate(pieces)]
         for entry in _tool_call_entries(reply):
             chunks.append(chunk({"tool_calls": [entry]}))
