@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -26,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from ghost import __version__
 from ghost.mcp.config import HttpServer, ServerConfig
+from ghost.mcp.limits import McpLimits
 from ghost.mcp.names import namespaced
 from ghost.mcp.results import tool_result
 from ghost.mcp.transport import Link
@@ -39,18 +39,6 @@ Opener = Callable[[Link], AbstractAsyncContextManager[TransportStreams]]
 STABLE_AFTER_S = 60.0  # a server that ran this long before dying starts the back-off over
 DESCRIPTION_MAX_CHARS = 1024
 MAX_LIST_PAGES = 100
-
-
-@dataclass(frozen=True)
-class McpLimits:
-    start_timeout: float
-    call_timeout: float
-    max_concurrent_calls: int
-    restart_backoff: float
-    restart_backoff_max: float
-    ping_interval: float
-    max_tools: int
-    schema_max_chars: int
 
 
 class McpServer:

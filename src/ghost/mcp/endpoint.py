@@ -9,14 +9,14 @@ The route (`ghost.api.mcp`) sits in Ghost's app like any other, behind the same 
 (request id, body limit, CORS and Host rules), and the same key: `X-Ghost-Key` or
 `Authorization: Bearer`. The SDK's own DNS-rebinding check is off because Ghost's middleware owns
 those rules app-wide. The SDK's session manager runs stateless (each POST is a complete exchange),
-so nothing is kept per client between requests; its task group lives in Ghost's lifespan.
+so nothing is kept per client between requests; it is built at the endpoint's first request
+(`ghost.mcp.setup.LazyEndpoint`, which runs it until Ghost stops).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from contextlib import AsyncExitStack
 from typing import Any
 
 import mcp_types
@@ -60,12 +60,10 @@ def _text_result(text: str, *, error: bool) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], is_error=error)
 
 
-async def start_endpoint(settings: Settings, gate: WorkspaceGate, registry: Registry, mcp: McpTools,
-                         stack: AsyncExitStack) -> StreamableHTTPSessionManager:
-    """The SDK's session manager behind /mcp, running until `stack` closes."""
-    manager = StreamableHTTPSessionManager(
+def build_manager(settings: Settings, gate: WorkspaceGate, registry: Registry,
+                  mcp: McpTools) -> StreamableHTTPSessionManager:
+    """The SDK's session manager behind /mcp (not yet running: its `run()` starts it)."""
+    return StreamableHTTPSessionManager(
         app=build_server(gate, registry, mcp), stateless=True, json_response=True,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         max_request_body_size=settings.max_request_bytes)
-    await stack.enter_async_context(manager.run())
-    return manager

@@ -4,6 +4,9 @@ The registry asks `tools()` each round, so a server's tools appear when it is re
 while it is down. `apply` takes a new configuration: unchanged servers keep running, changed
 ones are restarted, removed ones stopped, new ones started — all in parallel, and waited for at
 most the start timeout (a slow server goes on starting in the background).
+
+The MCP SDK is imported only when a server is configured (`_server`): it costs about a CPU-second
+at start, which a Ghost with no MCP servers should not pay.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-from mcp.client._transport import TransportStreams
-from mcp.client.streamable_http import streamable_http_client
 
 from ghost.mcp.config import HttpServer, McpConfig, ServerConfig, StdioServer
-from ghost.mcp.connection import McpLimits, McpServer, Opener
 from ghost.mcp.launch import start_server, workdir_for
-from ghost.mcp.transport import Link, stdio_transport
+from ghost.mcp.limits import McpLimits
 from ghost.sandbox.base import Executor
 from ghost.tools.registry import Tool
+
+if TYPE_CHECKING:
+    from mcp.client._transport import TransportStreams
+
+    from ghost.mcp.connection import McpServer, Opener
+    from ghost.mcp.transport import Link
 
 log = logging.getLogger("ghost.mcp")
 HTTP_CONNECT_TIMEOUT_S = 10.0
@@ -106,6 +112,8 @@ class McpTools:
                             "user's rights, can read Ghost's home and the network !!!", entry.name)
 
     def _server(self, entry: ServerConfig) -> McpServer:
+        from ghost.mcp.connection import McpServer  # the SDK, only once a server is configured
+
         return McpServer(entry, self._opener(entry), self.limits)
 
     def _opener(self, entry: ServerConfig) -> Opener:
@@ -114,6 +122,8 @@ class McpTools:
 
         @asynccontextmanager
         async def open_stdio(link: Link) -> AsyncIterator[TransportStreams]:
+            from ghost.mcp.transport import stdio_transport
+
             workdir = await asyncio.to_thread(workdir_for, entry, self.mcp_home, self.sandbox_root)
             server = await start_server(entry, self.executor, workdir)
             try:
@@ -144,6 +154,8 @@ async def _trace_header(request: httpx2.Request) -> None:
 async def http_transport(entry: HttpServer, max_message_bytes: int) -> AsyncIterator[TransportStreams]:
     # Not from the environment: an HTTP(S)_PROXY must not redirect Ghost's calls elsewhere. The
     # SDK follows a redirect only within the URL's own origin.
+    from mcp.client.streamable_http import streamable_http_client
+
     timeout = httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=None)
     async with httpx2.AsyncClient(headers=entry.headers, timeout=timeout, trust_env=False,
                                   event_hooks={"request": [_trace_header]}) as http:

@@ -1,27 +1,88 @@
-"""Wiring at start: the MCP servers as a tool source, the config watcher, and Ghost's /mcp endpoint."""
+"""Wiring at start: the MCP servers as a tool source, the config watcher, and Ghost's /mcp endpoint.
+
+Nothing here imports the MCP SDK (about a CPU-second of imports): the configured servers import it
+when there are some (`ghost.mcp.provider`), the /mcp endpoint at its first request (`LazyEndpoint`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.types import Receive, Scope, Send
 
 from ghost.config import Settings
-from ghost.mcp.connection import McpLimits
-from ghost.mcp.endpoint import start_endpoint
+from ghost.mcp.limits import McpLimits
 from ghost.mcp.provider import McpTools
 from ghost.mcp.watch import ConfigWatcher
 from ghost.sandbox.base import Executor
 from ghost.tools.registry import Registry
 from ghost.workspace.gate import WorkspaceGate
 
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+
+class LazyEndpoint:
+    """Ghost's /mcp endpoint, started at its first request and stopped with Ghost.
+
+    The SDK's session manager runs a task group that must be entered and left by one task, so it
+    runs in a task of its own (not the request's, which ends with the request)."""
+
+    def __init__(self, settings: Settings, gate: WorkspaceGate, registry: Registry, tools: McpTools) -> None:
+        self._parts = (settings, gate, registry, tools)
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        return self._manager is not None
+
+    async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = self._manager or await self._start()
+        await manager.handle_request(scope, receive, send)
+
+    async def _start(self) -> StreamableHTTPSessionManager:
+        async with self._lock:  # two first requests at once start one manager
+            if self._manager is None:
+                if self._closed:
+                    raise RuntimeError("the MCP endpoint has stopped")
+                from ghost.mcp.endpoint import build_manager
+
+                manager = build_manager(*self._parts)
+                running = asyncio.get_running_loop().create_future()
+                self._task = asyncio.create_task(self._run(manager, running), name="mcp-endpoint")
+                await running  # the manager's task group is up (or its start failed: raised here)
+                self._manager = manager
+            return self._manager
+
+    async def _run(self, manager: StreamableHTTPSessionManager, running: asyncio.Future[None]) -> None:
+        try:
+            async with manager.run():
+                running.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not running.done():
+                running.set_exception(exc)
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
 
 @dataclass(frozen=True)
 class McpServices:
     tools: McpTools  # the configured servers, a source of the tool registry
-    endpoint: StreamableHTTPSessionManager  # Ghost's own /mcp endpoint (routed by ghost.api.mcp)
+    endpoint: LazyEndpoint  # Ghost's own /mcp endpoint (routed by ghost.api.mcp)
 
 
 def limits_from(settings: Settings) -> McpLimits:
@@ -46,5 +107,6 @@ async def start_mcp(settings: Settings, executor: Executor, sandbox_root: Path, 
     await watcher.load_now()
     watcher.start(hup=mcp_home is None)  # other users' watchers poll the file; SIGHUP is the admin's
     stack.push_async_callback(watcher.aclose)
-    endpoint = await start_endpoint(settings, gate, registry, mcp, stack)
+    endpoint = LazyEndpoint(settings, gate, registry, mcp)
+    stack.push_async_callback(endpoint.aclose)
     return McpServices(mcp, endpoint)
