@@ -385,6 +385,79 @@ def test_the_model_server_refuses_a_foreign_host(ghost: GhostServer, host: str) 
     assert response.json()["error"]["type"] == "forbidden"
 
 
+# --- hostile requests through the proxy: refused, never a crash ---------------------------------------
+
+BAD_GRAMMARS = {
+    "does not parse": "root ::= (",
+    "no root rule": 'answer ::= "yes"',
+    "left-recursive": 'root ::= root "a"',
+    "nested past the limit": "root ::= " + "(" * 20000 + '"a"' + ")" * 20000,  # crashed the parser itself
+}
+
+
+def assert_not_restarted(ghost: GhostServer, before: dict) -> None:
+    """The model server that served `before` still serves: same process, no restart counted."""
+    after = embedded_info(ghost)
+    assert (after["state"], after["pid"], after["restarts"]) == ("ready", before["pid"], before["restarts"]), after
+
+
+def test_a_grammar_that_would_crash_the_model_server_is_refused_naming_the_field(ghost: GhostServer) -> None:
+    before = embedded_info(ghost)
+    # More bad grammars than --embedded-max-crashes: each used to kill the model server (SIGSEGV).
+    for what, grammar in [*BAD_GRAMMARS.items(), *BAD_GRAMMARS.items()]:
+        response = httpx.post(ghost.url + "/v1/completions", headers=ghost.headers, timeout=120,
+                              json={"prompt": "hi", "max_tokens": 2, "grammar": grammar})
+        assert response.status_code == 400, (what, response.text)
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == "grammar", (what, error)
+        assert "`grammar`" in error["message"], (what, error)
+    assert_not_restarted(ghost, before)
+    # A grammar that parses is used: the answer is one of its words.
+    response = httpx.post(ghost.url + "/v1/completions", headers=ghost.headers, timeout=120, json={
+        "prompt": "Is the sky blue?", "max_tokens": 4, "temperature": 0, "grammar": 'root ::= "yes" | "no"'})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["text"] in ("yes", "no")
+    assert_not_restarted(ghost, before)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(ghost: GhostServer) -> None:
+    before = embedded_info(ghost)
+    for tokens in ([999999999], [-1], [1, 2, 1e12], ["5"]):  # 999999999 aborted the model server (SIGABRT)
+        response = httpx.post(ghost.url + "/extras/detokenize", headers=ghost.headers, json={"tokens": tokens},
+                              timeout=60)
+        assert response.status_code == 400, (tokens, response.text)
+        assert response.json()["error"]["param"] == "tokens"
+    good = httpx.post(ghost.url + "/extras/detokenize", headers=ghost.headers, json={"tokens": [28120]}, timeout=60)
+    assert good.status_code == 200 and good.json()["text"], good.text
+    assert_not_restarted(ghost, before)
+
+
+def test_a_schema_whose_grammar_llama_cpp_refuses_still_gets_json(ghost: GhostServer) -> None:
+    before = embedded_info(ghost)
+    # Patterns llama.cpp's schema converter cannot translate: it fails on the first; the second
+    # becomes a left-recursive grammar its parser refuses, which crashed the model server (SIGSEGV).
+    # The answer is held to any JSON instead.
+    for pattern in ["((((", "^a**$"]:
+        schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
+        response = httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=300, json={
+            "model": MODEL, "max_tokens": 24, "messages": [{"role": "user", "content": "Give me JSON."}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+        assert response.status_code == 200, (pattern, response.text)
+    assert_not_restarted(ghost, before)
+
+
+def test_a_proxied_reply_names_the_model_by_its_public_name(ghost: GhostServer) -> None:
+    for path, body in [("/v1/completions", {"prompt": "hi", "max_tokens": 2}),
+                       ("/v1/embeddings", {"input": "hi"})]:
+        response = httpx.post(ghost.url + path, headers=ghost.headers, json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == MODEL, response.json()["model"]  # not the GGUF file's path
+        assert "/" not in response.text.split('"model"')[1][:200]
+    named = httpx.post(ghost.url + "/v1/completions", headers=ghost.headers, timeout=120,
+                       json={"model": "my-name", "prompt": "hi", "max_tokens": 2})
+    assert named.json()["model"] == "my-name"  # a name the client gave is its own
+
+
 def test_an_error_of_the_model_server_reaches_a_proxied_request_without_a_traceback(ghost: GhostServer) -> None:
     bad_input = {"model": MODEL, "input": [[1, 2, 3]]}  # token lists: llama-cpp-python's server answers 500
     # The probe: straight to the model server, the reply has the frame and the install's paths.
@@ -507,6 +580,27 @@ def test_a_model_server_that_keeps_failing_is_given_up_with_503s(tmp_path: Path)
         assert full_log(server).count("starting the bundled model server") == 2
         assert embedded_info(server)["restarts"] == 1
         assert not [pid for pid in descendants(server.process.pid) if SERVER_MODULE in cmdline(pid)]
+    finally:
+        server.stop()
+
+
+def test_a_given_up_model_server_is_tried_again_after_the_failed_retry_wait(tmp_path: Path) -> None:
+    model = corrupt_copy(tmp_path / "model.gguf")
+    server = GhostServer("--model-path", str(model), "--embedded-max-crashes", "1", "--embedded-failed-retry", "2",
+                         "--embedded-restart-backoff", "0.1", home=tmp_path / "home")
+    server.start(timeout=START_TIMEOUT)
+    try:
+        assert embedded_info(server)["state"] in ("failed", "starting", "restarting")
+        wait_until(lambda: full_log(server).count("starting the bundled model server") >= 2, START_TIMEOUT,
+                   "a second series of attempts")  # the first retry fails too: the file is still broken
+        assert "trying the bundled model server again" in full_log(server)
+        fixed = tmp_path / "fixed.gguf"
+        fixed.write_bytes(bundled_model_file().read_bytes())
+        fixed.replace(model)  # fixed while Ghost runs, at once: no attempt reads half a file
+        wait_until(lambda: embedded_info(server)["state"] == "ready", START_TIMEOUT, "a retry that loads the model")
+        response = httpx.post(server.url + "/v1/completions", headers=server.headers, timeout=120,
+                              json={"prompt": "hi", "max_tokens": 2})
+        assert response.status_code == 200, response.text
     finally:
         server.stop()
 

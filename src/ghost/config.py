@@ -210,6 +210,10 @@ class Settings(BaseSettings):
         3, ge=1, description="Failed starts or crashes in a row (each within a minute of its start) "
         "after which the bundled model server is marked failed and not restarted; chat then answers 503.",
     )
+    embedded_failed_retry: float = Field(
+        300.0, ge=0, description="Seconds after the bundled model server was marked failed before it is "
+        "tried again with a fresh count of failures (0: never, until Ghost restarts).",
+    )
     embedded_max_tokens: int = Field(
         512, ge=1, description="Tokens the bundled model generates for a request that sets no "
         "max_tokens (a client's own value wins).",

@@ -14,6 +14,8 @@ from ghost.errors import ModelUnavailable
 def check_model_available(status: dict[str, Any]) -> None:
     """Raise ModelUnavailable if the bundled model server with this live status was given up on."""
     if status.get("state") == "failed":
+        retry = status.get("failed_retry_s") or 0
+        when = f"is tried again {retry:.0f}s after it was given up" if retry > 0 else "is not restarted"
         raise ModelUnavailable(f"the bundled model is unavailable: it failed {status.get('failures_in_a_row')} "
-                               f"times in a row and is not restarted; last: {status.get('error')}. "
+                               f"times in a row and {when}; last: {status.get('error')}. "
                                f"Its log: {status.get('log')}. See /api/health; restart Ghost once fixed.")

@@ -19,7 +19,9 @@ Lifecycle:
   back-off that doubles while it keeps failing soon after starting, and resets once a run lasted
   `STABLE_RUN_S`. After `--embedded-max-crashes` failures in a row the server is marked `failed`
   with the reason and left down: chat and the proxy answer 503 (ghost.llm.availability), Ghost's
-  other routes keep working, and /api/health says why.
+  other routes keep working, and /api/health says why. After `--embedded-failed-retry` seconds it
+  is tried again with a fresh count (0: never), so no series of crashes, however close together,
+  disables the bundled model for good.
 - stop: SIGTERM to its process group (it runs in a session of its own, so a Ctrl-C aimed at Ghost
   does not kill it under a running request), SIGKILL after `STOP_GRACE_S`.
 - Ghost killed outright: the child dies too (`ghost.llm.deathsig`, PR_SET_PDEATHSIG).
@@ -207,6 +209,7 @@ class EmbeddedServer:
         self.status: dict[str, Any] = {
             "model": spec.alias, "file": spec.model.name, "state": "starting", "pid": None,
             "url": "", "restarts": 0, "failures_in_a_row": 0, "max_failures": settings.embedded_max_crashes,
+            "failed_retry_s": settings.embedded_failed_retry,
             "error": None, "self_test": None, "log": str(log_path), "context_size": spec.context_size,
             "threads": spec.threads, "chat_format": CHAT_FORMAT, "max_tokens": spec.max_tokens,
             "extra_buffers": spec.extra_buffers,
@@ -217,9 +220,10 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        """Bring the server up, retrying; it ends `ready` or `failed`, it does not raise."""
-        if await self._bring_up():
-            self._watch_it()
+        """Bring the server up, retrying; it ends `ready` or `failed`, it does not raise. Either
+        way the watcher then keeps it up (a `failed` one is retried after the failed-retry wait)."""
+        await self._bring_up()
+        self._watch_it()
 
     def _watch_it(self) -> None:
         self._watcher = asyncio.create_task(self._watch(), name="embedded-model-watcher")
@@ -274,9 +278,11 @@ class EmbeddedServer:
         if self.failures < self.settings.embedded_max_crashes:
             return True
         self.status["state"] = "failed"
-        log.error("the bundled model server failed %d times in a row and will not be restarted: %s. "
-                  "Chat and the proxy answer 503 until Ghost restarts; its other routes work. "
-                  "The model server's log: %s; %s.%s", self.failures, reason, self.log_path, WHAT_TO_TRY,
+        retry = self.settings.embedded_failed_retry
+        until = f"for {retry:.0f}s (--embedded-failed-retry)" if retry > 0 else "until Ghost restarts"
+        log.error("the bundled model server failed %d times in a row and will not be restarted %s: %s. "
+                  "Chat and the proxy answer 503 until then; its other routes work. "
+                  "The model server's log: %s; %s.%s", self.failures, until, reason, self.log_path, WHAT_TO_TRY,
                   self._extra_buffers_hint())
         return False
 
@@ -337,18 +343,34 @@ class EmbeddedServer:
         return f"the model server {exit_description(code)} while starting" + (f" ({last[:300]})" if last else "")
 
     async def _watch(self) -> None:
-        while not self._stopping and self.process is not None:
+        while not self._stopping:
+            if self.status["state"] == "failed":
+                if not await self._retry_after_failed():
+                    return
+                continue
+            assert self.process is not None
             code = await self.process.wait()
             if self._stopping:
                 return
             if time.monotonic() - self.ready_at >= STABLE_RUN_S:  # a good run: start counting afresh
                 self.failures, self._delay = 0, self.settings.embedded_restart_backoff
             reason = f"the model server {exit_description(code)} while serving"
-            if not self._count_failure(reason):
-                return
-            await self._back_off(reason)
-            if not await self._bring_up():
-                return
+            if self._count_failure(reason):
+                await self._back_off(reason)
+                await self._bring_up()
+
+    async def _retry_after_failed(self) -> bool:
+        """Wait out `embedded_failed_retry`, then start a fresh series of attempts; False when
+        a given-up server is never retried (the setting is 0)."""
+        wait = self.settings.embedded_failed_retry
+        if wait <= 0:
+            return False
+        await asyncio.sleep(wait)
+        log.warning("trying the bundled model server again, %.0fs after it was given up", wait)
+        self.failures, self._delay = 0, self.settings.embedded_restart_backoff
+        self.status["restarts"] += 1
+        await self._bring_up()
+        return True
 
     async def stop(self) -> None:
         self._stopping = True

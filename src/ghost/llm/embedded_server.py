@@ -54,6 +54,7 @@ from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
 from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
 from ghost.llm.embedded_gate import KEY_ENV, GhostOnly
+from ghost.llm.embedded_requests import CheckedRequests, GrammarCheck, refuse_null_grammar_samplers, usable_grammar
 from ghost.llm.gguf import GGUFError, read_metadata
 from ghost.llm.toolcalls import (CALL, END, MESSAGE, Reply, chosen_tool, forced_tool, opening_grammar,
                                  render_prompt, repeats_a_call, tool_by_name, tool_rounds_since_user, usage_of)
@@ -65,6 +66,8 @@ ARGUMENTS_MAX_TOKENS = 1024  # floor for tool arguments (a file's content can be
 # --ghost_tool_rounds. A small model tends to call tools forever when always offered them.
 TOOL_ROUNDS = 1
 MAX_TOKENS = 512  # for a chat request that sets none; set by main() from --ghost_max_tokens
+# llama.cpp's grammar parser on the model's vocabulary (ghost.llm.embedded_requests); set by main()
+GRAMMARS: GrammarCheck | None = None
 # The llama_model_params handed out while the model loads (Llama keeps and loads with that very
 # struct): read back by GET /ghost/status, so a test sees what llama.cpp was really given.
 LOADED_PARAMS: list[Any] = []
@@ -73,13 +76,20 @@ SAMPLING = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_pen
             "logit_bias", "logits_processor")
 
 
-def arguments_grammar(tool: dict[str, Any]) -> LlamaGrammar:
-    schema = (tool.get("function") or {}).get("parameters") or {"type": "object"}
+def schema_grammar(schema: dict[str, Any]) -> LlamaGrammar:
+    """The grammar of a JSON schema; any JSON's for a schema llama.cpp's converter does not handle
+    or whose grammar its parser refuses (a `pattern` it cannot translate: sampling under it would
+    crash the process)."""
+    any_json = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except (ValueError, KeyError, TypeError, RuntimeError):
-        # A schema llama.cpp's converter does not handle: any JSON is still well-formed JSON.
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception:  # noqa: BLE001 - the converter raises anything from AssertionError to KeyError
+        return any_json
+    return usable_grammar(GRAMMARS, grammar, any_json) if GRAMMARS is not None else grammar
+
+
+def arguments_grammar(tool: dict[str, Any]) -> LlamaGrammar:
+    return schema_grammar((tool.get("function") or {}).get("parameters") or {"type": "object"})
 
 
 def _stops(stop: Any) -> list[str]:
@@ -172,10 +182,7 @@ def format_grammar(response_format: Any) -> LlamaGrammar | None:
         return None
     schema = response_format.get("schema")
     if isinstance(schema, dict) and schema:
-        try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        except (ValueError, KeyError, TypeError, RuntimeError):
-            pass  # a schema llama.cpp's converter does not handle: valid JSON at least
+        return schema_grammar(schema)
     return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
 
@@ -304,7 +311,7 @@ def _flag(text: str) -> bool:
 
 
 def main() -> None:
-    global TOOL_ROUNDS, MAX_TOKENS
+    global TOOL_ROUNDS, MAX_TOKENS, GRAMMARS
     llama_chat_format.register_chat_completion_handler(CHAT_FORMAT)(handle_chat)
     parser = argparse.ArgumentParser(description="Ghost's bundled model server (llama-cpp-python).")
     add_args_from_model(parser, Settings)
@@ -319,9 +326,12 @@ def main() -> None:
     print(f"ghost: loading the model with llama.cpp's extra buffer types "
           f"{'on' if args.ghost_extra_buffers else 'off'}", flush=True)
     server: ServerSettings = parse_model_from_args(ServerSettings, args)
-    app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
-    uvicorn.run(GhostOnly(NullContentAsEmpty(app), key, server.port), host=server.host, port=server.port,
-                log_level="info")
+    model: ModelSettings = parse_model_from_args(ModelSettings, args)
+    GRAMMARS = GrammarCheck(model.model)
+    refuse_null_grammar_samplers(GRAMMARS)
+    app = create_app(server_settings=server, model_settings=[model])
+    checked = CheckedRequests(NullContentAsEmpty(app), GRAMMARS, model.model_alias or Path(model.model).stem)
+    uvicorn.run(GhostOnly(checked, key, server.port), host=server.host, port=server.port, log_level="info")
 
 
 if __name__ == "__main__":
