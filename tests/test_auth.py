@@ -13,7 +13,7 @@ import pytest
 
 from ghost.api.error_shape import is_ollama_path
 from ghost.testing.fake_upstream import FakeUpstream
-from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
+from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port, no_bundled_model
 
 # Every route that needs the key: (method, path, JSON body or None). Adding a route is one line.
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": False}
@@ -167,21 +167,23 @@ def test_weak_key_from_environment_is_refused_too(tmp_path: Path) -> None:
     assert "refusing to bind 0.0.0.0 with the public default API key" in result.stderr
 
 
-def test_insecure_public_bind_starts_and_warns(tmp_path: Path) -> None:
-    with GhostServer("--host", "0.0.0.0", "--insecure", api_key="ghost-secret-123", home=tmp_path) as server:
+def test_insecure_public_bind_starts_and_warns(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with GhostServer("--host", "0.0.0.0", "--insecure", *no_bundled_model(upstream.url), api_key="ghost-secret-123",
+                     home=tmp_path) as server:
         assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": "ghost-secret-123"}).status_code == 200
         assert httpx.get(server.url + "/v1/models").status_code == 401
         assert "WARNING" in server.log() and "INSECURE" in server.log()
 
 
-def test_public_bind_with_strong_key_starts_quietly(tmp_path: Path) -> None:
-    with GhostServer("--host", "0.0.0.0", api_key="a-strong-key-0123456789", home=tmp_path) as server:
+def test_public_bind_with_strong_key_starts_quietly(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with GhostServer("--host", "0.0.0.0", *no_bundled_model(upstream.url), api_key="a-strong-key-0123456789",
+                     home=tmp_path) as server:
         assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": "a-strong-key-0123456789"}).status_code == 200
         assert "INSECURE" not in server.log()
 
 
-def test_loopback_bind_without_a_key_uses_the_generated_one(tmp_path: Path) -> None:
-    with GhostServer(api_key=None, home=tmp_path) as server:
+def test_loopback_bind_without_a_key_uses_the_generated_one(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with GhostServer(*no_bundled_model(upstream.url), api_key=None, home=tmp_path) as server:
         key = server.generated_key()
         assert key and len(key) >= 32
         assert httpx.get(server.url + "/v1/models", headers={"X-Ghost-Key": key}).status_code == 200

@@ -22,7 +22,7 @@ import pytest
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from capabilities import require
-from ghost.testing.server import GhostServer
+from ghost.testing.server import GhostServer, no_bundled_model
 
 USER = [{"role": "user", "content": "hi"}]
 FIRST = 'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}}]}\n\n'
@@ -142,8 +142,8 @@ def assert_insufficient_storage(response: httpx.Response) -> None:
     assert "disk space" in response.json()["error"]["message"]
 
 
-def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(small_disk: Path) -> None:
-    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(small_disk: Path, upstream: FakeUpstream) -> None:
+    with GhostServer("--sandbox-backend", "process", *no_bundled_model(upstream.url), home=small_disk) as ghost, \
             httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
         sandbox = ghost.home / "sandbox"
         (sandbox / "keep.txt").write_text("kept")
@@ -160,8 +160,8 @@ def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(small_disk: Path
         assert integrity(ghost.home) == "ok"
 
 
-def test_a_full_disk_during_a_save_is_507_and_leaves_nothing(small_disk: Path) -> None:
-    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+def test_a_full_disk_during_a_save_is_507_and_leaves_nothing(small_disk: Path, upstream: FakeUpstream) -> None:
+    with GhostServer("--sandbox-backend", "process", *no_bundled_model(upstream.url), home=small_disk) as ghost, \
             httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
         sandbox = ghost.home / "sandbox"
         big = os.urandom(12 * 2**20)  # does not compress: the archive needs more than is left
@@ -179,8 +179,8 @@ def test_a_full_disk_during_a_save_is_507_and_leaves_nothing(small_disk: Path) -
         assert http.post("/api/workspace/save").status_code == 200
 
 
-def test_a_full_disk_while_a_load_unpacks_is_507_and_changes_nothing(small_disk: Path) -> None:
-    with GhostServer("--sandbox-backend", "process", home=small_disk) as ghost, \
+def test_a_full_disk_while_a_load_unpacks_is_507_and_changes_nothing(small_disk: Path, upstream: FakeUpstream) -> None:
+    with GhostServer("--sandbox-backend", "process", *no_bundled_model(upstream.url), home=small_disk) as ghost, \
             httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as http:
         sandbox = ghost.home / "sandbox"
         (sandbox / "new.bin").write_bytes(os.urandom(8 * 2**20))
@@ -241,10 +241,11 @@ def broken_bwrap(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("path", ["no bwrap", "a bwrap that cannot run"])
-def test_auto_without_bubblewrap_serves_but_refuses_code_loudly(path: str, tmp_path: Path) -> None:
+def test_auto_without_bubblewrap_serves_but_refuses_code_loudly(path: str, tmp_path: Path,
+                                                               upstream: FakeUpstream) -> None:
     # Isolation is never lost silently (issue 21): no fallback to the unisolated process backend.
     search = str(tmp_path / "empty") if path == "no bwrap" else broken_bwrap(tmp_path / "bin")
-    with GhostServer(home=tmp_path / "home", env={"PATH": search}) as ghost:
+    with GhostServer(*no_bundled_model(upstream.url), home=tmp_path / "home", env={"PATH": search}) as ghost:
         report = httpx.get(ghost.url + "/api/health", headers=ghost.headers).json()
         log = ghost.log()
     sandbox = report["sandbox"]
