@@ -14,7 +14,7 @@ test: install
 
 # Every benchmark, one after another; each prints its own table and a VERDICT line per target
 # (see docs/benchmarks.md). All run; the exit status is non-zero if any missed a target.
-BENCHES := proxy stream turn sandbox workspace embedded load context mcp observability
+BENCHES := proxy stream turn sandbox workspace embedded load context mcp observability startup
 bench: install
 	@status=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || status=1; done; exit $$status
 
