@@ -221,7 +221,8 @@ def test_disconnect_of_non_streaming_request_closes_upstream(server: GhostServer
 def test_too_many_turns_get_429_with_retry_after(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
     with GhostServer("--upstream-url", upstream.url, "--max-concurrent-turns", "1", "--turn-queue-timeout", "0.3",
                      home=tmp_path_factory.mktemp("busy")) as ghost:
-        upstream.script(Reply(content="slow", first_delay=2.0))
+        # The first turn holds the only slot until it is released: an event, not a delay.
+        upstream.script(Reply(content="slow", hold="busy-turn"))
         holder = threading.Thread(target=lambda: httpx.post(
             ghost.url + "/v1/chat/completions", headers=ghost.headers, timeout=30,
             json={"model": "fake-model", "messages": USER}))
@@ -230,6 +231,7 @@ def test_too_many_turns_get_429_with_retry_after(upstream: FakeUpstream, tmp_pat
             time.sleep(0.02)
         busy = httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers,
                           json={"model": "fake-model", "messages": USER})
+        upstream.release("busy-turn")
         holder.join()
         after = httpx.post(ghost.url + "/v1/chat/completions", headers=ghost.headers,
                            json={"model": "fake-model", "messages": USER})
