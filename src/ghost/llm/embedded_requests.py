@@ -142,11 +142,9 @@ def grammar_error(grammar: Any, check: GrammarCheck) -> str | None:
     return f"`{GRAMMAR_FIELD}` {why}" if why else None
 
 
-def named(request: Any, alias: str) -> Any:
-    """The request with the model's public name when it names none."""
-    if isinstance(request, dict) and request.get("model") in (None, ""):
-        request["model"] = alias
-    return request
+def unnamed(request: Any) -> bool:
+    """A request that names no model (llama-cpp-python would answer with the GGUF file's path)."""
+    return isinstance(request, dict) and request.get("model") in (None, "")
 
 
 def refuse_null_grammar_samplers(check: GrammarCheck) -> None:
@@ -201,7 +199,9 @@ class CheckedRequests:
         refused = await anyio.to_thread.run_sync(refusal, scope["path"], request, self.check)
         if refused is not None:
             return await send_error(send, 400, refused[1], param=refused[0])
-        body = json.dumps(named(request, self.alias)).encode()
+        if unnamed(request):
+            request["model"] = self.alias
+            body = json.dumps(request).encode()
         await self.app(*replayed(scope, receive, body), send)
 
 
