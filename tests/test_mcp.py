@@ -237,7 +237,8 @@ async def _endpoint_session(ghost: GhostServer, headers: dict[str, str],
         if statuses is not None:
             statuses.append(response.status_code)
 
-    async with httpx2.AsyncClient(headers=headers, event_hooks={"response": [record]}) as http:
+    # timeout 60: the first /mcp request imports the MCP SDK (a second or more on a busy machine)
+    async with httpx2.AsyncClient(headers=headers, timeout=60, event_hooks={"response": [record]}) as http:
         async with Client(streamable_http_client(ghost.url + "/mcp", http_client=http)) as client:
             names = [tool.name for tool in (await client.list_tools()).tools]
             result = await client.call_tool("execute", {"code": "print(6 * 7)"})

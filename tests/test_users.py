@@ -390,7 +390,7 @@ def test_save_and_load_stay_with_their_owner(upstream: FakeUpstream, alice: http
 
 
 async def _mcp_list(url: str, headers: dict[str, str]) -> str:
-    async with httpx2.AsyncClient(headers=headers) as http:
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:  # the first /mcp request imports the MCP SDK
         async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
             result = await client.call_tool("list_files", {"path": ".", "recursive": True})
             return result.content[0].text

@@ -7,6 +7,7 @@ when there are some (`ghost.mcp.provider`), the /mcp endpoint at its first reque
 from __future__ import annotations
 
 import asyncio
+import importlib
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,9 @@ class LazyEndpoint:
             if self._manager is None:
                 if self._closed:
                     raise RuntimeError("the MCP endpoint has stopped")
-                from ghost.mcp.endpoint import build_manager
-
-                manager = build_manager(*self._parts)
+                # The SDK's import takes about a CPU-second: in a thread, so the loop serves on.
+                endpoint = await asyncio.to_thread(importlib.import_module, "ghost.mcp.endpoint")
+                manager = endpoint.build_manager(*self._parts)
                 running = asyncio.get_running_loop().create_future()
                 self._task = asyncio.create_task(self._run(manager, running), name="mcp-endpoint")
                 await running  # the manager's task group is up (or its start failed: raised here)
