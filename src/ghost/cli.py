@@ -49,10 +49,6 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ghost.api.slowclients import server_limits
-    from ghost.app import create_app
     from ghost.store.reachable import unreachable_reason
 
     try:
@@ -76,6 +72,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
     log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
+    # Imported only now: a refused start (the checks above) should not pay seconds of imports.
+    import uvicorn
+
+    from ghost.api.slowclients import server_limits
+    from ghost.app import create_app
+
     app = create_app(settings)
     app.state.freeze_heap = True  # this process serves this one app: its start-up heap is for life
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
