@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ghost.client.commands import add_client_commands
 from ghost.config import Settings, TraceSettings
-from ghost.keyfile import KeyFileError, read_key, with_resolved_key
+from ghost.keyfile import KeyFileError, StartRefused, read_key
 
 
 def _flag(name: str) -> str:
@@ -62,21 +62,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ghost: invalid setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    if reason := settings.refuse_reason():
-        print(f"ghost: {reason}", file=sys.stderr)
-        return 2
     try:
-        settings = with_resolved_key(settings)
-    except (KeyFileError, OSError) as exc:
+        app = create_app(settings)  # refuses a weak key on a public bind; resolves the key
+    except StartRefused as exc:
         print(f"ghost: {exc}", file=sys.stderr)
         return 2
-    warn_about_weak_auth(settings)
+    settings = app.state.settings  # the settings in force
     if reason := unreachable_reason(settings.database_url):  # one line, not the start-up's traceback
         print(f"ghost: {reason}", file=sys.stderr)
         return 1
     # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
     log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
-    app = create_app(settings)
     app.state.freeze_heap = True  # this process serves this one app: its start-up heap is for life
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, **log_config, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
@@ -112,22 +108,6 @@ def draining_server(base: Any, config: Any, drain_s: float, on_drain: Callable[[
             self.should_exit = True
 
     return DrainingServer(config)
-
-
-def warn_about_weak_auth(settings: Settings) -> None:
-    weak = settings.weak_key()
-    if weak is None:
-        return
-    log = logging.getLogger("ghost")
-    if settings.no_auth:
-        log.warning("!!! NO AUTH: --no-auth is set: any program on this machine%s can run code in "
-                    "the sandbox; only the Host and CORS checks stand in the way !!!",
-                    "" if settings.bind_is_loopback() else " and anyone who can reach " + settings.host)
-    if not settings.bind_is_loopback():
-        log.warning("!!! INSECURE: serving %s with %s; anyone who can reach it can run code in the "
-                    "sandbox !!!", settings.host, weak)
-    elif not settings.no_auth:
-        log.warning("the API key is weak (%s): any local program can guess it", weak)
 
 
 def cmd_key(args: argparse.Namespace) -> int:
