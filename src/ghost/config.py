@@ -20,17 +20,18 @@ DEFAULT_API_KEY = "ghost-secret-123"  # the seed's public key: accepted only whe
 KEY_FILE_NAME = "api_key"  # in GHOST_HOME: the generated key
 MIN_STRONG_KEY_CHARS = 16
 MB = 1024 * 1024
+ENV_PREFIX = "GHOST_"  # GHOST_ and the setting's name in capitals: its environment variable
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GHOST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- serving -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(11435, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     api_key: str | None = Field(
         None,
-        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Unset: a random key "
+        description="Key clients send as X-Ghost-Key, Authorization: Bearer or x-api-key. Unset: a random key "
         "generated at first start and kept in <home>/api_key (mode 0600; `ghost key` prints it).",
     )
     insecure: bool = Field(
@@ -531,17 +532,22 @@ class TraceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
 
-    exporter_otlp_endpoint: str = ""
-    exporter_otlp_traces_endpoint: str = ""
-    sdk_disabled: str = ""  # only "true" (any case) disables, as the specification says
-    service_name: str = "ghost"
-    # The GenAI conventions' switch for recording prompts, replies and tool arguments/results on
-    # spans: off unless "true" (any case), as content may be private.
-    instrumentation_genai_capture_message_content: str = ""
-    # Ghost's own bound on each recorded content attribute (characters; longer values are cut).
+    exporter_otlp_endpoint: str = Field(
+        "", description="Where traces go over OTLP/HTTP (the SDK appends /v1/traces). Set (or the next "
+        "one): tracing is on.")
+    exporter_otlp_traces_endpoint: str = Field(
+        "", description="Where traces go, as the full URL; wins over OTEL_EXPORTER_OTLP_ENDPOINT.")
+    sdk_disabled: str = Field(
+        "", description="'true' (any case) turns tracing off even with an endpoint set, as the "
+        "specification says; anything else leaves it on.")
+    service_name: str = Field("ghost", description="The service.name resource attribute on every span.")
+    instrumentation_genai_capture_message_content: str = Field(
+        "", description="'true' (any case): spans also carry prompts, replies, tool arguments and "
+        "results (the GenAI conventions' switch). Off by default: content may be private.")
     trace_content_max_chars: int = Field(
         default=8192, ge=64, validation_alias="GHOST_TRACE_CONTENT_MAX_CHARS",
-        description="With content capture on, the most characters of one content attribute on a span.")
+        description="With content capture on, the most characters of one content attribute on a span "
+        "(longer values are cut).")
 
     @property
     def captures_content(self) -> bool:
