@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import ValidationError
 
 from ghost.client.commands import add_client_commands
-from ghost.config import Settings, TraceSettings
+from ghost.config import ConfigFileError, Settings, TraceSettings
 from ghost.keyfile import KeyFileError, StartRefused, read_key
 
 
@@ -40,6 +40,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def invalid_settings(exc: ValidationError) -> str:
+    """One line per wrong value, naming the setting, whichever source (flag, variable, file) gave it."""
+    return "\n".join(f"ghost: invalid setting {'.'.join(map(str, error['loc'])) or '?'}: {error['msg']} "
+                     f"(given: {error['input']!r})" for error in exc.errors())
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     from ghost.observe.logs import log_handler
 
@@ -59,7 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         TraceSettings()  # the tracing variables checked here too: a bad one is this message, not a traceback
     except ValidationError as exc:
-        print(f"ghost: invalid setting: {exc}", file=sys.stderr)
+        print(invalid_settings(exc), file=sys.stderr)
+        return 2
+    except ConfigFileError as exc:
+        print(f"ghost: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -115,7 +124,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**({"home": args.home} if args.home else {}))
         key = read_key(settings.key_path)
-    except (ValidationError, KeyFileError) as exc:
+    except (ValidationError, ConfigFileError, KeyFileError) as exc:
         print(f"ghost: {exc}", file=sys.stderr)
         return 1
     if key is None:

@@ -32,7 +32,8 @@ INTRO = """\
      edit the Field descriptions there, not this file. A test fails when the two differ. -->
 
 Every setting of `ghost serve` has a name (`read_timeout`), a flag (`--read-timeout 30`) and an
-environment variable (`GHOST_READ_TIMEOUT=30`). `ghost serve --help` prints the same list.
+environment variable (`GHOST_READ_TIMEOUT=30`), and may be written in a config file. `ghost serve
+--help` prints the same list.
 
 ## Where settings come from
 
@@ -40,10 +41,34 @@ Highest first:
 
 1. a flag on the command line;
 2. an environment variable (`GHOST_` and the name in capitals);
-3. the default below.
+3. the config file named by `--config PATH` or `GHOST_CONFIG` (none by default);
+4. the default below.
 
 A flag that takes no value (`--no-auth`) can only turn its setting on; to turn off one that the
-environment turns on, change it there.
+environment or the file turns on, change it there. `ghost key` reads `GHOST_CONFIG` too (for the
+home the file names).
+
+## The config file
+
+TOML, one key per setting, spelled as the setting's name (`read_timeout`) or as its flag without
+the dashes (`read-timeout`), with values in TOML's own types:
+
+```toml
+# ghost serve --config ghost.toml
+host = "0.0.0.0"
+allowed_hosts = "ghost.example.com"
+api_key = "a-long-random-key-kept-out-of-the-shell-history"
+upstream_url = "http://127.0.0.1:8080"
+max_concurrent_turns = 8
+sandbox_network = false
+```
+
+Ghost does not start (exit status 2, one line naming the file and the problem) when the file
+cannot be read or is not a regular file, is larger than 1 MiB, is not TOML (or not UTF-8), names a
+setting that does not exist (a typo must not pass silently, as a mistyped flag would not; the line
+suggests the closest name), names one twice (in both spellings), sets `config` itself, or gives a
+value of the wrong type or out of range. A file that holds `api_key` or `upstream_api_key` should be
+readable by Ghost's user only: Ghost warns at start when others may read it.
 """
 
 TRACING_INTRO = """\
