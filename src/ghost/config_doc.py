@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from ghost.config import ENV_PREFIX, MB, Settings, TraceSettings
+from ghost.config import CONFIG_FILE_MAX_BYTES, ENV_PREFIX, MB, Settings, TraceSettings
 
 SECTION = re.compile(r"^\s*# --- (.+?)(?: \(.*\))? -+\s*$")
 FIELD = re.compile(r"^\s{4}(\w+): ")
@@ -63,11 +63,12 @@ max_concurrent_turns = 8
 sandbox_network = false
 ```
 
-Ghost does not start (exit status 2, one line naming the file and the problem) when the file
-cannot be read or is not a regular file, is larger than 1 MiB, is not TOML (or not UTF-8), names a
-setting that does not exist (a typo must not pass silently, as a mistyped flag would not; the line
-suggests the closest name), names one twice (in both spellings), sets `config` itself, or gives a
-value of the wrong type or out of range. A file that holds `api_key` or `upstream_api_key` should be
+Ghost does not start (exit status 2, and a line naming the file and the problem, or for a wrong
+value the setting and what was given) when the file cannot be read or is not a regular file, is
+larger than {max_mib} MiB, is not TOML (or not UTF-8), names a setting that does not exist (a typo
+must not pass silently, as a mistyped flag would not; the line suggests the closest name), names
+one twice (in both spellings), sets `config` itself, or gives a value of the wrong type or out of
+range. A file that holds `api_key` or `upstream_api_key` should be
 readable by Ghost's user only: Ghost warns at start when others may read it.
 """
 
@@ -167,7 +168,7 @@ def tracing_table() -> list[str]:
 
 
 def reference() -> str:
-    lines = [INTRO]
+    lines = [INTRO.replace("{max_mib}", str(CONFIG_FILE_MAX_BYTES // MB))]
     count = sum(len(names) for _, names in sections())
     lines.append(f"## All {count} settings\n")
     for title, names in sections():
