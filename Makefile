@@ -4,13 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench guards guards-ci install system-deps clean
+.PHONY: run test bench guards guards-ci docs install system-deps clean
 
 run: install
 	$(BIN)/ghost serve $(ARGS)
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The generated docs: docs/configuration.md from the settings classes (ghost.config); a test fails
+# when the committed file differs from what this writes.
+docs: install
+	$(BIN)/python -m ghost.config_doc > docs/configuration.md
 
 # Every benchmark, one after another; each prints its own table and a VERDICT line per target
 # (see docs/benchmarks.md). All run; the exit status is non-zero if any missed a target.

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -19,6 +16,7 @@ from ghost.api.streaming import WatchedStreamingResponse
 from ghost.app import create_app
 from ghost.config import Settings
 from ghost.testing.fake_upstream import FakeUpstream
+from ghost.testing.inprocess import InProcessServer
 from ghost.testing.server import TEST_KEY, GhostServer
 
 FRESH_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -76,35 +74,17 @@ def add_test_routes(app: FastAPI) -> None:
     app.router.routes[0:0] = added
 
 
-class InProcessGhost:
+def in_process_ghost(settings: Settings) -> InProcessServer:
     """A real uvicorn on loopback serving `create_app` (plus test routes) in a thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        app = create_app(settings)
-        add_test_routes(app)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "InProcessGhost":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "in-process ghost did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    app = create_app(settings)
+    add_test_routes(app)
+    return InProcessServer(app)
 
 
 @pytest.fixture(scope="module")
 def inproc(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     settings = Settings(home=tmp_path_factory.mktemp("inproc"), upstream_url=upstream.url, api_key=TEST_KEY)
-    with InProcessGhost(settings) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with in_process_ghost(settings) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
 
 

@@ -149,7 +149,7 @@ def test_a_tool_turn_moves_the_turn_tool_and_token_series(prometheus: str, serve
           f"series: { {q: value(prometheus, q) for q in expected} }")
 
 
-def test_label_values_stay_bounded_with_a_thousand_paths(server: GhostServer) -> None:
+def test_label_values_stay_bounded_with_a_thousand_paths(server: GhostServer, tmp_path: Path) -> None:
     with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as http:
         for i in range(1000):
             assert http.get(f"/echo/path-{i}").status_code == 200  # proxied to the fake upstream
@@ -159,7 +159,7 @@ def test_label_values_stay_bounded_with_a_thousand_paths(server: GhostServer) ->
     assert "proxy" in routes and "/metrics" in routes  # the probe reads labels
     assert "/api/sessions/{session_id}" in routes  # a template, never the path
     assert not any("path-" in r or "no-such" in r for r in routes)
-    assert routes <= _route_templates() | {"proxy", "unmatched"}
+    assert routes <= _route_templates(tmp_path) | {"proxy", "unmatched"}
     assert _count(text, 'ghost_http_requests_total{method="GET",route="proxy",status="200"}') >= 1000
 
 
@@ -293,7 +293,7 @@ def _count(text: str, series: str) -> float:
     raise AssertionError(f"no series {series}")
 
 
-def _route_templates() -> set[str]:
-    app = create_app(Settings())
+def _route_templates(home: Path) -> set[str]:
+    app = create_app(Settings(home=home))
     return {getattr(route, "path", "") for route in _routes(app.router.routes)}
 

@@ -5,6 +5,7 @@ These read the document in-process; tests/test_fuzz.py checks real responses aga
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,17 +42,22 @@ BODIES = {
 }
 
 
+def unstarted_settings(home: Path) -> Settings:
+    """Settings for an app only built, never started: its own home (create_app makes the key there)."""
+    return Settings(upstream_url="http://127.0.0.1:9", home=home)
+
+
 @pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    return create_app(Settings(upstream_url="http://127.0.0.1:9")).openapi()
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return create_app(unstarted_settings(tmp_path_factory.mktemp("openapi"))).openapi()
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(method, path, op) for path, item in document["paths"].items() for method, op in item.items()]
 
 
-def test_every_route_and_method_is_documented(document: dict[str, Any]) -> None:
-    app = create_app(Settings(upstream_url="http://127.0.0.1:9"))
+def test_every_route_and_method_is_documented(document: dict[str, Any], tmp_path: Path) -> None:
+    app = create_app(unstarted_settings(tmp_path))
     served = {(method.lower(), context.path_format)
               for context in routing.iter_route_contexts(app.routes)
               if isinstance(context.original_route, routing.APIRoute) and context.include_in_schema

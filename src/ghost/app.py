@@ -31,7 +31,7 @@ from ghost.api.protocols.responses import route as responses
 from ghost.api.services import Services
 from ghost.config import Settings
 from ghost.heap import freeze_startup_heap
-from ghost.keyfile import with_resolved_key
+from ghost.keyfile import settings_in_force
 from ghost.llm.bounds import ReplyBounds
 from ghost.llm.client import make_http_client
 from ghost.llm.transport import make_pool
@@ -46,7 +46,6 @@ from ghost.store.users import Users
 from ghost.tools.setup import start_tools
 from ghost.workspace.layout import reset_tmp_dir, use_replica_scratch
 from ghost.workspace.service import open_workspace
-from ghost.private import private_dir
 
 log = logging.getLogger("ghost")
 
@@ -104,18 +103,18 @@ async def build_services(settings: Settings, stack: AsyncExitStack, telemetry: T
     loop_lag = LoopLagMonitor()
     loop_lag.start()
     stack.push_async_callback(loop_lag.stop)
-    return Services(settings, upstream, admin.chat, workspace, tools, context, mcp, bundled, loop_lag, users, spaces)
+    return Services(upstream, admin.chat, workspace, tools, context, mcp, bundled, loop_lag, users, spaces)
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
+    """Starts the services on `settings`: the settings in force, which create_app also keeps as
+    `app.state.settings` (one object, so the routes and the services read the same values)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        private_dir(settings.home)  # database, key, logs, temp space: Ghost's user's alone
-        resolved = await asyncio.to_thread(with_resolved_key, settings)  # the generated key, if unset
         async with AsyncExitStack() as stack:
             telemetry: Telemetry = app.state.telemetry
             stack.push_async_callback(asyncio.to_thread, telemetry.shutdown)  # the spans still queued
-            services = await build_services(resolved, stack, telemetry)
+            services = await build_services(settings, stack, telemetry)
             if services.upstream.session is not None:  # the catch-all proxy sends over the chat path's session
                 app.state.proxy_pool = services.upstream.session
             app.state.services = services
@@ -162,7 +161,10 @@ def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    """The Ghost app serving `settings` (default: from the environment). Raises StartRefused for a
+    configuration that must not serve. The settings in force (the key resolved) are
+    `app.state.settings`, the very object the services get: the one place anything reads them."""
+    settings = settings_in_force(settings or Settings())
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings

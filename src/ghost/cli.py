@@ -13,8 +13,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import ValidationError
 
 from ghost.client.commands import add_client_commands
-from ghost.config import Settings, TraceSettings
-from ghost.keyfile import KeyFileError, read_key, with_resolved_key
+from ghost.config import ConfigFileError, Settings, TraceSettings
+from ghost.keyfile import KeyFileError, StartRefused, read_key
 
 
 def _flag(name: str) -> str:
@@ -40,6 +40,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def invalid_settings(exc: ValidationError) -> str:
+    """One line per wrong value, naming the setting, whichever source (flag, variable, file) gave it."""
+    return "\n".join(f"ghost: invalid setting {'.'.join(map(str, error['loc'])) or '?'}: {error['msg']} "
+                     f"(given: {error['input']!r})" for error in exc.errors())
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     from ghost.observe.logs import log_handler
 
@@ -55,30 +61,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         TraceSettings()  # the tracing variables checked here too: a bad one is this message, not a traceback
     except ValidationError as exc:
-        print(f"ghost: invalid setting: {exc}", file=sys.stderr)
+        print(invalid_settings(exc), file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
-    if reason := settings.refuse_reason():
-        print(f"ghost: {reason}", file=sys.stderr)
-        return 2
-    try:
-        settings = with_resolved_key(settings)
-    except (KeyFileError, OSError) as exc:
+    except ConfigFileError as exc:
         print(f"ghost: {exc}", file=sys.stderr)
         return 2
-    warn_about_weak_auth(settings)
-    if reason := unreachable_reason(settings.database_url):  # one line, not the start-up's traceback
+    configure_logging(settings.log_level, settings.log_format)
+    if reason := settings.refuse_reason():  # create_app refuses it too; here before seconds of imports
         print(f"ghost: {reason}", file=sys.stderr)
-        return 1
-    # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
-    log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
-    # Imported only now: a refused start (the checks above) should not pay seconds of imports.
+        return 2
     import uvicorn
 
     from ghost.api.slowclients import server_limits
     from ghost.app import create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # refuses a weak key on a public bind; resolves the key
+    except StartRefused as exc:
+        print(f"ghost: {exc}", file=sys.stderr)
+        return 2
+    settings = app.state.settings  # the settings in force
+    if reason := unreachable_reason(settings.database_url):  # one line, not the start-up's traceback
+        print(f"ghost: {reason}", file=sys.stderr)
+        return 1
+    # JSON logs: uvicorn's own loggers go through Ghost's handler rather than its text config.
+    log_config: dict[str, Any] = {} if settings.log_format == "text" else {"log_config": None}
     app.state.freeze_heap = True  # this process serves this one app: its start-up heap is for life
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, **log_config, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
@@ -116,28 +123,12 @@ def draining_server(base: Any, config: Any, drain_s: float, on_drain: Callable[[
     return DrainingServer(config)
 
 
-def warn_about_weak_auth(settings: Settings) -> None:
-    weak = settings.weak_key()
-    if weak is None:
-        return
-    log = logging.getLogger("ghost")
-    if settings.no_auth:
-        log.warning("!!! NO AUTH: --no-auth is set: any program on this machine%s can run code in "
-                    "the sandbox; only the Host and CORS checks stand in the way !!!",
-                    "" if settings.bind_is_loopback() else " and anyone who can reach " + settings.host)
-    if not settings.bind_is_loopback():
-        log.warning("!!! INSECURE: serving %s with %s; anyone who can reach it can run code in the "
-                    "sandbox !!!", settings.host, weak)
-    elif not settings.no_auth:
-        log.warning("the API key is weak (%s): any local program can guess it", weak)
-
-
 def cmd_key(args: argparse.Namespace) -> int:
     """`ghost key`: print the generated key kept in GHOST_HOME (for a client on this machine)."""
     try:
         settings = Settings(**({"home": args.home} if args.home else {}))
         key = read_key(settings.key_path)
-    except (ValidationError, KeyFileError) as exc:
+    except (ValidationError, ConfigFileError, KeyFileError) as exc:
         print(f"ghost: {exc}", file=sys.stderr)
         return 1
     if key is None:

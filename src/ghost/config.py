@@ -1,36 +1,116 @@
 """Ghost's settings: the one place configuration is read.
 
 Every setting is a field below. It comes from, in order of precedence: a command-line flag
-(`--read-timeout 30`), an environment variable (`GHOST_READ_TIMEOUT=30`), or its default.
-`ghost serve --help` is generated from these fields, so the description here is the documentation.
+(`--read-timeout 30`), an environment variable (`GHOST_READ_TIMEOUT=30`), the TOML config file
+named by --config / GHOST_CONFIG (`read_timeout = 30`), or its default. `ghost serve --help` and
+docs/configuration.md (`python -m ghost.config_doc`) are generated from these fields, so the
+description here is the documentation.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
+import logging
+import os
 import socket
+import stat
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_API_KEY = "ghost-secret-123"  # the seed's public key: accepted only when set explicitly
 KEY_FILE_NAME = "api_key"  # in GHOST_HOME: the generated key
 MIN_STRONG_KEY_CHARS = 16
 MB = 1024 * 1024
+ENV_PREFIX = "GHOST_"  # GHOST_ and the setting's name in capitals: its environment variable
+CONFIG_FILE_MAX_BYTES = MB  # a settings file is a few KiB; a larger one is a wrong path, not settings
+SECRET_SETTINGS = ("api_key", "upstream_api_key")  # a config file holding one should be private
+
+
+class ConfigFileError(ValueError):
+    """The config file cannot be used (unreadable, not TOML, an unknown name): the message says
+    which file and what is wrong."""
+
+
+class SettingsFile(TomlConfigSettingsSource):
+    """The TOML config file, through pydantic-settings' own source, strict where the source is
+    lenient: a named file that is missing is an error (not "no file"), and so is a name that is no
+    setting (a typo would otherwise leave its setting at the default, silently)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path, self.names = path.expanduser(), list(settings_cls.model_fields)  # read before super() ends
+        super().__init__(settings_cls, toml_file=self.path)
+
+    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
+        return self._read_file(self.path)
+
+    def _read_file(self, path: Any) -> dict[str, Any]:
+        data = parse_settings_file(self.path)
+        warn_if_secrets_readable(self.path, data)
+        return setting_names(self.path, data, self.names)
+
+
+def parse_settings_file(path: Path) -> dict[str, Any]:
+    """The TOML table in `path`. Opened without blocking and checked on the fd: a FIFO or a folder
+    is refused at once, never waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigFileError(f"config file {path}: cannot read it: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # on the fd: fdopen would refuse a folder itself
+        os.close(fd)
+        raise ConfigFileError(f"config file {path}: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(CONFIG_FILE_MAX_BYTES + 1)
+    if len(raw) > CONFIG_FILE_MAX_BYTES:
+        raise ConfigFileError(f"config file {path}: larger than {CONFIG_FILE_MAX_BYTES} bytes")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"config file {path}: not valid TOML: {exc}") from exc
+
+
+def setting_names(path: Path, data: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The file's keys as setting names: `read_timeout` or the flag's `read-timeout`; anything else
+    (an unknown name, a name given twice, `config` itself) is refused."""
+    known = [name for name in names if name != "config"]
+    named: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name == "config":
+            raise ConfigFileError(f"config file {path}: 'config' cannot be set in a config file")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigFileError(f"config file {path}: unknown setting '{key}'{hint}; the settings "
+                                  "are listed in docs/configuration.md")
+        if name in named:
+            raise ConfigFileError(f"config file {path}: '{name}' is set twice")
+        named[name] = value
+    return named
+
+
+def warn_if_secrets_readable(path: Path, data: dict[str, Any]) -> None:
+    held = [key for key in data if key.replace("-", "_") in SECRET_SETTINGS]
+    if held and os.stat(path).st_mode & 0o077:
+        logging.getLogger("ghost").warning(
+            "the config file %s holds %s and other users may read it: chmod 600 it", path, " and ".join(held))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GHOST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- serving -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(11435, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     api_key: str | None = Field(
         None,
-        description="Key clients send as X-Ghost-Key or Authorization: Bearer. Unset: a random key "
+        description="Key clients send as X-Ghost-Key, Authorization: Bearer or x-api-key. Unset: a random key "
         "generated at first start and kept in <home>/api_key (mode 0600; `ghost key` prints it).",
     )
     insecure: bool = Field(
@@ -41,6 +121,11 @@ class Settings(BaseSettings):
         Path("~/.ghost"), description="Directory holding everything Ghost owns (database, sandbox, logs)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    config: Path | None = Field(
+        None, description="TOML file of settings, one per line by name (read_timeout = 30; the "
+        "flag's spelling works too); flags and environment variables win over it. An unknown name, "
+        "a wrong type or an unreadable file stops the start (docs/configuration.md).",
+    )
 
     # --- HTTP boundary: auth, browsers, hosts, slow clients (ghost.api.boundary) -----------
     no_auth: bool = Field(
@@ -421,6 +506,19 @@ class Settings(BaseSettings):
         100, ge=0, description="Users counted under their own name in the per-user metrics; the rest "
         "are counted together as 'other' (bounds the series Prometheus keeps).")
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file named by the flag (an init argument) or else by GHOST_CONFIG; it ranks below both
+        # flags and the environment, above the defaults.
+        named = init_settings().get("config") or env_settings().get("config")
+        if not named:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        return init_settings, env_settings, dotenv_settings, SettingsFile(settings_cls, Path(named)), file_secret_settings
+
     @property
     def sandbox_path(self) -> Path:
         return (self.sandbox_dir or self.workspaces_path / "sandbox").expanduser().resolve()
@@ -535,17 +633,22 @@ class TraceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
 
-    exporter_otlp_endpoint: str = ""
-    exporter_otlp_traces_endpoint: str = ""
-    sdk_disabled: str = ""  # only "true" (any case) disables, as the specification says
-    service_name: str = "ghost"
-    # The GenAI conventions' switch for recording prompts, replies and tool arguments/results on
-    # spans: off unless "true" (any case), as content may be private.
-    instrumentation_genai_capture_message_content: str = ""
-    # Ghost's own bound on each recorded content attribute (characters; longer values are cut).
+    exporter_otlp_endpoint: str = Field(
+        "", description="Where traces go over OTLP/HTTP (the SDK appends /v1/traces). Set (or the next "
+        "one): tracing is on.")
+    exporter_otlp_traces_endpoint: str = Field(
+        "", description="Where traces go, as the full URL; wins over OTEL_EXPORTER_OTLP_ENDPOINT.")
+    sdk_disabled: str = Field(
+        "", description="'true' (any case) turns tracing off even with an endpoint set, as the "
+        "specification says; anything else leaves it on.")
+    service_name: str = Field("ghost", description="The service.name resource attribute on every span.")
+    instrumentation_genai_capture_message_content: str = Field(
+        "", description="'true' (any case): spans also carry prompts, replies, tool arguments and "
+        "results (the GenAI conventions' switch). Off by default: content may be private.")
     trace_content_max_chars: int = Field(
         default=8192, ge=64, validation_alias="GHOST_TRACE_CONTENT_MAX_CHARS",
-        description="With content capture on, the most characters of one content attribute on a span.")
+        description="With content capture on, the most characters of one content attribute on a span "
+        "(longer values are cut).")
 
     @property
     def captures_content(self) -> bool:

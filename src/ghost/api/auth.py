@@ -13,7 +13,7 @@ import logging
 from fastapi import Request
 
 from ghost.api.caller import ADMIN_USER, Caller, acting_for, remember
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.errors import AuthenticationFailed, Forbidden
 from ghost.store.users import KEY_PREFIX, User
 
@@ -53,8 +53,7 @@ async def check_key(request: Request) -> Caller:
 
 
 async def key_holder(request: Request) -> User:
-    services = services_of(request)
-    settings = services.settings
+    services, settings = services_of(request), settings_of(request)
     if settings.no_auth:
         return ADMIN_USER
     expected = settings.api_key or ""  # resolved at start (create_app); empty only if misbuilt

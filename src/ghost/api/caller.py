@@ -18,7 +18,7 @@ from starlette.requests import Request as HTTPConnection
 
 from ghost.agent.service import ChatService
 from ghost.agent.spaces import Space
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.api.session_id import optional_session_id
 from ghost.errors import Forbidden, Unprocessable
 from ghost.store.db import ADMIN
@@ -41,7 +41,7 @@ async def acting_for(request: HTTPConnection, key_user: User) -> Caller:
     """The caller, once its key is known to belong to `key_user`."""
     if key_user.role != "frontend":
         return Caller(key_user, key_user)
-    settings = services_of(request).settings
+    settings = settings_of(request)
     named = _one_header(request, settings.user_header_list())
     if named is None:
         return Caller(key_user, key_user)

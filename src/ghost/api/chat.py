@@ -22,7 +22,7 @@ from ghost.api.encoders.common import ReplyInfo
 from ghost.api.openai_request import chat_request, generate_request, parsed_chat
 from ghost.api.plain_relay import relayed
 from ghost.api.caller import get_chat, known_caller
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.api.session_id import SESSION_HEADER
 from ghost.errors import BadRequest
 
@@ -50,7 +50,7 @@ async def _run(request: Request, chat: ChatRequest, wire: Wire, service: ChatSer
     started, created = time.perf_counter(), int(time.time())  # the reply's clock starts before the turn
     turn = await service.run(chat, request_id(request), plain=plain)
     info = ReplyInfo(request_id=request_id(request), model=turn.model, include_usage=chat.include_usage,
-                     show_activity=services_of(request).settings.tool_activity != "none",
+                     show_activity=settings_of(request).tool_activity != "none",
                      created=created, started=started)
     return await reply(request, turn, info, wire, stream=chat.stream)
 

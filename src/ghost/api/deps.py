@@ -8,6 +8,7 @@ import re
 
 from fastapi import Request
 
+from ghost.api.services import settings_of
 from ghost.errors import BadRequest, Unprocessable
 from ghost.jsondepth import too_deep
 
@@ -23,7 +24,7 @@ async def read_json_object(request: Request, *, allow_empty: bool = False) -> di
         if allow_empty:
             return {}
         raise BadRequest("request body is empty; expected a JSON object")
-    await check_json_depth(raw, request.app.state.settings.max_json_depth)
+    await check_json_depth(raw, settings_of(request).max_json_depth)
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -5,21 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ghost import __version__
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.agent.spaces import Space
 from ghost.api.caller import get_space
-from ghost.api.services import Services, get_services
+from ghost.api.services import Services, get_services, settings_of
 
 router = APIRouter()
 
 
 @router.get("/api/health", dependencies=[Depends(require_key)], summary="Health and configuration",
              **openapi.HEALTH)
-async def health(services: Services = Depends(get_services), space: Space = Depends(get_space)) -> dict[str, Any]:
+async def health(request: Request, services: Services = Depends(get_services),
+                 space: Space = Depends(get_space)) -> dict[str, Any]:
     # The per-workspace parts (skills, turns, the load gate, MCP servers) are the caller's own.
     upstream = await services.upstream.health()
     sandbox = services.tools.sandbox_info
@@ -35,7 +36,7 @@ async def health(services: Services = Depends(get_services), space: Space = Depe
         "sandbox": sandbox,
         "user": space.name,
         "skills": space.tools.skills.report(),
-        "storage": str(services.settings.home),
+        "storage": str(settings_of(request).home),
         "uptime_s": round(time.monotonic() - services.started_at, 1),
         "in_flight_turns": space.chat.in_flight_turns,
         "workspace_load_waiting": space.workspace.gate.load_waiting,

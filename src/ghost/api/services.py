@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from ghost.agent.context_services import ContextServices
 from ghost.agent.service import ChatService
@@ -28,7 +29,6 @@ from ghost.workspace.service import Workspace
 
 @dataclass
 class Services:
-    settings: Settings  # the settings in force (the generated key resolved)
     upstream: HttpUpstream
     chat: ChatService
     workspace: Workspace
@@ -58,8 +58,15 @@ async def get_services(request: Request) -> Services:
     return services_of(request)
 
 
+def settings_of(request: HTTPConnection) -> Settings:
+    """The settings in force, the one way anything under api/ reads them: `app.state.settings`, set
+    once by `create_app` (checked, the key resolved) and the very object the services were built on."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 async def get_settings(request: Request) -> Settings:
-    return services_of(request).settings
+    return settings_of(request)
 
 
 async def get_upstream(request: Request) -> HttpUpstream:

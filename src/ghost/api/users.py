@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ghost.api import openapi
 from ghost.api.auth import require_admin, require_key
 from ghost.api.deps import read_json_object
-from ghost.api.services import Services, get_services
+from ghost.api.services import Services, get_services, settings_of
 from ghost.errors import NotFound, Unprocessable
 from ghost.sandbox import fspool
 from ghost.sandbox.fswalk import remove_path
@@ -41,13 +41,15 @@ async def list_users(services: Services = Depends(get_services)) -> dict[str, An
 
 @router.delete("/api/users/{name}", summary="Delete a user (its keys stop working at once)",
                **openapi.USER_DELETE)
-async def delete_user(name: str, purge: bool = False, services: Services = Depends(get_services)) -> Response:
+async def delete_user(request: Request, name: str, purge: bool = False,
+                      services: Services = Depends(get_services)) -> Response:
     if not await services.users.delete(name, purge):
         raise NotFound(f"user '{valid_name(name)}' not found")
     await services.spaces.close(name)
     if purge:
         # The sandbox under the workspace root (shared by replicas) and this replica's MCP state.
-        for base in {services.settings.workspaces_path, services.settings.home}:
+        settings = settings_of(request)
+        for base in {settings.workspaces_path, settings.home}:
             await fspool.run(remove_path, base / WORKSPACES_DIR / name)
     return Response(status_code=204)
 

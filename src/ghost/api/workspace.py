@@ -19,6 +19,7 @@ from ghost.api.receive import Received, content_type, receive_multipart, receive
 from ghost.api.caller import get_workspace
 from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.streaming import WatchedStreamingResponse
+from ghost.api.services import settings_of
 from ghost.config import Settings
 from ghost.errors import BadRequest, Unprocessable
 from ghost.sandbox.names import shown_name
@@ -95,7 +96,7 @@ async def load(request: Request, workspace: Workspace = Depends(get_workspace)) 
 async def _receive_archive(request: Request, workspace: Workspace) -> Received:
     """The uploaded zip, from a multipart `file` field or a raw zip body, streamed to disk."""
     kind, _ = content_type(request)
-    tmp, cap = require_tmp_dir(workspace.sandbox_root), workspace.settings.upload_max_bytes
+    tmp, cap = require_tmp_dir(workspace.sandbox_root), settings_of(request).upload_max_bytes
     if kind == "multipart/form-data":
         return await receive_multipart(request, tmp, cap, prefix="load-")
     if kind in RAW_ZIP_TYPES:
@@ -110,7 +111,7 @@ async def upload(request: Request, workspace: Workspace = Depends(get_workspace)
         raise BadRequest("send the file as multipart/form-data, field 'file'")
     await workspace.check_room()
     received = await receive_multipart(request, require_tmp_dir(workspace.sandbox_root),
-                                       workspace.settings.upload_max_bytes, prefix="upload-")
+                                       settings_of(request).upload_max_bytes, prefix="upload-")
     folder = received.fields.get("path") or request.query_params.get("path") or ""
     try:
         name = target_name(folder, received.filename)

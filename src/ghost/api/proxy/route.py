@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ghost.api import openapi
 from ghost.api.auth import check_key, require_key
 from ghost.api.proxy.access import check_proxy_access
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.api.errors import error_response
 from ghost.api.proxy.forward import forward
 from ghost.errors import GhostError
@@ -67,7 +67,7 @@ async def checked_forward(request: Request) -> Response:
     holder may reach this path through the proxy, then forward."""
     request.scope["ghost.route"] = "proxy"  # the metrics' route label (ghost.api.observe)
     caller = await check_key(request)
-    check_proxy_access(caller, request.url.path, services_of(request).settings)
+    check_proxy_access(caller, request.url.path, settings_of(request))
     return await forward(request)
 
 

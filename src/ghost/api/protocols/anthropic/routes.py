@@ -24,7 +24,7 @@ from ghost.api.protocols.anthropic import request as anthropic_request
 from ghost.api.protocols.anthropic.paths import COUNT_TOKENS_PATH, MESSAGES_PATH
 from ghost.api.protocols.anthropic.encoder import AnthropicStreamEncoder, MessageEvents, MessageFolder
 from ghost.api.caller import get_chat
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.api.session_id import SESSION_HEADER
 from ghost.events import Event
 
@@ -38,7 +38,7 @@ async def messages(request: Request, service: ChatService = Depends(get_chat)) -
     started, created = time.perf_counter(), int(time.time())
     turn = await service.run(chat, request_id(request))
     info = ReplyInfo(request_id=request_id(request), model=turn.model,
-                     show_activity=services_of(request).settings.tool_activity != "none",
+                     show_activity=settings_of(request).tool_activity != "none",
                      created=created, started=started)
     session = {SESSION_HEADER: turn.session_id} if turn.session_id else {}
     thinking = body.thinking is None or body.thinking.type != "disabled"

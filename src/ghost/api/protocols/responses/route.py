@@ -27,7 +27,7 @@ from ghost.api.protocols.responses import openapi as docs
 from ghost.api.protocols.responses.encoder import KEEPALIVE, ResponseBuilder, new_id, sse
 from ghost.api.protocols.responses.request import ResponsesRequest, parsed_body, responses_request, with_history
 from ghost.api.caller import get_chat, get_workspace
-from ghost.api.services import services_of
+from ghost.api.services import services_of, settings_of
 from ghost.workspace.service import Workspace
 from ghost.api.session_id import SESSION_HEADER
 from ghost.api.streaming import WatchedStreamingResponse
@@ -41,7 +41,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 async def response_store(request: Request, workspace: Workspace = Depends(get_workspace)) -> ResponseStore:
     """The caller's stored responses: another workspace's ids are not found."""
-    return ResponseStore(workspace.db, workspace.name, max_stored=services_of(request).settings.responses_max_stored)
+    return ResponseStore(workspace.db, workspace.name, max_stored=settings_of(request).responses_max_stored)
 
 
 @router.post("/v1/responses", summary="Run the agent (OpenAI Responses API; typed SSE events if stream)",
@@ -52,7 +52,7 @@ async def create_response(request: Request, service: ChatService = Depends(get_c
     await _continue(asked, store)
     turn = await service.run(asked.chat, request_id(request))
     builder = ResponseBuilder(new_id("resp"), turn.model, int(time.time()), asked.echo,
-                              show_activity=services_of(request).settings.tool_activity != "none")
+                              show_activity=settings_of(request).tool_activity != "none")
     session = {SESSION_HEADER: turn.session_id} if turn.session_id else {}
     if asked.chat.stream:
         return WatchedStreamingResponse(_streamed(turn, builder, asked, store, request_id(request)),
