@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench guards guards-ci install system-deps clean
+.PHONY: run test bench guards guards-ci docs install system-deps clean
 
 run: install
 	$(BIN)/ghost serve $(ARGS)
@@ -17,6 +17,10 @@ test: install
 BENCHES := proxy stream turn sandbox workspace embedded load context mcp observability
 bench: install
 	@status=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || status=1; done; exit $$status
+
+# Docs written from the code: docs/architecture.md's route table (from ghost.api.route_table).
+docs: install
+	$(BIN)/python scripts/route_table_doc.py
 
 # The guard-removal check: each security guard taken out in turn, its tests must fail (see
 # docs/security.md). Slow (tens of minutes) whole: run it per security change; CI runs a slice.
