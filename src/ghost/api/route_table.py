@@ -23,6 +23,7 @@ from enum import StrEnum
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import compile_path
 
+from ghost.api.protocols.anthropic.paths import COUNT_TOKENS_PATH, MESSAGES_PATH
 from ghost.config import Settings
 
 class AnyPathConvertor(PathConvertor):
@@ -127,7 +128,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             ("POST /api/chat", K, JSON, OLLAMA), ("POST /api/generate", K, JSON, OLLAMA)),
     *_group("`api/protocols/anthropic/` (`routes.py`: `request.py` parses, `encoder.py` encodes) → "
             "`api/chat_reply.py`", "`ChatService.run`; `ChatService.count_tokens`",
-            ("POST /v1/messages", K, JSON, ANTHROPIC), ("POST /v1/messages/count_tokens", K, JSON, ANTHROPIC)),
+            (f"POST {MESSAGES_PATH}", K, JSON, ANTHROPIC), (f"POST {COUNT_TOKENS_PATH}", K, JSON, ANTHROPIC)),
     *_group("`api/protocols/responses/` (`route.py`; parser `request.py`, encoder `encoder.py`)",
             "`ChatService.run`; stored responses: `store/responses.py`",
             ("POST /v1/responses", K, JSON, OPENAI), ("GET, DELETE /v1/responses/{response_id}", K, JSON, OPENAI)),
