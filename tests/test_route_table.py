@@ -162,6 +162,15 @@ def test_each_entry_is_what_its_paths_look_up() -> None:
     assert ALL_ROUTES.spec_for("/api/tags/").path == PROXY_ROUTE.path  # exact paths only, as FastAPI routes
 
 
+def test_the_memo_of_looked_up_paths_stays_bounded() -> None:
+    table = RouteTable(ROUTES)
+    for n in range(RouteTable.MAX_REMEMBERED * 2 + 10):
+        assert table.spec_for(f"/proxied/{n}") is PROXY_ROUTE
+        assert len(table._remembered) <= RouteTable.MAX_REMEMBERED
+    assert table.spec_for("/api/sessions/x").path == "/api/sessions/{session_id}"  # after a clear as before
+    assert table.spec_for("/api/sessions/x").path == "/api/sessions/{session_id}"  # and remembered
+
+
 def test_the_doc_route_table_is_the_one_the_code_writes() -> None:
     loaded = importlib.util.spec_from_file_location("route_table_doc", DOC_SCRIPT)
     assert loaded is not None and loaded.loader is not None

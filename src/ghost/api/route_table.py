@@ -166,12 +166,17 @@ PROXY_ROUTE = ROUTES[-1]
 class RouteTable:
     """The entry of a request's path, among the routes served under `settings` (before routing)."""
 
+    # Paths looked up through the templates are remembered (a proxied path would otherwise try each
+    # one on every request); the memo is emptied when full, so no stream of paths makes it grow.
+    MAX_REMEMBERED = 4096
+
     def __init__(self, specs: Iterable[RouteSpec], settings: Settings | None = None) -> None:
         served = [s for s in specs if settings is None or s.served(settings)]
         self.specs = tuple(served)
         self._fixed: dict[str, RouteSpec] = {}
         self._patterns: list[tuple[re.Pattern[str], RouteSpec]] = []
         self._prefixes: list[tuple[str, RouteSpec]] = []
+        self._remembered: dict[str, RouteSpec] = {}
         for spec in served:
             if spec is PROXY_ROUTE:
                 continue
@@ -183,8 +188,14 @@ class RouteTable:
                 self._fixed.setdefault(spec.path, spec)
 
     def spec_for(self, path: str) -> RouteSpec:
-        if (spec := self._fixed.get(path)) is not None:
+        if (spec := self._fixed.get(path) or self._remembered.get(path)) is not None:
             return spec
+        if len(self._remembered) >= self.MAX_REMEMBERED:
+            self._remembered.clear()
+        spec = self._remembered[path] = self._matched(path)
+        return spec
+
+    def _matched(self, path: str) -> RouteSpec:
         for pattern, spec in self._patterns:
             if pattern.match(path):
                 return spec
