@@ -12,10 +12,12 @@ run: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The generated docs: docs/configuration.md from the settings classes (ghost.config); a test fails
+# The generated docs: docs/configuration.md from the settings classes (ghost.config) and
+# docs/architecture.md's route table (ghost.api.route_table); tests fail
 # when the committed file differs from what this writes.
 docs: install
 	$(BIN)/python -m ghost.config_doc > docs/configuration.md
+	$(BIN)/python scripts/route_table_doc.py
 
 # Every benchmark, one after another; each prints its own table and a VERDICT line per target
 # (see docs/benchmarks.md). All run; the exit status is non-zero if any missed a target.

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from fastapi import routing
 
-from ghost.api.error_shape import is_ollama_path
-from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
+from ghost.api.route_table import Shape, shape_for
 from ghost.app import create_app
 from ghost.config import Settings
 
@@ -23,7 +22,7 @@ ANTHROPIC_ERROR_REF = "#/components/schemas/AnthropicError"
 
 def error_ref(path: str) -> str:
     """The error shape a path's clients read: Ollama's, Anthropic's, or Ghost's own."""
-    return OLLAMA_ERROR_REF if is_ollama_path(path) else ANTHROPIC_ERROR_REF if path in ANTHROPIC_PATHS else ERROR_REF
+    return {Shape.OLLAMA: OLLAMA_ERROR_REF, Shape.ANTHROPIC: ANTHROPIC_ERROR_REF}.get(shape_for(path), ERROR_REF)
 OPEN_OPERATIONS = {("get", "/"), ("get", "/api/version"), ("get", "/api/tags"), ("post", "/api/show"),
                    ("get", "/api/health/live"), ("get", "/api/health/ready")}
 # Each route that reads a body, and the media types it takes.

@@ -7,9 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from ghost import __version__
@@ -20,11 +19,12 @@ from ghost.agent.limits import TurnLimiter
 from ghost.agent.spaces import SpaceParts, Spaces, open_space
 from ghost.agent.turn import TurnServices
 from ghost.api import mcp as mcp_endpoint
-from ghost.api.error_shape import ErrorShape
+from ghost.api.error_shape import RelayedErrorShape
 from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.route_table import ROUTES, RouteTable
 from ghost.api import metrics as metrics_api
 from ghost.api.observe import ObserveMiddleware
 from ghost.api.protocols.responses import route as responses
@@ -130,36 +130,6 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     return lifespan
 
 
-def own_paths(routers: list[APIRouter] = ROUTERS) -> frozenset[str]:
-    """Paths Ghost answers itself; a wrong method on one is a 405, not a proxied request."""
-    routes = (route for router in routers for route in router.routes)
-    return frozenset(r.path for r in routes if isinstance(r, APIRoute) and "{" not in r.path)
-
-
-def body_limits(app: FastAPI, settings: Settings) -> Callable[[str], int]:
-    """Path -> largest body accepted. Ghost's own routes take JSON; everything else is proxied."""
-    special: dict[str, int] = {}
-    own = app.state.own_paths
-
-    def limit_for(path: str) -> int:
-        if path in special:
-            return special[path]
-        return settings.max_request_bytes if path in own else settings.proxy_max_body_bytes
-
-    app.state.body_limit_overrides = special
-    return limit_for
-
-
-# Routes anyone may call without the key: their bodies must stay small (nobody vouches for them).
-UNAUTHENTICATED_PATHS = ("/", "/api/show", "/api/tags", "/api/version", "/api/ps", "/api/health/live",
-                         "/api/health/ready")
-
-
-def unauthenticated_body_limits(settings: Settings) -> dict[str, int]:
-    limit = min(settings.unauth_max_body_bytes, settings.max_request_bytes)
-    return {path: limit for path in UNAUTHENTICATED_PATHS}
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Ghost app serving `settings` (default: from the environment). Raises StartRefused for a
     configuration that must not serve. The settings in force (the key resolved) are
@@ -175,13 +145,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [*ROUTERS[:-1], *served, ROUTERS[-1]]  # the proxy stays last
     for router in routers:
         app.include_router(router)
-    app.state.own_paths = own_paths(routers)
+    # Each route's body cap and error shape: its entry in the one route table (ghost.api.route_table).
+    app.state.routes = routes = RouteTable(ROUTES, settings)
     openapi.install(app)  # the finished /openapi.json (security, streams, error shapes)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(app, settings))
-    app.state.body_limit_overrides.update(workspace.body_limits(settings))
-    app.state.body_limit_overrides.update(unauthenticated_body_limits(settings))
-    app.state.body_limit_overrides[mcp_endpoint.PATH] = settings.max_request_bytes
+    app.add_middleware(BodyLimitMiddleware, routes=routes, settings=settings)
     app.add_middleware(
         CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
@@ -190,8 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if telemetry.observing:
         app.add_middleware(ObserveMiddleware, telemetry=telemetry)  # counts what the boundary refuses too
     app.add_middleware(RequestIdMiddleware)
-    # Outermost: every error reply, whichever layer raised it, in the shape its path's clients read.
-    app.add_middleware(ErrorShape)
+    # Outermost: the proxy's relayed error replies in the shape of their path's clients (Ghost's own
+    # errors are written in it already: ghost.api.error_shape).
+    app.add_middleware(RelayedErrorShape)
     # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
     app.user_middleware.append(Middleware(proxy.ProxyFastPath))
     return app

@@ -22,13 +22,13 @@ key a page could guess, these two checks are what keep a page from driving the a
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ghost.config import Settings
-from ghost.errors import echo, error_body
+from ghost.api.error_shape import send_error
+from ghost.errors import echo
 
 # Origins a page on this machine has: http(s) on localhost, 127.0.0.1 or [::1], any port.
 LOCAL_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
@@ -151,10 +151,10 @@ class BoundaryMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if problem := header_problem(scope):
-                await _send_error(send, 400, problem, "invalid_request_error")
+                await send_error(scope, send, 400, problem, "invalid_request_error")
                 return
             if refusal := self.refusal(scope):
-                await _send_error(send, 403, refusal, "forbidden")
+                await send_error(scope, send, 403, refusal, "forbidden")
                 return
         await self.app(scope, receive, send)
 
@@ -169,10 +169,3 @@ class BoundaryMiddleware:
             return (f"Origin '{echo(origin)}' is not allowed: add it to --cors-origins to let "
                     "that web page call Ghost")
         return None
-
-
-async def _send_error(send: Send, status: int, message: str, error_type: str) -> None:
-    body = json.dumps(error_body(message, error_type)).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

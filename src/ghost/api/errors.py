@@ -1,4 +1,4 @@
-"""Map every exception to the error shape `{"error": {"message", "type"}}`."""
+"""Map every exception to an error reply, written by `ghost.api.error_shape` in its path's shape."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
+from ghost.api.error_shape import error_response
 from ghost.api.middleware import UnexpectedErrorMiddleware
-from ghost.errors import GhostError, error_body
+from ghost.errors import GhostError
 
 log = logging.getLogger("ghost.errors")
 
@@ -28,15 +29,11 @@ _TYPE_BY_STATUS = {
 }
 
 
-def error_response(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, error_type), status_code=status, headers=headers)
-
-
 async def _ghost_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GhostError)
     if exc.status_code >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
-    return error_response(exc.status_code, exc.message, exc.error_type, exc.headers)
+    return error_response(request.scope["path"], exc.status_code, exc.message, exc.error_type, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -45,7 +42,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     default = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
     message = exc.detail if isinstance(exc.detail, str) else default
     error_type = _TYPE_BY_STATUS.get(status, "http_error")
-    return error_response(status, message, error_type, getattr(exc, "headers", None))
+    return error_response(request.scope["path"], status, message, error_type, getattr(exc, "headers", None))
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
@@ -62,13 +59,13 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     status, message = _describe_validation(exc)
-    return error_response(status, message, _TYPE_BY_STATUS[status])
+    return error_response(request.scope["path"], status, message, _TYPE_BY_STATUS[status])
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.scope.get("ghost.request_id", "")
     log.exception("unhandled error in request %s", request_id)
-    response = error_response(500, f"internal error (request {request_id})", "internal_error")
+    response = error_response(request.scope["path"], 500, f"internal error (request {request_id})", "internal_error")
     # ServerErrorMiddleware sits outside the request-id middleware, so set the header here.
     response.headers["x-request-id"] = request_id
     return response

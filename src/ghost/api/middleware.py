@@ -11,13 +11,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghost.api.observe import route_label
+from ghost.api.route_table import RouteTable
+from ghost.config import Settings
 from ghost.observe.logs import REQUEST_ID
-from ghost.errors import GhostError, LimitExceeded, error_body
+from ghost.api.error_shape import send_error
+from ghost.errors import GhostError, LimitExceeded
 
 access_log = logging.getLogger("ghost.access")
 error_log = logging.getLogger("ghost.errors")
@@ -87,11 +89,16 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies larger than the limit for their path, whether declared or streamed."""
+    """Refuse request bodies larger than the cap of their path's route (`ghost.api.route_table`),
+    whether declared or streamed."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, routes: RouteTable, settings: Settings) -> None:
         self.app = app
-        self.limit_for = limit_for
+        self.routes = routes
+        self.settings = settings
+
+    def limit_for(self, path: str) -> int:
+        return self.routes.spec_for(path).cap.limit(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +107,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = _content_length(scope["headers"])
         if declared is not None and declared > limit:
-            await _send_413(send, limit)
+            await _send_413(scope, send, limit)
             return
         await self.app(scope, _counting_receive(receive, limit), send)
 
@@ -130,9 +137,9 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-async def _send_413(send: Send, limit: int) -> None:
+async def _send_413(scope: Scope, send: Send, limit: int) -> None:
     # The body is left unread, so the connection cannot be reused.
-    await _send_json(send, 413, error_body(f"request body larger than {limit} bytes", "request_too_large"),
+    await send_error(scope, send, 413, f"request body larger than {limit} bytes", "request_too_large",
                      ((b"connection", b"close"),))
 
 
@@ -168,7 +175,7 @@ class UnexpectedErrorMiddleware:
                 _log_aborted(request_id, exc)
                 return
             error_log.exception("unhandled error in request %s", request_id)
-            await _send_json(send, 500, error_body(f"internal error (request {request_id})", "internal_error"))
+            await send_error(scope, send, 500, f"internal error (request {request_id})", "internal_error")
 
 
 def _log_aborted(request_id: str, exc: Exception) -> None:
@@ -178,13 +185,3 @@ def _log_aborted(request_id: str, exc: Exception) -> None:
     else:
         error_log.exception("request %s aborted mid-response by an unhandled error", request_id)
 
-
-async def _send_json(send: Send, status: int, payload: object, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = json.dumps(payload).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    *extra],
-    })
-    await send({"type": "http.response.body", "body": body})

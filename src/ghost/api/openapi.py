@@ -29,10 +29,9 @@ from pydantic.json_schema import models_json_schema
 
 from ghost.api import bodies, schemas as s
 from ghost.api.auth import require_key
-from ghost.api.error_shape import is_ollama_path
 from ghost.api.protocols.anthropic import request as anthropic_request, schemas as anthropic_schemas
-from ghost.api.protocols.anthropic.paths import PATHS as ANTHROPIC_PATHS
 from ghost.api import session_id
+from ghost.api.route_table import Shape, shape_for
 
 REF = "#/components/schemas/{model}"
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -327,7 +326,7 @@ def _operations(app: FastAPI, doc: dict[str, Any]) -> Iterator[tuple[bool, str, 
 
 def _finish_operation(keyed: bool, path: str, method: str, operation: dict[str, Any]) -> None:
     operation["security"] = KEYED if keyed else []
-    shape = {"ollama": is_ollama_path(path), "anthropic": path in ANTHROPIC_PATHS}
+    shape = {"ollama": shape_for(path) is Shape.OLLAMA, "anthropic": shape_for(path) is Shape.ANTHROPIC}
     if "HTTPValidationError" in str(operation["responses"].get("422")):
         # FastAPI's own entry for its parameter checks; Ghost's handler answers those in its own shape.
         operation["responses"]["422"] = error("A parameter is invalid.", **shape)

@@ -9,18 +9,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
-from starlette.convertors import PathConvertor, register_url_convertor
 
 from ghost.api import openapi
 from ghost.api.auth import require_key
 from ghost.api.deps import read_json_object
 from ghost.api.file_response import OpenFileResponse
+from ghost.api import route_table  # noqa: F401  (registers the `anypath` convertor of the download route)
 from ghost.api.receive import Received, content_type, receive_multipart, receive_raw
 from ghost.api.caller import get_workspace
 from ghost.api.session_id import SESSION_HEADER, session_id as valid_session_id
 from ghost.api.streaming import WatchedStreamingResponse
 from ghost.api.services import settings_of
-from ghost.config import Settings
 from ghost.errors import BadRequest, Unprocessable
 from ghost.sandbox.names import shown_name
 from ghost.sandbox.paths import split_relative
@@ -32,24 +31,7 @@ from ghost.workspace.transfer import open_download, place_upload, target_name
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-class AnyPathConvertor(PathConvertor):
-    """Starlette's `path`, across line breaks too: its `.*` stops at one, and a file name holding one
-    would then miss the download route and be proxied upstream."""
-
-    regex = "(?s:.*)"
-
-
-register_url_convertor("anypath", AnyPathConvertor())
-
-# Room for the multipart framing around a file of exactly the upload cap.
-MULTIPART_SLACK = 1024 * 1024
-UPLOAD_PATHS = ("/api/upload", "/api/workspace/load")
 RAW_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
-
-
-def body_limits(settings: Settings) -> dict[str, int]:
-    """Per-path body caps for the body-size middleware: uploads get theirs, not the JSON cap."""
-    return {path: settings.upload_max_bytes + MULTIPART_SLACK for path in UPLOAD_PATHS}
 
 
 def session_id_of(request: Request, body: dict[str, Any] | None = None) -> str:

@@ -1,5 +1,4 @@
-"""The Messages API's paths: where its routes live and where errors take Anthropic's shape."""
+"""The Messages API's paths (which shape their errors take: `ghost.api.route_table`)."""
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
