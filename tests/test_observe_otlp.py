@@ -171,3 +171,15 @@ def test_each_app_has_its_own_tracer_provider(receiver: OtlpReceiver, otlp_env: 
         first.shutdown()
         second.shutdown()
     assert [s.name for s in receiver.spans] == ["first only"]
+
+
+def test_without_the_fast_path_the_sdks_own_export_sends_the_same(receiver: OtlpReceiver,
+                                                                  otlp_env: pytest.MonkeyPatch) -> None:
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    exporter = GhostSpanExporter()
+    exporter.fast = False  # as with an SDK whose exporter is laid out differently
+    try:
+        assert exporter.export([_span("via the sdk", {"n": 1})]).name == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    assert [(s.name, s.attributes) for s in receiver.spans] == [("via the sdk", {"n": 1})]
