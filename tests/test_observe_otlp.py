@@ -183,3 +183,11 @@ def test_without_the_fast_path_the_sdks_own_export_sends_the_same(receiver: Otlp
     finally:
         exporter.shutdown()
     assert [(s.name, s.attributes) for s in receiver.spans] == [("via the sdk", {"n": 1})]
+
+
+def test_a_lone_surrogate_never_makes_the_batch_invalid_utf8() -> None:
+    body = encode_spans([_span("name \ud800", {"text": "a \udfff b", "k\ud801": 1})])
+    (span,) = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans  # parsing checks UTF-8
+    assert span.name == "name ?"
+    assert {kv.key: kv.value.WhichOneof("value") and getattr(kv.value, kv.value.WhichOneof("value"))
+            for kv in span.attributes} == {"text": "a ? b", "k?": 1}

@@ -60,8 +60,12 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
+# Strings go out as UTF-8 with a lone surrogate (no character, and no UTF-8 can carry it) as "?":
+# OTLP's strings must be valid UTF-8, and a receiver refuses the whole batch over one bad byte.
+
+
 def _text(tag: bytes, text: str) -> bytes:
-    return _field(tag, text.encode("utf-8", "surrogatepass")) if text else b""
+    return _field(tag, text.encode("utf-8", "replace")) if text else b""
 
 
 # The tags used below, by message.
@@ -93,7 +97,7 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, bool):
         return _ANY_BOOL + (b"\x01" if value else b"\x00")
     if isinstance(value, str):
-        return _field(_ANY_STRING, value.encode("utf-8", "surrogatepass"))
+        return _field(_ANY_STRING, value.encode("utf-8", "replace"))
     if isinstance(value, int):
         return _ANY_INT + _varint(value)
     if isinstance(value, float):
