@@ -11,7 +11,11 @@ the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). 
 1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
    the latency added per turn against `off` (p50), and the CPU time the Ghost process spent per
-   turn (from /proc: user + system, all its threads);
+   turn (from /proc: user + system, all its threads). Each Ghost's segment ends with a pause of
+   `--settle` seconds, longer than the batch processor's default delay (`OTEL_BSP_SCHEDULE_DELAY`,
+   5 s), before its CPU is read (every Ghost alike): so the export of a segment's spans (encoding
+   and POST, on the batch processor's thread) is counted in that segment, not in whichever Ghost
+   happens to run when it is sent. The tracing Ghost runs the SDK's defaults, as a user's would;
 2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections;
 3. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
    calls, one tool call through `ghost.observe`) against the same loop unobserved — the cost with
@@ -46,6 +50,7 @@ CLIENT = bench_client()
 METRICS_SHARE, TRACING_SHARE = 0.98, 0.95
 TOOL_REPLY = {"content": "", "tool_calls": [{"name": "scratchpad_set", "arguments": {"key": "k", "value": "v"}}]}
 KINDS = ("plain", "tool")
+EXPORT_DELAY = 5.0  # the SDK's default OTEL_BSP_SCHEDULE_DELAY, in seconds
 CPU: dict[tuple[str, str], float] = {}
 
 
@@ -68,7 +73,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int,
-            window: float) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[int]]]:
+            window: float, settle: float) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[int]]]:
     """Per (ghost, kind): each turn's seconds; per ghost: each proxy window's requests/s. CPU
     seconds spent per (ghost, kind) are summed into CPU."""
     latencies: dict[tuple[str, str], list[float]] = {(n, k): [] for n in ghosts for k in KINDS}
@@ -82,8 +87,10 @@ def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: i
             for kind in KINDS:
                 before = cpu_seconds(pid)
                 latencies[(name, kind)] += [one_turn(fake, ghosts[name], kind) for _ in range(turns)]
+                time.sleep(settle)
                 CPU[(name, kind)] = CPU.get((name, kind), 0.0) + cpu_seconds(pid) - before
             proxied[name].append(asyncio.run(throughput_window(ghosts[name].port, 20, window)))
+            time.sleep(settle)  # the proxied requests' spans sent before the next turns are measured
     return latencies, proxied
 
 
@@ -190,6 +197,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turns", type=int, default=40, help="turns of each kind per Ghost per round")
     parser.add_argument("--window", type=float, default=2.0, help="seconds of proxy load per Ghost per round")
+    parser.add_argument("--settle", type=float, default=EXPORT_DELAY + 0.5,
+                        help="seconds idle after each Ghost's turns before its CPU is read")
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
     sink = ReceiverProcess()
@@ -203,8 +212,8 @@ def main() -> int:
     try:
         for ghost in ghosts.values():
             ghost.start()
-        measure(fake, ghosts, 1, 5, 0.5)  # warm-up
-        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window)
+        measure(fake, ghosts, 1, 5, 0.5, 0.0)  # warm-up
+        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window, args.settle)
         report(latencies, proxied, verdicts)
         observers_alone(sink.url, 2000, args.rounds)
         print(f"\nthe OTLP receiver's own CPU (its process, all sections): {cpu_seconds(sink.process.pid):.2f} s")

@@ -3,7 +3,9 @@ variables, read once at start by `ghost.config.TraceSettings`).
 
 With tracing off nothing here touches the SDK: `Tracing.enabled` is false, the SDK is never
 imported, and every caller checks that flag once and takes its plain path. With it on, each app
-has its own `TracerProvider` (not the process-wide one), exporting over OTLP/HTTP in batches.
+has its own `TracerProvider` (never the process-wide one: two apps in one process keep their own
+spans apart), exporting over OTLP/HTTP in batches (`ghost.observe.otlp`: the SDK's exporter with
+Ghost's faster encoder).
 
 W3C trace context crosses Ghost both ways: an incoming `traceparent` is the parent of the request's
 span; `outgoing_headers` gives the `traceparent` of whatever span is current for the upstream
@@ -43,16 +45,22 @@ class Tracing:
             self._start(settings)
 
     def _start(self, settings: TraceSettings) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        from ghost.observe.otlp import GhostSpanExporter
+
         resource = Resource.create({SERVICE_NAME: settings.service_name, SERVICE_VERSION: __version__})
         self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self._provider.add_span_processor(BatchSpanProcessor(GhostSpanExporter()))
         self.tracer = self._provider.get_tracer("ghost", __version__)
         log.info("tracing on: spans go to the OTLP/HTTP endpoint of the OTEL_* settings")
+
+    @property
+    def provider(self) -> Any:
+        """This app's own `TracerProvider` (None with tracing off)."""
+        return self._provider
 
     def shutdown(self) -> None:
         """Send the spans still queued (blocking: call it off the event loop)."""
@@ -87,8 +95,13 @@ def trace_id_of(span: Span) -> str:
     return format(span.get_span_context().trace_id, "032x")
 
 
-def fail(span: Span, error_type: str) -> None:
-    span.set_attribute("error.type", error_type)
+def fail(span: Span, error_type: str, pending: dict[str, Any] | None = None) -> None:
+    """Mark `span` failed with `error_type`; the attribute goes into `pending` when given (the
+    attributes its caller sets in one call at the span's end), else onto the span now."""
+    if pending is not None:
+        pending["error.type"] = error_type
+    else:
+        span.set_attribute("error.type", error_type)
     span.set_status(trace.StatusCode.ERROR)
 
 

@@ -100,10 +100,11 @@ class TurnObserver:
             metrics.user_tokens.labels(self.user, "output").inc(seen.usage.completion_tokens)
         if span is None:
             return
+        attributes: dict[str, str | int] = {"ghost.turn.outcome": seen.outcome}
         if seen.usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", seen.usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", seen.usage.completion_tokens)
+            attributes["gen_ai.usage.input_tokens"] = seen.usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = seen.usage.completion_tokens
         if seen.outcome == "error":
-            fail(span, seen.error_type or "error")
-        span.set_attribute("ghost.turn.outcome", seen.outcome)
+            fail(span, seen.error_type or "error", attributes)
+        span.set_attributes(attributes)  # one call: the SDK locks and checks once a call
         span.end()

@@ -56,6 +56,9 @@ class ObservedUpstream:
         started = time.perf_counter()
         first, outcome, error_type = True, "cancelled", ""
         reply: list[str] | None = [] if span is not None and self._tracing.captures_content else None
+        # What the response tells the span, set in one call at its end: each call of the SDK's
+        # takes its lock and checks its values (tens of µs a call).
+        attributes: dict[str, Any] = {}
         stream: AsyncIterator[Any] | None = None
         try:
             token = otel_context.attach(ctx) if ctx is not None else None
@@ -70,18 +73,18 @@ class ObservedUpstream:
                     metrics.upstream_ttft.observe(time.perf_counter() - started)
                     first = False
                 if isinstance(usage := getattr(item, "usage", None), Usage):
-                    _count_tokens(metrics, usage, span)
+                    _count_tokens(metrics, usage, attributes)
                 if reply is not None and getattr(item, "kind", None) == "content" and \
                         len(reply) < self._tracing.content_max_chars:  # enough kept: the rest is cut anyway
                     reply.append(item.text)
                 if (reason := getattr(item, "finish_reason", None)) is not None:
                     outcome = "ok"  # the final value: the caller may close the stream right after it
                     if span is not None and reason:
-                        span.set_attribute("gen_ai.response.finish_reasons", (str(reason),))
-                    if span is not None and reply is not None:
-                        span.set_attribute("gen_ai.output.messages", reply_attribute(
+                        attributes["gen_ai.response.finish_reasons"] = (str(reason),)
+                    if reply is not None:
+                        attributes["gen_ai.output.messages"] = reply_attribute(
                             "".join(reply), getattr(item, "tool_calls", ()) or (), str(reason or ""),
-                            self._tracing.content_max_chars))
+                            self._tracing.content_max_chars)
                 yield item
                 item = await anext(stream, END)
             outcome = "ok"
@@ -97,13 +100,15 @@ class ObservedUpstream:
                 metrics.upstream_requests.labels(outcome).inc()
                 if span is not None:
                     if outcome == "error":
-                        fail(span, error_type)
+                        fail(span, error_type, attributes)
+                    if attributes:
+                        span.set_attributes(attributes)
                     span.end()
 
 
-def _count_tokens(metrics: Metrics, usage: Usage, span: Span | None) -> None:
+def _count_tokens(metrics: Metrics, usage: Usage, attributes: dict[str, Any]) -> None:
+    """Counted into the metrics, and noted for the span (if any: else the note is dropped)."""
     metrics.upstream_tokens.labels("input").inc(usage.prompt_tokens)
     metrics.upstream_tokens.labels("output").inc(usage.completion_tokens)
-    if span is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+    attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+    attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens

@@ -2,6 +2,8 @@
 takes `POST /v1/traces` (protobuf `ExportTraceServiceRequest`, plain or gzip) and keeps the spans.
 
 `keep=False` reads and drops them undecoded (a benchmark's sink, costing its process little).
+Every request's path and headers are noted (`requests`), so a test can see what an exporter's
+settings made it send; `paths` are the paths that take spans (others get 404).
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class OtlpReceiver:
-    def __init__(self, keep: bool = True) -> None:
+    def __init__(self, keep: bool = True, paths: tuple[str, ...] = ("/v1/traces",)) -> None:
         self.keep = keep
+        self.paths = paths
         self.spans: list[ReceivedSpan] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers lower-cased), if keep
         self.exports = 0
         self._lock = threading.Lock()
         receiver = self
@@ -67,9 +71,12 @@ class OtlpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if receiver.keep:
+                    with receiver._lock:
+                        receiver.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                if self.path != "/v1/traces":
+                if self.path not in receiver.paths:
                     self.send_response(404)
                     self.end_headers()
                     return
