@@ -117,3 +117,8 @@ def test_bounds_still_hold_per_chunk() -> None:
         chunks(reader, b"data: " + b"[" * 40 + b"]" * 40 + b"\n\n")
     with pytest.raises(UpstreamError, match="not a JSON object"):
         chunks(ChunkReader(BOUNDS), b"data: [1]\n\n")
+
+
+def test_a_lone_surrogate_in_a_chunk_becomes_a_replacement_character() -> None:
+    got = chunks(ChunkReader(BOUNDS), b'data: {"t":"a\\udcffb","pair":"\\ud83d\\ude00","plain":"\\u00e9"}\n\n')
+    assert got == [{"t": "a\ufffdb", "pair": "\U0001F600", "plain": "\u00e9"}]

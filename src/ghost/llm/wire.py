@@ -154,7 +154,7 @@ def parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         shown = data[:120].decode("utf-8", "replace")
         raise UpstreamError(f"upstream sent a malformed {what}: {shown!r}") from exc
-    if _SURROGATE_ESCAPE.search(data):
+    if b"\\u" in data and _SURROGATE_ESCAPE.search(data):  # a substring test first: most chunks have no escape
         parsed = _without_lone_surrogates(parsed)
     if not isinstance(parsed, dict):
         raise UpstreamError(f"upstream sent a {what} that is not a JSON object")
