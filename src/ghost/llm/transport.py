@@ -87,7 +87,8 @@ async def _note_reuse(session: aiohttp.ClientSession, context: SimpleNamespace,
 def _reuse_tracing() -> aiohttp.TraceConfig:
     """aiohttp's public trace hooks, telling each request sent with an `_Attempt` as its
     `trace_request_ctx` whether its connection came from the pool. (A session with a trace config
-    awaits a few no-op signals per request, ~10 µs; per body chunk it adds nothing.)"""
+    awaits a few no-op signals per request and none per body chunk: the proxy's CPU per request,
+    measured side by side with the connector override this replaces, did not grow.)"""
     tracing = aiohttp.TraceConfig()
     tracing.on_connection_reuseconn.append(_note_reuse)
     tracing.freeze()
