@@ -93,6 +93,25 @@ def test_broken_stream_after_content_is_an_in_band_error(case: str, server: Ghos
     still_serves(server, upstream)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_connection_broken_after_done_still_gives_the_whole_reply(stream: bool, server: GhostServer,
+                                                                    upstream: FakeUpstream) -> None:
+    """[DONE] ends the reply: the body's end is read only so the connection can be reused, and a
+    break there is no failure of the reply."""
+    upstream.script(Reply(raw_stream=FIRST + "data: [DONE]\n\n", raw_then_break=True))
+    response = chat(server, stream=stream)
+    assert response.status_code == 200, response.text
+    if stream:
+        blocks = [b for b in response.text.split("\n\n") if b and not b.startswith(":")]
+        assert not any(b.startswith("event: error") for b in blocks), response.text
+        chunks = [json.loads(b.split("data: ", 1)[1]) for b in blocks[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "partial"
+        assert blocks[-1] == "data: [DONE]"
+    else:
+        assert response.json()["choices"][0]["message"]["content"] == "partial"
+    still_serves(server, upstream)
+
+
 def test_broken_stream_after_content_in_ndjson(server: GhostServer, upstream: FakeUpstream) -> None:
     upstream.script(AFTER_FIRST_BYTE["garbage bytes"])
     response = chat(server, path="/api/chat")

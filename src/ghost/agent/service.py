@@ -184,7 +184,11 @@ class ChatService:
                 events = AgentTurn(self.turns, upstream_chat, request_id, options).run()
                 if self.observer is not None:
                     events = self.observer.observe(events, choice.name)
-                async for event in _recording(events, chat.messages, self.history, store_as):
+                # Recorded here, in the loop that forwards the events anyway: no generator of its own.
+                recorder = _Recorder(chat.messages, self.history, store_as)
+                async for event in events:
+                    if (notice := await recorder.see(event)) is not None:
+                        yield notice
                     yield event
             finally:
                 self.in_flight_turns -= 1
@@ -195,24 +199,27 @@ class ChatService:
         return self.user_limits.turn() if self.user_limits is not None else nullcontext()
 
 
-async def _recording(events: AsyncIterator[Event], messages: list[dict[str, Any]], history: History,
-                     place: Placement) -> AsyncIterator[Event]:
-    """Pass events through; when the turn finishes, store the conversation before saying Done."""
-    session = place.session_id
-    text: list[str] = []
-    calls: list[dict[str, Any]] = []
-    async for event in events:
+class _Recorder:
+    """Sees a turn's events; when the turn finishes (its `Done`), stores the conversation, the
+    reply included, before the `Done` goes out (a `Notice` to send first if it could not)."""
+
+    def __init__(self, messages: list[dict[str, Any]], history: History, place: Placement) -> None:
+        self.messages, self.history, self.place = messages, history, place
+        self.text: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+
+    async def see(self, event: Event) -> Notice | None:
         if isinstance(event, TextDelta):
-            text.append(event.text)
+            self.text.append(event.text)
         elif isinstance(event, ClientToolCall):
-            calls += [call.openai_object() for call in event.calls]
-        elif isinstance(event, Done) and session is not None:
-            reply: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
-            if calls:
-                reply["tool_calls"] = calls
-            if notice := await _saved_or_notice(history, session, place.seen_writes, [*messages, reply]):
-                yield notice
-        yield event
+            self.calls += [call.openai_object() for call in event.calls]
+        elif isinstance(event, Done) and self.place.session_id is not None:
+            reply: dict[str, Any] = {"role": "assistant", "content": "".join(self.text)}
+            if self.calls:
+                reply["tool_calls"] = self.calls
+            return await _saved_or_notice(self.history, self.place.session_id, self.place.seen_writes,
+                                          [*self.messages, reply])
+        return None
 
 
 async def _saved_or_notice(history: History, session_id: str, seen_writes: int,

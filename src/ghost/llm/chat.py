@@ -8,29 +8,21 @@ usage). Failures raise `UpstreamError` subclasses. Closing the iterator closes t
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-
-from ghost.errors import UpstreamError, error_text, upstream_text
+from ghost.errors import UpstreamError, error_text
 from ghost.events import ToolCall, Usage
 from ghost.jsondepth import too_deep
-from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge, read_bounded
+from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge
 from ghost.llm.overflow import context_overflow
 from ghost.llm.think import ThinkSplitter
-from ghost.sse import ServerSentEvent, aiter_sse
+from ghost.llm.wire import DONE, ChunkReader, drain, raise_for_status, read_json
 
 if TYPE_CHECKING:
-    from ghost.llm.transport import UpstreamResponse
     from ghost.llm.upstream import HttpUpstream
-
-MAX_ERROR_BODY = 4096
-MAX_ERROR_DETAIL = 300  # characters of the upstream's error text a client is shown
-DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -176,117 +168,6 @@ def _usage(raw: dict[str, Any]) -> Usage | None:
     return None
 
 
-async def _raise_for_status(response: UpstreamResponse) -> None:
-    if response.status == 200:
-        return
-    body = b""
-    async for piece in response:
-        body += piece
-        if len(body) > MAX_ERROR_BODY:
-            break
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if (overflow := context_overflow(response.status, parsed)) is not None:
-        raise overflow  # the window was exceeded: the turn compacts and retries, or answers 400
-    # Scrubbed whole, then cut: a traceback's one useful line (the exception) comes last.
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if error:
-        detail = error_text(error)
-    else:
-        detail = upstream_text(body.decode(errors="replace")) if body.strip() else (response.response.reason or "")
-    raise UpstreamError(f"upstream answered {response.status}: {detail[:MAX_ERROR_DETAIL]}")
-
-
-async def _sse_chunks(response: UpstreamResponse, bounds: ReplyBounds) -> AsyncIterator[dict[str, Any] | None]:
-    """Each parsed chunk of the upstream's event stream; None for the `[DONE]` marker.
-
-    Only unnamed (`message`) events carry chunks; an `error` event is the upstream's failure; an
-    event of any other name is not part of the chat stream and is skipped. After [DONE] the rest
-    of the body (normally just the chunked terminator) is still read, so the pooled connection can
-    be reused: a connection whose response was left unread is closed.
-    """
-    events = aiter_sse(response, bounds.sse_parser())
-    async for event in events:
-        data = event.data.strip()
-        if event.event == "error":
-            yield _error_chunk(event, bounds)
-        elif event.event != "message" or not data:
-            continue
-        elif data == b"[DONE]":
-            yield None
-            with anyio.move_on_after(DRAIN_SECONDS):  # never wait long on a server that lingers
-                async for _ in events:
-                    pass
-            return
-        else:
-            yield _parse_object(data, bounds, "stream chunk")
-
-
-def _error_chunk(event: ServerSentEvent, bounds: ReplyBounds) -> dict[str, Any]:
-    """An `event: error` as the `{"error": ...}` chunk the rest of the reading already refuses."""
-    try:
-        payload = _parse_object(event.data, bounds, "error event")
-    except UpstreamError:
-        return {"error": upstream_text(event.text)[:MAX_ERROR_DETAIL] if event.text.strip()
-                else "an error event without a message"}
-    return payload if isinstance(payload.get("error"), (dict, str)) else {"error": payload}
-
-
-# JSON may escape one character as a surrogate pair; a lone surrogate (`"\\udcff"`) is no
-# character and has no UTF-8 form: kept, it would fail the reply's encoding, the history's and
-# every later request's. Such text gets U+FFFD, as undecodable bytes do.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _without_lone_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_lone_surrogates(item) for item in value]
-    return value
-
-
-def _parse_object(data: bytes, bounds: ReplyBounds, what: str) -> dict[str, Any]:
-    bounds.check_depth(data)
-    try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        shown = data[:120].decode("utf-8", "replace")
-        raise UpstreamError(f"upstream sent a malformed {what}: {shown!r}") from exc
-    if _SURROGATE_ESCAPE.search(data):
-        parsed = _without_lone_surrogates(parsed)
-    if not isinstance(parsed, dict):
-        raise UpstreamError(f"upstream sent a {what} that is not a JSON object")
-    return parsed
-
-
-async def _read_json(response: UpstreamResponse, bounds: ReplyBounds) -> dict[str, Any]:
-    body = await read_bounded(response, bounds.line_bytes)
-    return _parse_object(body, bounds, "reply (neither SSE nor a JSON object)")
-
-
-async def _deltas(response: UpstreamResponse, acc: _Accumulator) -> AsyncIterator[Delta]:
-    content_type = response.response.headers.get("content-type", "")
-    if content_type.startswith("application/json"):  # an upstream that ignored stream=true
-        for delta in _checked_chunk(acc, await _read_json(response, acc.bounds)):
-            yield delta
-        acc.done = True
-        return
-    if not content_type.startswith("text/event-stream"):
-        raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
-    async for chunk in _sse_chunks(response, acc.bounds):
-        if chunk is None:  # not a return: `_sse_chunks` still drains the body, so the connection is reused
-            acc.done = True
-            continue
-        for delta in _checked_chunk(acc, chunk):
-            yield delta
-
-
 def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
     """acc.chunk, with a chunk of the wrong shape (`"choices": 5`, a string delta) an upstream
     error rather than an AttributeError that would surface as a 500."""
@@ -296,16 +177,13 @@ def _checked_chunk(acc: _Accumulator, chunk: dict[str, Any]) -> list[Delta]:
         raise UpstreamError(f"upstream sent a stream chunk of the wrong shape: {str(chunk)[:120]}") from exc
 
 
-def _request_body(payload: dict[str, Any]) -> bytes:
-    """The request's JSON (compact, UTF-8; NaN and infinities refused, as JSON has none)."""
-    try:
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:
-        raise UpstreamError(f"the request for the upstream is not valid JSON: {exc}") from exc
-
-
 async def stream_chat(upstream: HttpUpstream, payload: dict[str, Any], request_id: str
                       ) -> AsyncIterator[Delta | Completion]:
+    """The reply to `payload`: its deltas as they arrive, then one `Completion`.
+
+    One flat loop per network read: the read is split into chunks (`ChunkReader`), each chunk is
+    parsed once and its deltas are yielded from here, with no generator in between.
+    """
     url = f"{upstream.url}/v1/chat/completions"
     headers = [("content-type", "application/json"), *upstream.headers().items(), ("x-request-id", request_id)]
     acc = _Accumulator(upstream.bounds)
@@ -313,12 +191,36 @@ async def stream_chat(upstream: HttpUpstream, payload: dict[str, Any], request_i
     if not upstream.url or upstream.session is None:
         raise UpstreamError("no upstream is configured")
     upstream.check_available()
-    body = _request_body(payload)
+    body = upstream.bodies.encode(payload)
     response = await upstream.session.post(url, headers, body)
     try:
-        await _raise_for_status(response)
-        async for delta in _deltas(response, acc):
-            yield delta
+        await raise_for_status(response)
+        content_type = response.response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):  # an upstream that ignored stream=true
+            for delta in _checked_chunk(acc, await read_json(response, acc.bounds)):
+                yield delta
+            acc.done = True
+        elif not content_type.startswith("text/event-stream"):
+            raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
+        else:
+            reader = ChunkReader(acc.bounds)
+            async for piece in response:
+                for event in reader.feed(piece):
+                    if (chunk := reader.parse(event)) is DONE:
+                        acc.done = True
+                        break
+                    for delta in _checked_chunk(acc, chunk):
+                        yield delta
+                if acc.done:
+                    await drain(response)  # so the connection goes back to the pool
+                    break
+            else:
+                for event in reader.close():
+                    if (chunk := reader.parse(event)) is DONE:
+                        acc.done = True
+                        break
+                    for delta in _checked_chunk(acc, chunk):
+                        yield delta
     finally:
         await response.aclose()  # read to its end: back to the pool; else the connection is closed
     for kind, text in acc.splitter.flush():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ghost.errors import UpstreamError, error_text
-from ghost.llm.chat import MAX_ERROR_BODY
+from ghost.llm.wire import MAX_ERROR_BODY
 from ghost.llm.transport_errors import upstream_errors
 
 if TYPE_CHECKING:

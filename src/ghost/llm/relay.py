@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ghost.errors import UpstreamError, error_text
 from ghost.llm.bounds import ReplyBounds, UpstreamTooLarge
-from ghost.llm.chat import _raise_for_status, _read_json, _request_body, _sse_chunks
+from ghost.llm.wire import DONE, raise_for_status, read_json, sse_chunks
 from ghost.llm.overflow import context_overflow
 
 if TYPE_CHECKING:
@@ -101,9 +101,10 @@ async def _post(upstream: HttpUpstream, payload: dict[str, Any], request_id: str
         raise UpstreamError("no upstream is configured")
     upstream.check_available()
     headers = [("content-type", "application/json"), *upstream.headers().items(), ("x-request-id", request_id)]
-    response = await upstream.session.post(f"{upstream.url}/v1/chat/completions", headers, _request_body(payload))
+    response = await upstream.session.post(f"{upstream.url}/v1/chat/completions", headers,
+                                         upstream.bodies.encode(payload))
     try:
-        await _raise_for_status(response)
+        await raise_for_status(response)
     except BaseException:
         await response.aclose()
         raise
@@ -117,7 +118,7 @@ async def relay_reply(upstream: HttpUpstream, payload: dict[str, Any], request_i
         content_type = response.response.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
             raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of a JSON reply")
-        reply = await _read_json(response, upstream.bounds)
+        reply = await read_json(response, upstream.bounds)
     finally:
         await response.aclose()
     RelayCheck(upstream.bounds).take(reply)
@@ -132,15 +133,15 @@ async def relay_stream(upstream: HttpUpstream, payload: dict[str, Any], request_
     try:
         content_type = response.response.headers.get("content-type", "")
         if content_type.startswith("application/json"):  # an upstream that ignored stream=true
-            reply = await _read_json(response, upstream.bounds)
+            reply = await read_json(response, upstream.bounds)
             check.take(reply)
             yield as_chunk(reply)
             done = True
         elif not content_type.startswith("text/event-stream"):
             raise UpstreamError(f"upstream sent {content_type or 'no content type'} instead of an event stream")
         else:
-            async for chunk in _sse_chunks(response, upstream.bounds):
-                if chunk is None:  # [DONE]; `_sse_chunks` still drains the body, so the connection is reused
+            async for chunk in sse_chunks(response, upstream.bounds):
+                if chunk is DONE:  # `sse_chunks` still drains the body, so the connection is reused
                     done = True
                     continue
                 check.take(chunk)

@@ -21,6 +21,7 @@ from ghost.llm.chat import Completion, Delta, stream_chat
 from ghost.llm.embeddings import Embeddings, embed
 from ghost.llm.relay import RelayEnd, relay_reply, relay_stream
 from ghost.llm.transport import UpstreamSession
+from ghost.llm.wire import RequestBodies
 from ghost.observe.tracing import outgoing_headers
 
 PROBE_TIMEOUT_S = 3.0
@@ -65,6 +66,8 @@ class HttpUpstream:
     # The aiohttp session chat completions stream over (shared with the catch-all proxy); `http`
     # serves the rest (embeddings, discovery, health, token counts).
     session: UpstreamSession | None = None
+    # Chat request bodies, each tool schema encoded once (`ghost.llm.wire`).
+    bodies: RequestBodies = field(default_factory=RequestBodies)
 
     @property
     def default_model(self) -> str:
