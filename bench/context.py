@@ -104,14 +104,14 @@ async def _turns(upstream: HttpUpstream, services: ContextServices, system: dict
                 messages += [{"role": "assistant", "content": None, "tool_calls": [{"id": f"c{turn}", "type": "function",
                               "function": {"name": "read_file", "arguments": '{"path": "big.txt"}'}}]},
                              {"role": "tool", "tool_call_id": f"c{turn}", "content": BIG}]
-            sent: list[dict[str, Any]] = []
             started, cpu = time.perf_counter(), time.thread_time()
-            async for _ in fitter._fit(messages, tools, 512, sent, harder=False):
+            async for _ in fitter.fit(messages, tools, 512, harder=False):
                 pass
             spent += time.perf_counter() - started
             cpu_spent += time.thread_time() - cpu
+            assert fitter.fitted is not None
             started = time.perf_counter()
-            json.dumps({"model": "fake-model", "messages": sent, "tools": tools, "stream": True})
+            json.dumps({"model": "fake-model", "messages": fitter.fitted.messages, "tools": tools, "stream": True})
             serialise += time.perf_counter() - started
         fit_ms.append((spent - fitter.summary_seconds) * 1000)
         cpu_ms.append((cpu_spent - fitter.summary_cpu) * 1000)
@@ -172,13 +172,14 @@ async def _tool_turns(upstream: HttpUpstream, services: ContextServices, registr
                 messages = [*messages, {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
                             "function": {"name": "list_files", "arguments": "{}"}}]},
                             {"role": "tool", "tool_call_id": "c", "content": "notes.txt 120 bytes"}]
-            sent: list[dict[str, Any]] = []
             cpu = time.thread_time()
-            async for _ in fitter._fit(messages, tools, 1024, sent, harder=False):
+            async for _ in fitter.fit(messages, tools, 1024, harder=False):
                 pass
             spent += time.thread_time() - cpu
+            assert fitter.fitted is not None
             started = time.thread_time()
-            json.dumps({"model": "fake-model", "messages": sent, "tools": fitter.offered, "stream": True})
+            json.dumps({"model": "fake-model", "messages": fitter.fitted.messages, "tools": fitter.fitted.tools,
+                        "stream": True})
             serialise += time.thread_time() - started
         offer = fitter.chooser.last
         cpu_ms.append(spent * 1000)

@@ -1,24 +1,30 @@
 """What every turn's context fitter shares, built once at start: the learned window, the token
 counter, the summary store and the small in-process memos that keep a turn from touching SQLite or
-the disk when nothing changed (see ghost.agent.context)."""
+the disk when nothing changed (see ghost.agent.context).
+
+A turn's fitter changes this shared state only through the methods below (the window it learned
+from an overflow, the tools it offered, the summaries it made and showed); the calibration is the
+`TokenCounter`'s own (`learn`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ghost.agent.outputs import output_name, save_output
 from ghost.agent.tokens import TokenCounter
-from ghost.agent.tool_offer import SchemaTokens
+from ghost.agent.tool_offer import Offer, SchemaTokens
 from ghost.config import Settings
 from ghost.llm.window import UpstreamWindow, learn_window
 from ghost.llm.upstream import HttpUpstream
 from ghost.store.db import Database
 from ghost.store.summaries import StoredSummary, Summaries
 
+log = logging.getLogger("ghost.context")
 SAVED_MEMO = 1024
 
 
@@ -54,6 +60,33 @@ class ContextServices:
             if len(self.saved) > SAVED_MEMO:
                 self.saved.popitem(last=False)
         return path
+
+    def learn_window(self, allowed: int) -> None:
+        """The upstream said (in an overflow error) that its window is `allowed` tokens."""
+        if allowed and allowed < self.window.tokens:
+            log.warning("the upstream says its context window is %d tokens, not %d; using that",
+                        allowed, self.window.tokens)
+            self.window = replace(self.window, tokens=allowed, source="the upstream's overflow error")
+
+    def offered(self, offer: Offer) -> None:
+        """What the latest call offered of the tools, for /api/health."""
+        self.last_tools = offer.report()
+
+    def summary_started(self) -> None:
+        self.summary_calls += 1
+
+    async def show_summary(self, session_id: str | None, stored: StoredSummary) -> None:
+        """A summary found again (the client resent the history) is the one `session_id` shows."""
+        if session_id and self.in_use.get(session_id) != stored.prefix_hash:
+            self.in_use[session_id] = stored.prefix_hash
+            await self.summaries.use(session_id, stored)
+
+    async def keep_summary(self, stored: StoredSummary, session_id: str | None) -> None:
+        """A summary the model wrote: kept in memory and in the store (shown by `session_id`)."""
+        self.recent.remember(stored)
+        if session_id:
+            self.in_use[session_id] = stored.prefix_hash
+        await self.summaries.put(stored, session_id or "")
 
     async def forget_saved(self) -> None:
         self.saved.clear()

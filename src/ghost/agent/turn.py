@@ -8,12 +8,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ghost.agent.answer_format import AnswerFormat, without_format
 from ghost.agent.budget import OutputBudget, budget_note
-from ghost.agent.context import ContextFitter, ExtraCall, tools_json
+from ghost.agent.context import ContextFitter, tools_json
 from ghost.agent.context_services import ContextServices
 from ghost.agent.tokens import estimate, message_text
 from ghost.agent.tool_offer import FIND_TOOLS, ToolChooser
@@ -23,7 +23,8 @@ from ghost.events import (ClientToolCall, Done, Event, ReasoningDelta, TextDelta
 from ghost.agent.prompt import PROMPT_MEMORY_CHARS, system_message, with_system_prompt
 from ghost.agent.request import ChatRequest
 from ghost.config import Settings
-from ghost.llm.chat import Completion, Delta
+from ghost.errors import ContextLengthExceeded
+from ghost.llm.chat import Completion
 from ghost.llm.upstream import Upstream
 from ghost.tools.base import ToolContext, ToolRegistry, ToolResult
 
@@ -87,6 +88,19 @@ def malformed_call_result(call: ToolCall) -> ToolResult:
                       ok=False, summary="malformed call")
 
 
+@dataclass
+class _Reply:
+    """What one upstream call answered: its text so far, and how it ended (None: cut short)."""
+
+    text: list[str] = field(default_factory=list)
+    completion: Completion | None = None
+    started: bool = False  # a chunk came: an overflow now is in-band, too late to retry
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return self.completion.tool_calls if self.completion is not None else []
+
+
 class AgentTurn:
     def __init__(self, services: TurnServices, request: ChatRequest, request_id: str, options: TurnOptions) -> None:
         self.services = services
@@ -117,65 +131,103 @@ class AgentTurn:
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
-        limit = self.options.max_tool_rounds
-        for round_index in range(limit + 2):  # the last one only for a format's answering call
-            # per round: a skill made this turn is callable next round
-            tools = [] if self.format.answering else self._tool_schemas()
-            self.drafting = self.format.drafting(tools)
-            completion, text = None, []
-            async with aclosing(self._upstream(messages, tools)) as items:
-                async for item in items:
-                    if isinstance(item, Completion):
-                        completion = item
-                        break
-                    if isinstance(item, ToolActivity):
-                        yield item
-                        continue
-                    if isinstance(item, ExtraCall):
-                        self._count_usage(item.usage)
-                        continue
-                    self.budget.add(item.text)
-                    if item.kind == "content":
-                        text.append(item.text)
-                        yield ReasoningDelta(item.text) if self.drafting else TextDelta(item.text)
-                    else:
-                        yield ReasoningDelta(item.text)
-                    if self.budget.spent:
-                        break
+        for round_index in range(self.options.max_tool_rounds + 2):  # the last only for a format's answering call
+            reply = _Reply()
+            async for event in self._upstream_round(messages, reply):
+                yield event
             self.rounds = round_index + 1
-            if completion is None:  # stream_chat always ends with one: the budget cut it short
-                self.usage = None
-                for event in self._budget_ending():
+            if (ending := self._round_ending(reply, round_index)) is not None:
+                for event in ending:
                     yield event
                 return
-            self.upstream_seconds += completion.upstream_seconds
-            self._count_usage(completion.usage)
-            self.budget.end_round(completion)
-            if not completion.tool_calls and self.drafting:
-                self.format.answer_next()  # the model answers: once more, constrained to the format
-                continue
-            if not completion.tool_calls:
-                for event in self._ending(Done(completion.finish_reason)):
+            if reply.calls:
+                messages.append(_assistant_message("".join(reply.text), reply.calls))
+                async for event in self._run_tools(reply.calls, messages):
                     yield event
-                return
-            client_calls = [self.client_tools.for_client(c) for c in completion.tool_calls
-                            if self.client_tools.owns(c.name) and not c.problem]
-            if client_calls:
-                for event in self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls")):
-                    yield event
-                return
-            if round_index == limit:
-                break
-            if self.budget.spent:
-                for event in self._budget_ending():
-                    yield event
-                return
-            messages.append(_assistant_message("".join(text), completion.tool_calls))
-            for call in completion.tool_calls:
-                async for event in self._run_tool(call, messages):
-                    yield event
-        for event in self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds")):
+        for event in self._round_limit_ending():
             yield event
+
+    async def _upstream_round(self, messages: list[dict[str, Any]], reply: "_Reply") -> AsyncIterator[Event]:
+        """One upstream call, its answer streamed as events until it completes or the output budget
+        is spent (`reply` gets what it said). Fitted into the context window when that is known: an
+        overflow the upstream reports before answering is learned from, and the call fitted harder
+        and made once more."""
+        tools = [] if self.format.answering else self._tool_schemas()  # a skill made this turn is callable next round
+        self.drafting = self.format.drafting(tools)
+        for harder in (False, True):
+            if self.context is not None:
+                async for activity in self.context.fit(messages, tools, self.context.reply_tokens(self._payload([], tools)),
+                                                       harder=harder):
+                    yield activity
+            try:
+                async with aclosing(self.services.upstream.stream_chat(self._fitted_payload(messages, tools),
+                                                                       self.request_id)) as items:
+                    async for item in items:  # the chunk path: keep it flat (no generator per chunk)
+                        if isinstance(item, Completion):
+                            reply.completion = item
+                            if self.context is not None and item.usage is not None:
+                                self.context.learn_usage(item.usage.prompt_tokens)
+                            break
+                        reply.started = True
+                        self.budget.add(item.text)
+                        if item.kind == "content":
+                            reply.text.append(item.text)
+                            yield ReasoningDelta(item.text) if self.drafting else TextDelta(item.text)
+                        else:
+                            yield ReasoningDelta(item.text)
+                        if self.budget.spent:
+                            break
+                return
+            except ContextLengthExceeded as exc:
+                if self.context is None:
+                    raise
+                if reply.started or harder:
+                    raise self.context.final(exc) from exc
+                self.context.learn_overflow(exc)
+
+    def _fitted_payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The body of the call: as the fitter fitted it (counting its summary calls), else as it is."""
+        if self.context is None:
+            return self._payload(messages, tools)
+        fitted = self.context.fitted
+        assert fitted is not None
+        for usage in fitted.summary_usage:
+            self._count_usage(usage)
+        return {**self.context.chat_extra, **self._payload(fitted.messages, fitted.tools)}
+
+    def _round_ending(self, reply: "_Reply", round_index: int) -> list[Event] | None:
+        """The turn's closing events after this round's answer, or None to go on (running its tool
+        calls, if any)."""
+        completion = reply.completion
+        if completion is None:  # stream_chat always ends with one: the budget cut it short
+            self.usage = None
+            return self._budget_ending()
+        self.upstream_seconds += completion.upstream_seconds
+        self._count_usage(completion.usage)
+        self.budget.end_round(completion)
+        if not completion.tool_calls and self.drafting:
+            self.format.answer_next()  # the model answers: once more, constrained to the format
+            return None
+        if not completion.tool_calls:
+            return self._ending(Done(completion.finish_reason))
+        client_calls = [self.client_tools.for_client(c) for c in completion.tool_calls
+                        if self.client_tools.owns(c.name) and not c.problem]
+        if client_calls:
+            return self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls"))
+        if round_index == self.options.max_tool_rounds:
+            return self._round_limit_ending()
+        if self.budget.spent:
+            return self._budget_ending()
+        return None
+
+    def _round_limit_ending(self) -> list[Event]:
+        limit = self.options.max_tool_rounds
+        return self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds"))
+
+    async def _run_tools(self, calls: list[ToolCall], messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        for call in calls:
+            async for event in self._run_tool(call, messages):
+                yield event
 
     async def prompt_tokens(self) -> int:
         """The tokens of the turn's first upstream call (system prompt and every tool schema included)."""
@@ -187,13 +239,6 @@ class AgentTurn:
     def _budget_ending(self) -> list[Event]:
         note = TextDelta(budget_note(self.budget.limit))
         return self._ending(note, Done("length", stop_reason="max_turn_output_tokens"))
-
-    def _upstream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-                  ) -> AsyncIterator[Delta | Completion | ToolActivity | ExtraCall]:
-        """One upstream call; fitted into the context window (ghost.agent.context) when it is known."""
-        if self.context is None:
-            return self.services.upstream.stream_chat(self._payload(messages, tools), self.request_id)
-        return self.context.stream(messages, tools, self._payload)
 
     def _count_usage(self, usage: Usage | None) -> None:
         self.usage = sum_usage(self.usage, usage, first=self.calls == 0)
