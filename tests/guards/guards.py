@@ -432,7 +432,7 @@ GUARDS: list[Removal] = [
             old="        if len(result.content) <= limit:\n", new="        if True:\n",
             tests=("tests/test_tools.py::test_results_are_bounded",), why="results passed whole"),
     Removal("model: tool rounds bounded", "agent/turn.py",
-            old="        limit = self.options.max_tool_rounds\n", new="        limit = self.options.max_tool_rounds + 5\n",
+            old="        self.round_limit = options.max_tool_rounds\n", new="        self.round_limit = options.max_tool_rounds + 5\n",
             tests=("tests/test_agent_turn.py::test_round_limit_stops_a_model_that_never_stops",),
             why="five rounds more than allowed"),
 ]

@@ -107,6 +107,7 @@ class AgentTurn:
         self.request = request
         self.request_id = request_id
         self.options = options
+        self.round_limit = options.max_tool_rounds
         self.registry: ToolRegistry | None = services.tools if options.use_tools else None
         ghost_names = {s["function"]["name"] for s in self._ghost_schemas()} | {FIND_TOOLS}
         schema_tokens = services.context.schema_tokens if services.context is not None else None
@@ -131,7 +132,7 @@ class AgentTurn:
 
     async def run(self) -> AsyncIterator[Event]:
         messages = await self._opening_messages()
-        for round_index in range(self.options.max_tool_rounds + 2):  # the last only for a format's answering call
+        for round_index in range(self.round_limit + 2):  # the last only for a format's answering call
             reply = _Reply()
             async for event in self._upstream_round(messages, reply):
                 yield event
@@ -214,15 +215,14 @@ class AgentTurn:
                         if self.client_tools.owns(c.name) and not c.problem]
         if client_calls:
             return self._ending(ClientToolCall(tuple(client_calls)), Done("tool_calls"))
-        if round_index == self.options.max_tool_rounds:
+        if round_index == self.round_limit:
             return self._round_limit_ending()
         if self.budget.spent:
             return self._budget_ending()
         return None
 
     def _round_limit_ending(self) -> list[Event]:
-        limit = self.options.max_tool_rounds
-        return self._ending(TextDelta(round_limit_message(limit)), Done("stop", stop_reason="max_tool_rounds"))
+        return self._ending(TextDelta(round_limit_message(self.round_limit)), Done("stop", stop_reason="max_tool_rounds"))
 
     async def _run_tools(self, calls: list[ToolCall], messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
         for call in calls:
