@@ -150,16 +150,13 @@ class AgentTurn:
 
     async def _upstream_round(self, messages: list[dict[str, Any]], reply: "_Reply") -> AsyncIterator[Event]:
         """One upstream call, its answer streamed as events until it completes or the output budget
-        is spent (`reply` gets what it said). Fitted into the context window when that is known: an
-        overflow the upstream reports before answering is learned from, and the call fitted harder
-        and made once more."""
+        is spent (`reply` gets what it said). An overflow the upstream reports before answering is
+        learned from, and the call fitted harder and made once more."""
         tools = [] if self.format.answering else self._tool_schemas()  # a skill made this turn is callable next round
         self.drafting = self.format.drafting(tools)
         for harder in (False, True):
-            if self.context is not None:
-                async for activity in self.context.fit(messages, tools, self.context.reply_tokens(self._payload([], tools)),
-                                                       harder=harder):
-                    yield activity
+            async for activity in self._fit(messages, tools, harder):
+                yield activity
             try:
                 async with aclosing(self.services.upstream.stream_chat(self._fitted_payload(messages, tools),
                                                                        self.request_id)) as items:
@@ -180,21 +177,35 @@ class AgentTurn:
                             break
                 return
             except ContextLengthExceeded as exc:
-                if self.context is None:
-                    raise
-                if reply.started or harder:
-                    raise self.context.final(exc) from exc
-                self.context.learn_overflow(exc)
+                self._learn_overflow(exc, final=reply.started or harder)
+
+    async def _fit(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], harder: bool
+                   ) -> AsyncIterator[ToolActivity]:
+        """Fit the call into the context window when it is known (ghost.agent.context); the events
+        say what was compacted, and summaries written for it count in the turn's usage."""
+        if self.context is None:
+            return
+        reply = self.context.reply_tokens(self._payload([], tools))
+        async for activity in self.context.fit(messages, tools, reply, harder=harder):
+            yield activity
+        assert self.context.fitted is not None
+        for usage in self.context.fitted.summary_usage:
+            self._count_usage(usage)
 
     def _fitted_payload(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
-        """The body of the call: as the fitter fitted it (counting its summary calls), else as it is."""
-        if self.context is None:
+        """The body of the call: as the fitter fitted it, else as it is."""
+        if self.context is None or self.context.fitted is None:
             return self._payload(messages, tools)
         fitted = self.context.fitted
-        assert fitted is not None
-        for usage in fitted.summary_usage:
-            self._count_usage(usage)
         return {**self.context.chat_extra, **self._payload(fitted.messages, fitted.tools)}
+
+    def _learn_overflow(self, exc: ContextLengthExceeded, *, final: bool) -> None:
+        """Raise the overflow unless the call may be fitted harder and made again (then learn from it)."""
+        if self.context is None:
+            raise exc
+        if final:
+            raise self.context.final(exc) from exc
+        self.context.learn_overflow(exc)
 
     def _round_ending(self, reply: "_Reply", round_index: int) -> list[Event] | None:
         """The turn's closing events after this round's answer, or None to go on (running its tool
