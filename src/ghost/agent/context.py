@@ -43,7 +43,7 @@ from ghost.agent.context_plan import TooBig, budget as plan_budget, reply_tokens
 from ghost.agent.context_services import ContextServices
 from ghost.agent.summary import Summary, summary_message
 from ghost.agent.tokens import CHARS_PER_TOKEN, message_key
-from ghost.agent.tool_offer import ToolChooser
+from ghost.agent.tool_offer import Offer, ToolChooser
 from ghost.errors import ContextLengthExceeded
 from ghost.events import ToolActivity, Usage
 from ghost.llm.overflow import overflow_message
@@ -158,11 +158,7 @@ class ContextFitter:
         head_raw, newest_raw = self._raw(view.head, view.head_keys), self._raw(*view.newest())
         if (big := too_big(head_raw, newest_raw, self.counter.factor, budget, reply)) is not None:
             raise self._too_big(big)
-        offer = await self.chooser.choose(tools, messages, self._tools_budget(budget, head_raw + newest_raw))
-        self.services.offered(offer)
-        if offer.left_out:
-            log.info("tools: %d offered, %d left out to fit %d tokens (request %s)", len(offer.tools),
-                     len(offer.left_out), offer.budget, self.request_id)
+        offer = await self._offer(tools, messages, self._tools_budget(budget, head_raw + newest_raw))
         layout = self._layout(view, head_raw, offer.tokens, budget)
         summary_usage: list[Usage | None] = []
         if not layout.fits():
@@ -185,6 +181,15 @@ class ContextFitter:
 
     def _tools_budget(self, budget: int, fixed_raw: int) -> int:
         return tools_budget(self.window_tokens, self.limits.tools_share, budget, fixed_raw, self.counter.factor)
+
+    async def _offer(self, tools: list[dict[str, Any]], messages: list[dict[str, Any]], budget: int) -> Offer:
+        """The tool schemas this call offers within their budget (ghost.agent.tool_offer)."""
+        offer = await self.chooser.choose(tools, messages, budget)
+        self.services.offered(offer)
+        if offer.left_out:
+            log.info("tools: %d offered, %d left out to fit %d tokens (request %s)", len(offer.tools),
+                     len(offer.left_out), offer.budget, self.request_id)
+        return offer
 
     def _layout(self, view: "_View", head_raw: int, tools_raw: int, budget: int) -> Layout:
         folded = self.folded

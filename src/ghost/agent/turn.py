@@ -233,7 +233,8 @@ class AgentTurn:
         return None
 
     def _round_limit_ending(self) -> list[Event]:
-        return self._ending(TextDelta(round_limit_message(self.round_limit)), Done("stop", stop_reason="max_tool_rounds"))
+        note = TextDelta(round_limit_message(self.round_limit))
+        return self._ending(note, Done("stop", stop_reason="max_tool_rounds"))
 
     async def _run_tools(self, calls: list[ToolCall], messages: list[dict[str, Any]]) -> AsyncIterator[Event]:
         for call in calls:
