@@ -42,9 +42,11 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
     `known`: the converted messages that come before `body.messages` (`parsed_chat`); `workspace`:
     whose memo of validated messages learns this request's (None: none does)."""
     options = body.stream_options
-    messages = openai_messages(body.messages, known or [])
+    known = known or []
+    messages = openai_messages(body.messages, known)
     if workspace is not None and isinstance(payload.get("messages"), list):
-        known_messages.learn(workspace, payload["messages"], messages)
+        # The known ones are remembered already: a turn learns only what it validated.
+        known_messages.learn(workspace, payload["messages"][len(known):], messages[len(known):])
     return ChatRequest(
         messages=messages,
         model=body.model or "",
