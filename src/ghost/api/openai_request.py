@@ -45,8 +45,7 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
     known = known or []
     messages = openai_messages(body.messages, known)
     if workspace is not None and isinstance(payload.get("messages"), list):
-        # The known ones are remembered already: a turn learns only what it validated.
-        known_messages.learn(workspace, payload["messages"][len(known):], messages[len(known):])
+        known_messages.learn(workspace, payload["messages"], messages, len(known))
     return ChatRequest(
         messages=messages,
         model=body.model or "",

@@ -19,6 +19,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from ghost.plainprefix import PlainPrefixes
+
 _FOLDED = re.compile(r"<think>.*?</think>|<details\b[^>]*>.*?</details>", re.DOTALL | re.IGNORECASE)
 
 
@@ -69,23 +71,32 @@ class _ChainSteps:
         self._steps: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()  # the history's writes chain on the database thread
+        self._chats: PlainPrefixes[str] = PlainPrefixes()
 
     def chain(self, messages: list[Any], previous: str) -> list[str]:
         """The chain over `messages` from `previous`; one lock for the whole walk, since nearly every
-        step is a lookup (a miss is one hash: the turn's new messages)."""
-        digests = []
+        step is a lookup (a miss is one hash: the turn's new messages). A conversation's chain from
+        its start is first found as a whole (`ghost.plainprefix`), then looked up step by step."""
         with self._lock:
-            for message in messages:
-                key = _step_key(previous, message)
-                digest = self._steps.get(key) if key is not None else None
-                if digest is None:
-                    digest = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
-                    if key is not None:
-                        self._put(key, digest)
-                else:
-                    self._steps.move_to_end(key)  # type: ignore[arg-type]
-                digests.append(digest)
-                previous = digest
+            known = self._chats.known("", messages) if not previous else []
+            digests = self._walk(messages[len(known):], known[-1] if known else previous)
+            if not previous:
+                self._chats.remember("", messages, [*known, *digests], len(known))
+            return [*known, *digests]
+
+    def _walk(self, messages: list[Any], previous: str) -> list[str]:
+        digests = []
+        for message in messages:
+            key = _step_key(previous, message)
+            digest = self._steps.get(key) if key is not None else None
+            if digest is None:
+                digest = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
+                if key is not None:
+                    self._put(key, digest)
+            else:
+                self._steps.move_to_end(key)  # type: ignore[arg-type]
+            digests.append(digest)
+            previous = digest
         return digests
 
     def _put(self, key: tuple[str, str, str], digest: str) -> None:
@@ -99,6 +110,7 @@ class _ChainSteps:
         with self._lock:
             self._steps.clear()
             self._chars = 0
+            self._chats.clear()
 
 
 _steps = _ChainSteps()
