@@ -91,19 +91,18 @@ class PlainPrefixes(Generic[T]):
             return
         old = self._seen.get(key)
         # `known` came from this memo a moment ago; one comparison makes sure nothing replaced it since.
-        keep = known if old is not None and messages[:known] == old.messages[:known] else 0
-        plain = keep
+        if old is None or messages[:known] != old.messages[:known]:
+            old, known = _Seen([], [], 0), 0
+        plain = known
         while plain < len(messages) and plain < len(values) and is_plain(messages[plain]):
             plain += 1
-        chars = (_chars(old.messages[:keep]) if old is not None and keep < len(old.messages) else
-                 old.chars if old is not None else 0) + _chars(messages[keep:plain])
+        kept_chars = old.chars if known == len(old.messages) else _chars(old.messages[:known])
+        chars = kept_chars + _chars(messages[known:plain])
         if chars > MAX_CHARS:
             return
-        kept_messages = old.messages[:keep] if old is not None else []
         # Copies: the request's own dicts go on to the agent, which must not change what is remembered.
-        added = values[keep:plain] if self._copy is None else map(self._copy, values[keep:plain])
-        seen = _Seen([*kept_messages, *map(dict, messages[keep:plain])],
-                     [*(old.values[:keep] if old is not None else []), *added], chars)
+        added = values[known:plain] if self._copy is None else map(self._copy, values[known:plain])
+        seen = _Seen([*old.messages[:known], *map(dict, messages[known:plain])], [*old.values[:known], *added], chars)
         self._forget(key)
         self._seen[key] = seen
         self._chars += seen.chars
