@@ -96,8 +96,8 @@ class PlainPrefixes(Generic[T]):
         plain = known
         while plain < len(messages) and plain < len(values) and is_plain(messages[plain]):
             plain += 1
-        kept_chars = old.chars if known == len(old.messages) else _chars(old.messages[:known])
-        chars = kept_chars + _chars(messages[known:plain])
+        # What is dropped is counted, not what is kept: a resend differs at its end, if anywhere.
+        chars = old.chars - _chars(old.messages[known:]) + _chars(messages[known:plain])
         if chars > MAX_CHARS:
             return
         # Copies: the request's own dicts go on to the agent, which must not change what is remembered.
