@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ghost.jsondepth import too_deep
+from ghost.jsondepth import nests_deeper, too_deep
 
 
 def real_depth(value: object) -> int:
@@ -43,3 +43,10 @@ def test_far_too_deep_and_unclosed_is_too_deep() -> None:
 def test_malformed_but_shallow_is_left_to_the_parser() -> None:
     assert not too_deep(b"[}" * 100, 64)
     assert not too_deep(b'"unterminated [[[[', 64)
+
+
+@pytest.mark.parametrize("text", SHAPES + ['"just a string"', "5", "[]", '{"a": "[[[[[[[["}'])
+def test_the_walk_of_a_parsed_value_agrees_with_the_parser(text: str) -> None:
+    value = json.loads(text)
+    for limit in (1, 2, 64):
+        assert nests_deeper(value, limit) == (real_depth(value) > limit), (text[:40], limit)

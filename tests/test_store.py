@@ -6,6 +6,7 @@ The `db` fixture (conftest.py) is parametrised over the two engines; each test h
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ghost.errors import Conflict, InsufficientStorage, NotFound, StoreUnavailable
+from ghost.store import conversation
 from ghost.store.conversation import prefix_digests
 from ghost.store.db import MIGRATIONS, Database, SqliteDatabase
 from ghost.store.engine import check_url, database_for
@@ -87,6 +89,32 @@ async def test_history_a_turn_appends_its_new_messages_only(db: Database) -> Non
     continued = await history.continued_by(prefix_digests([*second, _say("user", "three")]))
     assert continued is not None and continued.session_id == "s" and continued.writes == 2
     assert (await history.list())[0]["messages"] == 4
+
+
+async def test_history_rows_are_the_messages_as_json_dumps_writes_them(db: Database) -> None:
+    # Plain messages are encoded without json.dumps (issue 27): the text must not differ by a character.
+    odd = [_say("user", 'quotes " and \\ back\nslash\t\x01 ☃ 𝄞 <b>'), _say("assistant", ""),
+           {"content": "content first", "role": "user"}, {"role": "user", "content": [{"type": "text", "text": "x"}]},
+           {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                   "function": {"name": "f", "arguments": "{}"}}]},
+           {"role": "tool", "content": "42", "tool_call_id": "c"}, {"role": 5, "content": "odd role"}]
+    await History(db, "alice").save("s", odd)
+    assert [text for _, text, _ in await db.run(_rows, "alice", "s")] == [json.dumps(m, ensure_ascii=False) for m in odd]
+
+
+async def test_history_a_write_does_not_chain_again_what_the_caller_chained(db: Database,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    history = History(db, "alice")
+    request = [_say("user", f"q{i}") for i in range(30)]
+    chained = prefix_digests(request)  # as the continuation takes them to find the session
+    walked: list[int] = []
+    real = conversation._steps.chain
+    monkeypatch.setattr(conversation._steps, "chain", lambda messages, previous: walked.append(len(messages))
+                        or real(messages, previous))
+    await history.save("s", [*request, _say("assistant", "a")], None, chained)
+    assert walked == [1]  # the reply only
+    continued = await history.continued_by(prefix_digests([*request, _say("assistant", "a"), _say("user", "next")]))
+    assert continued is not None and continued.session_id == "s"
 
 
 async def test_history_a_regenerated_turn_replaces_what_it_differs_in(db: Database) -> None:

@@ -7,11 +7,19 @@ and a few thousand parse but then break whatever walks the result (validation, r
 brackets (depth does not care which kind; a mismatch is the parser's business), and then the
 innermost pairs `[]` are removed pass by pass with `bytes.replace`, each pass taking exactly one
 level off every branch. Regex substitution with millions of matches is far too slow for this.
+
+`nests_deeper` answers the same question of a value already parsed, walking its containers level
+by level (no recursion): much cheaper than `too_deep` when the text is mostly strings (a chat's
+messages), since it looks at containers, never at characters. Parsing first is safe because
+Python's parser raises RecursionError past the recursion limit rather than crashing; a text that
+nests that deep is measured by `too_deep` instead.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
 # A JSON string literal, escapes included, written so the regex engine never backtracks.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
@@ -35,3 +43,14 @@ def too_deep(text: bytes, limit: int) -> bool:
             return False
         brackets = stripped
     return True
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """True if the parsed JSON `value` nests arrays/objects more than `limit` levels deep."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(limit):
+        level = [child for node in level for child in (node.values() if type(node) is dict else node)
+                 if type(child) is dict or type(child) is list]
+        if not level:
+            return False
+    return bool(level)

@@ -27,6 +27,9 @@ class Placement:
 
     session_id: str | None
     seen_writes: int = 0
+    # The chain digests of the conversation's first messages, when finding the session took them:
+    # the history write goes on from the last instead of hashing them again.
+    chained: tuple[str, ...] = ()
 
 
 NOWHERE = Placement(None)
@@ -43,5 +46,8 @@ async def session_for(history: History, messages: list[dict[str, Any]], asked: s
         if head is None:
             return Placement(asked)
         return Placement(asked, head.writes) if head.opening == opening_digest(messages) else NOWHERE
-    continued = await history.continued_by(prefix_digests(messages[:-1]))
-    return Placement(continued.session_id, continued.writes) if continued else Placement(new_session_id())
+    chained = tuple(prefix_digests(messages[:-1]))
+    continued = await history.continued_by(list(chained))
+    if continued is None:
+        return Placement(new_session_id(), chained=chained)
+    return Placement(continued.session_id, continued.writes, chained)

@@ -217,16 +217,16 @@ class _Recorder:
             reply: dict[str, Any] = {"role": "assistant", "content": "".join(self.text)}
             if self.calls:
                 reply["tool_calls"] = self.calls
-            return await _saved_or_notice(self.history, self.place.session_id, self.place.seen_writes,
-                                          [*self.messages, reply])
+            return await _saved_or_notice(self.history, self.place.session_id, self.place, [*self.messages, reply])
         return None
 
 
-async def _saved_or_notice(history: History, session_id: str, seen_writes: int,
+async def _saved_or_notice(history: History, session_id: str, place: Placement,
                            messages: list[dict[str, Any]]) -> Notice | None:
     """Store the conversation (its new messages); if the disk is full, say so instead of losing the reply."""
     try:
-        await history.save(session_id, messages, seen_writes)
+        # The chain of the client's messages, if finding the session took it, is not hashed again.
+        await history.save(session_id, messages, place.seen_writes, place.chained)
     except InsufficientStorage as exc:
         log.warning("the reply of session %s was delivered but not saved to the history: %s",
                     session_id, exc.message)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
+from functools import partial
 
 from fastapi import Request
 
 from ghost.api.services import settings_of
 from ghost.errors import BadRequest, Unprocessable
-from ghost.jsondepth import too_deep
+from ghost.jsondepth import nests_deeper, too_deep
 
 
 def request_id(request: Request) -> str:
@@ -18,19 +20,24 @@ def request_id(request: Request) -> str:
 
 
 async def read_json_object(request: Request, *, allow_empty: bool = False) -> dict:
-    """The request body as a JSON object: 400 if it is not JSON, 422 if it is not an object."""
+    """The request body as a JSON object: 400 if it is not JSON or nests too deep, 422 if it is not
+    an object."""
     raw = await request.body()
     if not raw.strip():
         if allow_empty:
             return {}
         raise BadRequest("request body is empty; expected a JSON object")
-    await check_json_depth(raw, settings_of(request).max_json_depth)
+    limit = settings_of(request).max_json_depth
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
+        await check_json_depth(raw, limit)  # malformed and too deep: told it is too deep, as ever
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:  # only if the depth check above was configured very high
+    except RecursionError as exc:  # nested past Python's recursion limit: the text says how deep
+        await check_json_depth(raw, limit)
         raise BadRequest("request body nests too deeply") from exc
+    # Measured on the parsed value: its containers, not every character of its strings (issue 27).
+    await _refuse_if_deep(partial(nests_deeper, payload, limit), len(raw), limit)
     if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(payload):
         raise BadRequest("request body holds a lone UTF-16 surrogate escape (such as \\udcff), which is "
                          "no character: send text as UTF-8, or a pair of surrogates for one character")
@@ -67,6 +74,10 @@ OFF_LOOP_BYTES = 64 * 1024  # larger bodies are measured in a worker thread
 
 async def check_json_depth(raw: bytes, limit: int) -> None:
     """400 if the JSON text nests deeper than `limit` (before the recursive parser sees it)."""
-    deep = too_deep(raw, limit) if len(raw) <= OFF_LOOP_BYTES else await asyncio.to_thread(too_deep, raw, limit)
+    await _refuse_if_deep(partial(too_deep, raw, limit), len(raw), limit)
+
+
+async def _refuse_if_deep(measure: Callable[[], bool], size: int, limit: int) -> None:
+    deep = measure() if size <= OFF_LOOP_BYTES else await asyncio.to_thread(measure)
     if deep:
         raise BadRequest(f"request body nests deeper than {limit} levels (--max-json-depth)")

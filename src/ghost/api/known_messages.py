@@ -5,12 +5,18 @@ Chat clients resend the whole conversation every turn. A plain message — exact
 OpenAI shape follows from them, so once one has been validated its conversion is remembered and a
 resent copy is not validated again: a turn validates what is new. Kept per workspace (no user can
 time whether another sent some text), bounded by the characters held.
+
+A conversation's known beginning is found first as a whole (`ghost.plainprefix`: a few list
+comparisons instead of a lookup per message); the message memo answers for the rest (a chat edited
+in the middle, a message seen in another chat).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any
+
+from ghost.plainprefix import PlainPrefixes
 
 MAX_KNOWN_CHARS = 8_000_000  # texts kept as keys, in all
 MAX_KNOWN_TEXT = 200_000  # a longer text is validated every time rather than held
@@ -34,11 +40,12 @@ class KnownMessages:
     def __init__(self) -> None:
         self._converted: OrderedDict[_Key, dict[str, Any]] = OrderedDict()
         self._chars = 0
+        self._chats: PlainPrefixes[dict[str, Any]] = PlainPrefixes(copy=dict)
 
     def leading(self, workspace: str, raw: list[Any]) -> list[dict[str, Any]]:
         """The converted copies of `raw`'s leading messages that are known, up to the first that is not."""
-        known: list[dict[str, Any]] = []
-        for message in raw:
+        known = self._chats.known(workspace, raw)
+        for message in raw[len(known):]:
             key = _key(workspace, message)
             converted = self._converted.get(key) if key is not None else None
             if converted is None:
@@ -47,9 +54,11 @@ class KnownMessages:
             known.append(dict(converted))
         return known
 
-    def learn(self, workspace: str, raw: list[Any], converted: list[dict[str, Any]]) -> None:
-        """Remember the plain ones of `raw` (validated) as `converted` (their OpenAI shapes, in order)."""
-        for message, shaped in zip(raw, converted):
+    def learn(self, workspace: str, raw: list[Any], converted: list[dict[str, Any]], known: int = 0) -> None:
+        """Remember the plain ones of `raw` (validated) as `converted` (their OpenAI shapes, in order);
+        `known`: how many leading ones `leading` gave (remembered already)."""
+        self._chats.remember(workspace, raw, converted, known)
+        for message, shaped in zip(raw[known:], converted[known:]):
             key = _key(workspace, message)
             if key is None or key in self._converted:
                 continue
@@ -62,6 +71,7 @@ class KnownMessages:
     def clear(self) -> None:
         self._converted.clear()
         self._chars = 0
+        self._chats.clear()
 
 
 known_messages = KnownMessages()  # used from the event loop only

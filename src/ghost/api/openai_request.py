@@ -42,9 +42,10 @@ def chat_request(body: bodies.ChatRequest, payload: dict[str, Any], *, default_s
     `known`: the converted messages that come before `body.messages` (`parsed_chat`); `workspace`:
     whose memo of validated messages learns this request's (None: none does)."""
     options = body.stream_options
-    messages = openai_messages(body.messages, known or [])
+    known = known or []
+    messages = openai_messages(body.messages, known)
     if workspace is not None and isinstance(payload.get("messages"), list):
-        known_messages.learn(workspace, payload["messages"], messages)
+        known_messages.learn(workspace, payload["messages"], messages, len(known))
     return ChatRequest(
         messages=messages,
         model=body.model or "",

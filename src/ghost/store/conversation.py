@@ -19,6 +19,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from ghost.plainprefix import PlainPrefixes
+
 _FOLDED = re.compile(r"<think>.*?</think>|<details\b[^>]*>.*?</details>", re.DOTALL | re.IGNORECASE)
 
 
@@ -69,28 +71,46 @@ class _ChainSteps:
         self._steps: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()  # the history's writes chain on the database thread
+        self._chats: PlainPrefixes[str] = PlainPrefixes()
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def chain(self, messages: list[Any], previous: str) -> list[str]:
+        """The chain over `messages` from `previous`; one lock for the whole walk, since nearly every
+        step is a lookup (a miss is one hash: the turn's new messages). A conversation's chain from
+        its start is first found as a whole (`ghost.plainprefix`), then looked up step by step."""
         with self._lock:
-            digest = self._steps.get(key)
-            if digest is not None:
-                self._steps.move_to_end(key)
-            return digest
+            known = self._chats.known("", messages) if not previous else []
+            digests = self._walk(messages[len(known):], known[-1] if known else previous)
+            if not previous:
+                self._chats.remember("", messages, [*known, *digests], len(known))
+            return [*known, *digests]
 
-    def put(self, key: tuple[str, str, str], digest: str) -> None:
-        with self._lock:
-            if key in self._steps:
-                return
-            self._steps[key] = digest
-            self._chars += len(key[2])
-            while self._chars > MAX_STEP_CHARS or len(self._steps) > MAX_STEPS:
-                (_, _, text), _ = self._steps.popitem(last=False)
-                self._chars -= len(text)
+    def _walk(self, messages: list[Any], previous: str) -> list[str]:
+        digests = []
+        for message in messages:
+            key = _step_key(previous, message)
+            digest = self._steps.get(key) if key is not None else None
+            if digest is None:
+                digest = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
+                if key is not None:
+                    self._put(key, digest)
+            else:
+                self._steps.move_to_end(key)  # type: ignore[arg-type]
+            digests.append(digest)
+            previous = digest
+        return digests
+
+    def _put(self, key: tuple[str, str, str], digest: str) -> None:
+        self._steps[key] = digest
+        self._chars += len(key[2])
+        while self._chars > MAX_STEP_CHARS or len(self._steps) > MAX_STEPS:
+            (_, _, text), _ = self._steps.popitem(last=False)
+            self._chars -= len(text)
 
     def clear(self) -> None:
         with self._lock:
             self._steps.clear()
             self._chars = 0
+            self._chats.clear()
 
 
 _steps = _ChainSteps()
@@ -98,7 +118,7 @@ _steps = _ChainSteps()
 
 def _step_key(previous: str, message: Any) -> tuple[str, str, str] | None:
     """The memo key of a plain text message (role and text are all `canonical` reads of it), else None."""
-    if not isinstance(message, dict) or message.get("tool_calls"):
+    if type(message) is not dict or message.get("tool_calls"):
         return None
     role, content = message.get("role"), message.get("content")
     if type(role) is not str or type(content) is not str or len(content) > MAX_STEP_TEXT:
@@ -106,23 +126,9 @@ def _step_key(previous: str, message: Any) -> tuple[str, str, str] | None:
     return previous, role, content
 
 
-def _step(previous: str, message: Any) -> str:
-    key = _step_key(previous, message)
-    if key is not None and (known := _steps.get(key)) is not None:
-        return known
-    digest = hashlib.sha256(f"{previous}\0{canonical(message)}".encode()).hexdigest()
-    if key is not None:
-        _steps.put(key, digest)
-    return digest
-
-
 def prefix_digests(messages: list[dict[str, Any]], previous: str = "") -> list[str]:
     """digests[k] is the digest of messages[:k + 1]; `previous`: the digest of what comes before them."""
-    digests = []
-    for message in messages:
-        previous = _step(previous, message)
-        digests.append(previous)
-    return digests
+    return _steps.chain(messages, previous)
 
 
 def conversation_digest(messages: list[dict[str, Any]]) -> str:

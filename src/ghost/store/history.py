@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_string  # what json.dumps(ensure_ascii=False) quotes with
 from typing import Any
 
 from ghost.store.conversation import opening_digest, prefix_digests
@@ -43,8 +45,19 @@ def _insert_messages(conn: Conn, ws: str, session_id: str, start: int, messages:
     conn.executemany(
         "INSERT INTO history_messages (workspace, session_id, position, message, digest, written) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        [(ws, session_id, start + i, json.dumps(message, ensure_ascii=False), digest, writes)
+        [(ws, session_id, start + i, _row_text(message), digest, writes)
          for i, (message, digest) in enumerate(zip(messages, digests))])
+
+
+def _row_text(message: Any) -> str:
+    """`json.dumps(message, ensure_ascii=False)`, character for character; a plain text message (a
+    role, then a text `content`: nearly all) without a `json.dumps` call, whose set-up costs several
+    times the encoding of a short message — a new session stores hundreds of them at once."""
+    if type(message) is dict and len(message) == 2 and next(iter(message)) == "role":
+        role, content = message["role"], message.get("content")
+        if type(role) is str and type(content) is str:
+            return '{"role": ' + _json_string(role) + ', "content": ' + _json_string(content) + "}"
+    return json.dumps(message, ensure_ascii=False)
 
 
 def _set_head(conn: Conn, ws: str, session_id: str, length: int, digest: str, opening: str, writes: int,
@@ -58,12 +71,13 @@ def _set_head(conn: Conn, ws: str, session_id: str, length: int, digest: str, op
 
 
 def append_turn(conn: Conn, ws: str, session_id: str, conversation: list[dict[str, Any]],
-                seen_writes: int | None = None, now: float | None = None) -> None:
+                seen_writes: int | None = None, now: float | None = None, chained: Sequence[str] = ()) -> None:
     """Store a turn's whole `conversation` (the client's messages and the reply), writing only
     what the session does not hold yet. `seen_writes`: the session's `writes` when the turn started
-    (None: the caller saw every write, so a differing tail is always replaced)."""
+    (None: the caller saw every write, so a differing tail is always replaced); `chained`: the
+    chain digests of the conversation's first messages, if the caller has them already."""
     now = time.time() if now is None else now
-    digests = prefix_digests(conversation)
+    digests = [*chained, *prefix_digests(conversation[len(chained):], chained[-1] if chained else "")]
     _lock_session(conn, ws, session_id)
     head = _head(conn, ws, session_id)
     length, stored_digest, writes = head if head is not None else (0, "", 0)
@@ -178,9 +192,11 @@ class History:
         self.db = db
         self.workspace = workspace  # every query reads and writes this workspace's rows only
 
-    async def save(self, session_id: str, messages: list[dict[str, Any]], seen_writes: int | None = None) -> None:
-        """Store a turn's conversation, appending what is new (`append_turn`)."""
-        await self.db.run(append_turn, self.workspace, session_id, messages, seen_writes)
+    async def save(self, session_id: str, messages: list[dict[str, Any]], seen_writes: int | None = None,
+                   chained: Sequence[str] = ()) -> None:
+        """Store a turn's conversation, appending what is new (`append_turn`); `chained`: the chain
+        digests of its first messages, when the caller has them (they are not computed again)."""
+        await self.db.run(append_turn, self.workspace, session_id, messages, seen_writes, None, chained)
 
     async def get(self, session_id: str) -> dict[str, Any] | None:
         return await self.db.run(_get, self.workspace, session_id)
