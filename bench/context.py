@@ -41,9 +41,8 @@ from ghost.agent.prompt import system_message
 from ghost.agent.summary import INSTRUCTIONS, Summary
 from ghost.agent.tokens import TokenCounter
 from ghost.config import Settings
-from ghost.llm.bounds import ReplyBounds
-from ghost.llm.upstream import HttpUpstream
-from ghost.llm.transport import make_pool
+from ghost.llm.endpoint import UpstreamEndpoint
+from ghost.llm.upstream import HttpUpstream, open_upstream
 from ghost.llm.window import UpstreamWindow
 from ghost.store.summaries import Summaries
 from ghost.testing.fake_upstream import FakeUpstream, Reply
@@ -80,9 +79,9 @@ async def fit_run(turns: int, home: Path, fake: FakeUpstream) -> dict[str, float
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient())
         workspace, toolbox = await start_toolbox(settings, stack)
-        session = make_pool(settings, fake.url)
-        stack.push_async_callback(session.aclose)
-        upstream = HttpUpstream(http, fake.url, "", ReplyBounds.from_settings(settings), ["fake-model"], session=session)
+        upstream = open_upstream(settings, http, UpstreamEndpoint.configured(settings))
+        stack.push_async_callback(upstream.aclose)
+        upstream.models = ["fake-model"]
         services = ContextServices(UpstreamWindow(4096, "bench"), TokenCounter(), Summaries(workspace.db),
                                    workspace.sandbox_root, settings)
         tools = toolbox.registry.schemas()
@@ -142,9 +141,9 @@ async def tools_run(turns: int, home: Path, fake: FakeUpstream) -> list[dict[str
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient())
         workspace, toolbox = await start_toolbox(settings, stack)
-        session = make_pool(settings, fake.url)
-        stack.push_async_callback(session.aclose)
-        upstream = HttpUpstream(http, fake.url, "", ReplyBounds.from_settings(settings), ["fake-model"], session=session)
+        upstream = open_upstream(settings, http, UpstreamEndpoint.configured(settings))
+        stack.push_async_callback(upstream.aclose)
+        upstream.models = ["fake-model"]
         for count in (15, 50, 300):
             services = ContextServices(UpstreamWindow(8192, "bench"), TokenCounter(), Summaries(workspace.db),
                                        workspace.sandbox_root, settings)

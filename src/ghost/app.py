@@ -32,11 +32,10 @@ from ghost.api.services import Services
 from ghost.config import Settings
 from ghost.heap import freeze_startup_heap
 from ghost.keyfile import settings_in_force
-from ghost.llm.bounds import ReplyBounds
 from ghost.llm.client import make_http_client
-from ghost.llm.transport import make_pool
 from ghost.llm.embedded import open_embedded_model
-from ghost.llm.upstream import HttpUpstream
+from ghost.llm.endpoint import UpstreamEndpoint
+from ghost.llm.upstream import open_upstream
 from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import start_mcp
 from ghost.observe import Telemetry
@@ -68,25 +67,19 @@ async def build_services(settings: Settings, stack: AsyncExitStack, telemetry: T
     tools = await start_tools(settings, workspace.sandbox_root, workspace.scratchpad, stack, telemetry=observed)
     workspace.after_load.append(tools.skills.scan)
     bundled = None if settings.upstream_url else await open_embedded_model(settings, http)
-    upstream_url = bundled.url if bundled else settings.upstream_url
-    # One aiohttp session for the chat path and the catch-all proxy: one pool of kept-alive connections.
-    session = make_pool(settings, upstream_url)
-    if session is not None:
-        stack.push_async_callback(session.aclose)
-    upstream = HttpUpstream(http, upstream_url, bundled.api_key if bundled else settings.upstream_api_key,
-                            ReplyBounds.from_settings(settings), model_override=settings.upstream_model,
-                            check_available=bundled.check_available if bundled else lambda: None,
-                            session=session)
+    # The upstream: the configured one, or the bundled model (its address is fixed before it starts).
+    # Its one aiohttp session serves the chat path and the catch-all proxy alike.
+    upstream = open_upstream(settings, http, bundled.endpoint, bundled.check_available) if bundled \
+        else open_upstream(settings, http, UpstreamEndpoint.configured(settings))
+    stack.push_async_callback(upstream.aclose)
     if bundled is not None:  # the bundled model becomes the upstream; its self-test sends Ghost's tools
-        upstream.models = [bundled.name]
         turns = TurnServices(settings, upstream, tools.registry, None, tools.sandbox_network)
         test = (lambda: self_test(turns, bundled.name, settings.embedded_self_test_timeout)) \
             if settings.embedded_self_test == "on" else None
         await bundled.start(stack, test)
     mcp = await start_mcp(settings, tools.executor, workspace.sandbox_root, workspace.gate, tools.registry, stack)
     workspace.after_load.append(mcp.tools.restart_in_sandbox_dir)
-    discovered = await upstream.discover_models()
-    upstream.models = settings.models or discovered[:1] or [bundled.name if bundled else "ghost"]
+    await upstream.settle_models(settings.models, bundled.name if bundled else "ghost")
     bundled_size = bundled.server.spec.context_size if bundled else None
     context = await start_context(settings, upstream, workspace.db, workspace.sandbox_root, bundled_size)
     workspace.after_load.append(context.forget_saved)
@@ -115,8 +108,6 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
             telemetry: Telemetry = app.state.telemetry
             stack.push_async_callback(asyncio.to_thread, telemetry.shutdown)  # the spans still queued
             services = await build_services(settings, stack, telemetry)
-            if services.upstream.session is not None:  # the catch-all proxy sends over the chat path's session
-                app.state.proxy_pool = services.upstream.session
             app.state.services = services
             log.info("Ghost %s ready; upstream %s; models %s", __version__,
                      services.upstream.url or "(none)", services.upstream.models)

@@ -132,7 +132,8 @@ async def start_context(settings: Settings, upstream: HttpUpstream, db: Database
     """Learn the window and set up counting; call once the upstream and its models are known.
     `bundled_size`: the bundled model's context size when it is the upstream (nothing to ask)."""
     model = upstream.upstream_model(upstream.default_model)
-    window = await learn_window(upstream.http, upstream.url, upstream.headers(), model, settings, bundled_size)
-    tokenize_url = f"{upstream.url}{window.tokenize_path}" if window.tokenize_path else ""
-    counter = TokenCounter(upstream.http, tokenize_url, upstream.headers())
+    endpoint = upstream.endpoint
+    window = await learn_window(upstream.http, endpoint, model, settings, bundled_size)
+    tokenize_url = endpoint.at(window.tokenize_path) if window.tokenize_path else ""
+    counter = TokenCounter(upstream.http, tokenize_url, endpoint.headers())
     return ContextServices(window, counter, Summaries(db), sandbox_root, settings)

@@ -19,6 +19,7 @@ from ghost.agent.spaces import Spaces
 from ghost.config import Settings
 from ghost.errors import GhostError
 from ghost.llm.embedded import BundledModel
+from ghost.llm.transport import UpstreamSession
 from ghost.llm.upstream import HttpUpstream
 from ghost.looplag import LoopLagMonitor
 from ghost.mcp.setup import McpServices
@@ -40,6 +41,12 @@ class Services:
     users: Users
     spaces: Spaces  # every user's workspace and what runs on it (the admin's: chat, workspace... above)
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def proxy_pool(self) -> UpstreamSession | None:
+        """The catch-all proxy's connections to the upstream: the upstream's own session, so the
+        proxy and the chat path share one pool (None without an upstream)."""
+        return self.upstream.session
 
 
 class NotReady(GhostError):

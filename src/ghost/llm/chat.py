@@ -184,11 +184,11 @@ async def stream_chat(upstream: HttpUpstream, payload: dict[str, Any], request_i
     One flat loop per network read: the read is split into chunks (`ChunkReader`), each chunk is
     parsed once and its deltas are yielded from here, with no generator in between.
     """
-    url = f"{upstream.url}/v1/chat/completions"
+    url = upstream.endpoint.at("/v1/chat/completions")
     headers = [("content-type", "application/json"), *upstream.headers().items(), ("x-request-id", request_id)]
     acc = _Accumulator(upstream.bounds)
     started = time.perf_counter()
-    if not upstream.url or upstream.session is None:
+    if not upstream.endpoint.exists or upstream.session is None:
         raise UpstreamError("no upstream is configured")
     upstream.check_available()
     body = upstream.bodies.encode(payload)

@@ -51,6 +51,7 @@ from ghost.config import Settings
 from ghost.errors import GhostError, upstream_text
 from ghost.llm.availability import check_model_available
 from ghost.llm.embedded_gate import KEY_ENV
+from ghost.llm.endpoint import UpstreamEndpoint
 from ghost.llm.gguf import GGUFError, read_model_meta
 from ghost.private import open_private_append, private_dir
 
@@ -418,13 +419,10 @@ class BundledModel:
     meta: dict[str, Any]  # GGUF facts for the model routes (family, size, quantization...)
 
     @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def api_key(self) -> str:
-        """The key the server answers to: Ghost's upstream key while it serves the bundled model."""
-        return self.server.api_key
+    def endpoint(self) -> UpstreamEndpoint:
+        """Where the server listens and the key it answers to: Ghost's upstream while it serves
+        the bundled model (both fixed before it starts, and kept across restarts)."""
+        return UpstreamEndpoint(self.server.url, self.server.api_key)
 
     @property
     def status(self) -> dict[str, Any]:

@@ -24,11 +24,11 @@ class Embeddings:
 
 async def embed(upstream: HttpUpstream, model: str, inputs: list[str], request_id: str) -> Embeddings:
     """One upstream call for all `inputs`; UpstreamError (502/504) when it fails or has no such route."""
-    if not upstream.url:
+    if not upstream.endpoint.exists:
         raise UpstreamError("no upstream is configured")
     headers = {**upstream.headers(), "x-request-id": request_id}
     with upstream_errors():
-        response = await upstream.http.post(f"{upstream.url}/v1/embeddings", headers=headers,
+        response = await upstream.http.post(upstream.endpoint.at("/v1/embeddings"), headers=headers,
                                             json={"model": model, "input": inputs})
     if response.status_code in (404, 405, 501):
         raise UpstreamError(f"the upstream has no embeddings endpoint (/v1/embeddings answered "

@@ -97,12 +97,12 @@ def _wrong_shape(data: dict[str, Any]) -> UpstreamError:
 
 
 async def _post(upstream: HttpUpstream, payload: dict[str, Any], request_id: str) -> UpstreamResponse:
-    if not upstream.url or upstream.session is None:
+    if not upstream.endpoint.exists or upstream.session is None:
         raise UpstreamError("no upstream is configured")
     upstream.check_available()
     headers = [("content-type", "application/json"), *upstream.headers().items(), ("x-request-id", request_id)]
-    response = await upstream.session.post(f"{upstream.url}/v1/chat/completions", headers,
-                                         upstream.bodies.encode(payload))
+    response = await upstream.session.post(upstream.endpoint.at("/v1/chat/completions"), headers,
+                                           upstream.bodies.encode(payload))
     try:
         await raise_for_status(response)
     except BaseException:

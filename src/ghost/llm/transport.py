@@ -24,6 +24,7 @@ from yarl import URL
 
 from ghost.config import Settings
 from ghost.errors import GhostError, UpstreamError
+from ghost.llm.endpoint import UpstreamEndpoint
 from ghost.llm.transport_errors import from_aiohttp
 
 # Headers aiohttp would otherwise invent; the upstream sees only what the client sent.
@@ -214,10 +215,10 @@ class WriteWatch:
         self._watching = False
 
 
-def make_pool(settings: Settings, upstream_url: str) -> UpstreamSession | None:
+def make_pool(settings: Settings, endpoint: UpstreamEndpoint) -> UpstreamSession | None:
     """The upstream session of the chat path and the proxy (None without an upstream); closed at
     shutdown by whoever made it."""
-    if not upstream_url:
+    if not endpoint.exists:
         return None
-    return UpstreamSession(upstream_url, max_connections=settings.upstream_max_connections,
+    return UpstreamSession(endpoint.url, max_connections=settings.upstream_max_connections,
                            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from ghost.config import Settings
+from ghost.llm.endpoint import UpstreamEndpoint
 
 log = logging.getLogger("ghost.context")
 PROBE_TIMEOUT_S = 3.0
@@ -44,10 +45,10 @@ class UpstreamWindow:
                 "tokenizer": self.tokenize_path or "estimate"}
 
 
-async def learn_window(http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str,
+async def learn_window(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, model: str,
                        settings: Settings, bundled_size: int | None) -> UpstreamWindow:
     """The window to fit every call into; never raises (an unreachable upstream gives the default)."""
-    found = _bundled(bundled_size) if bundled_size else await _probe(http, url, headers, model)
+    found = _bundled(bundled_size) if bundled_size else await _probe(http, endpoint, model)
     if found is None:
         found = UpstreamWindow(settings.context_window_default, "default (the upstream did not say)")
         log.warning("context window: the upstream did not tell its size; assuming %d tokens "
@@ -66,12 +67,13 @@ def _bundled(size: int) -> UpstreamWindow:
     return UpstreamWindow(size, "the bundled model's --embedded-context-size", "bundled", BUNDLED_TOKENIZE)
 
 
-async def _probe(http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str) -> UpstreamWindow | None:
-    if not url:
+async def _probe(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, model: str) -> UpstreamWindow | None:
+    if not endpoint.exists:
         return None
+    headers = endpoint.headers()
     for probe in (_llama_cpp, _ollama, _vllm):
         try:
-            found = await probe(http, url, headers, model)
+            found = await probe(http, endpoint, headers, model)
         except (httpx.HTTPError, ValueError, TypeError, AttributeError, KeyError):
             found = None  # not this kind of server (or not answering): try the next kind
         if found is not None:
@@ -85,8 +87,9 @@ async def _get_json(http: httpx.AsyncClient, method: str, url: str, headers: dic
     return response.json() if response.status_code == 200 else None
 
 
-async def _llama_cpp(http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str) -> UpstreamWindow | None:
-    props = await _get_json(http, "GET", f"{url}/props", headers)
+async def _llama_cpp(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, headers: dict[str, str],
+                     model: str) -> UpstreamWindow | None:
+    props = await _get_json(http, "GET", endpoint.at("/props"), headers)
     if not isinstance(props, dict):
         return None
     settings = props.get("default_generation_settings")
@@ -94,8 +97,9 @@ async def _llama_cpp(http: httpx.AsyncClient, url: str, headers: dict[str, str],
     return UpstreamWindow(n_ctx, "llama.cpp /props", "llama.cpp", LLAMA_CPP_TOKENIZE) if n_ctx else None
 
 
-async def _ollama(http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str) -> UpstreamWindow | None:
-    show = await _get_json(http, "POST", f"{url}/api/show", headers, {"model": model})
+async def _ollama(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, headers: dict[str, str],
+                  model: str) -> UpstreamWindow | None:
+    show = await _get_json(http, "POST", endpoint.at("/api/show"), headers, {"model": model})
     if not isinstance(show, dict):
         return None
     parameters = show.get("parameters")
@@ -115,8 +119,9 @@ def _ollama_extra(tokens: int) -> dict[str, Any]:
     return {"options": {"num_ctx": tokens}}
 
 
-async def _vllm(http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str) -> UpstreamWindow | None:
-    models = await _get_json(http, "GET", f"{url}/v1/models", headers)
+async def _vllm(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, headers: dict[str, str],
+                model: str) -> UpstreamWindow | None:
+    models = await _get_json(http, "GET", endpoint.at("/v1/models"), headers)
     entries = models.get("data") if isinstance(models, dict) else None
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and (entry.get("id") == model or len(entries) == 1):

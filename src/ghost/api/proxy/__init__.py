@@ -8,7 +8,8 @@ One module per concern (docs/proxy.md describes the behaviour):
 - `headers`: which headers cross in each direction;
 - `sniff`: telling a streamed exchange from a plain one;
 - `relay`: the upstream's reply as the client's response, with in-band errors mid-stream;
-- the aiohttp session to the upstream, shared with the chat path, is `ghost.llm.transport`.
+- the aiohttp session to the upstream is the upstream service's own, shared with the chat path
+  (`Services.proxy_pool`; made in `ghost.llm.transport`).
 """
 
 from ghost.api.proxy.forward import forward

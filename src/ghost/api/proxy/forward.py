@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.datastructures import State
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -27,7 +26,7 @@ from ghost.api.proxy.scrub import scrubbed_error
 from ghost.api.proxy.sniff import StreamFlagScanner
 from ghost.api.proxy.target import upstream_target, upstream_url
 from ghost.llm.transport import UpstreamResponse, UpstreamSession
-from ghost.api.services import services_of
+from ghost.api.services import Services, services_of
 from ghost.errors import UpstreamUnavailable
 
 log = logging.getLogger("ghost.proxy")
@@ -35,9 +34,9 @@ log = logging.getLogger("ghost.proxy")
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs
 
 
-def _pool(state: State) -> UpstreamSession:
-    """The session the app's lifespan made (`app.state.proxy_pool`); 502 without an upstream."""
-    pool: UpstreamSession | None = getattr(state, "proxy_pool", None)
+def _pool(services: Services) -> UpstreamSession:
+    """The upstream's session, the chat path's own (`Services.proxy_pool`); 502 without an upstream."""
+    pool = services.proxy_pool
     if pool is None:
         raise UpstreamUnavailable("no upstream is configured")
     return pool
@@ -61,8 +60,8 @@ async def forward(request: Request) -> Response:
     services = services_of(request)
     upstream = services.upstream
     upstream.check_available()
-    pool = _pool(request.app.state)
-    headers = forward_request_headers(request, upstream)
+    pool = _pool(services)
+    headers = forward_request_headers(request, upstream.endpoint)
     has_body, length = body_length(request.scope["headers"])
     scanner = StreamFlagScanner(request.stream()) if has_body else None
     started = time.perf_counter()

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from starlette.requests import Request
 
-from ghost.llm.upstream import HttpUpstream
+from ghost.llm.endpoint import UpstreamEndpoint
 
 _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
@@ -40,11 +40,11 @@ def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return listed
 
 
-def forward_request_headers(request: Request, upstream: HttpUpstream) -> Headers:
+def forward_request_headers(request: Request, endpoint: UpstreamEndpoint) -> Headers:
     """The client's headers as the upstream should see them (repeats kept, nothing invented)."""
     raw = request.scope["headers"]
     drop = _REQUEST_DROP | listed if (listed := _connection_listed(raw)) else _REQUEST_DROP
-    own = upstream.headers()
+    own = endpoint.headers()
     if "traceparent" in own:  # tracing on: the upstream's parent is Ghost's span, not the client's
         drop = drop | _TRACE_CONTEXT
     headers = [(name, value) for name, value in raw if name not in drop]
