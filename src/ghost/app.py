@@ -23,7 +23,10 @@ from ghost.api.error_shape import RelayedErrorShape
 from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
-from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.chat_fast_path import ChatFastPath, chat_routes
+from ghost.api.middleware import BodyLimit, RequestIdMiddleware
+from ghost.api.proxy.route import every_route
+from ghost.api.route_entry import RouteEntry
 from ghost.api.route_table import ROUTES, RouteTable
 from ghost.api import metrics as metrics_api
 from ghost.api.observe import ObserveMiddleware
@@ -149,7 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.routes = routes = RouteTable(ROUTES, settings)
     openapi.install(app)  # the finished /openapi.json (security, streams, error shapes)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, routes=routes, settings=settings)
     app.add_middleware(
         CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
@@ -161,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the proxy's relayed error replies in the shape of their path's clients (Ghost's own
     # errors are written in it already: ghost.api.error_shape).
     app.add_middleware(RelayedErrorShape)
-    # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
-    app.user_middleware.append(Middleware(proxy.ProxyFastPath))
+    # Innermost, just outside the error handlers: the body cap, the last resort for unexpected errors,
+    # then a chat route's handler or the proxy straight away, past FastAPI's routing (ghost.api.route_entry).
+    chat_fast_path = ChatFastPath(chat_routes(every_route(app.router.routes), routes, settings))
+    app.user_middleware.append(Middleware(RouteEntry, body_limit=BodyLimit(routes, settings), chat=chat_fast_path))
     return app
