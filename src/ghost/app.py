@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -133,13 +134,24 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     return lifespan
 
 
+def _fastapi_telemetry_off() -> dict[str, object]:
+    """FastAPI's own OpenTelemetry instrumentation (its newer releases) switched off: Ghost makes its
+    own server spans and HTTP metrics (`api/observe.py`), which FastAPI's would duplicate as soon as
+    anything set a global provider, and asking whether one is set cost every request ~0.7 % of an
+    agent turn's CPU (docs/benchmarks.md). Older releases have no such instrumentation, nor the keyword."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                          "auto_configure": False}}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Ghost app serving `settings` (default: from the environment). Raises StartRefused for a
     configuration that must not serve. The settings in force (the key resolved) are
     `app.state.settings`, the very object the services get: the one place anything reads them."""
     settings = settings_in_force(settings or Settings())
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, **_fastapi_telemetry_off())
     app.state.settings = settings
     app.state.readiness = probes.Readiness()  # turned to draining by SIGTERM (ghost.cli)
     app.state.telemetry = telemetry = Telemetry(settings)
