@@ -15,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope
 
-from ghost.api.chat_fast_path import ChatFastPath, ChatRoute, StartedSend
+from ghost.api import chat
+from ghost.api.chat_fast_path import ChatFastPath, ChatRoute, StartedSend, chat_routes
+from ghost.api.route_table import ROUTES, RouteTable
 from ghost.api.route_entry import RouteEntry
 from ghost.app import create_app
 from ghost.config import Settings
@@ -68,6 +71,16 @@ def pair(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
 def test_the_fast_path_takes_the_chat_routes_and_no_other() -> None:
     app = create_app(Settings(api_key=TEST_KEY))
     assert sorted(app.user_middleware[-1].kwargs["chat"].routes) == sorted(CHAT_PATHS)
+
+
+def test_routes_under_an_include_that_adds_a_dependency_are_left_to_fastapi() -> None:
+    settings = Settings(api_key=TEST_KEY)
+    table = RouteTable(ROUTES, settings)
+    plain, guarded = FastAPI(), FastAPI()
+    plain.include_router(chat.router)
+    guarded.include_router(chat.router, dependencies=[Depends(lambda: None)])
+    assert sorted(chat_routes(plain.router.routes, table, settings)) == sorted(CHAT_PATHS[:4])
+    assert chat_routes(guarded.router.routes, table, settings) == {}
 
 
 def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], Any]:

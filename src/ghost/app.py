@@ -26,7 +26,6 @@ from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
 from ghost.api.chat_fast_path import ChatFastPath, chat_routes
 from ghost.api.middleware import BodyLimit, RequestIdMiddleware
-from ghost.api.proxy.route import every_route
 from ghost.api.route_entry import RouteEntry
 from ghost.api.route_table import ROUTES, RouteTable
 from ghost.api import metrics as metrics_api
@@ -177,6 +176,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RelayedErrorShape)
     # Innermost, just outside the error handlers: the body cap, the last resort for unexpected errors,
     # then a chat route's handler or the proxy straight away, past FastAPI's routing (ghost.api.route_entry).
-    chat_fast_path = ChatFastPath(chat_routes(every_route(app.router.routes), routes, settings))
+    chat_fast_path = ChatFastPath(chat_routes(app.router.routes, routes, settings))
     app.user_middleware.append(Middleware(RouteEntry, body_limit=BodyLimit(routes, settings), chat=chat_fast_path))
     return app

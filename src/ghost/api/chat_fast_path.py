@@ -16,14 +16,14 @@ OpenAPI is FastAPI's, from the same routes, unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ghost.api.auth import require_admin, require_key
 from ghost.api.caller import get_chat
@@ -44,7 +44,7 @@ class StartedSend:
         self.send = send
         self.started = False
 
-    async def __call__(self, message: dict) -> None:  # type: ignore[type-arg]
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
@@ -83,10 +83,24 @@ def _chat_route(route: APIRoute, table: RouteTable, settings: Settings) -> ChatR
     return ChatRoute(route, check, dependant.request_param_name, calls[1][1])
 
 
-def chat_routes(routes: Iterable[BaseRoute], table: RouteTable, settings: Settings) -> dict[str, ChatRoute]:
-    """The fast chat routes among `routes` (FastAPI's, included routers opened), by path."""
-    found = {}
+def _plainly_included(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """`routes`, opening the included routers that add nothing to their routes (newer FastAPI keeps
+    each as one entry): under an include that adds a prefix or a dependency, a route is not what its
+    own `dependant` says, so it is left to FastAPI."""
     for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            yield route
+            continue
+        context = getattr(route, "include_context", None)
+        if context is not None and not getattr(context, "prefix", "") and not getattr(context, "dependencies", None):
+            yield from _plainly_included(included.routes)
+
+
+def chat_routes(routes: Iterable[BaseRoute], table: RouteTable, settings: Settings) -> dict[str, ChatRoute]:
+    """The fast chat routes among `routes` (the app's), by path."""
+    found = {}
+    for route in _plainly_included(routes):
         if isinstance(route, APIRoute) and (chat := _chat_route(route, table, settings)) is not None:
             found[route.path] = chat
     return found
