@@ -76,9 +76,9 @@ class ProxyFastPath:
 
     Those requests would end at the catch-all route anyway, after FastAPI has tried every other
     route and solved the route's dependencies. The innermost middleware (`ghost.api.route_entry`)
-    calls it after the request-id, CORS and body-limit steps, which still apply. A path any other route matches, with any
-    method, goes the normal way, so 405s and Ghost's own routes are untouched. The decision is
-    remembered per path.
+    calls it after the request-id, CORS and body-limit steps, which still apply. A path any other
+    route matches, with any method, goes the normal way, so 405s and Ghost's own routes are
+    untouched. The decision is remembered per path.
     """
 
     MAX_REMEMBERED = 4096
