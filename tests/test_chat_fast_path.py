@@ -59,7 +59,8 @@ def _app(home: Path, upstream: FakeUpstream, *, fast: bool) -> Any:
 
 
 @pytest.fixture(scope="module")
-def pair(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+def pair(upstream: FakeUpstream,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     fast_app = _app(tmp_path_factory.mktemp("fast"), upstream, fast=True)
     routed_app = _app(tmp_path_factory.mktemp("routed"), upstream, fast=False)
     with InProcessServer(fast_app) as fast, InProcessServer(routed_app) as routed, \
