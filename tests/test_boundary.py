@@ -24,7 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghost.api.boundary import HostRule
 from ghost.api.error_shape import is_ollama_path
+from ghost.config import Settings
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from capabilities import require
 from ghost.testing.server import TEST_KEY, GhostServer, clean_env, free_port
@@ -825,3 +827,14 @@ def test_an_idle_kept_alive_connection_is_kept_and_a_slow_later_head_is_not(impa
             sent += 1
             time.sleep(0.2)
         assert sent < 200, "a slow head on a kept-alive connection was never cut off"
+
+
+def test_host_answers_are_remembered_within_a_bound() -> None:
+    rule = HostRule(Settings())
+    for _ in range(2):  # the remembered answer is the computed one
+        assert rule.allows("localhost") and rule.allows("127.0.0.1") and rule.allows("::1")
+        assert not rule.allows("rebind.evil.example") and not rule.allows("10.0.0.1")
+    for n in range(HostRule.MAX_REMEMBERED * 2 + 5):
+        assert not rule.allows(f"made-up-{n}.example")
+        assert len(rule._remembered) <= HostRule.MAX_REMEMBERED
+    assert rule.allows("localhost") and not rule.allows("rebind.evil.example")

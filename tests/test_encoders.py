@@ -139,3 +139,18 @@ def test_api_chat_object_has_both_shapes_and_generate_has_response() -> None:
     assert both["message"]["content"] == "hi" and both["choices"][0]["message"]["content"] == "hi"
     assert both["done"] is True and both["eval_count"] == 2
     assert generate_object(turn, INFO)["response"] == "hi"
+
+
+def test_stream_chunks_are_the_bytes_of_the_whole_chunk_encoded() -> None:
+    # Each chunk's head is encoded once per reply: it must stay what encoding the whole chunk gives.
+    info = ReplyInfo(request_id='r"1\u00e9', model="m\u00fcdel \"x\"", created=1700000000)
+    encoder = OpenAIStreamEncoder(info)
+    events = [TextDelta("h\u00e9llo \"q\" \n \u2028 \U0001f600"), ReasoningDelta("why"), Done("stop")]
+    deltas = [{"role": "assistant", "content": ""}, {"content": events[0].text}, {"reasoning_content": "why"}, {}]
+    finishes = [None, None, None, "stop"]
+    expected = b"".join(
+        b"data: " + json.dumps({"id": info.completion_id, "object": "chat.completion.chunk", "created": info.created,
+                                "model": info.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]},
+                               ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+        for delta, finish in zip(deltas, finishes)) + b"data: [DONE]\n\n"
+    assert b"".join(encoder.encode(event) for event in events) == expected

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ghost.api.proxy.route import _routes
+from ghost.api.proxy.route import every_route
 from ghost.app import create_app
 from ghost.config import Settings
 from ghost.events import Done, TextDelta, TurnStats, Usage
@@ -295,5 +295,5 @@ def _count(text: str, series: str) -> float:
 
 def _route_templates(home: Path) -> set[str]:
     app = create_app(Settings(home=home))
-    return {getattr(route, "path", "") for route in _routes(app.router.routes)}
+    return {getattr(route, "path", "") for route in every_route(app.router.routes)}
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from ghost.api.auth import require_admin, require_key
 from ghost.api.mcp import McpEndpoint
 from ghost.api.protocols.anthropic.encoder import error_type_for_status
-from ghost.api.proxy.route import PROXY_METHODS, _routes, proxy
+from ghost.api.proxy.route import PROXY_METHODS, every_route, proxy
 from ghost.api.route_table import (ALL_ROUTES, PROXY_ROUTE, ROUTES, Auth, Cap, RouteSpec, RouteTable, Shape,
                                    markdown)
 from ghost.app import create_app
@@ -34,7 +34,7 @@ DOC_SCRIPT = ROOT / "scripts" / "route_table_doc.py"
 
 
 def served_routes(app: FastAPI) -> Iterator[BaseRoute]:
-    yield from _routes(app.router.routes)
+    yield from every_route(app.router.routes)
 
 
 def route_methods(route: BaseRoute) -> set[str]:

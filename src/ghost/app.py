@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,7 +24,9 @@ from ghost.api.error_shape import RelayedErrorShape
 from ghost.api.protocols.anthropic import routes as anthropic
 from ghost.api.boundary import BoundaryMiddleware, OriginRule
 from ghost.api.errors import install_error_handlers
-from ghost.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ghost.api.chat_fast_path import ChatFastPath, chat_routes
+from ghost.api.middleware import BodyLimit, RequestIdMiddleware
+from ghost.api.route_entry import RouteEntry
 from ghost.api.route_table import ROUTES, RouteTable
 from ghost.api import metrics as metrics_api
 from ghost.api.observe import ObserveMiddleware
@@ -121,13 +124,24 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
     return lifespan
 
 
+def _fastapi_telemetry_off() -> dict[str, object]:
+    """FastAPI's own OpenTelemetry instrumentation (its newer releases) switched off: Ghost makes its
+    own server spans and HTTP metrics (`api/observe.py`), which FastAPI's would duplicate as soon as
+    anything set a global provider, and asking whether one is set cost every request ~0.7 % of an
+    agent turn's CPU (docs/benchmarks.md). Older releases have no such instrumentation, nor the keyword."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                          "auto_configure": False}}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Ghost app serving `settings` (default: from the environment). Raises StartRefused for a
     configuration that must not serve. The settings in force (the key resolved) are
     `app.state.settings`, the very object the services get: the one place anything reads them."""
     settings = settings_in_force(settings or Settings())
     app = FastAPI(title="Ghost", version=__version__, lifespan=_lifespan(settings),
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, **_fastapi_telemetry_off())
     app.state.settings = settings
     app.state.readiness = probes.Readiness()  # turned to draining by SIGTERM (ghost.cli)
     app.state.telemetry = telemetry = Telemetry(settings)
@@ -140,7 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.routes = routes = RouteTable(ROUTES, settings)
     openapi.install(app)  # the finished /openapi.json (security, streams, error shapes)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, routes=routes, settings=settings)
     app.add_middleware(
         CORSMiddleware, allow_credentials=False, allow_methods=["*"], allow_headers=["*"],
         expose_headers=["X-Request-ID", "X-Ghost-Session"], **OriginRule(settings).cors_options(),
@@ -152,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the proxy's relayed error replies in the shape of their path's clients (Ghost's own
     # errors are written in it already: ghost.api.error_shape).
     app.add_middleware(RelayedErrorShape)
-    # Innermost (after the error handlers' own): paths no route serves skip FastAPI's routing.
-    app.user_middleware.append(Middleware(proxy.ProxyFastPath))
+    # Innermost, just outside the error handlers: the body cap, the last resort for unexpected errors,
+    # then a chat route's handler or the proxy straight away, past FastAPI's routing (ghost.api.route_entry).
+    chat_fast_path = ChatFastPath(chat_routes(app.router.routes, routes, settings))
+    app.user_middleware.append(Middleware(RouteEntry, body_limit=BodyLimit(routes, settings), chat=chat_fast_path))
     return app

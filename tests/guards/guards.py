@@ -353,7 +353,7 @@ GUARDS: list[Removal] = [
             tests=("tests/test_boundary.py::test_a_host_that_is_not_one_authority_is_400",),
             why="`Host: [::1]evil.example` passes as `::1`"),
     Removal("boundary: one Host and one Origin header", "api/boundary.py",
-            old="        if len(_headers(scope, name)) > 1:\n", new="        if False:\n",
+            old="        if len(found.named(name)) > 1:\n", new="        if False:\n",
             tests=("tests/test_boundary.py::test_two_host_or_two_origin_headers_are_400",),
             why="only the first of two Host or Origin headers is checked"),
     Removal("bundled model: its key required", "llm/embedded_gate.py",

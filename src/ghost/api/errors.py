@@ -9,10 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware import Middleware
 
 from ghost.api.error_shape import error_response
-from ghost.api.middleware import UnexpectedErrorMiddleware
 from ghost.errors import GhostError
 
 log = logging.getLogger("ghost.errors")
@@ -29,11 +27,16 @@ _TYPE_BY_STATUS = {
 }
 
 
-async def _ghost_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GhostError)
+def ghost_error_response(path: str, exc: GhostError) -> JSONResponse:
+    """The reply to a `GhostError` raised while serving `path` (the handler's and the fast paths')."""
     if exc.status_code >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
-    return error_response(request.scope["path"], exc.status_code, exc.message, exc.error_type, exc.headers)
+    return error_response(path, exc.status_code, exc.message, exc.error_type, exc.headers)
+
+
+async def _ghost_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GhostError)
+    return ghost_error_response(request.scope["path"], exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -75,8 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GhostError, _ghost_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    # Appended, so it stays the innermost middleware whatever is added after this call: its 500s
-    # then get the request id, CORS headers and an access-log line like every other response.
-    app.user_middleware.append(Middleware(UnexpectedErrorMiddleware))
-    # Only reached by a bug in the middleware outside it.
+    # Anything else becomes a 500 in the innermost middleware (`ghost.api.route_entry`), so that it
+    # gets the request id, CORS headers and an access-log line like every other response; this
+    # handler is only reached by a bug in the middleware outside it.
     app.add_exception_handler(Exception, _unexpected)

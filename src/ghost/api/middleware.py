@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request ids with an access log line, request body limits, and the last
-line of defence against unexpected exceptions.
+"""Pure ASGI middleware: request ids with an access log line; the steps of the innermost layer for
+request body limits and the last line of defence against unexpected exceptions.
 
 Written as raw ASGI rather than BaseHTTPMiddleware so streaming bodies pass through untouched.
 """
@@ -88,28 +88,29 @@ class RequestIdMiddleware:
         access_log.info(json.dumps(line), extra={"fields": line})
 
 
-class BodyLimitMiddleware:
+class BodyLimit:
     """Refuse request bodies larger than the cap of their path's route (`ghost.api.route_table`),
-    whether declared or streamed."""
+    whether declared or streamed. A step of the innermost middleware (`ghost.api.route_entry`)."""
 
-    def __init__(self, app: ASGIApp, routes: RouteTable, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, routes: RouteTable, settings: Settings) -> None:
         self.routes = routes
         self.settings = settings
 
     def limit_for(self, path: str) -> int:
         return self.routes.spec_for(path).cap.limit(self.settings)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
+    async def refused(self, scope: Scope, send: Send, limit: int) -> bool:
+        """Whether the request declares a body over `limit`, which is then answered with a 413."""
         declared = _content_length(scope["headers"])
         if declared is not None and declared > limit:
             await _send_413(scope, send, limit)
-            return
-        await self.app(scope, _counting_receive(receive, limit), send)
+            return True
+        return False
+
+    @staticmethod
+    def counted(receive: Receive, limit: int) -> Receive:
+        """`receive`, raising LimitExceeded once the body streamed in passes `limit`."""
+        return _counting_receive(receive, limit)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -143,39 +144,22 @@ async def _send_413(scope: Scope, send: Send, limit: int) -> None:
                      ((b"connection", b"close"),))
 
 
-class UnexpectedErrorMiddleware:
+async def answer_unexpected(scope: Scope, send: Send, exc: Exception, started: bool) -> None:
     """Turn an exception no handler took into a 500 in the error shape, or an aborted connection.
 
-    Installed innermost (just outside the exception handlers), so its 500 still passes through the
-    request-id, CORS and access-log middleware; Starlette's own ServerErrorMiddleware sits outside
-    all of them. The body never carries the traceback, only the request id to quote. Once the
-    response has started nothing can be said any more: it returns without finishing the response,
-    and the server closes the connection so the client sees an incomplete body, not a clean end.
+    Called by the innermost middleware (`ghost.api.route_entry`, just outside the exception
+    handlers), so its 500 still passes through the request-id, CORS and access-log middleware;
+    Starlette's own ServerErrorMiddleware sits outside all of them. The body never carries the
+    traceback, only the request id to quote. Once the response has started nothing can be said any
+    more: it returns without finishing the response, and the server closes the connection so the
+    client sees an incomplete body, not a clean end.
     """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            request_id = scope.get("ghost.request_id", "")
-            if started:
-                _log_aborted(request_id, exc)
-                return
-            error_log.exception("unhandled error in request %s", request_id)
-            await send_error(scope, send, 500, f"internal error (request {request_id})", "internal_error")
+    request_id = scope.get("ghost.request_id", "")
+    if started:
+        _log_aborted(request_id, exc)
+        return
+    error_log.exception("unhandled error in request %s", request_id)
+    await send_error(scope, send, 500, f"internal error (request {request_id})", "internal_error")
 
 
 def _log_aborted(request_id: str, exc: Exception) -> None:

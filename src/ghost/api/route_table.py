@@ -1,9 +1,9 @@
 """Every route Ghost serves, declared once: who may call it, which setting caps its body, and the
 shape its errors are written in.
 
-The middleware reads this table and nothing else: `BodyLimitMiddleware` the cap of the request's
-path, the error writer (`ghost.api.error_shape`) the shape, `ghost.app` the paths that are Ghost's
-own. The routes themselves declare their key check as a FastAPI dependency (`require_key`,
+The middleware reads this table and nothing else: `BodyLimit` the cap of the request's path, the
+error writer (`ghost.api.error_shape`) the shape, `ghost.app` the paths that are Ghost's own, and
+the chat fast path (`ghost.api.chat_fast_path`) the key check of the POST routes it serves. The routes themselves declare their key check as a FastAPI dependency (`require_key`,
 `require_admin`), so that the order of the answers stays FastAPI's (a 405 before a 401, a
 malformed body before the key); `tests/test_route_table.py` checks each route's dependency against
 its entry here, that FastAPI serves exactly the routes listed, and that docs/architecture.md's

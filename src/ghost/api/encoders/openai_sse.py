@@ -29,16 +29,26 @@ def sse_error(message: str, error_type: str) -> bytes:
     return f"event: error\ndata: {body}\n\n".encode() + DONE_LINE
 
 
+def _chunk_head(info: ReplyInfo) -> bytes:
+    """What every chunk of one reply starts with, up to its delta: the same bytes `dumps` makes of the
+    whole chunk (the keys in the same order), encoded once per reply rather than once per chunk."""
+    return (f'data: {{"id":{dumps(info.completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{dumps(info.created)},"model":{dumps(info.model)},"choices":[{{"index":0,"delta":').encode()
+
+
+_OPEN_TAIL = b',"finish_reason":null}]}\n\n'
+
+
 class OpenAIStreamEncoder:
     def __init__(self, info: ReplyInfo) -> None:
         self.info = info
         self._started = False
         self._usage: Usage | None = None
+        self._head = _chunk_head(info)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        body = {"id": self.info.completion_id, "object": "chat.completion.chunk", "created": self.info.created,
-                "model": self.info.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-        return b"data: " + dumps(body).encode() + b"\n\n"
+        tail = _OPEN_TAIL if finish_reason is None else f',"finish_reason":{dumps(finish_reason)}}}]}}\n\n'.encode()
+        return self._head + dumps(delta).encode() + tail
 
     def _role_first(self) -> bytes:
         if self._started:

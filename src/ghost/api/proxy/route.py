@@ -29,17 +29,17 @@ router = APIRouter()
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
-def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+def every_route(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
     """Every route, looking inside included routers (newer FastAPI keeps them as one entry each)."""
     for route in routes:
         included = getattr(route, "original_router", None)
-        yield from _routes(included.routes) if included is not None else (route,)
+        yield from every_route(included.routes) if included is not None else (route,)
 
 
 def ghost_route_methods(app: Starlette, scope: Scope) -> set[str]:
     """Methods Ghost's own routes answer on this scope's path; empty if only the proxy serves it."""
     methods: set[str] = set()
-    for route in _routes(app.router.routes):
+    for route in every_route(app.router.routes):
         if getattr(route, "endpoint", None) is proxy:
             continue
         if route.matches(scope)[0] is not Match.NONE:
@@ -75,10 +75,10 @@ class ProxyFastPath:
     """Hand requests for paths no Ghost route serves straight to `forward`.
 
     Those requests would end at the catch-all route anyway, after FastAPI has tried every other
-    route and solved the route's dependencies. Install it innermost (inside the request-id, CORS
-    and body-limit middleware, which still apply). A path any other route matches, with any
-    method, goes the normal way, so 405s and Ghost's own routes are untouched. The decision is
-    remembered per path.
+    route and solved the route's dependencies. The innermost middleware (`ghost.api.route_entry`)
+    calls it after the request-id, CORS and body-limit steps, which still apply. A path any other
+    route matches, with any method, goes the normal way, so 405s and Ghost's own routes are
+    untouched. The decision is remembered per path.
     """
 
     MAX_REMEMBERED = 4096
