@@ -186,7 +186,9 @@ class RecordedSpan(trace.Span):
 
     def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
-        described = {"exception.type": type(exception).__qualname__, "exception.message": str(exception),
+        kind = type(exception)
+        named = kind.__qualname__ if kind.__module__ in ("builtins", "") else f"{kind.__module__}.{kind.__qualname__}"
+        described = {"exception.type": named, "exception.message": str(exception),
                      "exception.stacktrace": "".join(traceback.format_exception(exception)),
                      "exception.escaped": str(escaped), **(attributes or {})}
         self.add_event("exception", described, timestamp)
