@@ -146,6 +146,36 @@ def test_the_sdks_sampler_decides_each_span(env: pytest.MonkeyPatch, receiver: O
                           for kind in ("parent", "child"))
 
 
+def _parent(flags: int, remote: bool, state: str) -> otel_context.Context:
+    context = trace.SpanContext(int(CLIENT_TRACE, 16), int(CLIENT_SPAN, 16), remote, trace.TraceFlags(flags),
+                                trace.TraceState.from_header([state]) if state else None)
+    return trace.set_span_in_context(trace.NonRecordingSpan(context))
+
+
+@pytest.mark.parametrize("parent", [None, (1, True, "vendor=v1"), (0, True, "vendor=v1"), (1, False, ""),
+                                    (0, False, ""), (3, True, ""), (2, True, "")])
+def test_the_default_sampler_decides_as_the_sdks_does(env: pytest.MonkeyPatch,
+                                                     parent: tuple[int, bool, str] | None) -> None:
+    from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+
+    maker = SpanMaker(RESOURCE, SCOPE, InMemorySpanExporter())  # no OTEL_TRACES_SAMPLER: the default
+    assert maker.sampler is DEFAULT_ON  # so the decision is made without calling it
+    try:
+        context = _parent(*parent) if parent else None
+        span = maker.start("s", SpanKind.INTERNAL, {"a": 1}, context)
+        got = span.get_span_context()
+        expected = DEFAULT_ON.should_sample(context, got.trace_id, "s", SpanKind.INTERNAL, {"a": 1})
+        assert span.is_recording() is expected.decision.is_recording()
+        assert got.trace_flags.sampled is expected.decision.is_sampled()
+        assert got.trace_state == (expected.trace_state or trace.TraceState())
+        if parent:
+            assert got.trace_flags.random_trace_id is bool(parent[0] & 2)  # the parent's, as the SDK keeps it
+        if span.is_recording():
+            assert dict(span.attributes) == dict(expected.attributes)  # type: ignore[attr-defined]
+    finally:
+        maker.shutdown()
+
+
 # --- limits, tree, ids ------------------------------------------------------------------------------
 
 

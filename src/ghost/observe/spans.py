@@ -39,11 +39,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger("ghost.observe")
 _STATUSES = {code: Status(code) for code in StatusCode}
+_FLAGS = {(sampled, random_id): TraceFlags((TraceFlags.SAMPLED if sampled else 0)
+                                            | (TraceFlags.RANDOM_TRACE_ID if random_id else 0))
+          for sampled in (False, True) for random_id in (False, True)}
 _NO_EVENTS: tuple[Event, ...] = ()
 
 
@@ -61,35 +65,29 @@ class SpanMaker:
         self.max_attributes = self.limits.max_span_attributes
         self.max_length = self.limits.max_span_attribute_length
         self.processor = BatchSpanProcessor(exporter)
-        self._root_flags = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else 0
+        self._random_root = self.ids.is_trace_id_random()
 
     def start(self, name: str, kind: SpanKind, attributes: Mapping[str, Any],
               parent: Context | None = None) -> trace.Span:
         """A started span, the child of the span current in `parent` (or now, when None)."""
         parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
         if parent_context.is_valid:
-            trace_id = parent_context.trace_id
-            flags = TraceFlags.RANDOM_TRACE_ID if parent_context.trace_flags.random_trace_id else 0
+            trace_id, random_id = parent_context.trace_id, parent_context.trace_flags.random_trace_id
         else:
-            parent_context, trace_id, flags = None, self.ids.generate_trace_id(), self._root_flags
-        decision = self.sampler.should_sample(parent, trace_id, name, kind, attributes)
-        if decision.decision.is_sampled():
-            flags |= TraceFlags.SAMPLED
-        context = SpanContext(trace_id, self.ids.generate_span_id(), False, TraceFlags(flags), decision.trace_state)
-        if not decision.decision.is_recording():
+            parent_context, trace_id, random_id = None, self.ids.generate_trace_id(), self._random_root
+        if self.sampler is DEFAULT_ON:
+            # The default sampler's rule is fixed (the parent's choice, else sampled), so it is
+            # applied here as it applies it, without its per-call result objects.
+            sampled = parent_context is None or parent_context.trace_flags.sampled
+            recording, trace_state = sampled, parent_context.trace_state if parent_context is not None else None
+        else:
+            result = self.sampler.should_sample(parent, trace_id, name, kind, attributes)
+            sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
+            trace_state, attributes = result.trace_state, result.attributes
+        context = SpanContext(trace_id, self.ids.generate_span_id(), False, _FLAGS[sampled, random_id], trace_state)
+        if not recording:
             return NonRecordingSpan(context)
-        return RecordedSpan(self, name, context, parent_context, kind, decision.attributes)
-
-    def clean(self, value: Any) -> Any:
-        """`value` as an attribute keeps it (the SDK's rules): a string cut at the length limit,
-        a sequence as a tuple, anything else through the API's own cleaning."""
-        kind = type(value)
-        if kind is str:
-            limit = self.max_length
-            return value if limit is None or len(value) <= limit else value[:limit]
-        if kind is bool or kind is int or kind is float:
-            return value
-        return _clean_attribute_value(value, self.max_length)
+        return RecordedSpan(self, name, context, parent_context, kind, attributes)
 
     def force_flush(self) -> bool:
         return self.processor.force_flush()
@@ -148,23 +146,30 @@ class RecordedSpan(trace.Span):
             self._set(attributes)
 
     def _set(self, attributes: Mapping[str, Any]) -> None:
-        """Cleaned and bounded as the SDK's `BoundedAttributes` does: at the count limit the
-        oldest attribute makes room (and is counted as dropped)."""
-        mine, limit, clean = self.attributes, self._maker.max_attributes, self._maker.clean
+        """Cleaned and bounded as the SDK's `BoundedAttributes` does: a string cut at the length
+        limit, any value not a plain string, number or bool through the API's own cleaning (a
+        sequence becomes a tuple); at the count limit the oldest attribute makes room (and is
+        counted as dropped)."""
+        mine, limit, max_length = self.attributes, self._maker.max_attributes, self._maker.max_length
         for key, value in attributes.items():
             if not key or type(key) is not str:
                 log.warning("invalid span attribute key %r: dropped", key)
                 self.dropped_attributes += 1
                 continue
+            kind = type(value)
+            if kind is str:
+                if max_length is not None and len(value) > max_length:
+                    value = value[:max_length]
+            elif kind is not int and kind is not bool and kind is not float:
+                value = _clean_attribute_value(value, max_length)
             if key in mine:
                 del mine[key]
             elif limit is not None and len(mine) >= limit:
-                if limit == 0:
-                    self.dropped_attributes += 1
+                self.dropped_attributes += 1
+                if not mine:  # a limit of 0
                     continue
                 del mine[next(iter(mine))]
-                self.dropped_attributes += 1
-            mine[key] = clean(value)
+            mine[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
                   timestamp: int | None = None) -> None:
