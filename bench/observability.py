@@ -11,7 +11,7 @@ the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). 
 1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
    the latency added per turn against `off` (p50), and the CPU time the Ghost process spent per
-   turn (from /proc: user + system, all its threads). Each Ghost's segment ends with a pause of
+   turn (from /proc: each thread's `schedstat`, in ns). Each Ghost's segment ends with a pause of
    `--settle` seconds, longer than the batch processor's default delay (`OTEL_BSP_SCHEDULE_DELAY`,
    5 s), before its CPU is read (every Ghost alike): so the export of a segment's spans (encoding
    and POST, on the batch processor's thread) is counted in that segment, not in whichever Ghost
@@ -67,9 +67,17 @@ def one_turn(fake: FakeUpstreamProcess, ghost: GhostServer, kind: str) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of process `pid`, all its threads: the sum of each thread's `schedstat` (in ns),
+    else user + system from `/proc/<pid>/stat`. The clock ticks of `stat` are 10 ms each: a
+    segment of 30 turns spends ~200 ms, so they alone would move its figure by ±5 %. (A thread that
+    ended between two readings takes its time with it; Ghost's threads — the event loop, the batch
+    exporter, the executor's workers — live as long as the server.)"""
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int,
@@ -170,9 +178,13 @@ async def _turn(telemetry: Telemetry | None) -> None:
 
 
 async def _cpu_per_turn(telemetry: Telemetry | None, turns: int) -> float:
+    """All threads' CPU per turn, the export of these turns' spans included: flushed before the
+    clock is read (else the batch thread sends them, every 5 s, within another segment)."""
     started = time.process_time()
     for _ in range(turns):
         await _turn(telemetry)
+    if telemetry is not None and telemetry.tracing.enabled:
+        telemetry.tracing.provider.force_flush()
     return (time.process_time() - started) / turns
 
 

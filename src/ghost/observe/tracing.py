@@ -3,9 +3,10 @@ variables, read once at start by `ghost.config.TraceSettings`).
 
 With tracing off nothing here touches the SDK: `Tracing.enabled` is false, the SDK is never
 imported, and every caller checks that flag once and takes its plain path. With it on, each app
-has its own `TracerProvider` (never the process-wide one: two apps in one process keep their own
-spans apart), exporting over OTLP/HTTP in batches (`ghost.observe.otlp`: the SDK's exporter with
-Ghost's faster encoder).
+has its own span maker (`ghost.observe.spans`: Ghost's own span objects, decided, batched and
+exported by the SDK's parts; never the process-wide provider: two apps in one process keep their
+own spans apart), exporting over OTLP/HTTP in batches (`ghost.observe.otlp`: the SDK's exporter
+with Ghost's faster encoder).
 
 W3C trace context crosses Ghost both ways: an incoming `traceparent` is the parent of the request's
 span; `outgoing_headers` gives the `traceparent` of whatever span is current for the upstream
@@ -39,38 +40,35 @@ class Tracing:
         # Content on spans (ghost.observe.content): only when asked for, bounded per attribute.
         self.captures_content = settings.captures_content
         self.content_max_chars = settings.trace_content_max_chars
-        self._provider: Any = None
-        self.tracer: trace.Tracer = trace.NoOpTracer()
+        self._spans: Any = None  # a `ghost.observe.spans.SpanMaker` with tracing on
         if self.enabled:
             self._start(settings)
 
     def _start(self, settings: TraceSettings) -> None:
         from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         from ghost.observe.otlp import GhostSpanExporter
+        from ghost.observe.spans import SpanMaker
 
         resource = Resource.create({SERVICE_NAME: settings.service_name, SERVICE_VERSION: __version__})
-        self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(GhostSpanExporter()))
-        self.tracer = self._provider.get_tracer("ghost", __version__)
+        self._spans = SpanMaker(resource, InstrumentationScope("ghost", __version__), GhostSpanExporter())
         log.info("tracing on: spans go to the OTLP/HTTP endpoint of the OTEL_* settings")
 
     @property
     def provider(self) -> Any:
-        """This app's own `TracerProvider` (None with tracing off)."""
-        return self._provider
+        """This app's own span maker (None with tracing off)."""
+        return self._spans
 
     def shutdown(self) -> None:
         """Send the spans still queued (blocking: call it off the event loop)."""
-        if self._provider is not None:
-            self._provider.shutdown()
+        if self._spans is not None:
+            self._spans.shutdown()
 
     def start_span(self, name: str, kind: trace.SpanKind, attributes: dict[str, Any],
                    parent: Context | None = None) -> tuple[Span, Context]:
         """A started span and the context that has it as the current span."""
-        span = self.tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        span = self._spans.start(name, kind, attributes, parent) if self._spans is not None else trace.INVALID_SPAN
         return span, trace.set_span_in_context(span, parent)
 
 
