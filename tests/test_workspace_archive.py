@@ -324,7 +324,11 @@ def test_a_client_that_goes_away_mid_download_leaves_no_archive_behind(server: G
     with httpx.Client(base_url=server.url, headers=server.headers, timeout=60, transport=small_buffer) as client:
         with client.stream("POST", "/api/workspace/save") as response:
             assert response.status_code == 200
-            next(response.iter_raw(65536))
+            # The iterator is kept: a dropped `iter_raw` generator is closed at once, and closing it
+            # closes the connection, so the server could end the stream before the check below
+            # (which made this test fail under load).
+            chunks = response.iter_raw(65536)
+            next(chunks)
             assert open_temp_files(server), "the archive should be open while it streams"
         # Leaving the block closes the connection with most of the archive unsent.
     deadline = time.monotonic() + 30  # generous: the suite runs on a loaded 2-core machine
