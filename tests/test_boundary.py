@@ -836,5 +836,5 @@ def test_host_answers_are_remembered_within_a_bound() -> None:
         assert not rule.allows("rebind.evil.example") and not rule.allows("10.0.0.1")
     for n in range(HostRule.MAX_REMEMBERED * 2 + 5):
         assert not rule.allows(f"made-up-{n}.example")
-        assert len(rule._remembered) <= HostRule.MAX_REMEMBERED
+        assert len(rule.allows) <= HostRule.MAX_REMEMBERED
     assert rule.allows("localhost") and not rule.allows("rebind.evil.example")

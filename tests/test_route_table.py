@@ -166,7 +166,7 @@ def test_the_memo_of_looked_up_paths_stays_bounded() -> None:
     table = RouteTable(ROUTES)
     for n in range(RouteTable.MAX_REMEMBERED * 2 + 10):
         assert table.spec_for(f"/proxied/{n}") is PROXY_ROUTE
-        assert len(table._remembered) <= RouteTable.MAX_REMEMBERED
+        assert len(table._looked_up) <= RouteTable.MAX_REMEMBERED
     assert table.spec_for("/api/sessions/x").path == "/api/sessions/{session_id}"  # after a clear as before
     assert table.spec_for("/api/sessions/x").path == "/api/sessions/{session_id}"  # and remembered
 

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ghost.config import Settings
 from ghost.api.error_shape import send_error
 from ghost.errors import echo
+from ghost.memo import BoundedMemo
 
 # Origins a page on this machine has: http(s) on localhost, 127.0.0.1 or [::1], any port.
 LOCAL_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
@@ -82,7 +83,7 @@ class HostRule:
     MAX_REMEMBERED = 1024
 
     def __init__(self, settings: Settings) -> None:
-        self._remembered: dict[str, bool] = {}
+        self.allows: BoundedMemo[str, bool] = BoundedMemo(self._allows, self.MAX_REMEMBERED)
         bound = split_host(settings.host) if settings.host else ""
         self.bound_ip = _ip(bound)
         self.wildcard_bind = self.bound_ip is not None and self.bound_ip.is_unspecified
@@ -90,14 +91,6 @@ class HostRule:
         if bound and self.bound_ip is None:
             self.names.add(bound)  # bound by name (e.g. --host myhost.lan)
         self.suffixes = tuple(name for name in self.names if name.startswith("."))
-
-    def allows(self, host: str) -> bool:
-        if (known := self._remembered.get(host)) is not None:
-            return known
-        if len(self._remembered) >= self.MAX_REMEMBERED:
-            self._remembered.clear()
-        allowed = self._remembered[host] = self._allows(host)
-        return allowed
 
     def _allows(self, host: str) -> bool:
         if host == "":

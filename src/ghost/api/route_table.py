@@ -25,6 +25,7 @@ from starlette.routing import compile_path
 
 from ghost.api.protocols.anthropic.paths import COUNT_TOKENS_PATH, MESSAGES_PATH
 from ghost.config import Settings
+from ghost.memo import BoundedMemo
 
 class AnyPathConvertor(PathConvertor):
     """Starlette's `path`, across line breaks too: its `.*` stops at one, and a file name holding one
@@ -176,7 +177,7 @@ class RouteTable:
         self._fixed: dict[str, RouteSpec] = {}
         self._patterns: list[tuple[re.Pattern[str], RouteSpec]] = []
         self._prefixes: list[tuple[str, RouteSpec]] = []
-        self._remembered: dict[str, RouteSpec] = {}
+        self._looked_up: BoundedMemo[str, RouteSpec] = BoundedMemo(self._matched, self.MAX_REMEMBERED)
         for spec in served:
             if spec is PROXY_ROUTE:
                 continue
@@ -188,12 +189,8 @@ class RouteTable:
                 self._fixed.setdefault(spec.path, spec)
 
     def spec_for(self, path: str) -> RouteSpec:
-        if (spec := self._fixed.get(path) or self._remembered.get(path)) is not None:
-            return spec
-        if len(self._remembered) >= self.MAX_REMEMBERED:
-            self._remembered.clear()
-        spec = self._remembered[path] = self._matched(path)
-        return spec
+        spec = self._fixed.get(path)
+        return spec if spec is not None else self._looked_up(path)
 
     def _matched(self, path: str) -> RouteSpec:
         for pattern, spec in self._patterns:

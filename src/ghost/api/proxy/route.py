@@ -23,6 +23,7 @@ from ghost.api.services import services_of, settings_of
 from ghost.api.error_shape import error_response
 from ghost.api.proxy.forward import forward
 from ghost.errors import GhostError
+from ghost.memo import BoundedMemo
 
 router = APIRouter()
 
@@ -85,7 +86,7 @@ class ProxyFastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._proxied: dict[str, bool] = {}
+        self._proxied: BoundedMemo[tuple[Starlette, str, str], bool] = BoundedMemo(_only_proxied, self.MAX_REMEMBERED)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._is_proxied(scope):
@@ -99,10 +100,10 @@ class ProxyFastPath:
         await response(scope, receive, send)
 
     def _is_proxied(self, scope: Scope) -> bool:
-        path = scope["path"]
-        known = self._proxied.get(path)
-        if known is None:
-            if len(self._proxied) >= self.MAX_REMEMBERED:
-                self._proxied.clear()
-            known = self._proxied[path] = not ghost_route_methods(scope["app"], scope)
-        return known
+        return self._proxied((scope["app"], scope.get("root_path", ""), scope["path"]))
+
+
+def _only_proxied(where: tuple[Starlette, str, str]) -> bool:
+    """Whether only the catch-all route serves this path (of this app, under this root path)."""
+    app, root_path, path = where
+    return not ghost_route_methods(app, {"type": "http", "method": "GET", "root_path": root_path, "path": path})
