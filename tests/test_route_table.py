@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
 
@@ -73,21 +75,44 @@ def test_the_check_finds_a_route_without_an_entry() -> None:
     assert ("POST", "/api/planted") in pairs_served(app) - pairs_listed(app.state.routes)
 
 
-def auth_of(route: BaseRoute) -> Auth:
+def routes_with_their_routers_dependencies(routes: Iterable[BaseRoute], inherited: tuple[Any, ...] = ()
+                                          ) -> Iterator[tuple[BaseRoute, tuple[Any, ...]]]:
+    """Each route with the dependencies `include_router` gave the routers it sits in (newer FastAPI
+    keeps those on the included router's entry, not in the route's own dependant)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            yield route, inherited
+            continue
+        given = tuple(getattr(getattr(route, "include_context", None), "dependencies", None) or ())
+        yield from routes_with_their_routers_dependencies(included.routes, inherited + given)
+
+
+def auth_of(route: BaseRoute, router_dependencies: tuple[Any, ...] = ()) -> Auth:
     """The key check a route really makes."""
     if isinstance(route, Route) and isinstance(route.endpoint, McpEndpoint):
         return Auth.KEY  # checks the key itself (check_key) before the SDK's handler
-    calls = {dependency.call for dependency in getattr(route, "dependant").dependencies} \
-        if isinstance(route, APIRoute) else set()
+    calls = dependency_calls(route.dependant) if isinstance(route, APIRoute) else set()
+    for depends in router_dependencies:
+        calls |= {depends.dependency} | dependency_calls(get_dependant(path="", call=depends.dependency))
     return Auth.ADMIN if require_admin in calls else Auth.KEY if require_key in calls else Auth.NONE
+
+
+def dependency_calls(dependant: Dependant) -> set[Any]:
+    """Every callable a route depends on, at any depth."""
+    calls: set[Any] = set()
+    for dependency in dependant.dependencies:
+        calls.add(dependency.call)
+        calls |= dependency_calls(dependency)
+    return calls
 
 
 def auth_mismatches(app: FastAPI, table: RouteTable, settings: Settings) -> list[str]:
     wrong = []
-    for route in served_routes(app):
+    for route, given in routes_with_their_routers_dependencies(app.router.routes):
         spec = next(s for s in table.specs if s.path == route.path and route_methods(route) <= spec_methods(s))
-        if auth_of(route) is not spec.auth_under(settings):
-            wrong.append(f"{sorted(route_methods(route))} {route.path}: {auth_of(route)}, listed {spec.auth_under(settings)}")
+        if (auth := auth_of(route, given)) is not spec.auth_under(settings):
+            wrong.append(f"{sorted(route_methods(route))} {route.path}: {auth}, listed {spec.auth_under(settings)}")
     return wrong
 
 
@@ -105,6 +130,22 @@ def test_the_check_finds_a_route_whose_key_check_is_not_its_entrys() -> None:
     planted = [replace(s, auth=Auth.KEY) if s.path == "/api/tags" else s for s in ROUTES]
     assert auth_mismatches(create_app(settings), RouteTable(planted, settings), settings) == [
         "['GET'] /api/tags: none, listed key"]
+
+
+def test_a_key_check_is_found_through_a_nested_dependency_and_a_router_dependency() -> None:
+    # The probes: the check counts a key check made by a dependency of a dependency, or by the
+    # router a route was included with, as the route's own.
+    def needs_key(_: None = Depends(require_key)) -> None:
+        return None
+
+    app = FastAPI()
+    app.add_api_route("/nested", lambda: {}, methods=["GET"], dependencies=[Depends(needs_key)])
+    router = APIRouter()
+    router.add_api_route("/by-router", lambda: {}, methods=["GET"])
+    app.include_router(router, dependencies=[Depends(require_admin)])
+    auths = {route.path: auth_of(route, given) for route, given in routes_with_their_routers_dependencies(app.routes)
+             if isinstance(route, APIRoute)}
+    assert auths == {"/nested": Auth.KEY, "/by-router": Auth.ADMIN}
 
 
 def test_each_entry_names_the_module_that_serves_it() -> None:
