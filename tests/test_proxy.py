@@ -301,6 +301,8 @@ def test_upstream_down_is_502(tmp_path_factory: pytest.TempPathFactory) -> None:
         response = httpx.post(server.url + "/v1/completions", headers=server.headers, json={"prompt": "hi"})
         assert_error(response, 502, "upstream_unavailable")
         assert "unreachable" in response.json()["error"]["message"]
+        # The operator sees it in the log, as for a 5xx on any other route.
+        assert "WARNING" in server.log() and "upstream unreachable" in server.log()
 
 
 def test_an_unreachable_upstream_reads_the_same_on_the_chat_and_the_proxy_path(

@@ -20,7 +20,7 @@ from ghost.api import openapi
 from ghost.api.auth import check_key, require_key
 from ghost.api.proxy.access import check_proxy_access
 from ghost.api.services import services_of, settings_of
-from ghost.api.error_shape import error_response
+from ghost.api.errors import ghost_error_response
 from ghost.api.proxy.forward import forward
 from ghost.errors import GhostError
 from ghost.memo import BoundedMemo
@@ -96,7 +96,7 @@ class ProxyFastPath:
         try:
             response = await checked_forward(request)
         except GhostError as exc:
-            response = error_response(scope["path"], exc.status_code, exc.message, exc.error_type, exc.headers or None)
+            response = ghost_error_response(scope["path"], exc)  # as the error handlers answer (and log 5xx)
         await response(scope, receive, send)
 
     def _is_proxied(self, scope: Scope) -> bool:
