@@ -14,6 +14,4 @@ One module per concern (docs/proxy.md describes the behaviour):
 
 from ghost.api.proxy.forward import forward
 from ghost.api.proxy.route import ProxyFastPath, router
-from ghost.llm.transport import UpstreamSession, make_pool
-
-__all__ = ["ProxyFastPath", "UpstreamSession", "forward", "make_pool", "router"]
+__all__ = ["ProxyFastPath", "forward", "router"]
