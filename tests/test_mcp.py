@@ -215,6 +215,7 @@ def test_a_sandboxed_server_writes_only_its_own_directory(ghost: GhostServer, up
 
 def test_a_client_that_disconnects_cancels_the_call_on_the_server(ghost: GhostServer, upstream: FakeUpstream) -> None:
     tag = uuid.uuid4().hex[:8]
+    started = ghost.home / "mcp" / "toy" / f"started-{tag}"
     marker = ghost.home / "mcp" / "toy" / f"cancelled-{tag}"
     upstream.script(Reply(content="", tool_calls=[{"name": "toy__hang", "arguments": {"tag": tag}}]),
                     Reply(content="never sent"))
@@ -222,8 +223,11 @@ def test_a_client_that_disconnects_cancels_the_call_on_the_server(ghost: GhostSe
         with client.stream("POST", "/v1/chat/completions", json={
                 "model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as reply:
             for line in reply.iter_lines():
-                if "toy__hang" in line:  # the call has started (tool activity)
+                if "toy__hang" in line:  # the turn announced the call (tool activity)
                     break
+            # The activity is announced before the call is sent: leaving now, on a busy machine, could
+            # cancel the turn before the server ever saw the call. Wait until the server has it.
+            wait_for(started.exists, "the server to start the call", timeout=60)
             assert not marker.exists()  # running, not cancelled, while the client is there
     wait_for(marker.exists, "the server to see the call cancelled", timeout=60)
 
