@@ -228,7 +228,7 @@ def test_a_client_that_disconnects_cancels_the_call_on_the_server(ghost: GhostSe
             # The activity is announced before the call is sent: leaving now, on a busy machine, could
             # cancel the turn before the server ever saw the call. Wait until the server has it.
             wait_for(started.exists, "the server to start the call", timeout=60)
-            assert not marker.exists()  # running, not cancelled, while the client is there
+            assert not marker.exists(), ghost.log()[-4000:]  # running, not cancelled, while the client is there
     wait_for(marker.exists, "the server to see the call cancelled", timeout=60)
 
 
