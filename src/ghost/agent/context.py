@@ -282,6 +282,8 @@ class ContextFitter:
     # --- 1. shorten tool results ---------------------------------------------------------------
     async def _shorten(self, view: "_View", layout: Layout, harder: bool) -> tuple[Layout, list[str | None]]:
         """Shorten the oldest tool results until the call fits; each one's saved path (None: not saved)."""
+        if "tool" not in layout.roles:  # a chat without tool results (most): nothing to look at
+            return layout, []
         plan = plan_shorten(layout, self._tool_chars(view), self.limits, harder=harder)
         paths: list[str | None] = []
         for position in plan.positions:
