@@ -259,8 +259,15 @@ class ContextFitter:
         return [*((m, message_key(m)) for m in messages[:lead]), *zip(body, keyed.keys)]
 
     async def _count(self, messages: list[dict[str, Any]], keys: list[bytes]) -> None:
-        """Count the messages this turn has not seen yet (the shared cache knows most of them)."""
-        new = [(k, m) for m, k in zip(messages, keys) if k not in self._tokens]
+        """Count the messages this turn has not seen yet (the shared cache knows most of them: those
+        are taken from it in the same pass)."""
+        tokens, cached, new = self._tokens, self.counter.cached, []
+        for message, key in zip(messages, keys):
+            if key not in tokens:
+                if (count := cached(key)) is not None:
+                    tokens[key] = count
+                else:
+                    new.append((key, message))
         if new:
             await self.counter.count_new(new)
             for key, message in new:
