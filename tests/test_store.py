@@ -18,7 +18,7 @@ from ghost.store import conversation
 from ghost.store.conversation import prefix_digests
 from ghost.store.db import MIGRATIONS, Database, SqliteDatabase
 from ghost.store.engine import check_url, database_for
-from ghost.store.history import History
+from ghost.store.history import ROWS_PER_INSERT, History
 from ghost.store.postgres import PostgresDatabase, translate
 from ghost.store.responses import ResponseStore
 from ghost.store.scratchpad import Scratchpad
@@ -100,6 +100,43 @@ async def test_history_rows_are_the_messages_as_json_dumps_writes_them(db: Datab
            {"role": "tool", "content": "42", "tool_call_id": "c"}, {"role": 5, "content": "odd role"}]
     await History(db, "alice").save("s", odd)
     assert [text for _, text, _ in await db.run(_rows, "alice", "s")] == [json.dumps(m, ensure_ascii=False) for m in odd]
+
+
+async def test_history_a_long_new_session_is_stored_row_for_row(db: Database) -> None:
+    # A new session's rows go in ROWS_PER_INSERT to a statement (issue 27); the rest one by one.
+    odd = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                  "function": {"name": "f", "arguments": "{}"}}]}
+    messages = [_say("user" if i % 2 == 0 else "assistant", f"m{i} ☃") for i in range(2 * ROWS_PER_INSERT + 3)]
+    messages[ROWS_PER_INSERT + 1] = odd
+    history = History(db, "alice")
+    await history.save("s", messages)
+    rows = await db.run(_rows, "alice", "s")
+    assert rows == [(i, json.dumps(m, ensure_ascii=False), 1) for i, m in enumerate(messages)]
+    digests = await db.run(_digests, "alice", "s")
+    assert digests == prefix_digests(messages)
+    longer = [*messages, _say("user", "next"), _say("assistant", "reply")]
+    await history.save("s", longer, 1)
+    got = await history.get("s")
+    assert got is not None and got["messages"] == longer
+
+
+def _digests(conn, ws: str, session_id: str) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT digest FROM history_messages WHERE workspace = ? AND "
+                                           "session_id = ? ORDER BY position", (ws, session_id)).fetchall()]
+
+
+async def test_history_a_new_session_of_200_messages_is_two_inserts_and_the_rest(tmp_path: Path) -> None:
+    db = await SqliteDatabase(tmp_path / "ghost.db").open()
+    try:
+        inserts: list[str] = []
+        db.connection.set_trace_callback(lambda sql: inserts.append(sql) if "INTO history_messages" in sql else None)
+        messages = [_say("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(2 * ROWS_PER_INSERT + 2)]
+        await History(db, "alice").save("s", messages)
+        assert len(inserts) == 4  # two of ROWS_PER_INSERT rows each, then one per remaining row
+        db.connection.set_trace_callback(None)
+        assert len(await db.run(_rows, "alice", "s")) == len(messages)
+    finally:
+        await db.close()
 
 
 async def test_history_a_write_does_not_chain_again_what_the_caller_chained(db: Database,

@@ -60,11 +60,13 @@ def _common_length(a: list[Any], b: list[Any]) -> int:
 
 
 class PlainPrefixes(Generic[T]):
-    def __init__(self, copy: Callable[[T], T] | None = None) -> None:
-        """`copy`: how a value is copied on its way in and out (None: values are immutable)."""
+    def __init__(self, copy: Callable[[T], T] | None = None, max_chars: int | None = None) -> None:
+        """`copy`: how a value is copied on its way in and out (None: values are immutable);
+        `max_chars`: the texts this memo may hold, in all (None: MAX_CHARS)."""
         self._seen: OrderedDict[_Key, _Seen[T]] = OrderedDict()
         self._chars = 0
         self._copy = copy
+        self._max_chars = MAX_CHARS if max_chars is None else max_chars
 
     @staticmethod
     def _key(scope: str, messages: list[Any]) -> _Key | None:
@@ -98,7 +100,7 @@ class PlainPrefixes(Generic[T]):
             plain += 1
         # What is dropped is counted, not what is kept: a resend differs at its end, if anywhere.
         chars = old.chars - _chars(old.messages[known:]) + _chars(messages[known:plain])
-        if chars > MAX_CHARS:
+        if chars > self._max_chars:
             return
         # Copies: the request's own dicts go on to the agent, which must not change what is remembered.
         added = values[known:plain] if self._copy is None else map(self._copy, values[known:plain])
@@ -106,7 +108,7 @@ class PlainPrefixes(Generic[T]):
         self._forget(key)
         self._seen[key] = seen
         self._chars += seen.chars
-        while self._chars > MAX_CHARS or len(self._seen) > MAX_CONVERSATIONS:
+        while self._chars > self._max_chars or len(self._seen) > MAX_CONVERSATIONS:
             self._forget(next(iter(self._seen)))
 
     def _forget(self, key: _Key) -> None:

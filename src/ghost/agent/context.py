@@ -29,7 +29,6 @@ from then on, identically), and a summary is replaced only when the conversation
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from ghost.agent import context_steps as steps
 from ghost.agent.context_plan import Layout, Limits, plan_fold, plan_shorten
 from ghost.agent.context_plan import TooBig, budget as plan_budget, reply_tokens, too_big, tools_budget
 from ghost.agent.context_services import ContextServices
+from ghost.agent.message_keys import chain_step
 from ghost.agent.summary import Summary, summary_message
 from ghost.agent.tokens import CHARS_PER_TOKEN, message_key
 from ghost.agent.tool_offer import Offer, ToolChooser
@@ -75,10 +75,6 @@ def tools_json(tools: list[dict[str, Any]]) -> str:
     return json.dumps(tools, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _chain(previous: bytes, key: bytes) -> bytes:
-    return hashlib.blake2b(previous + key, digest_size=16).digest()
-
-
 class ContextFitter:
     """One turn's view of the conversation as sent upstream; lives as long as the turn."""
 
@@ -102,6 +98,7 @@ class ContextFitter:
         self.folded: _Folded | None = None
         self._known: list[tuple[dict[str, Any], bytes]] = []  # (message, its key) by position
         self._chain_memo: list[bytes] = [b""]
+        self._carried_chain: list[bytes] = [b""]  # the body's plain chain as earlier turns left it
 
     # --- what the turn asks ------------------------------------------------------------------
     @property
@@ -235,7 +232,10 @@ class ContextFitter:
     # --- counting, by content hash -------------------------------------------------------------
     def _keys(self, messages: list[dict[str, Any]]) -> list[bytes]:
         """Each message's content hash. The turn's list only grows, so a message found at the same
-        position as on an earlier call is not hashed again."""
+        position as on an earlier call is not hashed again; on the first call, the body's known
+        beginning comes with the keys earlier turns gave it (ghost.agent.message_keys)."""
+        if not self._known:
+            self._known = self._carried(messages)
         known, keys = self._known, []
         for position, message in enumerate(messages):
             if position < len(known) and known[position][0] is message:
@@ -249,9 +249,25 @@ class ContextFitter:
             keys.append(key)
         return keys
 
+    def _carried(self, messages: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bytes]]:
+        """(message, key) of the system messages (hashed: Ghost's prompt is made anew each turn)
+        and of the body's leading plain messages (carried from earlier turns where known)."""
+        lead = _lead(messages)
+        body = messages[lead:]
+        keyed = self.services.carried.leading(body)
+        self._carried_chain = keyed.chain
+        return [*((m, message_key(m)) for m in messages[:lead]), *zip(body, keyed.keys)]
+
     async def _count(self, messages: list[dict[str, Any]], keys: list[bytes]) -> None:
-        """Count the messages this turn has not seen yet (the shared cache knows most of them)."""
-        new = [(k, m) for m, k in zip(messages, keys) if k not in self._tokens]
+        """Count the messages this turn has not seen yet (the shared cache knows most of them: those
+        are taken from it in the same pass)."""
+        tokens, cached, new = self._tokens, self.counter.cached, []
+        for message, key in zip(messages, keys):
+            if key not in tokens:
+                if (count := cached(key)) is not None:
+                    tokens[key] = count
+                else:
+                    new.append((key, message))
         if new:
             await self.counter.count_new(new)
             for key, message in new:
@@ -273,6 +289,8 @@ class ContextFitter:
     # --- 1. shorten tool results ---------------------------------------------------------------
     async def _shorten(self, view: "_View", layout: Layout, harder: bool) -> tuple[Layout, list[str | None]]:
         """Shorten the oldest tool results until the call fits; each one's saved path (None: not saved)."""
+        if "tool" not in layout.roles:  # a chat without tool results (most): nothing to look at
+            return layout, []
         plan = plan_shorten(layout, self._tool_chars(view), self.limits, harder=harder)
         paths: list[str | None] = []
         for position in plan.positions:
@@ -344,8 +362,11 @@ class ContextFitter:
         """chain[k]: the hash of the body's first k messages (the newest user message left out).
         Within a turn the body only grows, so the chain is extended, never recomputed."""
         chain = self._chain_memo
+        if len(chain) == 1:  # up to the newest user message, the chain is the one carried (if any)
+            carried = self._carried_chain
+            chain.extend(carried[1:len(carried) if view.newest_at < 0 else view.newest_at + 1])
         for position in range(len(chain) - 1, len(view.body)):
-            chain.append(chain[-1] if position == view.newest_at else _chain(chain[-1], view.body_keys[position]))
+            chain.append(chain[-1] if position == view.newest_at else chain_step(chain[-1], view.body_keys[position]))
         return chain
 
 
@@ -353,9 +374,7 @@ class _View:
     """The conversation's parts: leading system messages, the rest, and the newest user message."""
 
     def __init__(self, messages: list[dict[str, Any]], keys: list[bytes]) -> None:
-        lead = 0
-        while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
-            lead += 1
+        lead = _lead(messages)
         self.head, self.body, self.keys = messages[:lead], messages[lead:], keys
         self.head_keys, self.body_keys = keys[:lead], keys[lead:]
         users = [i for i, m in enumerate(self.body) if m.get("role") == "user"]
@@ -372,3 +391,11 @@ class _View:
     def covered(self, start: int, end: int) -> list[tuple[dict[str, Any], bytes]]:
         """The messages (and keys) of body positions [start, end), the newest user message left out."""
         return [(self.body[i], self.body_keys[i]) for i in range(start, end) if i != self.newest_at]
+
+
+def _lead(messages: list[dict[str, Any]]) -> int:
+    """How many system messages lead the conversation (Ghost's and the client's)."""
+    lead = 0
+    while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
+        lead += 1
+    return lead

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ghost.agent.message_keys import CarriedKeys
 from ghost.agent.outputs import output_name, save_output
 from ghost.agent.tokens import TokenCounter
 from ghost.agent.tool_offer import Offer, SchemaTokens
@@ -45,6 +46,8 @@ class ContextServices:
     in_use: dict[str, str] = field(default_factory=dict)  # session -> hash of the summary it shows
     schema_tokens: SchemaTokens | None = None  # the tool schemas' counts, by content (set in __post_init__)
     last_tools: dict[str, Any] | None = None  # what the last turn's last call offered and left out
+    # The messages' keys and chain steps earlier turns computed, by conversation: one per workspace.
+    carried: CarriedKeys = field(default_factory=CarriedKeys)
 
     def __post_init__(self) -> None:
         if self.schema_tokens is None:
