@@ -11,13 +11,14 @@ the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). 
 1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
    the latency added per turn against `off` (p50), and the CPU time the Ghost process spent per
-   turn (from /proc: each thread's `schedstat`, in ns), its event loop's and its other threads'.
-   Each Ghost's segment ends with a pause of `--settle` seconds, longer than the batch processor's
-   default delay (`OTEL_BSP_SCHEDULE_DELAY`, 5 s), before its other threads' CPU is read (every
-   Ghost alike): so the export of a segment's spans (encoding and POST, on the batch processor's
-   thread) is counted in that segment, not in whichever Ghost happens to run when it is sent. The
-   event loop's CPU is read 0.5 s after the last turn: its idle wakeups during the pause are not
-   the turns' cost. The tracing Ghost runs the SDK's defaults, as a user's would;
+   turn (from /proc: each thread's `schedstat`, in ns). The Ghosts take turns in blocks of
+   `--block` turns, the order rotating; a turn's CPU is its event loop's (the main thread's) per
+   turn, the median over its blocks, plus its other threads' (the batch exporter's encoding and
+   POST, the database's writes) over all its turns of that kind and a pause of `--settle` seconds
+   after them, longer than the batch processor's default delay (`OTEL_BSP_SCHEDULE_DELAY`, 5 s), so
+   the last spans' export is counted. The event loop's idle wakeups in the pause (~2 ms of CPU a
+   second, the same for every Ghost) are not. The tracing Ghost runs the SDK's defaults, as a
+   user's would;
 2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections;
 3. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
    calls, one tool call through `ghost.observe`) against the same loop unobserved — the cost with
@@ -38,7 +39,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from _common import FakeUpstreamProcess, GhostServer, Targets, bench_client, median, table
@@ -54,9 +54,8 @@ METRICS_SHARE, TRACING_SHARE = 0.98, 0.95
 TOOL_REPLY = {"content": "", "tool_calls": [{"name": "scratchpad_set", "arguments": {"key": "k", "value": "v"}}]}
 KINDS = ("plain", "tool")
 EXPORT_DELAY = 5.0  # the SDK's default OTEL_BSP_SCHEDULE_DELAY, in seconds
-TAIL = 0.5  # seconds after a segment's last turn: its last work on the event loop done
-CPU: dict[tuple[str, str], tuple[float, float]] = {}  # (event loop, other threads) seconds
-IDLE: dict[str, float] = {}  # per Ghost: its event loop's seconds in the pauses after its turns (not counted)
+LOOP: dict[tuple[str, str], list[float]] = {}  # per (ghost, kind): each block's event-loop CPU seconds per turn
+OTHERS: dict[tuple[str, str], float] = {}  # per (ghost, kind): its other threads' CPU seconds, all blocks
 
 
 def one_turn(fake: FakeUpstreamProcess, ghost: GhostServer, kind: str) -> float:
@@ -93,48 +92,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def segment_cpu(pid: int, run: Callable[[], None], settle: float) -> tuple[float, float, float]:
-    """Ghost's CPU seconds for `run` (some turns or a proxy window): its event loop's (the main
-    thread, `pid` itself) until `TAIL` seconds after `run` returns, its other threads' until
-    `settle` seconds after. The event loop's idle time is left out: idle, it wakes ~10 times a
-    second (the loop-lag probe and other timers, ~2 ms of CPU a second on this kind of machine), so
-    over a 5.5 s settle it would add ~11 ms to every segment — ~0.4 ms to each of 30 turns, for
-    every Ghost alike, with its noise. The other threads sleep when idle; their work for the
-    segment (the batch exporter's encoding and POST, the database's writes) is in the settle.
-    Returns the event loop's seconds, the other threads', and the event loop's while idle after."""
-    before = thread_cpu(pid)
-    run()
-    time.sleep(TAIL)
-    loop = thread_cpu(pid).get(pid, 0.0) - before.get(pid, 0.0)
-    time.sleep(max(0.0, settle - TAIL))
-    after = thread_cpu(pid)
-    others = sum(spent - before.get(tid, 0.0) for tid, spent in after.items() if tid != pid)
-    return loop, others, after.get(pid, 0.0) - before.get(pid, 0.0) - loop
+def others_cpu(pid: int) -> float:
+    """CPU seconds of process `pid`'s threads other than its main one (the event loop)."""
+    return sum(spent for tid, spent in thread_cpu(pid).items() if tid != pid)
 
 
-def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int,
+def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int, block: int,
             window: float, settle: float) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[int]]]:
-    """Per (ghost, kind): each turn's seconds; per ghost: each proxy window's requests/s. CPU
-    seconds spent per (ghost, kind) are summed into CPU (the event loop's, the other threads')."""
+    """Per (ghost, kind): each turn's seconds; per ghost: each proxy window's requests/s.
+
+    The turns of a kind go in blocks of `block` turns, the Ghosts taking turns block by block (the
+    order rotating), so a burst of the neighbours' load hits every Ghost alike. Each block's event
+    loop CPU (the main thread's, read right after its last turn) per turn goes into LOOP: its
+    median is robust to the blocks a burst inflated. The other threads (the batch exporter's
+    encoding and POST, the database's writes) work on their own schedule: their CPU is read over
+    all of a kind's blocks and a pause of `settle` seconds after them (longer than the batch
+    processor's 5 s delay, so the last spans are sent), into OTHERS. The event loop's idle time in
+    that pause is not counted: idle, it wakes ~10 times a second (the loop-lag probe and other
+    timers, ~2 ms of CPU a second), the same for every Ghost and no part of a turn."""
     latencies: dict[tuple[str, str], list[float]] = {(n, k): [] for n in ghosts for k in KINDS}
     proxied: dict[str, list[int]] = {n: [] for n in ghosts}
-    CPU.clear()
-    IDLE.clear()
+    LOOP.clear()
+    OTHERS.clear()
     names = list(ghosts)
+    blocks = max(1, turns // block)
+    for kind in KINDS:
+        before = {name: others_cpu(ghost.process.pid) for name, ghost in ghosts.items()}
+        for b in range(rounds * blocks):
+            order = names[b % len(names):] + names[:b % len(names)]
+            for name in order:
+                ghost, pid = ghosts[name], ghosts[name].process.pid
+                started = thread_cpu(pid).get(pid, 0.0)
+                latencies[(name, kind)].extend(one_turn(fake, ghost, kind) for _ in range(block))
+                LOOP.setdefault((name, kind), []).append((thread_cpu(pid).get(pid, 0.0) - started) / block)
+        time.sleep(settle)
+        for name, ghost in ghosts.items():
+            OTHERS[(name, kind)] = others_cpu(ghost.process.pid) - before[name]
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            ghost = ghosts[name]
-            for kind in KINDS:
-                def run(kind: str = kind) -> None:
-                    latencies[(name, kind)].extend(one_turn(fake, ghost, kind) for _ in range(turns))
-                loop, others, idle = segment_cpu(ghost.process.pid, run, settle)
-                IDLE[name] = IDLE.get(name, 0.0) + idle
-                spent = CPU.get((name, kind), (0.0, 0.0))
-                CPU[(name, kind)] = (spent[0] + loop, spent[1] + others)
-            proxied[name].append(asyncio.run(throughput_window(ghost.port, 20, window)))
-            time.sleep(settle)  # the proxied requests' spans sent before the next turns are measured
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            proxied[name].append(asyncio.run(throughput_window(ghosts[name].port, 20, window)))
+            time.sleep(settle)  # the proxied requests' spans sent before the next window
     return latencies, proxied
+
+
+def _ghost_cpu_per_turn(name: str, kind: str, latencies: dict[tuple[str, str], list[float]]) -> tuple[float, float, float]:
+    """Ghost `name`'s CPU seconds per turn of `kind`: in all, its event loop's, its other threads'."""
+    loop = median(LOOP[(name, kind)])
+    others = OTHERS[(name, kind)] / len(latencies[(name, kind)])
+    return loop + others, loop, others
 
 
 def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, list[int]], verdicts: Targets) -> None:
@@ -143,12 +148,10 @@ def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, lis
     rows = []
     for kind in KINDS:
         base = median(latencies[("off", kind)])
-        base_cpu = sum(CPU[("off", kind)]) / len(latencies[("off", kind)])
+        base_cpu = _ghost_cpu_per_turn("off", kind, latencies)[0]
         for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE)):
             p50 = median(latencies[(name, kind)])
-            n = len(latencies[(name, kind)])
-            loop, others = (seconds / n for seconds in CPU[(name, kind)])
-            cpu = loop + others
+            cpu, loop, others = _ghost_cpu_per_turn(name, kind, latencies)
             ratio = base_cpu / cpu  # the turns/s Ghost's CPU allows, relative to off
             rows.append([kind, name, f"{1 / p50:.1f}", f"{p50 * 1000:.2f}", f"{(p50 - base) * 1000:+.2f}",
                          f"{cpu * 1000:.2f}", f"{loop * 1000:.2f} + {others * 1000:.2f}",
@@ -157,11 +160,8 @@ def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, lis
                 verdicts.check(ratio >= share, f"{kind} turn throughput (CPU-bound) with {name}: {ratio:.1%} of off",
                                f">= {share:.0%}")
     table("1. Agent turns, one at a time", ["turn", "ghost", "turns/s (p50)", "ms/turn (p50)", "added ms",
-                                             "Ghost CPU ms/turn", "event loop + other threads",
+                                             "Ghost CPU ms/turn", "event loop (median of blocks) + other threads",
                                              "added CPU ms", "throughput vs off (CPU)"], rows)
-    idle = ", ".join(f"{name} {IDLE[name] / len(latencies[(name, KINDS[0])]) / len(KINDS) * 1000:.2f}"
-                     for name in IDLE)
-    print(f"\n(not counted above: each event loop's idle CPU in the pauses after its turns, ms per turn: {idle})")
     base = median(proxied["off"])
     table("2. Proxy, 20 connections", ["ghost", "requests/s (median)", "vs off"],
           [[name, f"{median(v):,.0f}", f"{median(v) / base:.1%}"] for name, v in proxied.items()])
@@ -251,8 +251,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turns", type=int, default=40, help="turns of each kind per Ghost per round")
     parser.add_argument("--window", type=float, default=2.0, help="seconds of proxy load per Ghost per round")
+    parser.add_argument("--block", type=int, default=10, help="turns in a row on one Ghost before the next takes over")
     parser.add_argument("--settle", type=float, default=EXPORT_DELAY + 0.5,
-                        help="seconds idle after each Ghost's turns before its CPU is read")
+                        help="seconds idle after each kind's turns before the other threads' CPU is read")
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
     sink = ReceiverProcess()
@@ -266,8 +267,8 @@ def main() -> int:
     try:
         for ghost in ghosts.values():
             ghost.start()
-        measure(fake, ghosts, 1, 5, 0.5, 0.0)  # warm-up
-        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.window, args.settle)
+        measure(fake, ghosts, 1, 5, 5, 0.5, 0.0)  # warm-up
+        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.block, args.window, args.settle)
         report(latencies, proxied, verdicts)
         observers_alone(sink.url, 2000, args.rounds)
         print(f"\nthe OTLP receiver's own CPU (its process, all sections): {cpu_seconds(sink.process.pid):.2f} s")
