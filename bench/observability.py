@@ -1,12 +1,13 @@
 """What observing costs: agent turns and the proxy with metrics on (the default) and with tracing on,
 against both off, interleaved in one run.
 
-    python bench/observability.py [--rounds 5] [--turns 40] [--window 2]
+    python bench/observability.py [--rounds 5] [--turns 40] [--block 10] [--window 2]
 
 Three Ghosts on one fake upstream (`python -m ghost.testing.fake_upstream`, its own process):
 `off` (--no-metrics, no OTEL_*), `metrics` (the default), `tracing` (the default plus
 OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP receiver in a process of its own that reads and drops
-the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). Each round measures every Ghost in turn, the order rotating, so machine noise hits all alike:
+the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). The Ghosts take turns,
+the order rotating, so machine noise hits all alike:
 
 1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
    `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
