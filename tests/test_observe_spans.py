@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ghost.config import TraceSettings
 from ghost.observe import Telemetry
@@ -222,6 +224,49 @@ def test_a_turns_spans_are_one_tree_in_the_callers_trace(env: pytest.MonkeyPatch
     assert spans["chat m"].parent_span_id == spans["invoke_agent m"].span_id
     assert spans["chat m"].kind == 3 and spans["POST /v1/chat/completions"].kind == 2
     assert told == {"traceparent": f"00-{CLIENT_TRACE}-{spans['chat m'].span_id}-01"}
+
+
+@pytest.mark.parametrize("value", [("stop",), (), ("tool_calls", "stop"), ("x" * 12,), ("a", 1), ("a", None),
+                                   (1, 2), (True, False), (1.5,), ["stop"]])
+def test_a_sequence_attribute_is_kept_as_the_apis_cleaning_keeps_it(env: pytest.MonkeyPatch, receiver: OtlpReceiver,
+                                                                     value: Any) -> None:
+    telemetry = _traced(env, receiver.url, OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT="10")
+    try:
+        span, _ = telemetry.tracing.start_span("chat m", SpanKind.CLIENT, {"reasons": value})
+        span.end()
+    finally:
+        telemetry.shutdown()
+    assert span.attributes.get("reasons") == _clean_attribute_value(value, 10)
+
+
+@pytest.mark.parametrize("header", [
+    f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-03",
+    None, "", "garbage", f"00-{'0' * 32}-{CLIENT_SPAN}-01", f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01"])
+@pytest.mark.parametrize("state", [None, "vendor=value,other=1"])
+def test_trace_context_in_and_out_is_what_the_w3c_propagator_reads_and_writes(
+        env: pytest.MonkeyPatch, receiver: OtlpReceiver, header: str | None, state: str | None) -> None:
+    """`incoming_context` and `outgoing_headers` skip the propagator's carrier calls: what they
+    read and write stays the propagator's, whatever the caller sends (or leaves out)."""
+    propagator = TraceContextTextMapPropagator()
+    headers = [(b"host", b"ghost"), *([(b"traceparent", header.encode())] if header is not None else []),
+               *([(b"tracestate", state.encode())] if state is not None else [])]
+    carrier = {name.decode(): value.decode() for name, value in headers[1:]}
+    ours, theirs = incoming_context(headers), propagator.extract(carrier)
+    assert trace.get_current_span(ours).get_span_context() == trace.get_current_span(theirs).get_span_context()
+    telemetry = _traced(env, receiver.url)
+    try:
+        span, ctx = telemetry.tracing.start_span("chat m", SpanKind.CLIENT, {}, ours)
+        token = otel_context.attach(ctx)
+        try:
+            written: dict[str, str] = {}
+            propagator.inject(written)
+            assert outgoing_headers() == written and written["traceparent"].split("-")[2] != CLIENT_SPAN
+        finally:
+            otel_context.detach(token)
+        span.end()
+    finally:
+        telemetry.shutdown()
+    assert outgoing_headers() == {}  # no span current
 
 
 # --- the batch processor: shutdown flush, a full queue ---------------------------------------------

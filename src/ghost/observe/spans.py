@@ -51,6 +51,15 @@ _FLAGS = {(sampled, random_id): TraceFlags((TraceFlags.SAMPLED if sampled else 0
 _NO_EVENTS: tuple[Event, ...] = ()
 
 
+def _plain_strings(value: tuple[Any, ...], max_length: int | None) -> bool:
+    """True for a tuple of strings none of which is over the length limit: the API's cleaning
+    gives such a tuple back unchanged (it checks each value's type and cuts long strings)."""
+    for item in value:
+        if type(item) is not str or (max_length is not None and len(item) > max_length):
+            return False
+    return True
+
+
 class SpanMaker:
     """Starts an app's spans (each app has its own: two apps in one process keep their spans
     apart) and hands each ended one to the app's batch processor."""
@@ -164,6 +173,8 @@ class RecordedSpan(trace.Span):
             if kind is str:
                 if max_length is not None and len(value) > max_length:
                     value = value[:max_length]
+            elif kind is tuple and _plain_strings(value, max_length):
+                pass  # what the cleaning would return (a chat span's finish reasons): kept as it is
             elif kind is not int and kind is not bool and kind is not float:
                 value = _clean_attribute_value(value, max_length)
             if key in mine:

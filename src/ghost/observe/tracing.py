@@ -76,17 +76,26 @@ def incoming_context(headers: Iterable[tuple[bytes, bytes]]) -> Context:
     """The caller's trace context from its `traceparent`/`tracestate` (empty if none or invalid)."""
     carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers
                if name in (b"traceparent", b"tracestate")}
+    if "traceparent" not in carrier:
+        return Context()  # what the propagator gives without one, for one look at each header
     return _PROPAGATOR.extract(carrier)
 
 
 def outgoing_headers() -> dict[str, str]:
     """`traceparent` (and `tracestate`) of the current span; empty when no span is recording —
-    always so with tracing off, as nothing then starts one."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    always so with tracing off, as nothing then starts one.
+
+    Written as the W3C propagator (`TraceContextTextMapPropagator.inject`) writes them — a test
+    holds the two equal — without its carrier and setter calls: every upstream and MCP request of
+    a traced turn asks for them."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
         return {}
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return carrier
+    headers = {"traceparent": f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+                              f"{span_context.trace_flags:02x}"}
+    if span_context.trace_state:
+        headers["tracestate"] = span_context.trace_state.to_header()
+    return headers
 
 
 def trace_id_of(span: Span) -> str:
