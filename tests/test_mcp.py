@@ -222,7 +222,10 @@ def test_a_client_that_disconnects_cancels_the_call_on_the_server(ghost: GhostSe
     with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
         with client.stream("POST", "/v1/chat/completions", json={
                 "model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as reply:
-            for line in reply.iter_lines():
+            # The iterator is kept: dropped after the `break`, it would close the connection (httpx
+            # closes a stream whose iterator is closed), a disconnect before the checks below.
+            lines = reply.iter_lines()
+            for line in lines:
                 if "toy__hang" in line:  # the turn announced the call (tool activity)
                     break
             # The activity is announced before the call is sent: leaving now, on a busy machine, could
