@@ -258,9 +258,9 @@ def test_the_memo_of_known_messages_stays_within_its_bound(monkeypatch: pytest.M
 
     from ghost import plainprefix
 
-    memo = module.KnownMessages()
     monkeypatch.setattr(module, "MAX_KNOWN_CHARS", 100)
     monkeypatch.setattr(plainprefix, "MAX_CHARS", 100)  # the conversations' memo too: 400 characters are past it
+    memo = module.KnownMessages()  # after the patches: the conversations' memo reads its bound when made
     raw = [{"role": "user", "content": f"{i:02d}" + "x" * 18} for i in range(20)]  # 20 characters each
     memo.learn("w", raw, [dict(m) for m in raw])
     assert memo._chars <= 100 and len(memo._converted) == 5
