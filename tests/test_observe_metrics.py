@@ -5,6 +5,7 @@ come along."""
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import subprocess
@@ -15,13 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
+                               enable_created_metrics, generate_latest)
 
 from ghost.api.proxy.route import every_route
 from ghost.app import create_app
 from ghost.config import Settings
 from ghost.events import Done, TextDelta, TurnStats, Usage
 from ghost.observe import Telemetry
-from ghost.observe.metrics import OTHER
+from ghost.llm.chat import Completion
+from ghost.observe.metrics import OTHER, CounterFamily, HistogramFamily, Metrics
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer, free_port
 from ghost.tools.base import ToolContext, ToolResult
@@ -274,6 +278,68 @@ async def test_a_turn_that_ends_early_is_cancelled_and_leaves_nothing_in_progres
     text = telemetry.metrics.exposition().decode()
     assert _count(text, "ghost_turns_in_progress") == 0
     assert _count(text, 'ghost_turns_total{model="m",outcome="cancelled"}') == 1
+
+
+# --- Ghost's own counts write what prometheus_client's metric objects write ---------------------------
+
+
+def test_the_text_is_what_prometheus_clients_own_metrics_write_for_the_same_changes() -> None:
+    mine = Metrics()
+    reference = CollectorRegistry()
+    made: dict[str, Any] = {}
+    for family in mine.families:  # prometheus_client's own metric of each family, the same names and bounds
+        labels = getattr(family, "labelnames", [])
+        if isinstance(family, CounterFamily):
+            made[family.name] = Counter(family.name, family.documentation, labels, registry=reference)
+        elif isinstance(family, HistogramFamily):
+            made[family.name] = Histogram(family.name, family.documentation, labels, buckets=family.bounds,
+                                          registry=reference)
+        else:
+            made[family.name] = Gauge(family.name, family.documentation, registry=reference)
+    assert len(made) == len(mine.families) == 17
+    values = ["a", "b", 'q"uote\\', "line\nbreak", "ü", ""]
+    rng = random.Random(26)
+    disable_created_metrics()  # as Ghost's families have no `_created` series
+    try:
+        for _ in range(20_000):
+            family = rng.choice(mine.families)
+            theirs = made[family.name]
+            labels = tuple(rng.choice(values) for _ in getattr(family, "labelnames", []))
+            child = theirs.labels(*labels) if labels else theirs
+            if isinstance(family, CounterFamily):
+                amount = rng.choice([1, 1, 0, 2.5, 1000, rng.random()])
+                family.inc(labels, amount)
+                child.inc(amount)
+            elif isinstance(family, HistogramFamily):
+                value = rng.choice([0, 0.005, 0.0051, 1, 3, 64, 65, 300, 301, rng.random() * 400, rng.random()])
+                family.observe(value, labels)
+                child.observe(value)
+            else:
+                change = rng.choice(["inc", "dec", "set"])
+                if change == "set":
+                    family.set(rng.choice([0, 1]))
+                    child.set(family.value)
+                else:
+                    getattr(family, change)()
+                    getattr(child, change)()
+        assert mine.exposition().decode() == generate_latest(reference).decode()
+    finally:
+        enable_created_metrics()
+
+
+async def test_an_odd_negative_token_count_never_breaks_the_turn_nor_lowers_a_counter() -> None:
+    telemetry = Telemetry()
+
+    class Upstream:
+        async def stream_chat(self, payload: dict[str, Any], request_id: str) -> Any:
+            yield Completion([], "stop", Usage(-40, 7))  # what a misbehaving upstream may report
+
+    seen = [item async for item in telemetry.upstream(Upstream()).stream_chat({"model": "m"}, "r")]
+    assert len(seen) == 1
+    text = telemetry.metrics.exposition().decode()
+    assert _count(text, 'ghost_upstream_tokens_total{direction="output"}') == 7  # the probe reads the family
+    assert 'direction="input"' not in text
+    assert _count(text, 'ghost_upstream_requests_total{outcome="ok"}') == 1
 
 
 def _label_values(text: str, family: str, label: str) -> set[str]:

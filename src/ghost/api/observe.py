@@ -102,10 +102,10 @@ class ObserveMiddleware:
     def _count(self, scope: Scope, status: int, seconds: float) -> str:
         route = route_label(scope)
         metrics = self.metrics
-        metrics.http_requests.labels(route, method_label(scope["method"]), str(status or 0)).inc()
-        metrics.http_duration.labels(route).observe(seconds)
+        metrics.http_requests.inc((route, method_label(scope["method"]), str(status or 0)))
+        metrics.http_duration.observe(seconds, (route,))
         if (operation := WORKSPACE_OPERATIONS.get(route)) is not None:
-            metrics.workspace_operations.labels(operation, "ok" if 0 < status < 400 else "error").inc()
+            metrics.workspace_operations.inc((operation, "ok" if 0 < status < 400 else "error"))
         scope[ROUTE_SCOPE_KEY] = route
         return route
 

@@ -63,8 +63,8 @@ class Telemetry:
             outcome, error_type = "error", type(exc).__name__
             raise
         finally:
-            self.metrics.tool_calls.labels(label, outcome).inc()
-            self.metrics.tool_duration.labels(label).observe(time.perf_counter() - started)
+            self.metrics.tool_calls.inc((label, outcome))
+            self.metrics.tool_duration.observe(time.perf_counter() - started, (label,))
             if span is not None:
                 otel_context.detach(token)
                 if error_type:
@@ -72,7 +72,7 @@ class Telemetry:
                 span.end()
 
     def sandbox_run(self, outcome: str) -> None:
-        self.metrics.sandbox_runs.labels(outcome).inc()
+        self.metrics.sandbox_runs.inc((outcome,))
 
     def shutdown(self) -> None:
         self.tracing.shutdown()

@@ -42,7 +42,7 @@ class _Outcome:
         elif isinstance(event, TurnStats):
             self.rounds = event.rounds
         elif isinstance(event, ToolActivity) and event.compaction is not None:
-            metrics.compactions.labels(event.compaction).inc()
+            metrics.compactions.inc((event.compaction,))
 
 
 def _done_outcome(done: Done) -> str:
@@ -73,9 +73,14 @@ class TurnObserver:
         metrics.turns_in_progress.inc()
         iterator = aiter(events)
         try:
-            while (event := await step_within(ctx, iterator)) is not END:
-                seen.see(event, metrics)
-                yield event
+            if ctx is None:  # metrics only: no context to attach around each step
+                async for event in iterator:
+                    seen.see(event, metrics)
+                    yield event
+            else:
+                while (event := await step_within(ctx, iterator)) is not END:
+                    seen.see(event, metrics)
+                    yield event
         except BaseException as exc:
             seen.outcome, seen.error_type = "error", type(exc).__name__
             if not isinstance(exc, Exception):  # cancelled or closed: the caller went away
@@ -90,14 +95,14 @@ class TurnObserver:
 
     def _record(self, seen: _Outcome, model: str, seconds: float, span: Span | None) -> None:
         metrics = self.metrics
-        metrics.turns.labels(metrics.model(model), seen.outcome).inc()
+        metrics.turns.inc((metrics.model(model), seen.outcome))
         metrics.turn_duration.observe(seconds)
-        metrics.user_turns.labels(self.user).inc()
+        metrics.user_turns.inc((self.user,))
         if seen.rounds is not None:
             metrics.turn_rounds.observe(seen.rounds)
         if seen.usage is not None:
-            metrics.user_tokens.labels(self.user, "input").inc(seen.usage.prompt_tokens)
-            metrics.user_tokens.labels(self.user, "output").inc(seen.usage.completion_tokens)
+            metrics.user_tokens.inc((self.user, "input"), seen.usage.prompt_tokens)
+            metrics.user_tokens.inc((self.user, "output"), seen.usage.completion_tokens)
         if span is None:
             return
         attributes: dict[str, str | int] = {"ghost.turn.outcome": seen.outcome}

@@ -97,7 +97,7 @@ class ObservedUpstream:
                 if stream is not None and (closing := getattr(stream, "aclose", None)) is not None:
                     await closing()  # the response back to the pool (or closed) now, not when collected
             finally:
-                metrics.upstream_requests.labels(outcome).inc()
+                metrics.upstream_requests.inc((outcome,))
                 if span is not None:
                     if outcome == "error":
                         fail(span, error_type, attributes)
@@ -108,7 +108,7 @@ class ObservedUpstream:
 
 def _count_tokens(metrics: Metrics, usage: Usage, attributes: dict[str, Any]) -> None:
     """Counted into the metrics, and noted for the span (if any: else the note is dropped)."""
-    metrics.upstream_tokens.labels("input").inc(usage.prompt_tokens)
-    metrics.upstream_tokens.labels("output").inc(usage.completion_tokens)
+    metrics.upstream_tokens.inc(("input",), usage.prompt_tokens)
+    metrics.upstream_tokens.inc(("output",), usage.completion_tokens)
     attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
     attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
