@@ -81,7 +81,10 @@ def test_random_spans_encode_as_the_sdks_do() -> None:
     rng = random.Random(26)
     values = [lambda: rng.choice(["", "a", "model-x", "ü" * rng.randint(1, 40)]), lambda: rng.randint(-2**63, 2**63 - 1),
               lambda: rng.randint(0, 1000), lambda: rng.random() * 1e6, lambda: rng.random() < 0.5,
-              lambda: tuple(rng.randint(0, 9) for _ in range(rng.randint(0, 4)))]
+              lambda: tuple(rng.randint(0, 9) for _ in range(rng.randint(0, 4))),
+              lambda: tuple(rng.choice(["stop", "length", "ü", ""]) for _ in range(rng.randint(0, 3))),
+              # equal as dict keys, not on the wire: the encoder's caches must keep them apart
+              lambda: rng.choice([True, 1, 1.0, (True,), (1,), ("1",), "1", False, 0, (False,), (0,)])]
     for _ in range(40):
         spans = []
         for _ in range(rng.randint(1, 30)):
@@ -93,6 +96,13 @@ def test_random_spans_encode_as_the_sdks_do() -> None:
                                context=_context(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1),
                                status=Status(rng.choice(list(StatusCode)))))
         _same_as_the_sdk(spans)
+
+
+def test_values_equal_as_keys_but_not_on_the_wire_keep_their_own_encoding() -> None:
+    for value in (True, 1, 1.0, (True,), (1,), (1.0,), ("1",), True, (True,)):  # each after the others, cached
+        _same_as_the_sdk([_span(attributes={"same key": value})])
+    long_key = "k" * 200  # an int's KeyValue over 127 bytes: its length takes two bytes
+    _same_as_the_sdk([_span(attributes={long_key: 2**63 - 1, "n": -1})])
 
 
 def test_a_value_with_no_encoding_costs_its_attribute_only() -> None:

@@ -34,10 +34,12 @@ _SPAN_KINDS = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, Spa
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
 _SMALL = [bytes((n,)) for n in range(128)]
 _Q, _I, _D = struct.Struct("<Q").pack, struct.Struct("<I").pack, struct.Struct("<d").pack
-# Encoded attributes by (key, value), for the few that repeat on every span (the operation's
-# name, the model, the agent): bounded in entries and in the length of what is kept.
+# Encoded attribute fields by (tag, key, value), and encoded keys, for what repeats on every span:
+# bounded in entries and in the length of what is kept (`_attributes`).
 _PAIR_CACHE_MAX, _PAIR_CACHE_VALUE_MAX = 4096, 128
-_pairs: dict[tuple[str, Any], bytes] = {}
+_fields: dict[tuple[bytes, str, Any], bytes] = {}
+_keys: dict[str, bytes] = {}
+_names: dict[str, bytes] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -115,27 +117,49 @@ def _key_value(key: str, value: Any) -> bytes:
     return _text(_KV_KEY, key) + _field(_KV_VALUE, _any_value(value))
 
 
-def _cached_key_value(key: str, value: Any) -> bytes:
-    """`_key_value`, kept for a short string or a bool value (the type is part of the key: True
-    and 1 are equal in a dict, not on the wire)."""
-    if type(value) is not str and type(value) is not bool:
-        return _key_value(key, value)
-    pair = (key, value)
-    encoded = _pairs.get(pair)
-    if encoded is None:
-        encoded = _key_value(key, value)
-        if len(_pairs) < _PAIR_CACHE_MAX and (type(value) is bool or len(value) <= _PAIR_CACHE_VALUE_MAX):
-            _pairs[pair] = encoded
-    return encoded
+def _cacheable(value: Any) -> bool:
+    """Whether `value`'s encoding may be kept by (key, value): a short string, a bool, or a short
+    tuple of short strings (a chat span's finish reasons). The type is part of the rule: True and
+    1, or (True,) and (1,), are equal as dict keys, not on the wire."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= _PAIR_CACHE_VALUE_MAX
+    if kind is bool:
+        return True
+    if kind is tuple and len(value) <= 8:
+        for item in value:
+            if type(item) is not str or len(item) > _PAIR_CACHE_VALUE_MAX:
+                return False
+        return True
+    return False
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    """The attributes as `tag` fields, each a `KeyValue`. The whole field is kept for the values
+    that repeat on every span (the operation's name, the model, the agent, a finish reason;
+    bounded in entries and in the length of what is kept), and an int's written without the
+    general path's calls (token counts): most of a span's encoding time was here."""
     if not attributes:
         return b""
     parts = []
     for key, value in attributes.items():
         try:
-            parts.append(_field(tag, _cached_key_value(key, value)))
+            if type(value) is int:
+                if (key_part := _keys.get(key)) is None:
+                    key_part = _text(_KV_KEY, key)
+                    if len(_keys) < _PAIR_CACHE_MAX and len(key) <= _PAIR_CACHE_VALUE_MAX:
+                        _keys[key] = key_part
+                number = _ANY_INT + _varint(value)
+                body = key_part + _KV_VALUE + _SMALL[len(number)] + number  # an int's AnyValue: < 12 bytes
+                parts.append(tag + _SMALL[len(body)] + body if len(body) < 0x80 else _field(tag, body))
+            elif _cacheable(value):
+                if (field := _fields.get((tag, key, value))) is None:
+                    field = _field(tag, _key_value(key, value))
+                    if len(_fields) < _PAIR_CACHE_MAX:
+                        _fields[(tag, key, value)] = field
+                parts.append(field)
+            else:
+                parts.append(_field(tag, _key_value(key, value)))
         except Exception:  # one bad value costs its attribute, not the batch (as the SDK's encoder)
             log.exception("an attribute %r could not be encoded for OTLP", key)
     return b"".join(parts)
@@ -160,29 +184,36 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_text(_SPAN_STATE, ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
     if parent is not None:
         parts += (_SPAN_PARENT, b"\x08", parent.span_id.to_bytes(8, "big"))
-    parts.append(_text(_SPAN_NAME, span.name))
-    parts.append(_KIND_FIELDS[span.kind])
+    if (name := _names.get(span.name)) is None:  # a handful of names: "chat <model>", "POST <route>"
+        name = _text(_SPAN_NAME, span.name)
+        if len(_names) < _PAIR_CACHE_MAX and len(span.name) <= _PAIR_CACHE_VALUE_MAX:
+            _names[span.name] = name
+    parts.append(name)
+    parts.append(_KIND_FIELDS[id(span.kind)])  # by identity: an Enum's hash is a Python call
     if span.start_time:
         parts += (_SPAN_START, _Q(span.start_time))
     if span.end_time:
         parts += (_SPAN_END, _Q(span.end_time))
     parts.append(_attributes(_SPAN_ATTRIBUTES, span.attributes))
-    parts.append(_count(_SPAN_DROPPED_ATTRIBUTES, span.dropped_attributes))
+    if span.dropped_attributes:
+        parts.append(_count(_SPAN_DROPPED_ATTRIBUTES, span.dropped_attributes))
     for event in span.events:
         parts.append(_field(_SPAN_EVENTS, b"".join((
             _EVENT_TIME + _Q(event.timestamp) if event.timestamp else b"", _text(_EVENT_NAME, event.name),
             _attributes(_EVENT_ATTRIBUTES, event.attributes), _count(_EVENT_DROPPED, event.dropped_attributes)))))
-    parts.append(_count(_SPAN_DROPPED_EVENTS, span.dropped_events))
+    if span.dropped_events:
+        parts.append(_count(_SPAN_DROPPED_EVENTS, span.dropped_events))
     for link in span.links:
         parts.append(_field(_SPAN_LINKS, b"".join((
             _LINK_TRACE_ID, b"\x10", link.context.trace_id.to_bytes(16, "big"),
             _LINK_SPAN_ID, b"\x08", link.context.span_id.to_bytes(8, "big"),
             _attributes(_LINK_ATTRIBUTES, link.attributes), _count(_LINK_DROPPED, link.dropped_attributes),
             _LINK_FLAGS, _flags(link.context)))))
-    parts.append(_count(_SPAN_DROPPED_LINKS, span.dropped_links))
+    if span.dropped_links:
+        parts.append(_count(_SPAN_DROPPED_LINKS, span.dropped_links))
     if status is not None:
-        parts.append(_STATUS_FIELDS[status.status_code] if not status.description else _status(status))
-    parts += (_SPAN_FLAGS, _flags(parent))
+        parts.append(_STATUS_FIELDS[id(status.status_code)] if not status.description else _status(status))
+    parts.append(_SPAN_REMOTE_PARENT if parent is not None and parent.is_remote else _SPAN_LOCAL_PARENT)
     return b"".join(parts)
 
 
@@ -191,8 +222,9 @@ def _status(status: Any) -> bytes:
                   + _count(_STATUS_CODE, status.status_code.value))
 
 
-_KIND_FIELDS = {kind: _SPAN_KIND + _SMALL[number] for kind, number in _SPAN_KINDS.items()}
-_STATUS_FIELDS = {code: _status(Status(code)) for code in StatusCode}
+_KIND_FIELDS = {id(kind): _SPAN_KIND + _SMALL[number] for kind, number in _SPAN_KINDS.items()}
+_SPAN_LOCAL_PARENT, _SPAN_REMOTE_PARENT = _SPAN_FLAGS + _flags(None), _SPAN_FLAGS + _I(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
+_STATUS_FIELDS = {id(code): _status(Status(code)) for code in StatusCode}
 
 
 def _scope(scope: Any) -> bytes:
