@@ -1,34 +1,39 @@
 """What observing costs: agent turns and the proxy with metrics on (the default) and with tracing on,
 against both off, interleaved in one run.
 
-    python bench/observability.py [--rounds 5] [--turns 40] [--block 10] [--window 2]
+    python bench/observability.py [--rounds 5] [--processes 2] [--concurrency 8] [--window 2]
 
-Three Ghosts on one fake upstream (`python -m ghost.testing.fake_upstream`, its own process):
-`off` (--no-metrics, no OTEL_*), `metrics` (the default), `tracing` (the default plus
+Three kinds of Ghost on one fake upstream (`python -m ghost.testing.fake_upstream`, its own
+process): `off` (--no-metrics, no OTEL_*), `metrics` (the default), `tracing` (the default plus
 OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP receiver in a process of its own that reads and drops
-the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart). The Ghosts take turns,
-the order rotating, so machine noise hits all alike:
+the spans, so its CPU is neither the bench's nor Ghost's; it is printed apart); `--processes` Ghost
+processes of each kind. Why several: two Ghost processes of the same code and settings differ by up
+to 5–7 % in CPU per turn on these machines (where each lands in the caches and on the cores), more
+than the 2 % to be told apart; the mean over processes is what a verdict reads, and the spread
+between processes of one kind is printed beside it. Two kinds of turn: a plain turn (one upstream
+call) and a tool turn (the model calls `scratchpad_set`, then answers: two upstream calls and a
+tool call, no sandbox).
 
-1. agent turns, one at a time: a plain turn (one upstream call) and a tool turn (the model calls
-   `scratchpad_set`, then answers: two upstream calls and a tool call, no sandbox), as turns/s and
-   the latency added per turn against `off` (p50), and the CPU time the Ghost process spent per
-   turn (from /proc: each thread's `schedstat`, in ns). The Ghosts take turns in blocks of
-   `--block` turns, the order rotating; a turn's CPU is its event loop's (the main thread's) per
-   turn, the median over its blocks, plus its other threads' (the batch exporter's encoding and
-   POST, the database's writes) over all its turns of that kind and a pause of `--settle` seconds
-   after them, longer than the batch processor's default delay (`OTEL_BSP_SCHEDULE_DELAY`, 5 s), so
-   the last spans' export is counted. The event loop's idle wakeups in the pause (~2 ms of CPU a
-   second, the same for every Ghost) are not. The tracing Ghost runs the SDK's defaults, as a
-   user's would;
-2. the catch-all proxy: requests/s with 20 concurrent keep-alive connections;
-3. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
+1. **Latency**, turns one at a time, on the first process of each kind, in blocks of `--block`
+   turns, the order rotating: turns/s, the latency added against `off` (p50), and Ghost's CPU per
+   turn (each thread's `schedstat`, ns): the event loop's median over the blocks plus the other
+   threads' over all its turns and a pause of `--settle` seconds (longer than the batch
+   processor's 5 s delay, so the last spans' export is counted). One at a time, a turn also pays
+   the event loop's going idle and waking for every reply (system calls whose cost moves with the
+   other CPU's work), so this CPU is printed, not judged.
+2. **Turn throughput**, the targets: each process in turn (the order rotating) gets `--concurrency`
+   clients sending turns for `--window` seconds, so its event loop always has work; after each
+   round, a pause of `--settle` s lets the batch processor send that round's spans. A process's CPU
+   per turn in a round is its event loop's over its window plus its other threads' over the round
+   (only its own window gives them work), per turn; the throughput Ghost's CPU allows is the
+   inverse. A kind's figure is the mean over its processes of each process's median over the
+   rounds. Verdicts: metrics cost at most 2 % of turn throughput, tracing at most 5 %.
+3. the catch-all proxy: requests/s with 20 concurrent keep-alive connections, first processes;
+4. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
    calls, one tool call through `ghost.observe`) against the same loop unobserved — the cost with
    the noise of HTTP, the sandbox and the neighbours taken out (spans go to a receiver that drops them).
 
-Targets (a VERDICT line each; exit status 1 on a miss): metrics cost at most 2 % of turn
-throughput, tracing at most 5 %. The verdict reads throughput as what Ghost's CPU allows (CPU per
-turn of `off` / of the other): on a shared machine wall-clock turns/s swing by more than the few
-percent measured, while a process's own CPU time barely moves with its neighbours' load. The machine's load average is printed beside the numbers: on a
+The machine's load average is printed beside the numbers (exit status 1 on a missed target): on a
 shared machine they are noisy, and a miss under load is worth a second run.
 """
 
@@ -37,11 +42,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from _common import FakeUpstreamProcess, GhostServer, Targets, bench_client, median, table
 from proxy import KEY, throughput_window
 
@@ -54,6 +61,7 @@ CLIENT = bench_client()
 METRICS_SHARE, TRACING_SHARE = 0.98, 0.95
 TOOL_REPLY = {"content": "", "tool_calls": [{"name": "scratchpad_set", "arguments": {"key": "k", "value": "v"}}]}
 KINDS = ("plain", "tool")
+GHOSTS = ("off", "metrics", "tracing")
 EXPORT_DELAY = 5.0  # the SDK's default OTEL_BSP_SCHEDULE_DELAY, in seconds
 LOOP: dict[tuple[str, str], list[float]] = {}  # per (ghost, kind): each block's event-loop CPU seconds per turn
 OTHERS: dict[tuple[str, str], float] = {}  # per (ghost, kind): its other threads' CPU seconds, all blocks
@@ -100,7 +108,7 @@ def others_cpu(pid: int) -> float:
 
 def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: int, turns: int, block: int,
             window: float, settle: float) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[int]]]:
-    """Per (ghost, kind): each turn's seconds; per ghost: each proxy window's requests/s.
+    """Sections 1 and 3. Per (ghost, kind): each turn's seconds; per ghost: each proxy window's requests/s.
 
     The turns of a kind go in blocks of `block` turns, the Ghosts taking turns block by block (the
     order rotating), so a burst of the neighbours' load hits every Ghost alike. Each block's event
@@ -136,6 +144,59 @@ def measure(fake: FakeUpstreamProcess, ghosts: dict[str, GhostServer], rounds: i
     return latencies, proxied
 
 
+async def _busy_window(fake: FakeUpstreamProcess, ghost: GhostServer, kind: str, concurrency: int,
+                       seconds: float) -> int:
+    """Turns of `kind` done by `concurrency` clients sending one after another for `seconds`. Each
+    tool turn's two replies are scripted for its own text (`?for=`), so concurrent turns get their own."""
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    done = 0
+    async with httpx.AsyncClient(transport=transport, timeout=120) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def sender(number: int) -> None:
+            nonlocal done
+            turn = 0
+            while time.perf_counter() < deadline:
+                text, turn = f"go {number} {turn}", turn + 1
+                if kind == "tool":
+                    scripted = await client.post(fake.url + "/_fake/script", params={"for": text},
+                                                 json=[TOOL_REPLY, {"content": "done"}])
+                    scripted.raise_for_status()
+                reply = await client.post(ghost.url + "/v1/chat/completions", headers=ghost.headers,
+                                          json={"model": "fake-model", "messages": [{"role": "user", "content": text}]})
+                reply.raise_for_status()
+                done += 1
+
+        await asyncio.gather(*(sender(n) for n in range(concurrency)))
+    return done
+
+
+def saturated(fake: FakeUpstreamProcess, processes: dict[str, list[GhostServer]], kind: str, rounds: int,
+              concurrency: int, window: float, settle: float) -> dict[str, list[tuple[float, float]]]:
+    """Section 2. Per Ghost kind, per process: (its median CPU seconds per turn, its median turns/s)
+    over `rounds` rounds of one `window` each, every process of every kind in a round, the order rotating."""
+    every = [(name, ghost) for name, ghosts in processes.items() for ghost in ghosts]
+    per_turn: dict[int, list[float]] = {id(ghost): [] for _, ghost in every}
+    rates: dict[int, list[float]] = {id(ghost): [] for _, ghost in every}
+    for r in range(rounds):
+        order = every[r % len(every):] + every[:r % len(every)]
+        loop: dict[int, float] = {}
+        done: dict[int, int] = {}
+        before = {id(ghost): others_cpu(ghost.process.pid) for _, ghost in every}
+        for _, ghost in order:
+            pid = ghost.process.pid
+            started, clock = thread_cpu(pid).get(pid, 0.0), time.perf_counter()
+            done[id(ghost)] = asyncio.run(_busy_window(fake, ghost, kind, concurrency, window))
+            rates[id(ghost)].append(done[id(ghost)] / (time.perf_counter() - clock))
+            loop[id(ghost)] = thread_cpu(pid).get(pid, 0.0) - started
+        time.sleep(settle)  # this round's spans sent: each process's exporter worked only for its own window
+        for _, ghost in every:
+            others = others_cpu(ghost.process.pid) - before[id(ghost)]
+            per_turn[id(ghost)].append((loop[id(ghost)] + others) / max(1, done[id(ghost)]))
+    return {name: [(median(per_turn[id(g)]), median(rates[id(g)])) for g in ghosts]
+            for name, ghosts in processes.items()}
+
+
 def _ghost_cpu_per_turn(name: str, kind: str, latencies: dict[tuple[str, str], list[float]]) -> tuple[float, float, float]:
     """Ghost `name`'s CPU seconds per turn of `kind`: in all, its event loop's, its other threads'."""
     loop = median(LOOP[(name, kind)])
@@ -143,29 +204,44 @@ def _ghost_cpu_per_turn(name: str, kind: str, latencies: dict[tuple[str, str], l
     return loop + others, loop, others
 
 
-def report(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, list[int]], verdicts: Targets) -> None:
-    load = os.getloadavg()
-    print(f"\nload average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+def report_latency(latencies: dict[tuple[str, str], list[float]], proxied: dict[str, list[int]]) -> None:
     rows = []
     for kind in KINDS:
         base = median(latencies[("off", kind)])
         base_cpu = _ghost_cpu_per_turn("off", kind, latencies)[0]
-        for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE)):
+        for name in GHOSTS:
             p50 = median(latencies[(name, kind)])
             cpu, loop, others = _ghost_cpu_per_turn(name, kind, latencies)
-            ratio = base_cpu / cpu  # the turns/s Ghost's CPU allows, relative to off
             rows.append([kind, name, f"{1 / p50:.1f}", f"{p50 * 1000:.2f}", f"{(p50 - base) * 1000:+.2f}",
                          f"{cpu * 1000:.2f}", f"{loop * 1000:.2f} + {others * 1000:.2f}",
-                         f"{(cpu - base_cpu) * 1000:+.2f}", f"{ratio:.1%}"])
-            if share is not None:
-                verdicts.check(ratio >= share, f"{kind} turn throughput (CPU-bound) with {name}: {ratio:.1%} of off",
-                               f">= {share:.0%}")
-    table("1. Agent turns, one at a time", ["turn", "ghost", "turns/s (p50)", "ms/turn (p50)", "added ms",
-                                             "Ghost CPU ms/turn", "event loop (median of blocks) + other threads",
-                                             "added CPU ms", "throughput vs off (CPU)"], rows)
+                         f"{(cpu - base_cpu) * 1000:+.2f}", f"{base_cpu / cpu:.1%}"])
+    table("1. Latency: agent turns one at a time (first process of each kind)",
+          ["turn", "ghost", "turns/s (p50)", "ms/turn (p50)", "added ms", "Ghost CPU ms/turn",
+           "event loop (median of blocks) + other threads", "added CPU ms", "CPU per turn: off / this"], rows)
     base = median(proxied["off"])
-    table("2. Proxy, 20 connections", ["ghost", "requests/s (median)", "vs off"],
+    table("3. Proxy, 20 connections (first process of each kind)", ["ghost", "requests/s (median)", "vs off"],
           [[name, f"{median(v):,.0f}", f"{median(v) / base:.1%}"] for name, v in proxied.items()])
+
+
+def report_throughput(results: dict[str, dict[str, list[tuple[float, float]]]], concurrency: int,
+                      verdicts: Targets) -> None:
+    rows = []
+    for kind in KINDS:
+        per_kind = results[kind]
+        base = sum(cpu for cpu, _ in per_kind["off"]) / len(per_kind["off"])
+        for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE)):
+            cpus = [cpu for cpu, _ in per_kind[name]]
+            mean = sum(cpus) / len(cpus)
+            ratio = base / mean  # the turns/s Ghost's CPU allows, relative to off
+            rows.append([kind, name, f"{median([rate for _, rate in per_kind[name]]):.0f}",
+                         " / ".join(f"{cpu * 1000:.3f}" for cpu in cpus), f"{mean * 1000:.3f}",
+                         f"{(max(cpus) - min(cpus)) / min(cpus):.1%}", f"{(mean - base) * 1000:+.3f}", f"{ratio:.1%}"])
+            if share is not None:
+                verdicts.check(ratio >= share, f"{kind} turn throughput with {name}: {ratio:.1%} of off",
+                               f">= {share:.0%}")
+    table(f"2. Turn throughput: {concurrency} clients at once per process (the targets)",
+          ["turn", "ghost", "turns/s (median)", "Ghost CPU ms/turn, each process (median of rounds)",
+           "mean", "spread between processes", "added ms", "throughput vs off (CPU)"], rows)
 
 
 class ReceiverProcess:
@@ -241,7 +317,7 @@ def observers_alone(sink_url: str, turns: int, rounds: int) -> None:
         for name, telemetry in kinds.items():
             cpu[name].append(asyncio.run(_cpu_per_turn(telemetry, turns)))
     base = median(cpu["off"])
-    table("3. The observers alone, in-process (CPU per turn: its events, 2 upstream calls, 1 tool call)",
+    table("4. The observers alone, in-process (CPU per turn: its events, 2 upstream calls, 1 tool call)",
           ["", "CPU µs/turn (median)", "added µs/turn"],
           [[name, f"{median(v) * 1e6:.0f}", f"{(median(v) - base) * 1e6:+.0f}"] for name, v in cpu.items()])
     kinds["tracing"].shutdown()
@@ -250,32 +326,47 @@ def observers_alone(sink_url: str, turns: int, rounds: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--turns", type=int, default=40, help="turns of each kind per Ghost per round")
-    parser.add_argument("--window", type=float, default=2.0, help="seconds of proxy load per Ghost per round")
-    parser.add_argument("--block", type=int, default=10, help="turns in a row on one Ghost before the next takes over")
+    parser.add_argument("--turns", type=int, default=40, help="section 1: turns of each kind per Ghost per round")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of load per process per round (sections 2, 3)")
+    parser.add_argument("--block", type=int, default=10, help="section 1: turns in a row on one Ghost before the next")
+    parser.add_argument("--processes", type=int, default=2, help="Ghost processes of each kind")
+    parser.add_argument("--concurrency", type=int, default=8, help="section 2: clients sending turns at once")
     parser.add_argument("--settle", type=float, default=EXPORT_DELAY + 0.5,
-                        help="seconds idle after each kind's turns before the other threads' CPU is read")
+                        help="seconds idle before the other threads' CPU is read (longer than the batch delay)")
     args = parser.parse_args()
     fake = FakeUpstreamProcess()
     sink = ReceiverProcess()
     common = ("--upstream-url", fake.url, "--log-level", "warning")
-    ghosts = {
-        "off": GhostServer(*common, "--no-metrics", api_key=KEY),
-        "metrics": GhostServer(*common, api_key=KEY),
-        "tracing": GhostServer(*common, api_key=KEY, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}),
+    made = {
+        "off": lambda: GhostServer(*common, "--no-metrics", api_key=KEY),
+        "metrics": lambda: GhostServer(*common, api_key=KEY),
+        "tracing": lambda: GhostServer(*common, api_key=KEY, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}),
     }
+    processes = {name: [make() for _ in range(max(1, args.processes))] for name, make in made.items()}
+    first = {name: ghosts[0] for name, ghosts in processes.items()}
     verdicts = Targets("bench/observability.py")
     try:
-        for ghost in ghosts.values():
-            ghost.start()
-        measure(fake, ghosts, 1, 5, 5, 0.5, 0.0)  # warm-up
-        latencies, proxied = measure(fake, ghosts, args.rounds, args.turns, args.block, args.window, args.settle)
-        report(latencies, proxied, verdicts)
+        for ghosts in processes.values():
+            for ghost in ghosts:
+                ghost.start()
+        measure(fake, first, 1, 5, 5, 0.5, 0.0)  # warm-up
+        for kind in KINDS:
+            saturated(fake, processes, kind, 1, args.concurrency, 0.5, 0.0)
+        load = os.getloadavg()
+        print(f"\nload average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+        latencies, proxied = measure(fake, first, args.rounds, args.turns, args.block, args.window, args.settle)
+        results = {kind: saturated(fake, processes, kind, args.rounds, args.concurrency, args.window, args.settle)
+                   for kind in KINDS}
+        report_latency(latencies, proxied)
+        report_throughput(results, args.concurrency, verdicts)
         observers_alone(sink.url, 2000, args.rounds)
-        print(f"\nthe OTLP receiver's own CPU (its process, all sections): {cpu_seconds(sink.process.pid):.2f} s")
+        load = os.getloadavg()
+        print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        print(f"the OTLP receiver's own CPU (its process, all sections): {cpu_seconds(sink.process.pid):.2f} s")
     finally:
-        for ghost in ghosts.values():
-            ghost.stop()
+        for ghosts in processes.values():
+            for ghost in ghosts:
+                ghost.stop()
         sink.stop()
         fake.stop()
     return verdicts.finish()

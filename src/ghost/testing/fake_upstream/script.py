@@ -58,7 +58,10 @@ def next_reply(body: dict[str, Any], replies: deque[Reply], replies_for: dict[st
     said = last_user_text(body).strip()
     for text, queued in replies_for.items():
         if queued and text in said:
-            return queued.popleft()
+            reply = queued.popleft()
+            if not queued:  # gone once used up: a bench scripting each turn's own text stays O(1)
+                del replies_for[text]
+            return reply
     for reply in replies:
         if reply.when is None or reply.when == said:
             replies.remove(reply)

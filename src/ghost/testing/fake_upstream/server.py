@@ -138,8 +138,13 @@ class FakeUpstream:
         ])
 
     async def _script(self, request: Request) -> Response:
+        """Queue the replies: for any request, or (`?for=text`) for requests whose last user
+        message contains `text`, as `script_for` does."""
         items = await request.json()
-        self.script(*(Reply(**item) for item in items))
+        if (text := request.query_params.get("for")) is not None:
+            self.script_for(text, *(Reply(**item) for item in items))
+        else:
+            self.script(*(Reply(**item) for item in items))
         return JSONResponse({"queued": len(self.replies)})
 
     async def _reset(self, request: Request) -> Response:
