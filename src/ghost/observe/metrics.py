@@ -144,19 +144,18 @@ class Metrics:
     def __init__(self, max_users: int = 100) -> None:
         families: list[Family] = []
 
-        def made(family: Family) -> Family:
-            families.append(family)
-            return family
-
         def counter(name: str, documentation: str, labelnames: Sequence[str]) -> CounterFamily:
-            return made(CounterFamily(name, documentation, labelnames))  # type: ignore[return-value]
+            families.append(family := CounterFamily(name, documentation, labelnames))
+            return family
 
         def histogram(name: str, documentation: str, buckets: Sequence[float],
                       labelnames: Sequence[str] = ()) -> HistogramFamily:
-            return made(HistogramFamily(name, documentation, buckets, labelnames))  # type: ignore[return-value]
+            families.append(family := HistogramFamily(name, documentation, buckets, labelnames))
+            return family
 
         def gauge(name: str, documentation: str) -> GaugeFamily:
-            return made(GaugeFamily(name, documentation))  # type: ignore[return-value]
+            families.append(family := GaugeFamily(name, documentation))
+            return family
 
         self.http_requests = counter("ghost_http_requests", "HTTP requests answered, by route template, "
                                      "method and status.", ["route", "method", "status"])
