@@ -24,7 +24,7 @@ from ghost.app import create_app
 from ghost.config import Settings
 from ghost.events import Done, TextDelta, TurnStats, Usage
 from ghost.observe import Telemetry
-from ghost.llm.chat import Completion
+from ghost.llm.chat import Completion, Delta
 from ghost.observe.metrics import OTHER, CounterFamily, HistogramFamily, Metrics
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer, free_port
@@ -340,6 +340,31 @@ async def test_an_odd_negative_token_count_never_breaks_the_turn_nor_lowers_a_co
     text = telemetry.metrics.exposition().decode()
     assert _count(text, 'ghost_upstream_tokens_total{direction="output"}') == 7  # the probe reads the family
     assert 'direction="input"' not in text
+    assert _count(text, 'ghost_upstream_requests_total{outcome="ok"}') == 1
+
+
+async def test_a_final_value_of_any_class_is_counted_by_its_shape() -> None:
+    telemetry = Telemetry()
+
+    class Piece:  # not a dataclass: its values are looked at one by one
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    class Last:
+        def __init__(self) -> None:
+            self.finish_reason, self.usage = "stop", Usage(11, 4)
+
+    class Upstream:
+        async def stream_chat(self, payload: dict[str, Any], request_id: str) -> Any:
+            yield Delta("content", "a")  # Ghost's own pieces: skipped by their class's fields
+            yield Piece("b")
+            yield Last()
+
+    seen = [item async for item in telemetry.upstream(Upstream()).stream_chat({"model": "m"}, "r")]
+    assert len(seen) == 3
+    text = telemetry.metrics.exposition().decode()
+    assert _count(text, 'ghost_upstream_tokens_total{direction="input"}') == 11
+    assert _count(text, 'ghost_upstream_tokens_total{direction="output"}') == 4
     assert _count(text, 'ghost_upstream_requests_total{outcome="ok"}') == 1
 
 

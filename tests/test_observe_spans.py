@@ -6,6 +6,7 @@ full, drops and logs instead of blocking whoever ends a span."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -25,6 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ghost.config import TraceSettings
+from ghost.events import Done, TextDelta
 from ghost.observe import Telemetry
 from ghost.observe.spans import RecordedSpan, SpanMaker
 from ghost.observe.tracing import incoming_context, outgoing_headers
@@ -224,6 +226,58 @@ def test_a_turns_spans_are_one_tree_in_the_callers_trace(env: pytest.MonkeyPatch
     assert spans["chat m"].parent_span_id == spans["invoke_agent m"].span_id
     assert spans["chat m"].kind == 3 and spans["POST /v1/chat/completions"].kind == 2
     assert told == {"traceparent": f"00-{CLIENT_TRACE}-{spans['chat m'].span_id}-01"}
+
+
+async def test_the_turns_span_is_current_through_the_turn_in_its_task_and_gone_after(
+        env: pytest.MonkeyPatch, receiver: OtlpReceiver) -> None:
+    telemetry = _traced(env, receiver.url)
+    inside: list[Any] = []
+
+    async def turn() -> Any:
+        inside.append(trace.get_current_span())
+        yield TextDelta("a")
+        inside.append(trace.get_current_span())  # a later step: the same span, attached once
+        yield Done("stop")
+
+    async def iterate() -> tuple[Any, list[Any], Any]:  # as ghost.agent.pump's producer task does
+        before = trace.get_current_span()
+        between = [trace.get_current_span() async for _ in telemetry.turns_of("admin").observe(turn(), "m")]
+        return before, between, trace.get_current_span()
+
+    try:
+        before, between, after = await asyncio.create_task(iterate())
+    finally:
+        telemetry.shutdown()
+    assert isinstance(inside[0], RecordedSpan) and inside[0].name == "invoke_agent m"  # the probe sees the span
+    assert inside == [inside[0]] * 2 and between == [inside[0]] * 2
+    assert after is before and not after.get_span_context().is_valid  # the task's context as it was
+    assert [s.name for s in receiver.spans] == ["invoke_agent m"]
+
+
+async def test_a_turn_closed_from_another_task_ends_its_span_without_touching_that_tasks_context(
+        env: pytest.MonkeyPatch, receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    telemetry = _traced(env, receiver.url)
+
+    async def turn() -> Any:
+        yield TextDelta("a")
+        yield Done("stop")
+
+    events = telemetry.turns_of("admin").observe(turn(), "m")
+
+    async def start() -> None:
+        await anext(events)  # the span attached in this task, which then ends
+
+    try:
+        await asyncio.create_task(start())
+        mine = trace.get_current_span()
+        with caplog.at_level(logging.WARNING):
+            await events.aclose()  # from this task: the turn left unfinished, as a collected one is closed
+        assert trace.get_current_span() is mine
+        assert not any("detach" in r.getMessage() for r in caplog.records), caplog.records
+    finally:
+        telemetry.shutdown()
+    (span,) = receiver.spans
+    assert span.name == "invoke_agent m" and span.attributes["ghost.turn.outcome"] == "cancelled"
 
 
 @pytest.mark.parametrize("value", [("stop",), (), ("tool_calls", "stop"), ("x" * 12,), ("a", 1), ("a", None),

@@ -16,8 +16,8 @@ and MCP requests Ghost makes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -28,7 +28,6 @@ from ghost.config import TraceSettings
 
 log = logging.getLogger("ghost.observe")
 _PROPAGATOR = TraceContextTextMapPropagator()
-T = TypeVar("T")
 Span = trace.Span
 Context = otel_context.Context
 
@@ -112,35 +111,4 @@ def fail(span: Span, error_type: str, pending: dict[str, Any] | None = None) -> 
     span.set_status(trace.StatusCode.ERROR)
 
 
-END: Any = object()  # what `step_within` gives for an iterator's end
-
-
-async def step_within(ctx: Context | None, iterator: AsyncIterator[T]) -> T:
-    """The next value of `iterator` (`END` at its end), the step run with `ctx` as the current
-    context (as it is with None).
-
-    The context is attached around the one step and detached before the value is handed on, so it
-    never leaks into the consumer between steps (an async generator's frame has no context of its
-    own: a `with` around its whole body would attach in one step and detach in another). Called by
-    the observers' own loops, not wrapped around them: a wrapping generator would add a hop for
-    every event of every turn."""
-    if ctx is None:
-        return await anext(iterator, END)
-    token = otel_context.attach(ctx)
-    try:
-        return await anext(iterator, END)
-    finally:
-        otel_context.detach(token)
-
-
-async def close_within(ctx: Context | None, iterator: AsyncIterator[Any]) -> None:
-    """Close `iterator` (if it can be) with `ctx` current, as `step_within` runs its steps."""
-    closing = getattr(iterator, "aclose", None)
-    if closing is None:
-        return
-    token = otel_context.attach(ctx) if ctx is not None else None
-    try:
-        await closing()
-    finally:
-        if token is not None:
-            otel_context.detach(token)
+END: Any = object()  # what `anext(iterator, END)` gives at an iterator's end

@@ -1,5 +1,5 @@
 """Watching an agent turn from outside: its events (`ghost.events`) counted into the metrics,
-and its `invoke_agent` span around every step of it when tracing is on.
+and its `invoke_agent` span current through it when tracing is on.
 
 Nothing inside the turn calls this: `ChatService` hands the turn's event stream through
 `observed_turn`, which sees what any client sees — text, tool activity, usage, the turn's stats,
@@ -8,15 +8,17 @@ how it ended — and so stays right whatever the turn does inside.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
-from ghost.events import ClientToolCall, Done, Error, Event, ToolActivity, TurnStats, Usage
+from ghost.events import ClientToolCall, Done, Error, Event, TextDelta, ToolActivity, TurnStats, Usage
 from ghost.observe.metrics import Metrics
-from ghost.observe.tracing import END, Context, Span, Tracing, close_within, fail, step_within
+from ghost.observe.tracing import Context, Span, Tracing, fail
 
 KNOWN_STOPS = frozenset({"max_tool_rounds"})
 
@@ -67,20 +69,25 @@ class TurnObserver:
 
     async def _counted(self, events: AsyncIterator[Event], model: str, span: Span | None,
                        ctx: Context | None) -> AsyncIterator[Event]:
-        """`events`, counted; each step of the turn run with `ctx` (its span) current."""
+        """`events`, counted; with tracing on, the turn's span current from its first step to its end.
+
+        Attached once, in the task that iterates the turn — not around each step: a turn streams
+        hundreds of events, and attaching and detaching around each cost more than the rest of
+        tracing on a long turn. That task sees the span between steps too, which is right when it
+        is the turn's own: Ghost iterates every turn in a task of its own (`ghost.agent.pump`),
+        which only hands the events on. Detached only in that task: should the generator be
+        closed from another (collected unfinished), that task's context was never changed."""
         metrics, seen = self.metrics, _Outcome()
         started = time.perf_counter()
         metrics.turns_in_progress.inc()
         iterator = aiter(events)
+        token = otel_context.attach(ctx) if ctx is not None else None
+        task = asyncio.current_task()
         try:
-            if ctx is None:  # metrics only: no context to attach around each step
-                async for event in iterator:
+            async for event in iterator:
+                if type(event) is not TextDelta:  # most of a turn's events: nothing to count
                     seen.see(event, metrics)
-                    yield event
-            else:
-                while (event := await step_within(ctx, iterator)) is not END:
-                    seen.see(event, metrics)
-                    yield event
+                yield event
         except BaseException as exc:
             seen.outcome, seen.error_type = "error", type(exc).__name__
             if not isinstance(exc, Exception):  # cancelled or closed: the caller went away
@@ -88,8 +95,11 @@ class TurnObserver:
             raise
         finally:
             try:
-                await close_within(ctx, iterator)
+                if (closing := getattr(iterator, "aclose", None)) is not None:
+                    await closing()  # its cleanup still inside the span
             finally:
+                if token is not None and asyncio.current_task() is task:
+                    otel_context.detach(token)
                 metrics.turns_in_progress.dec()
                 self._record(seen, model, time.perf_counter() - started, span)
 

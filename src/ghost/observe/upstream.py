@@ -9,6 +9,7 @@ call is made.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -72,11 +73,15 @@ class ObservedUpstream:
                 if first:
                     metrics.upstream_ttft.observe(time.perf_counter() - started)
                     first = False
-                if isinstance(usage := getattr(item, "usage", None), Usage):
-                    _count_tokens(metrics, usage, attributes)
                 if reply is not None and getattr(item, "kind", None) == "content" and \
                         len(reply) < self._tracing.content_max_chars:  # enough kept: the rest is cut anyway
                     reply.append(item.text)
+                if not _final_shape(type(item)):  # a piece of the answer: nothing to count
+                    yield item
+                    item = await anext(stream, END)
+                    continue
+                if isinstance(usage := getattr(item, "usage", None), Usage):
+                    _count_tokens(metrics, usage, attributes)
                 if (reason := getattr(item, "finish_reason", None)) is not None:
                     outcome = "ok"  # the final value: the caller may close the stream right after it
                     if span is not None and reason:
@@ -104,6 +109,24 @@ class ObservedUpstream:
                     if attributes:
                         span.set_attributes(attributes)
                     span.end()
+
+
+_FINAL_SHAPES: dict[type, bool] = {}
+_FINAL_FIELDS = frozenset({"usage", "finish_reason"})
+
+
+def _final_shape(kind: type) -> bool:
+    """Whether values of `kind` may carry `usage` or `finish_reason` (the call's final value).
+    For a dataclass (Ghost's `Delta` and `Completion`) its fields say so, looked up once per class:
+    a streamed answer's hundreds of pieces then cost a dict lookup each instead of two failed
+    attribute lookups. Any other class: assumed it may (each value is looked at, as before)."""
+    final = _FINAL_SHAPES.get(kind)
+    if final is None:
+        final = not dataclasses.is_dataclass(kind) or any(
+            field.name in _FINAL_FIELDS for field in dataclasses.fields(kind))
+        if len(_FINAL_SHAPES) < 64:
+            _FINAL_SHAPES[kind] = final
+    return final
 
 
 def _count_tokens(metrics: Metrics, usage: Usage, attributes: dict[str, Any]) -> None:
