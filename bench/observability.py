@@ -293,9 +293,14 @@ async def _tool() -> _Result:
 
 async def _turn(telemetry: Telemetry | None) -> None:
     upstream = telemetry.upstream(_Upstream()) if telemetry else _Upstream()
-    events = telemetry.turns_of("admin").observe(_events(), "m") if telemetry else _events()
-    async for _ in events:
-        pass
+    watch = telemetry.turns_of("admin").watch("m") if telemetry else None  # as ChatService watches a turn
+    try:
+        async for event in _events():
+            if watch is not None:
+                watch.see(event)
+    finally:
+        if watch is not None:
+            watch.end()
     for _ in range(2):
         async for _ in upstream.stream_chat({"model": "m"}, "r"):
             pass

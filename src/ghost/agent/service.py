@@ -180,20 +180,31 @@ class ChatService:
             if self.on_turn is not None:
                 await self.on_turn()
             self.in_flight_turns += 1
+            # Recorded and watched here, in the loop that forwards the events anyway: no generator
+            # of their own around a turn's hundreds of events.
+            watch = self.observer.watch(choice.name) if self.observer is not None else None
+            events = AgentTurn(self.turns, upstream_chat, request_id, options).run()
             try:
-                events = AgentTurn(self.turns, upstream_chat, request_id, options).run()
-                if self.observer is not None:
-                    events = self.observer.observe(events, choice.name)
-                # Recorded here, in the loop that forwards the events anyway: no generator of its own.
                 recorder = _Recorder(chat.messages, self.history, store_as)
                 async for event in events:
+                    if watch is not None:
+                        watch.see(event)
                     if (notice := await recorder.see(event)) is not None:
                         yield notice
                     yield event
+            except BaseException as exc:
+                if watch is not None:
+                    watch.failed(exc)
+                raise
             finally:
-                self.in_flight_turns -= 1
-                if self.user_limits is not None:  # the turn's tools may have written files
-                    self.user_limits.forget_usage()
+                try:
+                    await events.aclose()  # left at a `yield` when the consumer stopped: its cleanup now
+                finally:
+                    self.in_flight_turns -= 1
+                    if self.user_limits is not None:  # the turn's tools may have written files
+                        self.user_limits.forget_usage()
+                    if watch is not None:
+                        watch.end()
 
     def _user_slot(self) -> AbstractAsyncContextManager[None]:
         return self.user_limits.turn() if self.user_limits is not None else nullcontext()

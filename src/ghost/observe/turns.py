@@ -60,50 +60,33 @@ class TurnObserver:
         self.metrics, self.tracing = metrics, tracing
         self.user = metrics.user(user)
 
-    def observe(self, events: AsyncIterator[Event], model: str) -> AsyncIterator[Event]:
+    def watch(self, model: str) -> TurnWatch:
+        """A turn of `model` starting now, to be shown each event and ended once."""
         if not self.tracing.enabled:
-            return self._counted(events, model, None, None)
+            return TurnWatch(self, model, None, None)
         span, ctx = self.tracing.start_span(f"invoke_agent {model}", SpanKind.INTERNAL, {
             "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "ghost", "gen_ai.request.model": model})
-        return self._counted(events, model, span, ctx)
+        return TurnWatch(self, model, span, ctx)
 
-    async def _counted(self, events: AsyncIterator[Event], model: str, span: Span | None,
-                       ctx: Context | None) -> AsyncIterator[Event]:
-        """`events`, counted; with tracing on, the turn's span current from its first step to its end.
-
-        Attached once, in the task that iterates the turn — not around each step: a turn streams
-        hundreds of events, and attaching and detaching around each cost more than the rest of
-        tracing on a long turn. That task sees the span between steps too, which is right when it
-        is the turn's own: Ghost iterates every turn in a task of its own (`ghost.agent.pump`),
-        which only hands the events on. Detached only in that task: should the generator be
-        closed from another (collected unfinished), that task's context was never changed."""
-        metrics, seen = self.metrics, _Outcome()
-        started = time.perf_counter()
-        metrics.turns_in_progress.inc()
+    async def observe(self, events: AsyncIterator[Event], model: str) -> AsyncIterator[Event]:
+        """`events`, watched: for a consumer that has no loop of its own to call a watch from."""
+        watch = self.watch(model)
         iterator = aiter(events)
-        token = otel_context.attach(ctx) if ctx is not None else None
-        task = asyncio.current_task()
         try:
             async for event in iterator:
-                if type(event) is not TextDelta:  # most of a turn's events: nothing to count
-                    seen.see(event, metrics)
+                watch.see(event)
                 yield event
         except BaseException as exc:
-            seen.outcome, seen.error_type = "error", type(exc).__name__
-            if not isinstance(exc, Exception):  # cancelled or closed: the caller went away
-                seen.outcome = "cancelled"
+            watch.failed(exc)
             raise
         finally:
             try:
                 if (closing := getattr(iterator, "aclose", None)) is not None:
                     await closing()  # its cleanup still inside the span
             finally:
-                if token is not None and asyncio.current_task() is task:
-                    otel_context.detach(token)
-                metrics.turns_in_progress.dec()
-                self._record(seen, model, time.perf_counter() - started, span)
+                watch.end()
 
-    def _record(self, seen: _Outcome, model: str, seconds: float, span: Span | None) -> None:
+    def record(self, seen: _Outcome, model: str, seconds: float, span: Span | None) -> None:
         metrics = self.metrics
         metrics.turns.inc((metrics.model(model), seen.outcome))
         metrics.turn_duration.observe(seconds)
@@ -123,3 +106,44 @@ class TurnObserver:
             fail(span, seen.error_type or "error", attributes)
         span.set_attributes(attributes)  # one call: the SDK locks and checks once a call
         span.end()
+
+
+class TurnWatch:
+    """One turn, watched from the loop that forwards its events — `see` each, `failed` on an
+    exception, `end` once in a `finally` — with no generator of its own: a turn streams hundreds
+    of events, and a generator wrapped around them cost a hop each.
+
+    With tracing on, the turn's span is current from the watch's start to its end in the task
+    that made it: attached once, not around each step. That task sees the span between steps
+    too, which is right when it is the turn's own: Ghost runs every turn in a task of its own
+    (`ghost.agent.pump`), which only hands the events on. Detached only in that task: should the
+    turn be closed from another (collected unfinished), that task's context was never changed."""
+
+    __slots__ = ("_observer", "_model", "_span", "_seen", "_started", "_token", "_task", "_ended")
+
+    def __init__(self, observer: TurnObserver, model: str, span: Span | None, ctx: Context | None) -> None:
+        self._observer, self._model, self._span = observer, model, span
+        self._seen = _Outcome()
+        self._started = time.perf_counter()
+        self._token = otel_context.attach(ctx) if ctx is not None else None
+        self._task = asyncio.current_task()
+        self._ended = False
+        observer.metrics.turns_in_progress.inc()
+
+    def see(self, event: Event) -> None:
+        if type(event) is not TextDelta:  # most of a turn's events: nothing to count
+            self._seen.see(event, self._observer.metrics)
+
+    def failed(self, exc: BaseException) -> None:
+        """The turn raised `exc`: an error, or (not an `Exception`) cancelled — the caller went away."""
+        self._seen.outcome = "error" if isinstance(exc, Exception) else "cancelled"
+        self._seen.error_type = type(exc).__name__
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._token is not None and asyncio.current_task() is self._task:
+            otel_context.detach(self._token)
+        self._observer.metrics.turns_in_progress.dec()
+        self._observer.record(self._seen, self._model, time.perf_counter() - self._started, self._span)
