@@ -1,9 +1,9 @@
 """Watching an agent turn from outside: its events (`ghost.events`) counted into the metrics,
 and its `invoke_agent` span current through it when tracing is on.
 
-Nothing inside the turn calls this: `ChatService` hands the turn's event stream through
-`observed_turn`, which sees what any client sees — text, tool activity, usage, the turn's stats,
-how it ended — and so stays right whatever the turn does inside.
+Nothing inside the turn calls this: `ChatService` shows each of the turn's events to a `TurnWatch`
+from the loop that forwards them, so it sees what any client sees — text, tool activity, usage,
+the turn's stats, how it ended — and stays right whatever the turn does inside.
 """
 
 from __future__ import annotations
