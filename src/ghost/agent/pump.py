@@ -66,6 +66,12 @@ async def _produce(source: AsyncIterator[Event], channel: _Channel) -> None:
         await channel.put(_Failed(exc))
     else:
         await channel.put(_END)
+    finally:
+        # Stopped while waiting for room in the channel, the turn is left at a `yield`: closed here,
+        # its cleanup (the upstream's response, a sandboxed process) runs within the pump's wait
+        # for this task instead of whenever the turn is collected. A finished turn: no-op.
+        if (closing := getattr(source, "aclose", None)) is not None:
+            await closing()
 
 
 async def pumped(source: AsyncIterator[Event], idle_seconds: float) -> AsyncIterator[list[Event]]:
