@@ -68,3 +68,14 @@ def test_text_logs_stay_the_default(ghost: GhostServer, client: httpx.Client) ->
         pass
     else:
         raise AssertionError("the default log line is JSON")
+
+
+def test_at_log_level_warning_a_request_writes_no_line(ghost: GhostServer, client: httpx.Client,
+                                                         upstream: FakeUpstream, tmp_path: Path) -> None:
+    assert client.get("/api/health", headers={"X-Request-ID": "req-level-1"}).status_code == 200
+    line = access_line(ghost, "req-level-1")  # the probe finds the line at the default level
+    assert json.loads(line.split(" INFO ghost.access: ", 1)[1])["request_id"] == "req-level-1"
+    with GhostServer("--upstream-url", upstream.url, "--log-level", "warning", home=tmp_path) as quiet:
+        reply = httpx.get(f"{quiet.url}/api/health", headers={**quiet.headers, "X-Request-ID": "req-level-2"})
+        assert reply.status_code == 200
+    assert "req-level-2" not in quiet.log_path.read_text()  # written by now: the server has stopped

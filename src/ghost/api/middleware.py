@@ -67,6 +67,8 @@ class RequestIdMiddleware:
 
     @staticmethod
     def _log(scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):  # --log-level warning: no line, nothing built
+            return
         line = {
             "request_id": request_id,
             "method": scope["method"],
@@ -84,8 +86,21 @@ class RequestIdMiddleware:
         client = scope.get("client")
         if client:
             line["client"] = client[0]
-        # Text logs show the fields as the message; JSON logs (ghost.observe.logs) take them as they are.
-        access_log.info(json.dumps(line), extra={"fields": line})
+        # Text logs show the fields as the message; JSON logs (ghost.observe.logs) take them as they
+        # are: the text is made only by a formatter that asks for the message, once.
+        access_log.info("%s", _JsonText(line), extra={"fields": line})
+
+
+class _JsonText:
+    """A log argument written as JSON when (and only when) a handler formats the message."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return json.dumps(self.value)
 
 
 class BodyLimit:
