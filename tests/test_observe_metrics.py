@@ -292,12 +292,14 @@ def test_the_text_is_what_prometheus_clients_own_metrics_write_for_the_same_chan
         labels = getattr(family, "labelnames", [])
         if isinstance(family, CounterFamily):
             made[family.name] = Counter(family.name, family.documentation, labels, registry=reference)
+            for known in family.known:  # shown at 0 from the start
+                made[family.name].labels(*known)
         elif isinstance(family, HistogramFamily):
             made[family.name] = Histogram(family.name, family.documentation, labels, buckets=family.bounds,
                                           registry=reference)
         else:
             made[family.name] = Gauge(family.name, family.documentation, registry=reference)
-    assert len(made) == len(mine.families) == 17
+    assert len(made) == len(mine.families) == 19
     values = ["a", "b", 'q"uote\\', "line\nbreak", "ü", ""]
     rng = random.Random(26)
     disable_created_metrics()  # as Ghost's families have no `_created` series

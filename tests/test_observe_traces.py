@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ghost.config import TraceSettings
 from ghost.observe.content import CUT_MARK, request_attributes
@@ -158,6 +161,60 @@ def test_the_proxy_carries_the_trace_on(traced: GhostServer, upstream: FakeUpstr
     received = [r for r in upstream.requests if r["path"] == "/echo/traced"][-1]
     values = [v for k, v in received["header_list"] if k == "traceparent"]
     assert values == [f"00-{CLIENT_TRACE}-{proxy.span_id}-01"]  # Ghost's span, once: not the client's too
+
+
+# --- what happened to the spans, in the metrics --------------------------------------------------------
+
+def _span_counts(server: GhostServer) -> tuple[float, float, float]:
+    """(ended, exported ok, export failed) from the server's /metrics."""
+    reply = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    samples = {(s.name, s.labels.get("outcome", "")): s.value
+               for family in text_string_to_metric_families(reply.text) for s in family.samples}
+    return (samples[("ghost_trace_spans_ended_total", "")], samples[("ghost_trace_spans_exported_total", "ok")],
+            samples[("ghost_trace_spans_exported_total", "failed")])
+
+
+def _poll(condition: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"never: {what}")
+
+
+def test_every_span_ended_is_counted_and_so_is_what_the_collector_took(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    sink = OtlpReceiver().start()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    try:
+        with GhostServer("--upstream-url", upstream.url, home=tmp_path, env=env) as server:
+            assert _chat(server, "count my spans").status_code == 200
+            sink.wait_for(lambda got: any(s.name.startswith("invoke_agent") for s in got))
+            # Each scrape makes a span of its own, ended after its text: once a scrape finds every
+            # span before it exported, Ghost ends exactly one more (that scrape's) and the
+            # collector receives exactly the spans Ghost counted.
+            ended, ok, failed = _poll(lambda: (c := _span_counts(server))[0] == c[1] and c, "all spans exported")
+            assert ended >= 3 and failed == 0  # at least the turn's: the request, invoke_agent, chat
+            got = sink.wait_for(lambda got: len(got) >= ended + 1)
+            time.sleep(0.3)  # several export delays: nothing more comes
+            assert len(sink.snapshot()) == len(got) == ended + 1
+    finally:
+        sink.stop()
+
+
+def test_spans_the_collector_refuses_are_counted_as_failed(upstream: FakeUpstream, tmp_path: Path) -> None:
+    refusing = OtlpReceiver(paths=()).start()  # answers every export with a 404
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": refusing.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    try:
+        with GhostServer("--upstream-url", upstream.url, home=tmp_path, env=env) as server:
+            assert _chat(server, "nobody takes these").status_code == 200
+            ended, ok, failed = _poll(lambda: (c := _span_counts(server))[2] >= 3 and c, "three spans failed")
+            assert ok == 0 and failed <= ended
+            assert refusing.requests and all(path == "/v1/traces" for path, _ in refusing.requests)
+    finally:
+        refusing.stop()
 
 
 # --- content, only when asked for ----------------------------------------------------------------------

@@ -33,18 +33,22 @@ Labels = tuple[str, ...]
 # `observe` ~0.3–0.6 µs), and a turn makes ~15 changes — half of what metrics cost a short turn.
 # Every change here is made on the app's event loop (the HTTP middleware, the turn, upstream and
 # tool observers, the sandbox's outcome hook; `/metrics` reads them on the same loop), so a plain
-# dict needs no lock. prometheus_client still does the rest: the registry, the families
+# dict needs no lock. The one exception, the exported spans' counter, has one writer (the export
+# thread) and a fixed set of keys. prometheus_client still does the rest: the registry, the families
 # (`Collector.collect`) and the text format; a test holds the text equal to what its own metric
 # objects write for the same changes.
 
 
 class CounterFamily:
     """A counter's values by label values. Only goes up: a negative amount (an upstream's odd
-    token count) is ignored rather than raised into the turn that reported it."""
+    token count) is ignored rather than raised into the turn that reported it. A counter without
+    labels, and each of `known` label values, is shown at 0 from the start."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                 known: Sequence[Labels] = ()) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
-        self.values: dict[Labels, float] = {}
+        self.known = tuple(known)
+        self.values: dict[Labels, float] = {labels: 0.0 for labels in self.known or ([()] if not labelnames else [])}
 
     def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
         if amount >= 0:
@@ -144,8 +148,9 @@ class Metrics:
     def __init__(self, max_users: int = 100) -> None:
         families: list[Family] = []
 
-        def counter(name: str, documentation: str, labelnames: Sequence[str]) -> CounterFamily:
-            families.append(family := CounterFamily(name, documentation, labelnames))
+        def counter(name: str, documentation: str, labelnames: Sequence[str],
+                    known: Sequence[Labels] = ()) -> CounterFamily:
+            families.append(family := CounterFamily(name, documentation, labelnames, known))
             return family
 
         def histogram(name: str, documentation: str, buckets: Sequence[float],
@@ -192,6 +197,16 @@ class Metrics:
                                   "--metrics-max-users users; the rest as 'other').", ["user"])
         self.user_tokens = counter("ghost_user_tokens", "Tokens of agent turns by user and direction "
                                    "(input, output).", ["user", "direction"])
+        # With tracing on: spans Ghost queued for export, and what the exporter made of them. The
+        # difference is what is still queued or was dropped (a full queue: OTEL_BSP_MAX_QUEUE_SIZE).
+        self.trace_spans_ended = counter("ghost_trace_spans_ended", "Spans recorded with tracing on and "
+                                         "queued for export.", [])
+        # Changed by the batch processor's export thread, its only writer; its label values exist
+        # from the start, so a scrape on the event loop never sees the dict grow.
+        self.trace_spans_exported = counter("ghost_trace_spans_exported", "Queued spans the OTLP "
+                                            "exporter sent, by outcome (ok, failed: the collector "
+                                            "refused the batch or could not be reached).", ["outcome"],
+                                            known=[("ok",), ("failed",)])
         self.families = families
         self.registry = CollectorRegistry()
         self.registry.register(_Families(families))

@@ -262,16 +262,23 @@ class GhostSpanExporter(OTLPSpanExporter):
     SDK lay its exporter out differently, this falls back to the SDK's whole export (slower, never
     broken); `fast` says which runs, and a test checks it is the fast one with the pinned SDK."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, counted: Any = None, **kwargs: Any) -> None:
+        """`counted`: a `ghost.observe.metrics.CounterFamily` (label `outcome`: ok, failed) that
+        every batch's spans are counted into, once the collector has answered (or not)."""
         super().__init__(*args, **kwargs)
+        self.counted = counted
         client = getattr(self, "_client", None)
         self.fast = callable(getattr(client, "export", None)) and isinstance(getattr(self, "_shutdown", None), bool)
         if not self.fast:
             log.warning("this OpenTelemetry SDK's OTLP exporter is laid out differently: spans are encoded by the SDK")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not self.fast:
-            return super().export(spans)
+        result = self._send(spans) if self.fast else super().export(spans)
+        if self.counted is not None:
+            self.counted.inc(("ok",) if result is SpanExportResult.SUCCESS else ("failed",), len(spans))
+        return result
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:

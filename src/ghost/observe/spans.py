@@ -64,7 +64,9 @@ class SpanMaker:
     """Starts an app's spans (each app has its own: two apps in one process keep their spans
     apart) and hands each ended one to the app's batch processor."""
 
-    def __init__(self, resource: Resource, scope: InstrumentationScope, exporter: SpanExporter) -> None:
+    def __init__(self, resource: Resource, scope: InstrumentationScope, exporter: SpanExporter,
+                 ended: Any = None) -> None:
+        """`ended`: a `ghost.observe.metrics.CounterFamily` counting the sampled spans handed on."""
         # The SDK's provider, for its configuration: the sampler and id generator it reads from
         # the environment (no processor: it never makes or exports a span).
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
@@ -74,6 +76,7 @@ class SpanMaker:
         self.max_attributes = self.limits.max_span_attributes
         self.max_length = self.limits.max_span_attribute_length
         self.processor = BatchSpanProcessor(exporter)
+        self.ended = ended
         self._random_root = self.ids.is_trace_id_random()
 
     def start(self, name: str, kind: SpanKind, attributes: Mapping[str, Any],
@@ -233,7 +236,10 @@ class RecordedSpan(trace.Span):
         self.end_time = end_time if end_time is not None else time_ns()
         self.events = tuple(self.events)
         self.attributes = MappingProxyType(self.attributes)  # type: ignore[assignment]  # read-only now
-        self._maker.processor.on_end(self)  # type: ignore[arg-type]  # read as a ReadableSpan
+        maker = self._maker
+        maker.processor.on_end(self)  # type: ignore[arg-type]  # read as a ReadableSpan
+        if maker.ended is not None and self.context.trace_flags.sampled:  # what the processor queues
+            maker.ended.inc()
 
     def _open(self, doing: str) -> bool:
         if self.end_time is None:

@@ -21,7 +21,7 @@ from ghost.observe.upstream import ObservedUpstream
 class Telemetry:
     def __init__(self, settings: Settings | None = None, traces: TraceSettings | None = None) -> None:
         self.metrics = Metrics(settings.metrics_max_users if settings is not None else 100)
-        self.tracing = Tracing(traces)
+        self.tracing = Tracing(traces, self.metrics)
         # False: nothing is observed at all (--no-metrics and tracing off): no hook is installed.
         self.observing = settings is None or not settings.no_metrics or self.tracing.enabled
         self.serves_metrics = settings is None or not settings.no_metrics

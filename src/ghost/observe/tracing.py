@@ -33,7 +33,8 @@ Context = otel_context.Context
 
 
 class Tracing:
-    def __init__(self, settings: TraceSettings | None = None) -> None:
+    def __init__(self, settings: TraceSettings | None = None, metrics: Any = None) -> None:
+        """`metrics` (a `ghost.observe.metrics.Metrics`): where the spans queued and exported are counted."""
         settings = settings or TraceSettings()
         self.enabled = settings.enabled
         # Content on spans (ghost.observe.content): only when asked for, bounded per attribute.
@@ -41,9 +42,9 @@ class Tracing:
         self.content_max_chars = settings.trace_content_max_chars
         self._spans: Any = None  # a `ghost.observe.spans.SpanMaker` with tracing on
         if self.enabled:
-            self._start(settings)
+            self._start(settings, metrics)
 
-    def _start(self, settings: TraceSettings) -> None:
+    def _start(self, settings: TraceSettings, metrics: Any) -> None:
         from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -51,7 +52,9 @@ class Tracing:
         from ghost.observe.spans import SpanMaker
 
         resource = Resource.create({SERVICE_NAME: settings.service_name, SERVICE_VERSION: __version__})
-        self._spans = SpanMaker(resource, InstrumentationScope("ghost", __version__), GhostSpanExporter())
+        exporter = GhostSpanExporter(counted=metrics.trace_spans_exported if metrics is not None else None)
+        self._spans = SpanMaker(resource, InstrumentationScope("ghost", __version__), exporter,
+                                ended=metrics.trace_spans_ended if metrics is not None else None)
         log.info("tracing on: spans go to the OTLP/HTTP endpoint of the OTEL_* settings")
 
     @property
