@@ -377,7 +377,7 @@ def main() -> int:
     finally:
         for ghosts in processes.values():
             for ghost in ghosts:
-                ghost.stop()
+                ghost.close()
         sink.stop()
         fake.stop()
     return verdicts.finish()

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from tempfile import mkdtemp
 
 from _common import FakeUpstreamProcess, RawConnection as Connection, Targets, percentile, request_bytes as _request_bytes, \
     request_head as _request_head, rss_kb
@@ -232,14 +231,14 @@ def main() -> int:
     use_uvloop()()
     upstream = FakeUpstreamProcess()
     direct_port = upstream.port
-    ghost = GhostServer("--upstream-url", upstream.url, api_key=KEY, home=Path(mkdtemp(prefix="ghost-bench-")))
+    ghost = GhostServer("--upstream-url", upstream.url, api_key=KEY)
     try:
         ghost.start()
         lat = asyncio.run(latency(direct_port, ghost.port, args.requests))
         tput = asyncio.run(throughput(direct_port, ghost.port, args.concurrency, args.window, args.rounds))
         mem = memory(ghost, args.body_mb)
     finally:
-        ghost.stop()
+        ghost.close()
         upstream.stop()
     table = list(rows(lat, tput, mem))
     print(f"Ghost proxy benchmark: {args.requests} sequential requests per path, "

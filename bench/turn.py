@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from tempfile import mkdtemp
 
 from _common import FakeUpstreamProcess, GhostServer, RawConnection, Targets, free_port, percentile, request_bytes, table
 
@@ -156,7 +155,7 @@ def main() -> int:
     load_before = os.getloadavg()
     upstream = FakeUpstreamProcess()
     proxy, proxy_port = start_thin_proxy(upstream.url)
-    ghost = GhostServer("--upstream-url", upstream.url, api_key=KEY, home=Path(mkdtemp(prefix="ghost-bench-")))
+    ghost = GhostServer("--upstream-url", upstream.url, api_key=KEY)
     try:
         ghost.start()
         assert ghost.process is not None
@@ -167,7 +166,7 @@ def main() -> int:
         long_total, long_first, long_cpu_ms = asyncio.run(latency(ports, long_, args.long_turns, 30,
                                                                   ghost.process.pid))
     finally:
-        ghost.stop()
+        ghost.close()
         proxy.terminate()
         proxy.wait(10)
         upstream.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +54,7 @@ class GhostServer:
     def __init__(self, *args: str, api_key: str | None = TEST_KEY, home: Path | None = None,
                  env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
+        self.owns_home = home is None  # made here: `close` removes it
         self.home = home or Path(tempfile.mkdtemp(prefix="ghost-home-"))
         self.api_key = api_key
         self.args = list(args)
@@ -122,6 +124,13 @@ class GhostServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(5)
+
+    def close(self) -> None:
+        """Stop, then remove the home if this made it (a bench's Ghosts would otherwise leave their
+        databases and logs behind, run after run). `__exit__` only stops: tests read the log after."""
+        self.stop()
+        if self.owns_home:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def __enter__(self) -> "GhostServer":
         return self.start()
