@@ -29,7 +29,10 @@ tool call, no sandbox).
    inverse. A kind's figure is the median over its processes of each process's median over the
    rounds (robust to the one process of a kind that a run finds slow throughout). A third kind of
    turn, `long` (one upstream call whose answer streams in 200 pieces, as a model's does), is
-   measured the same way for information: the same 3 spans, more work around them. Verdicts: metrics cost at most 2 % of turn throughput, tracing at most 5 %.
+   measured the same way for information: the same 3 spans, more work around them. So is a fourth
+   kind of Ghost, `tracing 1/10`: tracing with the SDK's `parentbased_traceidratio` sampler at 0.1
+   (one trace in ten recorded and exported), what a busy deployment would set. Verdicts: metrics
+   cost at most 2 % of turn throughput, tracing (every turn traced) at most 5 %.
 3. the catch-all proxy: requests/s with 20 concurrent keep-alive connections, first processes;
 4. in this process, no server: the observers' own CPU per turn (a turn's events, two upstream
    calls, one tool call through `ghost.observe`) against the same loop unobserved — the cost with
@@ -68,6 +71,10 @@ KINDS = ("plain", "tool")
 LONG_REPLY = {"content": " ".join(["word"] * 200)}
 THROUGHPUT_KINDS = (*KINDS, "long")
 GHOSTS = ("off", "metrics", "tracing")
+# Section 2 also measures, for information (no target), tracing with the SDK's standard sampler set
+# to keep one trace in ten, as a busy deployment would: what sampling buys back.
+SAMPLED = "tracing 1/10"
+SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 EXPORT_DELAY = 5.0  # the SDK's default OTEL_BSP_SCHEDULE_DELAY, in seconds
 LOOP: dict[tuple[str, str], list[float]] = {}  # per (ghost, kind): each block's event-loop CPU seconds per turn
 OTHERS: dict[tuple[str, str], float] = {}  # per (ghost, kind): its other threads' CPU seconds, all blocks
@@ -235,7 +242,9 @@ def report_throughput(results: dict[str, dict[str, list[tuple[float, float]]]], 
     for kind in THROUGHPUT_KINDS:
         per_kind = results[kind]
         base = median([cpu for cpu, _ in per_kind["off"]])
-        for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE)):
+        for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE), (SAMPLED, None)):
+            if name not in per_kind:
+                continue
             cpus = [cpu for cpu, _ in per_kind[name]]
             middle = median(cpus)
             ratio = base / middle  # the turns/s Ghost's CPU allows, relative to off
@@ -352,9 +361,11 @@ def main() -> int:
         "off": lambda: GhostServer(*common, "--no-metrics", api_key=KEY),
         "metrics": lambda: GhostServer(*common, api_key=KEY),
         "tracing": lambda: GhostServer(*common, api_key=KEY, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}),
+        SAMPLED: lambda: GhostServer(*common, api_key=KEY, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+                                                                **SAMPLED_ENV}),
     }
     processes = {name: [make() for _ in range(max(1, args.processes))] for name, make in made.items()}
-    first = {name: ghosts[0] for name, ghosts in processes.items()}
+    first = {name: processes[name][0] for name in GHOSTS}
     verdicts = Targets("bench/observability.py")
     try:
         for ghosts in processes.values():

@@ -5,11 +5,11 @@ come along."""
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ghost.llm.chat import Completion, Delta
 from ghost.observe.metrics import OTHER, CounterFamily, HistogramFamily, Metrics
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer, free_port
+from ghost.testing.wait import until
 from ghost.tools.base import ToolContext, ToolResult
 from ghost.tools.registry import Registry, Tool
 
@@ -48,6 +49,7 @@ scrape_configs:
       - targets: ["127.0.0.1:{port}"]
 """
 WAIT_S = 90.0  # a generous bound for a loaded machine; every wait ends at its positive signal
+_until = functools.partial(until, timeout=WAIT_S, every=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def prometheus(server: GhostServer, tmp_path_factory: pytest.TempPathFactory) ->
                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: _ready(url), f"prometheus at {url} never became ready: {(folder / 'prometheus.log').read_text()[-3000:]}")
+        _until(lambda: _ready(url), f"prometheus at {url} never became ready: {(folder / 'prometheus.log').read_text()[-3000:]}")
         yield url
     finally:
         process.terminate()
@@ -87,15 +89,6 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _wait(condition: Any, message: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(message)
 
 
 def query(prometheus: str, promql: str) -> dict[str, float]:
@@ -116,7 +109,7 @@ def test_prometheus_scrapes_ghost_with_the_key_and_is_refused_without(prometheus
         active = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
         return {t["labels"]["job"]: t for t in active}
 
-    _wait(lambda: {t["health"] for t in targets().values()} == {"up", "down"}, f"targets: {targets()}")
+    _until(lambda: {t["health"] for t in targets().values()} == {"up", "down"}, f"targets: {targets()}")
     assert targets()["ghost"]["health"] == "up"
     assert "401" in targets()["ghost_without_key"]["lastError"]
     assert value(prometheus, 'up{job="ghost"}') == 1.0
@@ -124,7 +117,7 @@ def test_prometheus_scrapes_ghost_with_the_key_and_is_refused_without(prometheus
 
 def test_a_tool_turn_moves_the_turn_tool_and_token_series(prometheus: str, server: GhostServer,
                                                           upstream: FakeUpstream) -> None:
-    _wait(lambda: value(prometheus, 'up{job="ghost"}') == 1.0, "Ghost was never scraped")
+    _until(lambda: value(prometheus, 'up{job="ghost"}') == 1.0, "Ghost was never scraped")
     assert value(prometheus, 'sum(ghost_turns_total)') is None  # no turn yet: the series moves below
     upstream.script(Reply(content="", tool_calls=[{"id": "call_m", "name": "execute",
                                                    "arguments": {"code": "print('metered')"}}]),
@@ -149,7 +142,7 @@ def test_a_tool_turn_moves_the_turn_tool_and_token_series(prometheus: str, serve
         'ghost_http_requests_total{route="/v1/chat/completions",method="POST",status="200"}': 1,
         'ghost_turns_in_progress': 0,
     }
-    _wait(lambda: all(value(prometheus, q) == v for q, v in expected.items()),
+    _until(lambda: all(value(prometheus, q) == v for q, v in expected.items()),
           f"series: { {q: value(prometheus, q) for q in expected} }")
 
 

@@ -22,6 +22,7 @@ from ghost.observe.content import CUT_MARK, request_attributes
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from ghost.testing.server import GhostServer, clean_env
+from ghost.testing.wait import until
 from mcp_toys import HttpToy, install_toy, toy, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -175,15 +176,6 @@ def _span_counts(server: GhostServer) -> tuple[float, float, float]:
             samples[("ghost_trace_spans_exported_total", "failed")])
 
 
-def _poll(condition: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"never: {what}")
-
-
 def test_every_span_ended_is_counted_and_so_is_what_the_collector_took(
         upstream: FakeUpstream, tmp_path: Path) -> None:
     sink = OtlpReceiver().start()
@@ -195,7 +187,7 @@ def test_every_span_ended_is_counted_and_so_is_what_the_collector_took(
             # Each scrape makes a span of its own, ended after its text: once a scrape finds every
             # span before it exported, Ghost ends exactly one more (that scrape's) and the
             # collector receives exactly the spans Ghost counted.
-            ended, ok, failed = _poll(lambda: (c := _span_counts(server))[0] == c[1] and c, "all spans exported")
+            ended, ok, failed = until(lambda: (c := _span_counts(server))[0] == c[1] and c, "every span ended exported", 30)
             assert ended >= 3 and failed == 0  # at least the turn's: the request, invoke_agent, chat
             got = sink.wait_for(lambda got: len(got) >= ended + 1)
             time.sleep(0.3)  # several export delays: nothing more comes
@@ -210,7 +202,7 @@ def test_spans_the_collector_refuses_are_counted_as_failed(upstream: FakeUpstrea
     try:
         with GhostServer("--upstream-url", upstream.url, home=tmp_path, env=env) as server:
             assert _chat(server, "nobody takes these").status_code == 200
-            ended, ok, failed = _poll(lambda: (c := _span_counts(server))[2] >= 3 and c, "three spans failed")
+            ended, ok, failed = until(lambda: (c := _span_counts(server))[2] >= 3 and c, "three spans failed", 30)
             assert ok == 0 and failed <= ended
             assert refusing.requests and all(path == "/v1/traces" for path, _ in refusing.requests)
     finally:
