@@ -156,26 +156,49 @@ def _parent(flags: int, remote: bool, state: str) -> otel_context.Context:
     return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
 
-@pytest.mark.parametrize("parent", [None, (1, True, "vendor=v1"), (0, True, "vendor=v1"), (1, False, ""),
-                                    (0, False, ""), (3, True, ""), (2, True, "")])
-def test_the_default_sampler_decides_as_the_sdks_does(env: pytest.MonkeyPatch,
-                                                     parent: tuple[int, bool, str] | None) -> None:
-    from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+_PARENTS = [None, (1, True, "vendor=v1"), (0, True, "vendor=v1"), (1, False, ""), (0, False, ""), (3, True, ""),
+            (2, True, "")]
 
-    maker = SpanMaker(RESOURCE, SCOPE, InMemorySpanExporter())  # no OTEL_TRACES_SAMPLER: the default
-    assert maker.sampler is DEFAULT_ON  # so the decision is made without calling it
+
+def _samplers() -> dict[str, Any]:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = sampling.TraceIdRatioBased(0.3)
+    return {
+        "always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF,
+        "parentbased_always_on": sampling.DEFAULT_ON, "parentbased_always_off": sampling.DEFAULT_OFF,
+        "traceidratio": ratio, "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio(0.3),
+        "parent based, own delegates": sampling.ParentBased(ratio, remote_parent_not_sampled=ratio,
+                                                            local_parent_sampled=sampling.ALWAYS_OFF),
+        "any other (asked each time)": sampling.AlwaysRecordSampler(sampling.ALWAYS_OFF),  # records, unsampled
+    }
+
+
+@pytest.mark.parametrize("name", list(_samplers()))
+def test_each_sampler_decides_as_the_sdks_does(env: pytest.MonkeyPatch, name: str) -> None:
+    sampler = _samplers()[name]
+    maker = SpanMaker(RESOURCE, SCOPE, InMemorySpanExporter(), sampler=sampler)
+    # Every sampler the standard variables can name has a fixed rule, applied without calling it.
+    assert (maker.rule is None) is name.startswith("any other")
     try:
-        context = _parent(*parent) if parent else None
-        span = maker.start("s", SpanKind.INTERNAL, {"a": 1}, context)
-        got = span.get_span_context()
-        expected = DEFAULT_ON.should_sample(context, got.trace_id, "s", SpanKind.INTERNAL, {"a": 1})
-        assert span.is_recording() is expected.decision.is_recording()
-        assert got.trace_flags.sampled is expected.decision.is_sampled()
-        assert got.trace_state == (expected.trace_state or trace.TraceState())
-        if parent:
-            assert got.trace_flags.random_trace_id is bool(parent[0] & 2)  # the parent's, as the SDK keeps it
-        if span.is_recording():
-            assert dict(span.attributes) == dict(expected.attributes)  # type: ignore[attr-defined]
+        for parent in _PARENTS:
+            context = _parent(*parent) if parent else None
+            decisions = set()
+            for _ in range(200):  # random trace ids: a ratio's both decisions
+                span = maker.start("s", SpanKind.INTERNAL, {"a": 1}, context)
+                got = span.get_span_context()
+                expected = sampler.should_sample(context, got.trace_id, "s", SpanKind.INTERNAL, {"a": 1})
+                assert span.is_recording() is expected.decision.is_recording(), (name, parent)
+                assert got.trace_flags.sampled is expected.decision.is_sampled(), (name, parent)
+                assert got.trace_state == (expected.trace_state or trace.TraceState())
+                if parent:
+                    assert got.trace_flags.random_trace_id is bool(parent[0] & 2)  # the parent's, as the SDK keeps it
+                if span.is_recording():
+                    assert dict(span.attributes) == dict(expected.attributes)  # type: ignore[attr-defined]
+                decisions.add(expected.decision.is_sampled())
+                span.end()
+            if "ratio" in name and parent is None:
+                assert decisions == {True, False}  # both sides of the ratio were compared
     finally:
         maker.shutdown()
 

@@ -11,7 +11,7 @@ SDK's.
 
 What stays the SDK's, unchanged: the decisions and the settings. A `TracerProvider` is made for its
 configuration only (it never makes a span here): its sampler (`OTEL_TRACES_SAMPLER`/`_ARG`) decides
-every span (the default, parent based, by its fixed rule applied here), its id generator makes the
+every span (each standard one by its fixed rule, applied here), its id generator makes the
 ids; `SpanLimits` reads the `OTEL_*_LIMIT` variables; `Resource` reads `OTEL_RESOURCE_ATTRIBUTES`; the `BatchSpanProcessor`
 (`OTEL_BSP_*`: a bounded queue that drops and logs when full, never blocking; one thread exporting
 in batches; a flush at shutdown) takes each ended span; the OTLP/HTTP exporter (`ghost.observe.otlp`)
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import time_ns
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +39,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -65,12 +65,14 @@ class SpanMaker:
     apart) and hands each ended one to the app's batch processor."""
 
     def __init__(self, resource: Resource, scope: InstrumentationScope, exporter: SpanExporter,
-                 ended: Any = None) -> None:
-        """`ended`: a `ghost.observe.metrics.CounterFamily` counting the sampled spans handed on."""
+                 ended: Any = None, sampler: Sampler | None = None) -> None:
+        """`ended`: a `ghost.observe.metrics.CounterFamily` counting the sampled spans handed on.
+        `sampler`: None for the one the standard variables name (as the SDK reads them)."""
         # The SDK's provider, for its configuration: the sampler and id generator it reads from
         # the environment (no processor: it never makes or exports a span).
-        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False, sampler=sampler)
         self.sampler, self.ids = self.provider.sampler, self.provider.id_generator
+        self.rule = fixed_rule(self.sampler)
         self.resource, self.scope = resource, scope
         self.limits = SpanLimits()
         self.max_attributes = self.limits.max_span_attributes
@@ -97,10 +99,10 @@ class SpanMaker:
     def _decide(self, parent: Context | None, parent_context: SpanContext | None, trace_id: int, name: str,
                 kind: SpanKind, attributes: Mapping[str, Any]) -> tuple[bool, bool, Any, Mapping[str, Any]]:
         """The sampler's decision: sampled, recording, the trace state, the attributes to start with."""
-        if self.sampler is DEFAULT_ON:
-            # The default sampler's rule is fixed (the parent's choice, else sampled): applied here
-            # as it applies it, without its per-call result objects (a test holds the two equal).
-            sampled = parent_context is None or parent_context.trace_flags.sampled
+        if self.rule is not None:
+            # A standard sampler: its fixed rule applied here as it applies it, without its
+            # per-call result objects (a test holds the two equal for every standard sampler).
+            sampled = self.rule(parent_context, trace_id)
             return sampled, sampled, parent_context.trace_state if parent_context is not None else None, attributes
         result = self.sampler.should_sample(parent, trace_id, name, kind, attributes)
         return result.decision.is_sampled(), result.decision.is_recording(), result.trace_state, result.attributes
@@ -111,6 +113,45 @@ class SpanMaker:
     def shutdown(self) -> None:
         """Export what is queued, then stop (blocking)."""
         self.processor.shutdown()
+
+
+Rule = Callable[[SpanContext | None, int], bool]
+_PARENT_BASED_DELEGATES = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+                           "_local_parent_not_sampled")
+
+
+def fixed_rule(sampler: Sampler) -> Rule | None:
+    """`sampled(parent, trace_id)` (`parent`: a valid parent's context, else None) for the SDK's
+    samplers whose rule is fixed — every one `OTEL_TRACES_SAMPLER` can name: always on, always
+    off, the trace id ratio, and parent based on those. Such a sampler records exactly what it
+    samples and passes the parent's trace state on. None for any other sampler (it is then asked
+    for every span), and for a parent-based one an SDK lays out differently."""
+    if sampler is ALWAYS_ON:
+        return lambda parent, trace_id: True
+    if sampler is ALWAYS_OFF:
+        return lambda parent, trace_id: False
+    if type(sampler) is TraceIdRatioBased:
+        bound, mask = sampler.bound, TraceIdRatioBased.TRACE_ID_LIMIT
+        return lambda parent, trace_id: trace_id & mask < bound
+    if not isinstance(sampler, ParentBased) or type(sampler).should_sample is not ParentBased.should_sample:
+        return None
+    rules = [fixed_rule(getattr(sampler, name, None)) for name in _PARENT_BASED_DELEGATES]  # type: ignore[arg-type]
+    if any(rule is None for rule in rules):
+        return None
+    root, remote_sampled, remote_unsampled, local_sampled, local_unsampled = rules
+    assert root is not None and remote_sampled is not None and remote_unsampled is not None
+    assert local_sampled is not None and local_unsampled is not None
+    if [getattr(sampler, name) for name in _PARENT_BASED_DELEGATES[1:]] == [ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]:
+        return lambda parent, trace_id: root(None, trace_id) if parent is None else parent.trace_flags.sampled
+
+    def parent_based(parent: SpanContext | None, trace_id: int) -> bool:
+        if parent is None:
+            return root(None, trace_id)
+        if parent.is_remote:
+            return (remote_sampled if parent.trace_flags.sampled else remote_unsampled)(parent, trace_id)
+        return (local_sampled if parent.trace_flags.sampled else local_unsampled)(parent, trace_id)
+
+    return parent_based
 
 
 class RecordedSpan(trace.Span):
