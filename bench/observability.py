@@ -243,8 +243,6 @@ def report_throughput(results: dict[str, dict[str, list[tuple[float, float]]]], 
         per_kind = results[kind]
         base = median([cpu for cpu, _ in per_kind["off"]])
         for name, share in (("off", None), ("metrics", METRICS_SHARE), ("tracing", TRACING_SHARE), (SAMPLED, None)):
-            if name not in per_kind:
-                continue
             cpus = [cpu for cpu, _ in per_kind[name]]
             middle = median(cpus)
             ratio = base / middle  # the turns/s Ghost's CPU allows, relative to off

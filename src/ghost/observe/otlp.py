@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from ghost.observe.metrics import CounterFamily
 
 log = logging.getLogger("ghost.observe")
 
@@ -262,9 +265,9 @@ class GhostSpanExporter(OTLPSpanExporter):
     SDK lay its exporter out differently, this falls back to the SDK's whole export (slower, never
     broken); `fast` says which runs, and a test checks it is the fast one with the pinned SDK."""
 
-    def __init__(self, *args: Any, counted: Any = None, **kwargs: Any) -> None:
-        """`counted`: a `ghost.observe.metrics.CounterFamily` (label `outcome`: ok, failed) that
-        every batch's spans are counted into, once the collector has answered (or not)."""
+    def __init__(self, *args: Any, counted: CounterFamily | None = None, **kwargs: Any) -> None:
+        """`counted` (label `outcome`: ok, failed): every batch's spans are counted into it once
+        the collector has answered (or not)."""
         super().__init__(*args, **kwargs)
         self.counted = counted
         client = getattr(self, "_client", None)

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
@@ -42,6 +42,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+if TYPE_CHECKING:
+    from ghost.observe.metrics import CounterFamily
 
 log = logging.getLogger("ghost.observe")
 _STATUSES = {code: Status(code) for code in StatusCode}
@@ -65,8 +68,8 @@ class SpanMaker:
     apart) and hands each ended one to the app's batch processor."""
 
     def __init__(self, resource: Resource, scope: InstrumentationScope, exporter: SpanExporter,
-                 ended: Any = None, sampler: Sampler | None = None) -> None:
-        """`ended`: a `ghost.observe.metrics.CounterFamily` counting the sampled spans handed on.
+                 ended: CounterFamily | None = None, sampler: Sampler | None = None) -> None:
+        """`ended`: counts the sampled spans handed on.
         `sampler`: None for the one the standard variables name (as the SDK reads them)."""
         # The SDK's provider, for its configuration: the sampler and id generator it reads from
         # the environment (no processor: it never makes or exports a span).

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,6 +26,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from ghost import __version__
 from ghost.config import TraceSettings
 
+if TYPE_CHECKING:
+    from ghost.observe.metrics import Metrics
+
 log = logging.getLogger("ghost.observe")
 _PROPAGATOR = TraceContextTextMapPropagator()
 Span = trace.Span
@@ -33,7 +36,7 @@ Context = otel_context.Context
 
 
 class Tracing:
-    def __init__(self, settings: TraceSettings | None = None, metrics: Any = None) -> None:
+    def __init__(self, settings: TraceSettings | None = None, metrics: Metrics | None = None) -> None:
         """`metrics` (a `ghost.observe.metrics.Metrics`): where the spans queued and exported are counted."""
         settings = settings or TraceSettings()
         self.enabled = settings.enabled
@@ -44,7 +47,7 @@ class Tracing:
         if self.enabled:
             self._start(settings, metrics)
 
-    def _start(self, settings: TraceSettings, metrics: Any) -> None:
+    def _start(self, settings: TraceSettings, metrics: Metrics | None) -> None:
         from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
