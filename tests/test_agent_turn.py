@@ -13,6 +13,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ghost.testing.fake_upstream import FakeUpstream, Reply
 from ghost.testing.server import GhostServer
@@ -327,11 +328,17 @@ def test_disconnect_kills_a_long_execute(server: GhostServer, upstream: FakeUpst
     upstream.script(Reply(content="", tool_calls=[{"name": "execute", "arguments": {
         "language": "bash", "code": f"exec -a {marker} sleep 60"}}]), Reply(content="never asked for"))
     body = json.dumps({"model": "fake-model", "messages": USER}).encode()
+    before = turn_outcomes(server)  # the server is shared: other tests' turns are counted too
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
         conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"X-Ghost-Key: %s\r\nContent-Length: %d\r\n\r\n%s" % (server.api_key.encode(), len(body), body))
         wait_until(lambda: _running(marker), "the sandbox process to start")
     # The connection is closed while the process runs (its own limit is 30 s, the sleep 60 s).
+    # Waiting for the turn to end, not only for the process to go: a turn that ran on would see
+    # its process killed at that limit too, and ask for the second round only a moment later.
+    wait_until(lambda: sum(turn_outcomes(server).values()) == sum(before.values()) + 1, "the turn to end")
+    after = turn_outcomes(server)
+    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {"cancelled": 1}
     wait_until(lambda: not _running(marker), "the sandbox process to be killed")
     assert len(upstream.chat_requests()) == 1  # the turn stopped: no second round was asked for
 
@@ -341,6 +348,14 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def turn_outcomes(server: GhostServer) -> dict[str, float]:
+    """Turns ended so far by outcome, from Ghost's own `ghost_turns_total`."""
+    text = httpx.get(server.url + "/metrics", headers=server.headers, timeout=30).raise_for_status().text
+    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
+            if family.name == "ghost_turns" for sample in family.samples
+            if sample.name == "ghost_turns_total" and sample.value}
 
 
 def _running(marker: str) -> bool:

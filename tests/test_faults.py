@@ -509,14 +509,25 @@ def phase_checks(moment: str, ghost: GhostServer, old_names: set[str],
                  loader: threading.Thread) -> tuple[Callable[[], bool], Callable[[], bool]]:
     """(in the phase, past it) for a load's `moment`, as seen from outside Ghost."""
     sandbox = ghost.home / "sandbox"
+    old_top = {name for name in old_names if "/" not in name}
 
     def swapped() -> bool:
-        return tree_names(sandbox) != old_names
+        # The top folder's names only: a listing takes microseconds where the whole tree took
+        # 15 ms, so a poll lands inside a swap that is not atomic (the old tree deleted file by
+        # file, then the new one renamed in) even when the deletion takes only a few polls.
+        with contextlib.suppress(OSError):
+            return set(os.listdir(sandbox)) != old_top
+        return True
 
     if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
         return (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
-    if moment == "unpacking":  # unpacked files in staging, the live sandbox untouched
-        return (lambda: stage_has_files(ghost) and not swapped()), swapped
+    def new_in_place() -> bool:  # the archive's top folders in the live sandbox: swapped in
+        with contextlib.suppress(OSError):
+            return any(name.startswith("new-") for name in os.listdir(sandbox))
+        return False
+
+    if moment == "unpacking":  # the archive's files unpacked (wherever the load puts them), the old sandbox live
+        return (lambda: any(ghost.home.rglob("new-*.bin")) and not new_in_place()), new_in_place
     # swapping: the live sandbox exchanged, the load not finished (its staging folder still there)
     return (lambda: swapped() and stage_folder_exists(ghost)), (lambda: not loader.is_alive())
 
@@ -525,12 +536,6 @@ def stage_folder_exists(ghost: GhostServer) -> bool:
     with contextlib.suppress(OSError):
         return any(p.name.startswith("stage-") for p in (ghost.home / ".sandbox.ghost-tmp").iterdir())
     return False
-
-
-def tree_names(root: Path) -> set[str]:
-    with contextlib.suppress(OSError):
-        return {p.relative_to(root).as_posix() for p in root.rglob("*")}
-    return set()
 
 
 def _paced(chunks: Iterator[bytes], pause: float) -> Iterator[bytes]:

@@ -460,7 +460,7 @@ PROOFS: list[Removal] = [
             why="a non-streamed turn is not cancelled when its client hangs up"),
     Removal("load: the sandbox swapped file by file", "workspace/archive.py",
             old="        journal.exchange(live, staged.sandbox)\n",
-            new="        shutil.rmtree(live); os.rename(staged.sandbox, live)\n",
+            new='        __import__("shutil").rmtree(live); os.rename(staged.sandbox, live)\n',
             tests=("tests/test_faults.py::test_sigkill_during_a_workspace_load_leaves_the_old_or_the_new_workspace[swapping]",),
             why="old sandbox deleted, then the new one renamed in"),
     Removal("load: unpacked straight into the live sandbox", "workspace/archive.py",

@@ -23,10 +23,12 @@ baseline is broken. `--report FILE` writes the table as Markdown.
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
 import re
 import shutil
 import subprocess
+import symtable
 import sys
 import tempfile
 import time
@@ -68,10 +70,41 @@ def edited(removal: Removal, text: str, old: str, new: str) -> str:
 
 def check_list(removals: list[Removal]) -> None:
     for removal in removals:
+        after: dict[str, str] = {}
         for file, old, new in removal.edits():
-            edited(removal, (SOURCE / "ghost" / file).read_text(), old, new)
+            after[file] = edited(removal, after.get(file) or (SOURCE / "ghost" / file).read_text(), old, new)
+        for file, text in after.items():
+            check_still_runs(removal, file, (SOURCE / "ghost" / file).read_text(), text)
         if not removal.tests:
             raise ListRotted(f"{removal.name}: no tests named")
+
+
+def check_still_runs(removal: Removal, file: str, before: str, after: str) -> None:
+    """An edit must take the guard out, not break the file: one that uses a name the file never
+    imports (say `shutil`) fails at its first call, and the tests then notice an error, not the
+    missing guard."""
+    try:
+        new_names = undefined_names(after, file) - undefined_names(before, file)
+    except SyntaxError as exc:
+        raise ListRotted(f"{removal.name}: the edited {file} does not compile: {exc}") from None
+    if new_names:
+        raise ListRotted(f"{removal.name}: the edit uses {', '.join(sorted(new_names))}, "
+                         f"which {file} never defines or imports")
+
+
+def undefined_names(text: str, file: str) -> set[str]:
+    """Module-level names the code reads that it neither assigns, imports nor gets from builtins."""
+    module = symtable.symtable(text, file, "exec")
+    known = {s.get_name() for s in module.get_symbols() if s.is_assigned() or s.is_imported()}
+    known |= set(dir(builtins))
+    missing: set[str] = set()
+    tables = [module]
+    while tables:
+        table = tables.pop()
+        missing |= {s.get_name() for s in table.get_symbols() if s.is_referenced()
+                    and (table is module or s.is_global()) and s.get_name() not in known}
+        tables += table.get_children()
+    return missing
 
 
 def copy_with(removal: Removal | None, into: Path) -> Path:
