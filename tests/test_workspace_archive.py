@@ -258,6 +258,32 @@ def test_save_over_the_cap_is_413_and_leaves_no_temp_file(upstream: FakeUpstream
         assert tmp_leftovers(ghost) == []
 
 
+def test_save_whose_entries_outgrow_the_cap_is_413_and_leaves_no_temp_file(upstream: FakeUpstream,
+                                                                           tmp_path: Path) -> None:
+    """The archive itself is capped, not only the files it reads: 3,000 empty files with long names
+    read nothing (apparent size 0), yet their zip entries alone take ~0.9 MB."""
+    with GhostServer("--workspace-save-max-bytes", "100000", *no_bundled_model(upstream.url),
+                     home=tmp_path / "home") as ghost:
+        folder = ghost.home / "sandbox" / "many"
+        folder.mkdir()
+        for i in range(3000):
+            (folder / f"{i:04d}-{'n' * 96}.txt").touch()
+        with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
+            response = client.post("/api/workspace/save")
+            assert response.status_code == 413, response.headers.get("content-type")
+            assert response.json()["error"]["type"] == "request_too_large"
+            assert "archive larger than the 100000-byte save limit" in response.json()["error"]["message"]
+            assert tmp_leftovers(ghost) == []
+            # The cap is on the archive, not on what a save may hold: with fewer entries it saves.
+            shutil.rmtree(folder)
+            folder.mkdir()
+            for i in range(100):
+                (folder / f"{i:04d}-{'n' * 96}.txt").touch()
+            saved = client.post("/api/workspace/save")
+            assert saved.status_code == 200 and len(saved.content) <= 100_000
+            assert len([n for n in zipfile.ZipFile(io.BytesIO(saved.content)).namelist() if n.endswith(".txt")]) == 100
+
+
 def test_the_event_loop_stays_free_while_a_large_save_runs(server: GhostServer, http: httpx.Client,
                                                           sandbox: Path) -> None:
     line = b"the quick brown fox jumps over the lazy dog, again and again and again\n"
