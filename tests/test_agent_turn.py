@@ -332,7 +332,9 @@ def test_disconnect_kills_a_long_execute(server: GhostServer, upstream: FakeUpst
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
         conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"X-Ghost-Key: %s\r\nContent-Length: %d\r\n\r\n%s" % (server.api_key.encode(), len(body), body))
-        wait_until(lambda: _running(marker), "the sandbox process to start")
+        # Or a second round asked for: the process has come and gone (it never ran the sleep).
+        wait_until(lambda: _running(marker) or len(upstream.chat_requests()) > 1, "the sandbox process to start")
+        assert len(upstream.chat_requests()) == 1, "the execute ended before the client left"
     # The connection is closed while the process runs (its own limit is 30 s, the sleep 60 s).
     # Waiting for the turn to end, not only for the process to go: a turn that ran on would see
     # its process killed at that limit too, and ask for the second round only a moment later.

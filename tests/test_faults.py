@@ -513,7 +513,7 @@ def phase_checks(moment: str, ghost: GhostServer, old_names: set[str],
 
     def swapped() -> bool:
         # The top folder's names only: a listing takes microseconds where the whole tree took
-        # 15 ms, so a poll lands inside a swap that is not atomic (the old tree deleted file by
+        # ~17 ms, so a poll lands inside a swap that is not atomic (the old tree deleted file by
         # file, then the new one renamed in) even when the deletion takes only a few polls.
         with contextlib.suppress(OSError):
             return set(os.listdir(sandbox)) != old_top
@@ -521,6 +521,7 @@ def phase_checks(moment: str, ghost: GhostServer, old_names: set[str],
 
     if moment == "receiving":  # part of the archive on disk, nothing unpacked yet
         return (lambda: temp_has(ghost, "load-") and not stage_has_files(ghost)), (lambda: stage_has_files(ghost))
+
     def new_in_place() -> bool:  # the archive's top folders in the live sandbox: swapped in
         with contextlib.suppress(OSError):
             return any(name.startswith("new-") for name in os.listdir(sandbox))
