@@ -270,7 +270,7 @@ def test_save_whose_entries_outgrow_the_cap_is_413_and_leaves_no_temp_file(upstr
             (folder / f"{i:04d}-{'n' * 96}.txt").touch()
         with httpx.Client(base_url=ghost.url, headers=ghost.headers, timeout=60) as client:
             response = client.post("/api/workspace/save")
-            assert response.status_code == 413, response.headers.get("content-type")
+            assert response.status_code == 413, f"answered {response.status_code}, {response.headers.get('content-type')}"
             assert response.json()["error"]["type"] == "request_too_large"
             assert "archive larger than the 100000-byte save limit" in response.json()["error"]["message"]
             assert tmp_leftovers(ghost) == []

@@ -46,6 +46,7 @@ PER_REMOVAL_TIMEOUT_S = 1800
 # hangs without its guard ends the run with a failure and a stack dump, instead of blocking it.
 PER_TEST_TIMEOUT_S = 300
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)
+_FAILURE_LINE = re.compile(r"^E +(\S.*)$", re.MULTILINE)
 
 
 class ListRotted(Exception):
@@ -58,6 +59,7 @@ class Outcome:
     noticed: bool
     detail: str  # the first failing test, or why nothing was noticed
     seconds: float
+    failure: str = ""  # the first failure line pytest printed: what the tests saw go wrong
 
 
 def edited(removal: Removal, text: str, old: str, new: str) -> str:
@@ -155,9 +157,20 @@ def try_removal(removal: Removal, scratch: Path) -> Outcome:
     seconds = time.monotonic() - started
     if status == 1:  # tests ran and failed
         failed = _FAILED.findall(output)
-        return Outcome(removal, True, f"`{failed[0]}`" if failed else "a test failed", seconds)
+        return Outcome(removal, True, f"`{failed[0]}`" if failed else "a test failed", seconds,
+                       first_failure(output))
     why = {0: "all named tests passed", -1: "timed out"}.get(status, f"pytest exit status {status} (not a test failure)")
     return Outcome(removal, False, why, seconds)
+
+
+def first_failure(output: str) -> str:
+    """pytest's first `E` line, printable and short. Printed under each noticed removal: a test can
+    fail on a side effect of the edit (an error, a missed phase) rather than on the harm the guard
+    prevents, and only this line tells the two apart."""
+    found = _FAILURE_LINE.search(output)
+    text = found.group(1) if found else ""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def try_each(removal: Removal, scratch: Path) -> Outcome:
@@ -262,6 +275,8 @@ def main() -> int:
         outcome = (try_each if args.each else try_removal)(removal, scratch)
         print(f"{'noticed    ' if outcome.noticed else 'NOT NOTICED'}  {removal.name}  "
               f"({outcome.detail}, {outcome.seconds:.0f} s)", flush=True)
+        if outcome.failure:
+            print(f"             it saw: {outcome.failure}", flush=True)
         outcomes.append(outcome)
     report = table(outcomes)
     print("\n" + report)
